@@ -1,0 +1,152 @@
+//! Identifiers with checked constructors: an id that exists has already been validated.
+//!
+//! Every id is a thin wrapper over a `String`; the wrapper's constructor is the only way to
+//! build one, so the core never sees an empty, oversized or oddly-charactered id.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::error::InvalidInput;
+
+fn check(
+    field: &'static str,
+    value: &str,
+    max_len: usize,
+    allowed: impl Fn(u8) -> bool,
+    allowed_text: &str,
+) -> Result<(), InvalidInput> {
+    if value.is_empty() {
+        return Err(InvalidInput::new(field, "must not be empty"));
+    }
+    if value.len() > max_len {
+        return Err(InvalidInput::new(
+            field,
+            format!("is {} bytes long; at most {max_len} allowed", value.len()),
+        ));
+    }
+    if let Some(bad) = value.bytes().find(|b| !allowed(*b)) {
+        return Err(InvalidInput::new(
+            field,
+            format!("contains {:?}; allowed characters are {allowed_text}", bad as char),
+        ));
+    }
+    Ok(())
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $max:expr, $allowed:expr, $allowed_text:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Longest accepted id, in bytes.
+            pub const MAX_LEN: usize = $max;
+
+            /// Validates `value` and wraps it; the error names the field and the reason.
+            pub fn new(value: impl Into<String>) -> Result<Self, InvalidInput> {
+                Self::parse_as($field, value)
+            }
+
+            /// Like [`Self::new`], but the error names `field` (for nested wire fields).
+            pub fn parse_as(field: &'static str, value: impl Into<String>) -> Result<Self, InvalidInput> {
+                let value = value.into();
+                check(field, &value, $max, $allowed, $allowed_text)?;
+                Ok(Self(value))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = InvalidInput;
+            fn try_from(value: String) -> Result<Self, InvalidInput> {
+                Self::new(value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:?}", self.0)
+            }
+        }
+    };
+}
+
+fn id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'@' | b'-')
+}
+
+fn printable_ascii(b: u8) -> bool {
+    (0x20..=0x7e).contains(&b)
+}
+
+fn asset_byte(b: u8) -> bool {
+    b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'
+}
+
+string_id!(
+    /// An asset code such as `USD` or `CREDITS`: `[A-Z0-9_]{1,16}`.
+    AssetCode, "asset", 16, asset_byte, "A-Z, 0-9 and _"
+);
+string_id!(
+    /// A customer account id: `[A-Za-z0-9_.:@-]{1,128}`.
+    AccountId, "account", 128, id_byte, "A-Z, a-z, 0-9 and _ . : @ -"
+);
+string_id!(
+    /// A grant id, unique within its account.
+    GrantId, "grant_id", 128, id_byte, "A-Z, a-z, 0-9 and _ . : @ -"
+);
+string_id!(
+    /// A hold id, unique within its account while the hold is remembered.
+    HoldId, "hold_id", 128, id_byte, "A-Z, a-z, 0-9 and _ . : @ -"
+);
+string_id!(
+    /// A price book id.
+    BookId, "price_book", 128, id_byte, "A-Z, a-z, 0-9 and _ . : @ -"
+);
+string_id!(
+    /// A meter name such as `tokens`.
+    Meter, "meter", 128, id_byte, "A-Z, a-z, 0-9 and _ . : @ -"
+);
+string_id!(
+    /// A usage event id: 1..=128 printable ASCII characters, unique per account.
+    EventId, "event_id", 128, printable_ascii, "printable ASCII (0x20..=0x7e)"
+);
+string_id!(
+    /// A dimension key or metadata key.
+    Key, "key", 64, id_byte, "A-Z, a-z, 0-9 and _ . : @ -"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(AccountId::new("cust_1@acme.io").is_ok());
+        let err = AccountId::new("").unwrap_err();
+        assert_eq!(err.field, "account");
+        assert!(AccountId::new("a b").unwrap_err().reason.contains("' '"));
+        assert!(AccountId::new("x".repeat(129)).is_err());
+        assert!(AssetCode::new("usd").is_err());
+        assert!(AssetCode::new("USD").is_ok());
+        assert!(EventId::new("evt 1/2").is_ok());
+        assert!(EventId::new("evt\n").is_err());
+    }
+}

@@ -1,0 +1,221 @@
+//! Exact decimal amounts. No floating point anywhere: every amount is a `rust_decimal::Decimal`
+//! behind the [`Amount`] newtype, every operation is checked, and overflow is an error value.
+
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::InvalidInput;
+
+/// Largest number of digits after the point an asset may have.
+pub const SCALE_MAX: u32 = 18;
+
+/// An exact decimal amount (money, quantity or price). May be negative where the context
+/// allows it (a balance); constructors used at the edge reject negatives where they are invalid.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Amount(Decimal);
+
+impl Amount {
+    pub const ZERO: Amount = Amount(Decimal::ZERO);
+    pub const ONE: Amount = Amount(Decimal::ONE);
+
+    pub fn from_decimal(value: Decimal) -> Self {
+        Amount(value.normalize())
+    }
+
+    pub fn decimal(self) -> Decimal {
+        self.0
+    }
+
+    /// An integer amount (tests, counters).
+    pub fn from_i64(value: i64) -> Self {
+        Amount(Decimal::from(value))
+    }
+
+    /// Parses a decimal string such as `"12.50"`; rejects anything else with the field named.
+    pub fn parse(field: &str, text: &str) -> Result<Self, InvalidInput> {
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            return Err(InvalidInput::new(field, "must be a decimal number, got an empty string"));
+        }
+        if trimmed.contains(['e', 'E']) {
+            return Err(InvalidInput::new(
+                field,
+                format!("must be a plain decimal number without exponent, got {text:?}"),
+            ));
+        }
+        Decimal::from_str(trimmed)
+            .map(Amount::from_decimal)
+            .map_err(|_| {
+                InvalidInput::new(
+                    field,
+                    format!("must be a decimal number with at most 28 significant digits, got {text:?}"),
+                )
+            })
+    }
+
+    /// Parses and requires `>= 0`.
+    pub fn parse_non_negative(field: &str, text: &str) -> Result<Self, InvalidInput> {
+        let value = Self::parse(field, text)?;
+        if value.is_negative() {
+            return Err(InvalidInput::new(field, format!("must be >= 0, got {value}")));
+        }
+        Ok(value)
+    }
+
+    /// Parses and requires `> 0`.
+    pub fn parse_positive(field: &str, text: &str) -> Result<Self, InvalidInput> {
+        let value = Self::parse(field, text)?;
+        if !value.is_positive() {
+            return Err(InvalidInput::new(field, format!("must be > 0, got {value}")));
+        }
+        Ok(value)
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.0.is_zero()
+    }
+
+    pub fn is_negative(self) -> bool {
+        self.0.is_sign_negative() && !self.0.is_zero()
+    }
+
+    pub fn is_positive(self) -> bool {
+        self.0.is_sign_positive() && !self.0.is_zero()
+    }
+
+    /// Digits after the point, ignoring trailing zeros.
+    pub fn scale(self) -> u32 {
+        self.0.normalize().scale()
+    }
+
+    pub fn checked_add(self, other: Amount) -> Option<Amount> {
+        self.0.checked_add(other.0).map(Amount)
+    }
+
+    pub fn checked_sub(self, other: Amount) -> Option<Amount> {
+        self.0.checked_sub(other.0).map(Amount)
+    }
+
+    pub fn checked_mul(self, other: Amount) -> Option<Amount> {
+        self.0.checked_mul(other.0).map(Amount)
+    }
+
+    pub fn checked_div(self, other: Amount) -> Option<Amount> {
+        self.0.checked_div(other.0).map(Amount)
+    }
+
+    /// `self` rounded half-to-even at `scale` digits.
+    pub fn round_half_even(self, scale: u32) -> Amount {
+        Amount(self.0.round_dp_with_strategy(scale, RoundingStrategy::MidpointNearestEven))
+    }
+
+    /// `self` rounded towards positive infinity to a whole number.
+    pub fn ceil(self) -> Amount {
+        Amount(self.0.ceil())
+    }
+
+    pub fn min(self, other: Amount) -> Amount {
+        if self <= other {
+            self
+        } else {
+            other
+        }
+    }
+
+    pub fn max(self, other: Amount) -> Amount {
+        if self >= other {
+            self
+        } else {
+            other
+        }
+    }
+
+    pub fn neg(self) -> Amount {
+        Amount(-self.0)
+    }
+
+    /// Canonical text at a fixed scale, e.g. `"1.500000"` for an asset of scale 6.
+    pub fn to_scaled_string(self, scale: u32) -> String {
+        let mut value = self.0;
+        value.rescale(scale);
+        value.to_string()
+    }
+
+    /// Canonical 16-byte form used by the state hash and binary encodings.
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.normalize().serialize()
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.normalize(), f)
+    }
+}
+
+impl fmt::Debug for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.normalize(), f)
+    }
+}
+
+/// Text in human-readable formats (JSON), 16 canonical bytes in binary ones (the log, snapshots).
+impl Serialize for Amount {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&self.to_string())
+        } else {
+            serializer.serialize_bytes(&self.to_bytes())
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = String::deserialize(deserializer)?;
+            Amount::parse("amount", &text).map_err(serde::de::Error::custom)
+        } else {
+            struct BytesVisitor;
+            impl serde::de::Visitor<'_> for BytesVisitor {
+                type Value = Amount;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("16 bytes of a decimal")
+                }
+                fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Amount, E> {
+                    let array: [u8; 16] = bytes
+                        .try_into()
+                        .map_err(|_| E::invalid_length(bytes.len(), &self))?;
+                    Ok(Amount(Decimal::deserialize(array)))
+                }
+            }
+            deserializer.deserialize_bytes(BytesVisitor)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_round() {
+        let a = Amount::parse("x", "0.0000004").unwrap();
+        assert_eq!(a.scale(), 7);
+        assert_eq!(Amount::parse("x", "2.5").unwrap().round_half_even(0), Amount::from_i64(2));
+        assert_eq!(Amount::parse("x", "3.5").unwrap().round_half_even(0), Amount::from_i64(4));
+        assert!(Amount::parse("x", "1e3").is_err());
+        assert!(Amount::parse("x", "abc").is_err());
+        assert!(Amount::parse_positive("x", "0").is_err());
+        assert_eq!(Amount::from_i64(3).to_scaled_string(2), "3.00");
+    }
+
+    #[test]
+    fn binary_round_trip() {
+        let a = Amount::parse("x", "-12.345").unwrap();
+        let bytes = bincode::serialize(&a).unwrap();
+        assert_eq!(bincode::deserialize::<Amount>(&bytes).unwrap(), a);
+    }
+}
