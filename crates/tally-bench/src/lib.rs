@@ -1,0 +1,1 @@
+//! tally-bench (under construction).

@@ -1,0 +1,1 @@
+//! tally-cli (under construction).

@@ -1,0 +1,1 @@
+//! tally-client (under construction).

@@ -1,0 +1,1 @@
+//! tally-raft (under construction).

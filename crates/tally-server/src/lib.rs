@@ -1,0 +1,1 @@
+//! tally-server (under construction).

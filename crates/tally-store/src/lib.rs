@@ -1,0 +1,1 @@
+//! tally-store (under construction).
