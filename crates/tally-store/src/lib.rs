@@ -1,1 +1,5 @@
-//! tally-store (under construction).
+//! Storage for a Tally node: openraft's log and state machine over sled.
+
+pub mod types;
+
+pub use types::{EntryResponse, NodeId, TypeConfig};
