@@ -43,15 +43,28 @@ pub enum Command {
     CreateAsset(AssetSpec),
     CreateAccount(AccountSpec),
     UpdateAccount(AccountUpdate),
-    SetAccountStatus { account: AccountId, status: AccountStatus },
+    SetAccountStatus {
+        account: AccountId,
+        status: AccountStatus,
+    },
     AddGrant(GrantSpec),
-    VoidGrant { account: AccountId, grant: GrantId, reason: String },
+    VoidGrant {
+        account: AccountId,
+        grant: GrantId,
+        reason: String,
+    },
     PublishPrices(PriceBookVersionSpec),
     PublishCosts(CostBookVersionSpec),
     Usage(UsageEvent),
-    UsageBatch { events: Vec<UsageEvent>, atomic: bool },
+    UsageBatch {
+        events: Vec<UsageEvent>,
+        atomic: bool,
+    },
     Authorize(HoldSpec),
-    Release { account: AccountId, hold: HoldId },
+    Release {
+        account: AccountId,
+        hold: HoldId,
+    },
     /// Applies every due time-driven transition ledger-wide.
     Tick,
 }

@@ -27,7 +27,10 @@ fn check(
     if let Some(bad) = value.bytes().find(|b| !allowed(*b)) {
         return Err(InvalidInput::new(
             field,
-            format!("contains {:?}; allowed characters are {allowed_text}", bad as char),
+            format!(
+                "contains {:?}; allowed characters are {allowed_text}",
+                bad as char
+            ),
         ));
     }
     Ok(())

@@ -12,9 +12,14 @@ use crate::money::Amount;
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Book {
     /// What remains of one grant of a customer.
-    CustomerGrant { account: AccountId, grant: GrantId },
+    CustomerGrant {
+        account: AccountId,
+        grant: GrantId,
+    },
     /// What the customer owes beyond their grants (negative while in debt).
-    Receivable { account: AccountId },
+    Receivable {
+        account: AccountId,
+    },
     UsageRevenue,
     Breakage,
     PromotionalExpense,

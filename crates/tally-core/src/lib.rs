@@ -6,15 +6,25 @@
 //! `purity` test and `make verify` keep tokio, sled, tonic, openraft and prost out of its
 //! dependency tree.
 
+mod account;
+mod admin;
+mod calendar;
 pub mod command;
+mod dispatch;
+mod effects;
 pub mod error;
 pub mod ids;
 pub mod journal;
 pub mod money;
 pub mod outcome;
+mod pricing;
+mod report;
 pub mod state;
+mod usage;
+pub mod validate;
 pub mod view;
 
+pub use calendar::{format_utc, month_of, month_start_ms, parse_month, parse_utc};
 pub use command::*;
 pub use error::InvalidInput;
 pub use ids::*;

@@ -37,7 +37,10 @@ impl Amount {
     pub fn parse(field: &str, text: &str) -> Result<Self, InvalidInput> {
         let trimmed = text.trim();
         if trimmed.is_empty() {
-            return Err(InvalidInput::new(field, "must be a decimal number, got an empty string"));
+            return Err(InvalidInput::new(
+                field,
+                "must be a decimal number, got an empty string",
+            ));
         }
         if trimmed.contains(['e', 'E']) {
             return Err(InvalidInput::new(
@@ -50,7 +53,9 @@ impl Amount {
             .map_err(|_| {
                 InvalidInput::new(
                     field,
-                    format!("must be a decimal number with at most 28 significant digits, got {text:?}"),
+                    format!(
+                        "must be a decimal number with at most 28 significant digits, got {text:?}"
+                    ),
                 )
             })
     }
@@ -59,7 +64,10 @@ impl Amount {
     pub fn parse_non_negative(field: &str, text: &str) -> Result<Self, InvalidInput> {
         let value = Self::parse(field, text)?;
         if value.is_negative() {
-            return Err(InvalidInput::new(field, format!("must be >= 0, got {value}")));
+            return Err(InvalidInput::new(
+                field,
+                format!("must be >= 0, got {value}"),
+            ));
         }
         Ok(value)
     }
@@ -68,7 +76,10 @@ impl Amount {
     pub fn parse_positive(field: &str, text: &str) -> Result<Self, InvalidInput> {
         let value = Self::parse(field, text)?;
         if !value.is_positive() {
-            return Err(InvalidInput::new(field, format!("must be > 0, got {value}")));
+            return Err(InvalidInput::new(
+                field,
+                format!("must be > 0, got {value}"),
+            ));
         }
         Ok(value)
     }
@@ -108,7 +119,10 @@ impl Amount {
 
     /// `self` rounded half-to-even at `scale` digits.
     pub fn round_half_even(self, scale: u32) -> Amount {
-        Amount(self.0.round_dp_with_strategy(scale, RoundingStrategy::MidpointNearestEven))
+        Amount(
+            self.0
+                .round_dp_with_strategy(scale, RoundingStrategy::MidpointNearestEven),
+        )
     }
 
     /// `self` rounded towards positive infinity to a whole number.
@@ -132,10 +146,6 @@ impl Amount {
         }
     }
 
-    pub fn neg(self) -> Amount {
-        Amount(-self.0)
-    }
-
     /// Canonical text at a fixed scale, e.g. `"1.500000"` for an asset of scale 6.
     pub fn to_scaled_string(self, scale: u32) -> String {
         let mut value = self.0;
@@ -146,6 +156,13 @@ impl Amount {
     /// Canonical 16-byte form used by the state hash and binary encodings.
     pub fn to_bytes(self) -> [u8; 16] {
         self.0.normalize().serialize()
+    }
+}
+
+impl std::ops::Neg for Amount {
+    type Output = Amount;
+    fn neg(self) -> Amount {
+        Amount(-self.0)
     }
 }
 
@@ -204,8 +221,14 @@ mod tests {
     fn parse_and_round() {
         let a = Amount::parse("x", "0.0000004").unwrap();
         assert_eq!(a.scale(), 7);
-        assert_eq!(Amount::parse("x", "2.5").unwrap().round_half_even(0), Amount::from_i64(2));
-        assert_eq!(Amount::parse("x", "3.5").unwrap().round_half_even(0), Amount::from_i64(4));
+        assert_eq!(
+            Amount::parse("x", "2.5").unwrap().round_half_even(0),
+            Amount::from_i64(2)
+        );
+        assert_eq!(
+            Amount::parse("x", "3.5").unwrap().round_half_even(0),
+            Amount::from_i64(4)
+        );
         assert!(Amount::parse("x", "1e3").is_err());
         assert!(Amount::parse("x", "abc").is_err());
         assert!(Amount::parse_positive("x", "0").is_err());

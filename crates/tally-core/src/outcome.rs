@@ -18,7 +18,10 @@ pub enum Outcome {
     /// The same event (same id, same content) settled before; this is its original result.
     Duplicate(Settlement),
     /// The same event id settled before with different content; nothing changed.
-    Conflict { account: AccountId, event_id: EventId },
+    Conflict {
+        account: AccountId,
+        event_id: EventId,
+    },
     Rejected(Rejection),
     /// One outcome per event of a usage batch, in order.
     Batch(Vec<Outcome>),
@@ -59,12 +62,31 @@ pub enum Applied {
     AccountCreated,
     AccountUpdated,
     StatusChanged,
-    GrantAdded { debt_repaid: Amount, balance_after: Amount },
-    GrantVoided { voided: Amount, balance_after: Amount },
-    PricesPublished { book: BookId, version: u32, effective_from: u64 },
-    CostsPublished { version: u32, effective_from: u64 },
-    HoldAuthorized { expires_at: u64, available_after: Amount },
-    HoldReleased { released: Amount, available_after: Amount },
+    GrantAdded {
+        debt_repaid: Amount,
+        balance_after: Amount,
+    },
+    GrantVoided {
+        voided: Amount,
+        balance_after: Amount,
+    },
+    PricesPublished {
+        book: BookId,
+        version: u32,
+        effective_from: u64,
+    },
+    CostsPublished {
+        version: u32,
+        effective_from: u64,
+    },
+    HoldAuthorized {
+        expires_at: u64,
+        available_after: Amount,
+    },
+    HoldReleased {
+        released: Amount,
+        available_after: Amount,
+    },
     Ticked,
     /// The same create command (same content) was applied before; nothing changed.
     AlreadyApplied,
@@ -127,25 +149,58 @@ impl From<InvalidInput> for Rejection {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reason {
-    InsufficientFunds { available: Amount, required: Amount },
-    UnknownAccount { account: AccountId },
-    AccountFrozen { account: AccountId },
-    AccountClosed { account: AccountId },
-    NoRate { meter: String },
-    OutsideTimeWindow { occurred_at: u64, earliest: u64, latest: u64 },
+    InsufficientFunds {
+        available: Amount,
+        required: Amount,
+    },
+    UnknownAccount {
+        account: AccountId,
+    },
+    AccountFrozen {
+        account: AccountId,
+    },
+    AccountClosed {
+        account: AccountId,
+    },
+    NoRate {
+        meter: String,
+    },
+    OutsideTimeWindow {
+        occurred_at: u64,
+        earliest: u64,
+        latest: u64,
+    },
     InvalidInput(InvalidInput),
-    AlreadyExists { what: String, id: String },
-    UnknownAsset { asset: String },
-    UnknownGrant { grant: GrantId },
-    UnknownHold { hold: HoldId },
-    UnknownPriceBook { book: BookId },
+    AlreadyExists {
+        what: String,
+        id: String,
+    },
+    UnknownAsset {
+        asset: String,
+    },
+    UnknownGrant {
+        grant: GrantId,
+    },
+    UnknownHold {
+        hold: HoldId,
+    },
+    UnknownPriceBook {
+        book: BookId,
+    },
     /// Publishing a price version that would take effect before ledger time.
-    EffectiveInPast { effective_from: u64, now: u64 },
+    EffectiveInPast {
+        effective_from: u64,
+        now: u64,
+    },
     /// Arithmetic left the representable range; the command was not applied.
-    Overflow { field: String },
+    Overflow {
+        field: String,
+    },
     NotInitialized,
     /// An atomic batch was not applied because event `failed_index` failed.
-    BatchAborted { failed_index: u32 },
+    BatchAborted {
+        failed_index: u32,
+    },
 }
 
 impl Reason {

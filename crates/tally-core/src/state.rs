@@ -1,12 +1,27 @@
 //! The ledger state and its one entry point, [`LedgerState::apply`].
+//!
+//! Every collection is a `BTreeMap`/`BTreeSet`/`Vec`, so iteration order, the snapshot encoding
+//! and the state hash are canonical: the same log gives the same bytes on every replica.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use crate::account::{Account, Params};
 use crate::command::{Entry, LedgerConfig};
-use crate::ids::{AccountId, AssetCode, BookId};
+use crate::effects::{Out, Totals};
+use crate::ids::{AccountId, AssetCode, BookId, EventId};
 use crate::journal::{JournalEntry, LedgerEvent};
-use crate::outcome::{Outcome, Reason, Rejection};
-use crate::view::{AccountView, AssetView, Month, PriceVersionView, ReportView};
+use crate::money::Amount;
+use crate::outcome::{Draw, Outcome, Settlement};
+use crate::pricing::PriceBook;
+use crate::view::{
+    AccountView, AssetView, GrantView, HoldView, Month, PriceVersionView, ReportView,
+};
+
+/// Snapshot header: magic and format version.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"TALLYSNP";
+const SNAPSHOT_VERSION: u32 = 1;
 
 /// What one entry produced: one outcome per command, plus the journal entries and ledger
 /// events for storage to persist (the state itself does not keep them).
@@ -34,10 +49,45 @@ impl std::fmt::Display for SnapshotError {
 
 impl std::error::Error for SnapshotError {}
 
+/// What the dedup table remembers of a settled event: enough to detect a conflict and to give
+/// the original result back. Grants and the price book are referred to by index to keep this
+/// small (it is kept for every event of the dedup window).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Remembered {
+    pub fingerprint: u64,
+    pub charged: Amount,
+    pub balance_after: Amount,
+    pub debt_created: Amount,
+    pub from_hold: Amount,
+    pub revenue: Amount,
+    pub cost: Amount,
+    /// 0 = none, else price book ordinal + 1.
+    pub price_book: u32,
+    pub price_version: u32,
+    pub settled_at: u64,
+    pub draws: Vec<(u32, Amount)>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerState {
-    now_ms: u64,
-    config: Option<LedgerConfig>,
+    pub(crate) now_ms: u64,
+    pub(crate) config: Option<LedgerConfig>,
+    /// Asset code -> scale.
+    pub(crate) assets: BTreeMap<AssetCode, u32>,
+    pub(crate) accounts: BTreeMap<AccountId, Account>,
+    /// Account ids by ordinal.
+    pub(crate) account_ids: Vec<AccountId>,
+    pub(crate) price_books: BTreeMap<BookId, PriceBook>,
+    /// Price book ids by ordinal.
+    pub(crate) book_ids: Vec<BookId>,
+    pub(crate) cost_book: Option<PriceBook>,
+    /// Remembered event ids per account ordinal.
+    pub(crate) dedup: BTreeMap<u32, BTreeMap<EventId, Remembered>>,
+    /// When each remembered event id may be forgotten; pushed in ledger-time order.
+    pub(crate) dedup_expiry: VecDeque<(u64, u32, EventId)>,
+    /// (due time, account ordinal) of every account with a pending time-driven transition.
+    pub(crate) due: BTreeSet<(u64, u32)>,
+    pub(crate) totals: Totals,
 }
 
 impl LedgerState {
@@ -48,13 +98,106 @@ impl LedgerState {
     /// Applies one replicated entry. Deterministic: depends only on `self` and `entry`.
     pub fn apply(&mut self, entry: &Entry) -> ApplyResult {
         self.now_ms = self.now_ms.max(entry.at_ms);
-        ApplyResult {
-            outcomes: entry
-                .commands
-                .iter()
-                .map(|_| Outcome::Rejected(Rejection::from(Reason::NotInitialized)))
-                .collect(),
+        let mut result = ApplyResult {
+            outcomes: Vec::with_capacity(entry.commands.len()),
             ..Default::default()
+        };
+        self.forget_old_event_ids();
+        for command in &entry.commands {
+            let outcome = self.apply_command(command, &mut result);
+            result.outcomes.push(outcome);
+        }
+        result
+    }
+
+    pub(crate) fn params(&self) -> Params {
+        let config = self.config.as_ref();
+        Params {
+            reporting_scale: config.map_or(0, |c| c.reporting_scale),
+            dedup_window_ms: config.map_or(0, |c| c.dedup_window_ms),
+        }
+    }
+
+    fn forget_old_event_ids(&mut self) {
+        while let Some((expires_at, ordinal, _)) = self.dedup_expiry.front() {
+            if *expires_at > self.now_ms {
+                break;
+            }
+            let ordinal = *ordinal;
+            let (_, _, event_id) = self.dedup_expiry.pop_front().expect("front exists");
+            if let Some(per_account) = self.dedup.get_mut(&ordinal) {
+                per_account.remove(&event_id);
+                if per_account.is_empty() {
+                    self.dedup.remove(&ordinal);
+                }
+            }
+        }
+    }
+
+    /// Runs the due transitions of one account and re-files it in the due index.
+    pub(crate) fn touch(&mut self, id: &AccountId, result: &mut ApplyResult) -> bool {
+        let params = self.params();
+        let now = self.now_ms;
+        let Some(account) = self.accounts.get_mut(id) else {
+            return false;
+        };
+        if account.due_at.is_some_and(|at| at <= now) {
+            let mut out = Out {
+                result,
+                totals: &mut self.totals,
+            };
+            account.run_due(id, now, params, &mut out);
+            reschedule(&mut self.due, account, params);
+        }
+        true
+    }
+
+    /// Applies every due transition ledger-wide (the tick).
+    pub(crate) fn run_all_due(&mut self, result: &mut ApplyResult) {
+        while let Some(&(at, ordinal)) = self.due.first() {
+            if at > self.now_ms {
+                break;
+            }
+            let id = self.account_ids[ordinal as usize].clone();
+            self.touch(&id, result);
+        }
+    }
+
+    /// Rebuilds the original result of a remembered event.
+    pub(crate) fn remembered_settlement(
+        &self,
+        account: &Account,
+        id: &AccountId,
+        event_id: &EventId,
+        remembered: &Remembered,
+    ) -> Settlement {
+        Settlement {
+            event_id: event_id.clone(),
+            account: id.clone(),
+            charged: remembered.charged,
+            balance_after: remembered.balance_after,
+            drawdown: remembered
+                .draws
+                .iter()
+                .map(|(index, amount)| Draw {
+                    grant: account.grants[*index as usize].id.clone(),
+                    amount: *amount,
+                })
+                .collect(),
+            debt_created: remembered.debt_created,
+            from_hold: remembered.from_hold,
+            revenue: remembered.revenue,
+            cost: remembered.cost,
+            margin: remembered
+                .revenue
+                .checked_sub(remembered.cost)
+                .expect("bounded amounts"),
+            price_book: match remembered.price_book {
+                0 => None,
+                n => Some(self.book_ids[n as usize - 1].clone()),
+            },
+            price_version: remembered.price_version,
+            settled_at: remembered.settled_at,
         }
     }
 
@@ -66,44 +209,308 @@ impl LedgerState {
         self.config.as_ref()
     }
 
-    pub fn asset(&self, _code: &AssetCode) -> Option<AssetView> {
-        None
+    pub fn asset(&self, code: &AssetCode) -> Option<AssetView> {
+        self.assets
+            .get(code)
+            .map(|scale| self.asset_view(code, *scale))
+    }
+
+    fn asset_view(&self, code: &AssetCode, scale: u32) -> AssetView {
+        AssetView {
+            code: code.clone(),
+            scale,
+            is_reporting_currency: self
+                .config
+                .as_ref()
+                .is_some_and(|c| &c.reporting_currency == code),
+        }
     }
 
     pub fn assets(&self) -> Vec<AssetView> {
-        Vec::new()
+        self.assets
+            .iter()
+            .map(|(code, scale)| self.asset_view(code, *scale))
+            .collect()
     }
 
-    pub fn account(&self, _id: &AccountId) -> Option<AccountView> {
-        None
+    /// Number of accounts.
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// Number of remembered event ids.
+    pub fn remembered_event_count(&self) -> usize {
+        self.dedup_expiry.len()
+    }
+
+    /// The account as of ledger time now, with due transitions (expiry, reset, hold expiry)
+    /// applied to the view even when no tick has run yet.
+    pub fn account(&self, id: &AccountId) -> Option<AccountView> {
+        let mut account = self.accounts.get(id)?.clone();
+        let mut scratch_result = ApplyResult::default();
+        let mut scratch_totals = Totals::default();
+        account.run_due(
+            id,
+            self.now_ms,
+            self.params(),
+            &mut Out {
+                result: &mut scratch_result,
+                totals: &mut scratch_totals,
+            },
+        );
+        let order = account.drawdown_order();
+        let mut grant_indices = order.clone();
+        grant_indices.extend((0..account.grants.len()).filter(|i| !order.contains(i)));
+        let grants = grant_indices
+            .into_iter()
+            .map(|index| {
+                let g = &account.grants[index];
+                let state = match g.ended {
+                    Some(crate::account::GrantEnd::Expired) => "expired",
+                    Some(crate::account::GrantEnd::Voided) => "voided",
+                    None if !g.started => "pending",
+                    None if g.remaining.is_zero() => "spent",
+                    None => "live",
+                };
+                GrantView {
+                    id: g.id.clone(),
+                    category: g.category,
+                    amount: g.amount,
+                    remaining: g.remaining,
+                    priority: g.priority,
+                    starts_at: g.starts_at,
+                    expires_at: g.expires_at,
+                    reset_every: g.reset_every,
+                    next_reset: g.next_reset,
+                    rollover_max: g.rollover_max,
+                    paid: g.paid,
+                    state: state.to_string(),
+                }
+            })
+            .collect();
+        let holds = account
+            .holds
+            .iter()
+            .filter(|(_, h)| h.ended.is_none())
+            .map(|(hold_id, h)| HoldView {
+                id: hold_id.clone(),
+                amount: h.amount,
+                remaining: h.remaining,
+                captured: h.captured,
+                expires_at: h.expires_at,
+            })
+            .collect();
+        Some(AccountView {
+            id: id.clone(),
+            asset: account.asset.clone(),
+            scale: account.scale,
+            status: account.status,
+            price_book: account.price_book.clone(),
+            credit_limit: account.credit_limit,
+            list_price: account.list_price,
+            balance: account.balance(),
+            available: account.available(),
+            held: account.held(),
+            debt: account.debt,
+            metadata: account.metadata.clone(),
+            thresholds: account.thresholds.clone(),
+            auto_recharge: account.auto_recharge.clone(),
+            grants,
+            holds,
+            as_of: self.now_ms,
+        })
     }
 
     /// Report for one account (or the whole ledger with `None`), for one month or all time.
-    pub fn report(&self, _account: Option<&AccountId>, _month: Option<Month>) -> Option<ReportView> {
-        None
+    /// `None` when the account does not exist.
+    pub fn report(&self, account: Option<&AccountId>, month: Option<Month>) -> Option<ReportView> {
+        let in_month = |m: &Month| month.is_none_or(|wanted| *m == wanted);
+        let mut view = match account {
+            Some(id) => {
+                let account = self.accounts.get(id)?;
+                let mut view = crate::report::to_view(
+                    account
+                        .reports
+                        .iter()
+                        .filter(|(m, _)| in_month(m))
+                        .map(|(_, agg)| (&account.asset, agg)),
+                );
+                view.account = Some(id.clone());
+                view
+            }
+            None => crate::report::to_view(
+                self.totals
+                    .reports
+                    .iter()
+                    .filter(|(m, _)| in_month(m))
+                    .flat_map(|(_, by_asset)| by_asset.iter()),
+            ),
+        };
+        view.month = month;
+        Some(view)
     }
 
-    /// The price version in force at `at_ms` (default: now).
-    pub fn price_version(&self, _book: &BookId, _at_ms: Option<u64>) -> Option<PriceVersionView> {
-        None
+    /// The price version of `book` in force at `at_ms` (default: now).
+    pub fn price_version(&self, book: &BookId, at_ms: Option<u64>) -> Option<PriceVersionView> {
+        let price_book = self.price_books.get(book)?;
+        let version = price_book.version_at(at_ms.unwrap_or(self.now_ms))?;
+        Some(PriceVersionView {
+            book: Some(book.clone()),
+            asset: price_book.asset.clone(),
+            version: version.version,
+            effective_from: version.effective_from,
+            rates: version.all_rates(),
+        })
+    }
+
+    /// Every version of a price book, oldest first.
+    pub fn price_versions(&self, book: &BookId) -> Option<Vec<PriceVersionView>> {
+        let price_book = self.price_books.get(book)?;
+        Some(
+            price_book
+                .versions
+                .iter()
+                .map(|version| PriceVersionView {
+                    book: Some(book.clone()),
+                    asset: price_book.asset.clone(),
+                    version: version.version,
+                    effective_from: version.effective_from,
+                    rates: version.all_rates(),
+                })
+                .collect(),
+        )
+    }
+
+    /// The cost book version in force at `at_ms` (default: now).
+    pub fn cost_version(&self, at_ms: Option<u64>) -> Option<PriceVersionView> {
+        let book = self.cost_book.as_ref()?;
+        let version = book.version_at(at_ms.unwrap_or(self.now_ms))?;
+        Some(PriceVersionView {
+            book: None,
+            asset: book.asset.clone(),
+            version: version.version,
+            effective_from: version.effective_from,
+            rates: version.all_rates(),
+        })
     }
 
     /// Versioned binary snapshot of the whole state.
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        Vec::new()
+        let body = bincode::serialize(self).expect("the state always serializes");
+        let mut bytes = Vec::with_capacity(body.len() + 12);
+        bytes.extend_from_slice(SNAPSHOT_MAGIC);
+        bytes.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&body);
+        bytes
     }
 
-    pub fn decode_snapshot(_bytes: &[u8]) -> Result<Self, SnapshotError> {
-        Ok(Self::default())
+    /// Decodes a snapshot and checks the invariants of what it decoded (the pair of the
+    /// checks done after apply), so a corrupt snapshot is refused rather than served.
+    pub fn decode_snapshot(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        if bytes.len() < 12 || &bytes[..8] != SNAPSHOT_MAGIC {
+            return Err(SnapshotError::Corrupt("missing TALLYSNP header".into()));
+        }
+        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::UnknownVersion(version));
+        }
+        let state: LedgerState = bincode::deserialize(&bytes[12..])
+            .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        state.check_invariants().map_err(SnapshotError::Corrupt)?;
+        Ok(state)
     }
 
     /// SHA-256 over the canonical encoding of the whole state.
     pub fn state_hash(&self) -> [u8; 32] {
-        [0; 32]
+        let body = bincode::serialize(self).expect("the state always serializes");
+        Sha256::digest(&body).into()
+    }
+
+    /// The state hash as lowercase hex.
+    pub fn state_hash_hex(&self) -> String {
+        self.state_hash()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Checks conservation and the other invariants; `Err` names what is broken.
     pub fn check_invariants(&self) -> Result<(), String> {
+        let mut grants_by_asset: BTreeMap<&AssetCode, Amount> = BTreeMap::new();
+        let mut debt_by_asset: BTreeMap<&AssetCode, Amount> = BTreeMap::new();
+        for (id, account) in &self.accounts {
+            let grants = grants_by_asset.entry(&account.asset).or_default();
+            for grant in &account.grants {
+                if grant.remaining.is_negative() {
+                    return Err(format!("grant {} of {id} has negative remaining", grant.id));
+                }
+                *grants = grants.checked_add(grant.remaining).ok_or("overflow")?;
+            }
+            if account.debt.is_negative() {
+                return Err(format!("account {id} has negative debt"));
+            }
+            let debt = debt_by_asset.entry(&account.asset).or_default();
+            *debt = debt.checked_add(account.debt).ok_or("overflow")?;
+            for (hold_id, hold) in &account.holds {
+                if hold.remaining.is_negative() || hold.remaining > hold.amount {
+                    return Err(format!(
+                        "hold {hold_id} of {id} reserves {}",
+                        hold.remaining
+                    ));
+                }
+                if hold.ended.is_some() && !hold.remaining.is_zero() {
+                    return Err(format!("ended hold {hold_id} of {id} still reserves value"));
+                }
+            }
+            let params = self.params();
+            if account.due_at != account.next_due(params) {
+                return Err(format!("account {id} is filed as due at the wrong time"));
+            }
+            if let Some(at) = account.due_at {
+                if !self.due.contains(&(at, account.ordinal)) {
+                    return Err(format!("account {id} is missing from the due index"));
+                }
+            }
+        }
+        for (asset, books) in &self.totals.books {
+            if !books.sum().is_zero() {
+                return Err(format!("postings of {asset} do not sum to zero: {books:?}"));
+            }
+            let grants = grants_by_asset.get(asset).copied().unwrap_or_default();
+            if books.customer_grants != grants {
+                return Err(format!(
+                    "{asset}: customer grant books hold {} but grants hold {grants}",
+                    books.customer_grants
+                ));
+            }
+            let debt = debt_by_asset.get(asset).copied().unwrap_or_default();
+            if books.receivable != -debt {
+                return Err(format!(
+                    "{asset}: receivable is {} but debt is {debt}",
+                    books.receivable
+                ));
+            }
+        }
+        for (asset, grants) in &grants_by_asset {
+            if !grants.is_zero() && !self.totals.books.contains_key(*asset) {
+                return Err(format!("{asset}: grants exist without postings"));
+            }
+        }
         Ok(())
     }
+}
+
+/// Re-files an account in the due index after it changed.
+pub(crate) fn reschedule(due: &mut BTreeSet<(u64, u32)>, account: &mut Account, params: Params) {
+    let next = account.next_due(params);
+    if next == account.due_at {
+        return;
+    }
+    if let Some(old) = account.due_at {
+        due.remove(&(old, account.ordinal));
+    }
+    if let Some(new) = next {
+        due.insert((new, account.ordinal));
+    }
+    account.due_at = next;
 }

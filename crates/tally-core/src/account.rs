@@ -1,0 +1,544 @@
+//! An account: one customer balance in one asset, made of grants, debt and holds, and the
+//! time-driven transitions of those parts (grant start, expiry, allowance reset, hold expiry).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::calendar::{add_months, month_of, MS_PER_DAY, MS_PER_WEEK};
+use crate::command::{AccountStatus, AutoRecharge, GrantCategory, ResetPeriod};
+use crate::effects::Out;
+use crate::ids::{AccountId, AssetCode, BookId, GrantId, HoldId, Key, Meter};
+use crate::journal::{Book, JournalKind, LedgerEventKind};
+use crate::money::Amount;
+use crate::report::{minus, plus, ReportAgg};
+use crate::view::Month;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Account {
+    /// Creation order; the compact key of the dedup table.
+    pub ordinal: u32,
+    pub asset: AssetCode,
+    pub scale: u32,
+    pub status: AccountStatus,
+    pub price_book: Option<BookId>,
+    pub credit_limit: Amount,
+    pub list_price: Amount,
+    pub metadata: Vec<(Key, String)>,
+    /// Sorted ascending, unique.
+    pub thresholds: Vec<Amount>,
+    pub auto_recharge: Option<AutoRecharge>,
+    /// A recharge was requested and no purchased grant has arrived since.
+    pub recharge_pending: bool,
+    /// Every grant ever added, in the order added (indices are stable: the dedup table
+    /// refers to grants by index).
+    pub grants: Vec<Grant>,
+    pub debt: Amount,
+    pub holds: BTreeMap<HoldId, Hold>,
+    /// Exact charge and cost accrued per meter, and what was already debited/recorded.
+    pub accruals: BTreeMap<Meter, Accrual>,
+    /// Revenue on debt at the list price, accrued exactly and recorded rounded.
+    pub debt_revenue: Accrued,
+    pub reports: BTreeMap<Month, ReportAgg>,
+    /// When this account next has a due transition (mirrors the ledger's due index).
+    pub due_at: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Accrual {
+    pub charge: Accrued,
+    pub cost: Accrued,
+}
+
+/// An exact running total and the rounded part of it already booked. Booking the difference
+/// between the rounded exact total and what was booked means rounding never leaks money.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Accrued {
+    pub exact: Amount,
+    pub booked: Amount,
+}
+
+impl Accrued {
+    /// What adding `exact` would book at `scale`, and the new accrual. `None` on overflow.
+    pub fn add(self, exact: Amount, scale: u32) -> Option<(Amount, Accrued)> {
+        let total = self.exact.checked_add(exact)?;
+        let rounded = total.round_half_even(scale);
+        let booked_now = rounded.checked_sub(self.booked)?;
+        Some((
+            booked_now,
+            Accrued {
+                exact: total,
+                booked: rounded,
+            },
+        ))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum GrantEnd {
+    Expired,
+    Voided,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Grant {
+    pub id: GrantId,
+    pub category: GrantCategory,
+    pub amount: Amount,
+    pub remaining: Amount,
+    pub priority: u8,
+    pub starts_at: u64,
+    pub started: bool,
+    pub expires_at: Option<u64>,
+    pub reset_every: Option<ResetPeriod>,
+    pub resets_done: u32,
+    pub next_reset: Option<u64>,
+    pub rollover_max: Option<Amount>,
+    /// Reporting currency; `unit_revenue = paid / amount`.
+    pub paid: Amount,
+    /// Units drawn (by usage or expiry) in the current period, and the revenue booked for them.
+    pub revenue_units: Amount,
+    pub revenue_booked: Amount,
+    pub ended: Option<GrantEnd>,
+}
+
+impl Grant {
+    pub fn is_live(&self) -> bool {
+        self.started && self.ended.is_none()
+    }
+
+    /// Drawdown order: priority; then the sooner of expiry and next reset (never last); then
+    /// start; then id bytes.
+    pub fn order_key(&self) -> (u8, u64, u64, &str) {
+        let soonest = match (self.expires_at, self.next_reset) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => u64::MAX,
+        };
+        (self.priority, soonest, self.starts_at, self.id.as_str())
+    }
+
+    /// Books revenue for `units` more drawn from this grant: the rounded exact revenue of all
+    /// units drawn this period, minus what was booked. Exact `paid / amount` is never rounded
+    /// on its own, so a fully drawn grant books exactly `paid`.
+    pub fn book_revenue(&mut self, units: Amount, reporting_scale: u32) -> Amount {
+        self.revenue_units = plus(self.revenue_units, units);
+        if self.paid.is_zero() {
+            return Amount::ZERO;
+        }
+        let exact = self
+            .revenue_units
+            .checked_mul(self.paid)
+            .and_then(|x| x.checked_div(self.amount))
+            .expect("invariant: revenue within range for bounded amounts");
+        let rounded = exact.round_half_even(reporting_scale);
+        let now = minus(rounded, self.revenue_booked);
+        self.revenue_booked = rounded;
+        now
+    }
+
+    /// The `n`th reset boundary after `starts_at` (n >= 1).
+    pub fn reset_boundary(&self, n: u32) -> Option<u64> {
+        let period = self.reset_every?;
+        let boundary = match period {
+            ResetPeriod::Day => self
+                .starts_at
+                .checked_add(MS_PER_DAY.checked_mul(n as u64)?)?,
+            ResetPeriod::Week => self
+                .starts_at
+                .checked_add(MS_PER_WEEK.checked_mul(n as u64)?)?,
+            ResetPeriod::Month => add_months(self.starts_at, n as u64),
+        };
+        match self.expires_at {
+            Some(expires_at) if boundary >= expires_at => None,
+            _ => Some(boundary),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum HoldEnd {
+    Released,
+    Expired,
+    Captured,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Hold {
+    pub amount: Amount,
+    pub remaining: Amount,
+    pub captured: Amount,
+    pub expires_at: u64,
+    /// How and when it ended; an ended hold is kept for the dedup window so a retried
+    /// authorize or release stays a no-op.
+    pub ended: Option<(HoldEnd, u64)>,
+}
+
+/// Ledger-wide parameters transitions need.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Params {
+    pub reporting_scale: u32,
+    pub dedup_window_ms: u64,
+}
+
+/// The next time-driven transition of an account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Transition {
+    // Order within the same instant: starts first (new value is live), then resets, then
+    // expiries, then holds.
+    GrantStart(usize),
+    GrantReset(usize),
+    GrantExpire(usize),
+    HoldExpire,
+    HoldForget,
+}
+
+impl Account {
+    pub fn held(&self) -> Amount {
+        self.holds
+            .values()
+            .filter(|hold| hold.ended.is_none())
+            .fold(Amount::ZERO, |acc, hold| plus(acc, hold.remaining))
+    }
+
+    /// Remaining of live grants minus debt.
+    pub fn balance(&self) -> Amount {
+        let granted = self
+            .grants
+            .iter()
+            .filter(|g| g.is_live())
+            .fold(Amount::ZERO, |acc, g| plus(acc, g.remaining));
+        minus(granted, self.debt)
+    }
+
+    pub fn available(&self) -> Amount {
+        minus(self.balance(), self.held())
+    }
+
+    /// Indices of live grants with value, in drawdown order.
+    pub fn drawdown_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.grants.len())
+            .filter(|&i| self.grants[i].is_live() && self.grants[i].remaining.is_positive())
+            .collect();
+        order.sort_by(|&a, &b| self.grants[a].order_key().cmp(&self.grants[b].order_key()));
+        order
+    }
+
+    pub fn grant_index(&self, id: &GrantId) -> Option<usize> {
+        self.grants.iter().position(|g| &g.id == id)
+    }
+
+    /// The earliest pending transition, with its time.
+    fn next_transition(&self, params: Params) -> Option<(u64, Transition, Option<HoldId>)> {
+        let mut best: Option<(u64, Transition, Option<HoldId>)> = None;
+        let mut consider = |at: u64, t: Transition, hold: Option<&HoldId>| {
+            let better = match &best {
+                None => true,
+                Some((best_at, best_t, _)) => (at, t) < (*best_at, *best_t),
+            };
+            if better {
+                best = Some((at, t, hold.cloned()));
+            }
+        };
+        for (index, grant) in self.grants.iter().enumerate() {
+            if grant.ended.is_some() {
+                continue;
+            }
+            if !grant.started {
+                consider(grant.starts_at, Transition::GrantStart(index), None);
+                continue;
+            }
+            if let Some(at) = grant.next_reset {
+                consider(at, Transition::GrantReset(index), None);
+            }
+            if let Some(at) = grant.expires_at {
+                consider(at, Transition::GrantExpire(index), None);
+            }
+        }
+        for (id, hold) in &self.holds {
+            match hold.ended {
+                None => consider(hold.expires_at, Transition::HoldExpire, Some(id)),
+                Some((_, ended_at)) => consider(
+                    ended_at.saturating_add(params.dedup_window_ms),
+                    Transition::HoldForget,
+                    Some(id),
+                ),
+            }
+        }
+        best
+    }
+
+    pub fn next_due(&self, params: Params) -> Option<u64> {
+        self.next_transition(params).map(|(at, _, _)| at)
+    }
+
+    /// Applies, in time order, every transition due at or before `now`.
+    pub fn run_due(&mut self, id: &AccountId, now: u64, params: Params, out: &mut Out<'_>) {
+        while let Some((at, transition, hold)) = self.next_transition(params) {
+            if at > now {
+                break;
+            }
+            let balance_before = self.balance();
+            match transition {
+                Transition::GrantStart(index) => {
+                    self.grants[index].started = true;
+                    self.repay_debt(id, index, at, out);
+                }
+                Transition::GrantReset(index) => self.reset_grant(id, index, at, params, out),
+                Transition::GrantExpire(index) => self.expire_grant(id, index, at, params, out),
+                Transition::HoldExpire => {
+                    let hold_id = hold.expect("hold transition names its hold");
+                    let hold = self.holds.get_mut(&hold_id).expect("hold exists");
+                    let released = hold.remaining;
+                    hold.remaining = Amount::ZERO;
+                    hold.ended = Some((HoldEnd::Expired, at));
+                    out.emit(
+                        at,
+                        id,
+                        LedgerEventKind::HoldExpired {
+                            hold: hold_id,
+                            released,
+                        },
+                    );
+                }
+                Transition::HoldForget => {
+                    let hold_id = hold.expect("hold transition names its hold");
+                    self.holds.remove(&hold_id);
+                }
+            }
+            self.balance_events(id, balance_before, at, out);
+        }
+    }
+
+    fn expire_grant(
+        &mut self,
+        id: &AccountId,
+        index: usize,
+        at: u64,
+        params: Params,
+        out: &mut Out<'_>,
+    ) {
+        let grant = &mut self.grants[index];
+        let expired = grant.remaining;
+        grant.remaining = Amount::ZERO;
+        grant.ended = Some(GrantEnd::Expired);
+        grant.next_reset = None;
+        let breakage_revenue = grant.book_revenue(expired, params.reporting_scale);
+        let grant_id = grant.id.clone();
+        self.book_breakage(id, &grant_id, expired, breakage_revenue, at, out, false);
+        out.emit(
+            at,
+            id,
+            LedgerEventKind::GrantExpired {
+                grant: grant_id,
+                expired,
+            },
+        );
+    }
+
+    /// An allowance's period ends: keep up to `rollover_max`, expire the rest, refill.
+    fn reset_grant(
+        &mut self,
+        id: &AccountId,
+        index: usize,
+        at: u64,
+        params: Params,
+        out: &mut Out<'_>,
+    ) {
+        let grant = &mut self.grants[index];
+        let rolled = grant
+            .remaining
+            .min(grant.rollover_max.unwrap_or(Amount::ZERO));
+        let expired = minus(grant.remaining, rolled);
+        let breakage_revenue = grant.book_revenue(expired, params.reporting_scale);
+        grant.revenue_units = Amount::ZERO;
+        grant.revenue_booked = Amount::ZERO;
+        grant.remaining = plus(grant.amount, rolled);
+        grant.resets_done += 1;
+        grant.next_reset = grant.reset_boundary(grant.resets_done + 1);
+        let refill = grant.amount;
+        let grant_id = grant.id.clone();
+        self.book_breakage(id, &grant_id, expired, breakage_revenue, at, out, true);
+        out.journal(
+            at,
+            id,
+            &self.asset.clone(),
+            JournalKind::AllowanceReset {
+                grant: grant_id.clone(),
+            },
+            vec![
+                (
+                    Book::CustomerGrant {
+                        account: id.clone(),
+                        grant: grant_id.clone(),
+                    },
+                    refill,
+                ),
+                (Book::Funding, -refill),
+            ],
+            Amount::ZERO,
+            Amount::ZERO,
+        );
+        let month = month_of(at);
+        let report = self.reports.entry(month).or_default();
+        report.granted[0] = plus(report.granted[0], refill);
+        let ledger = out.ledger_report(month, &self.asset);
+        ledger.granted[0] = plus(ledger.granted[0], refill);
+        if expired.is_positive() {
+            out.emit(
+                at,
+                id,
+                LedgerEventKind::GrantExpired {
+                    grant: grant_id,
+                    expired,
+                },
+            );
+        }
+        self.repay_debt(id, index, at, out);
+    }
+
+    /// Journals `expired` units of a grant as breakage and books its revenue.
+    #[allow(clippy::too_many_arguments)]
+    fn book_breakage(
+        &mut self,
+        id: &AccountId,
+        grant: &GrantId,
+        expired: Amount,
+        revenue: Amount,
+        at: u64,
+        out: &mut Out<'_>,
+        is_reset: bool,
+    ) {
+        if expired.is_zero() && revenue.is_zero() {
+            return;
+        }
+        let kind = if is_reset {
+            JournalKind::AllowanceReset {
+                grant: grant.clone(),
+            }
+        } else {
+            JournalKind::GrantExpired {
+                grant: grant.clone(),
+            }
+        };
+        out.journal(
+            at,
+            id,
+            &self.asset.clone(),
+            kind,
+            vec![
+                (
+                    Book::CustomerGrant {
+                        account: id.clone(),
+                        grant: grant.clone(),
+                    },
+                    -expired,
+                ),
+                (Book::Breakage, expired),
+            ],
+            revenue,
+            Amount::ZERO,
+        );
+        let month = month_of(at);
+        let report = self.reports.entry(month).or_default();
+        report.breakage = plus(report.breakage, revenue);
+        let ledger = out.ledger_report(month, &self.asset);
+        ledger.breakage = plus(ledger.breakage, revenue);
+    }
+
+    /// New value first repays debt.
+    pub fn repay_debt(&mut self, id: &AccountId, index: usize, at: u64, out: &mut Out<'_>) {
+        let grant = &mut self.grants[index];
+        if !grant.is_live() || self.debt.is_zero() {
+            return;
+        }
+        let repaid = grant.remaining.min(self.debt);
+        if repaid.is_zero() {
+            return;
+        }
+        grant.remaining = minus(grant.remaining, repaid);
+        self.debt = minus(self.debt, repaid);
+        let grant_id = grant.id.clone();
+        out.journal(
+            at,
+            id,
+            &self.asset.clone(),
+            JournalKind::DebtRepaid {
+                grant: grant_id.clone(),
+            },
+            vec![
+                (
+                    Book::CustomerGrant {
+                        account: id.clone(),
+                        grant: grant_id,
+                    },
+                    -repaid,
+                ),
+                (
+                    Book::Receivable {
+                        account: id.clone(),
+                    },
+                    repaid,
+                ),
+            ],
+            Amount::ZERO,
+            Amount::ZERO,
+        );
+    }
+
+    /// Emits threshold, depletion, recovery and recharge events for a balance change.
+    pub fn balance_events(&mut self, id: &AccountId, before: Amount, at: u64, out: &mut Out<'_>) {
+        let after = self.balance();
+        if after == before {
+            return;
+        }
+        for &threshold in &self.thresholds {
+            if before >= threshold && after < threshold {
+                out.emit(
+                    at,
+                    id,
+                    LedgerEventKind::BalanceLow {
+                        threshold,
+                        balance: after,
+                    },
+                );
+            } else if before < threshold && after >= threshold {
+                out.emit(
+                    at,
+                    id,
+                    LedgerEventKind::BalanceRecovered {
+                        threshold,
+                        balance: after,
+                    },
+                );
+            }
+        }
+        if before.is_positive() && !after.is_positive() {
+            out.emit(at, id, LedgerEventKind::BalanceDepleted { balance: after });
+        } else if !before.is_positive()
+            && after.is_positive()
+            && !self.thresholds.contains(&Amount::ZERO)
+        {
+            out.emit(
+                at,
+                id,
+                LedgerEventKind::BalanceRecovered {
+                    threshold: Amount::ZERO,
+                    balance: after,
+                },
+            );
+        }
+        if let Some(rule) = &self.auto_recharge {
+            if !self.recharge_pending && before >= rule.below && after < rule.below {
+                self.recharge_pending = true;
+                out.emit(
+                    at,
+                    id,
+                    LedgerEventKind::RechargeRequested {
+                        amount: rule.amount,
+                        balance: after,
+                    },
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Price books (and the ledger-wide cost book): versions, rate matching and the four models.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::command::{Rate, RateModel, PAIRS_MAX, PAIR_VALUE_LEN_MAX, RATES_MAX, TIERS_MAX};
+use crate::error::InvalidInput;
+use crate::ids::{AssetCode, Key, Meter};
+use crate::money::Amount;
+use crate::validate::{check_amount, check_pairs};
+
+/// A price or cost book: numbered versions, each in force from its `effective_from`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PriceBook {
+    pub ordinal: u32,
+    pub asset: AssetCode,
+    /// In publication order; `version` = index + 1.
+    pub versions: Vec<PriceVersion>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PriceVersion {
+    pub version: u32,
+    pub effective_from: u64,
+    /// Rates by meter, each list most specific first (then in publication order).
+    pub rates: BTreeMap<Meter, Vec<Rate>>,
+}
+
+impl PriceBook {
+    /// The version in force at `at_ms`: the greatest `effective_from <= at_ms`, ties to the
+    /// later version.
+    pub fn version_at(&self, at_ms: u64) -> Option<&PriceVersion> {
+        self.versions
+            .iter()
+            .filter(|v| v.effective_from <= at_ms)
+            .max_by_key(|v| (v.effective_from, v.version))
+    }
+}
+
+impl PriceVersion {
+    /// The most specific rate of `meter` whose every dimension equals the event's.
+    pub fn rate_for(&self, meter: &Meter, dimensions: &[(Key, String)]) -> Option<&Rate> {
+        self.rates.get(meter)?.iter().find(|rate| {
+            rate.dimensions.iter().all(|(key, value)| {
+                dimensions
+                    .binary_search_by(|(k, _)| k.cmp(key))
+                    .is_ok_and(|index| &dimensions[index].1 == value)
+            })
+        })
+    }
+
+    pub fn all_rates(&self) -> Vec<Rate> {
+        self.rates.values().flatten().cloned().collect()
+    }
+}
+
+/// Validates the rates of a new version and indexes them by meter. `scale_max` bounds prices.
+pub(crate) fn index_rates(
+    rates: &[Rate],
+    scale_max: u32,
+) -> Result<BTreeMap<Meter, Vec<Rate>>, InvalidInput> {
+    if rates.is_empty() {
+        return Err(InvalidInput::new("rates", "must list at least one rate"));
+    }
+    if rates.len() > RATES_MAX {
+        return Err(InvalidInput::new(
+            "rates",
+            format!("has {} rates; at most {RATES_MAX} allowed", rates.len()),
+        ));
+    }
+    let mut by_meter: BTreeMap<Meter, Vec<Rate>> = BTreeMap::new();
+    for (index, rate) in rates.iter().enumerate() {
+        let at = |e: InvalidInput| e.within(&format!("rates[{index}]"));
+        check_pairs("match", &rate.dimensions, PAIRS_MAX, PAIR_VALUE_LEN_MAX).map_err(at)?;
+        check_model(&rate.model, scale_max).map_err(at)?;
+        let same_meter = by_meter.entry(rate.meter.clone()).or_default();
+        for (other_index, other) in same_meter.iter().enumerate() {
+            if other.dimensions.len() == rate.dimensions.len()
+                && !dimensions_conflict(&other.dimensions, &rate.dimensions)
+            {
+                return Err(InvalidInput::new(
+                    format!("rates[{index}].match"),
+                    format!(
+                        "is as specific as another rate of meter {} (rate #{other_index} of that meter) and both can match the same event; make one more specific",
+                        rate.meter
+                    ),
+                ));
+            }
+        }
+        same_meter.push(rate.clone());
+    }
+    for list in by_meter.values_mut() {
+        // Stable sort keeps publication order among rates of equal specificity.
+        list.sort_by_key(|rate| std::cmp::Reverse(rate.dimensions.len()));
+    }
+    Ok(by_meter)
+}
+
+/// Two dimension lists conflict when some key is in both with different values: then no event
+/// can match both.
+fn dimensions_conflict(a: &[(Key, String)], b: &[(Key, String)]) -> bool {
+    a.iter()
+        .any(|(key, value)| b.iter().any(|(k, v)| k == key && v != value))
+}
+
+fn check_model(model: &RateModel, scale_max: u32) -> Result<(), InvalidInput> {
+    match model {
+        RateModel::PerUnit { unit_price, per } => {
+            check_amount("per_unit.unit_price", *unit_price, false, scale_max)?;
+            check_positive("per_unit.per", *per)
+        }
+        RateModel::Package { size, price } => {
+            check_positive("package.size", *size)?;
+            check_amount("package.price", *price, false, scale_max)
+        }
+        RateModel::Flat { amount } => check_amount("flat.amount", *amount, false, scale_max),
+        RateModel::Graduated { tiers, per } => {
+            check_positive("graduated.per", *per)?;
+            if tiers.is_empty() || tiers.len() > TIERS_MAX {
+                return Err(InvalidInput::new(
+                    "graduated.tiers",
+                    format!("must have 1..={TIERS_MAX} tiers, got {}", tiers.len()),
+                ));
+            }
+            let mut previous = Amount::ZERO;
+            for (index, tier) in tiers.iter().enumerate() {
+                let field = format!("graduated.tiers[{index}]");
+                check_amount("unit_price", tier.unit_price, false, scale_max)
+                    .map_err(|e| e.within(&field))?;
+                let last = index + 1 == tiers.len();
+                match (tier.up_to, last) {
+                    (None, true) => {}
+                    (None, false) => {
+                        return Err(InvalidInput::new(
+                            format!("{field}.up_to"),
+                            "only the last tier may be unbounded",
+                        ))
+                    }
+                    (Some(_), true) => {
+                        return Err(InvalidInput::new(
+                            format!("{field}.up_to"),
+                            "the last tier must be unbounded (up_to null)",
+                        ))
+                    }
+                    (Some(up_to), false) => {
+                        check_amount("up_to", up_to, true, 18).map_err(|e| e.within(&field))?;
+                        if up_to <= previous {
+                            return Err(InvalidInput::new(
+                                format!("{field}.up_to"),
+                                format!("must be greater than the previous tier's ({previous})"),
+                            ));
+                        }
+                        previous = up_to;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn check_positive(field: &str, value: Amount) -> Result<(), InvalidInput> {
+    check_amount(field, value, true, 18)
+}
+
+/// The exact (unrounded) charge of `quantity` under `model`, given the account's usage of the
+/// meter earlier this month (for graduated tiers). `None` on overflow.
+pub(crate) fn exact_charge(
+    model: &RateModel,
+    quantity: Amount,
+    month_quantity_before: Amount,
+) -> Option<Amount> {
+    match model {
+        RateModel::PerUnit { unit_price, per } => {
+            quantity.checked_mul(*unit_price)?.checked_div(*per)
+        }
+        RateModel::Package { size, price } => {
+            let packages = quantity.checked_div(*size)?.ceil();
+            packages.checked_mul(*price)
+        }
+        RateModel::Flat { amount } => Some(*amount),
+        RateModel::Graduated { tiers, per } => {
+            let after = month_quantity_before.checked_add(quantity)?;
+            let total_after = graduated_total(tiers, after)?;
+            let total_before = graduated_total(tiers, month_quantity_before)?;
+            total_after.checked_sub(total_before)?.checked_div(*per)
+        }
+    }
+}
+
+/// Price (times `per`) of the first `quantity` units of the month under graduated tiers.
+fn graduated_total(tiers: &[crate::command::Tier], quantity: Amount) -> Option<Amount> {
+    let mut total = Amount::ZERO;
+    let mut floor = Amount::ZERO;
+    for tier in tiers {
+        if quantity <= floor {
+            break;
+        }
+        let ceiling = match tier.up_to {
+            Some(up_to) => quantity.min(up_to),
+            None => quantity,
+        };
+        let units = ceiling.checked_sub(floor)?;
+        total = total.checked_add(units.checked_mul(tier.unit_price)?)?;
+        match tier.up_to {
+            Some(up_to) => floor = up_to,
+            None => break,
+        }
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Tier;
+
+    fn a(text: &str) -> Amount {
+        Amount::parse("t", text).unwrap()
+    }
+
+    #[test]
+    fn graduated_crosses_tiers() {
+        let tiers = vec![
+            Tier {
+                up_to: Some(a("100")),
+                unit_price: a("1"),
+            },
+            Tier {
+                up_to: Some(a("200")),
+                unit_price: a("0.5"),
+            },
+            Tier {
+                up_to: None,
+                unit_price: a("0.1"),
+            },
+        ];
+        let model = RateModel::Graduated { tiers, per: a("1") };
+        assert_eq!(exact_charge(&model, a("150"), a("0")), Some(a("125")));
+        assert_eq!(exact_charge(&model, a("100"), a("150")), Some(a("30")));
+    }
+
+    #[test]
+    fn package_rounds_up() {
+        let model = RateModel::Package {
+            size: a("1000"),
+            price: a("2"),
+        };
+        assert_eq!(exact_charge(&model, a("1001"), a("0")), Some(a("4")));
+        assert_eq!(exact_charge(&model, a("0"), a("0")), Some(a("0")));
+    }
+}

@@ -1,0 +1,512 @@
+//! Settling usage events: capture, price, draw down, book revenue, cost and margin, and update
+//! every aggregate, in one step. Everything that can reject is checked before anything changes.
+
+use crate::account::{Account, HoldEnd};
+use crate::calendar::month_of;
+use crate::command::{
+    UsageEvent, BATCH_EVENTS_MAX, FUTURE_TOLERANCE_MS, PAIRS_MAX, PAIR_VALUE_LEN_MAX,
+};
+use crate::effects::{Out, Totals};
+use crate::error::InvalidInput;
+use crate::ids::AccountId;
+use crate::journal::{Book, JournalKind};
+use crate::money::Amount;
+use crate::outcome::{Draw, Outcome, Reason, Rejection, Settlement};
+use crate::pricing::exact_charge;
+use crate::report::{minus, plus};
+use crate::state::{reschedule, ApplyResult, LedgerState, Remembered};
+use crate::validate::{check_amount, check_pairs};
+
+/// FNV-1a over the canonical bytes of an event's content (everything but its id and account):
+/// the dedup table keeps this to tell a duplicate from a conflict.
+fn fingerprint(event: &UsageEvent) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for byte in bytes {
+            hash ^= *byte as u64;
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    feed(event.meter.as_str().as_bytes());
+    feed(&[0xff]);
+    feed(&event.quantity.to_bytes());
+    for (key, value) in &event.dimensions {
+        feed(key.as_str().as_bytes());
+        feed(&[0xfe]);
+        feed(value.as_bytes());
+        feed(&[0xfd]);
+    }
+    feed(&event.occurred_at.to_le_bytes());
+    match event.cost {
+        Some(cost) => {
+            feed(&[1]);
+            feed(&cost.to_bytes());
+        }
+        None => feed(&[0]),
+    }
+    match &event.hold {
+        Some(hold) => {
+            feed(&[1]);
+            feed(hold.as_str().as_bytes());
+        }
+        None => feed(&[0]),
+    }
+    hash
+}
+
+/// What pricing decided for an event, before anything is changed.
+struct Priced {
+    charge: Amount,
+    charge_accrual: crate::account::Accrued,
+    cost: Amount,
+    cost_accrual: crate::account::Accrued,
+    price_book: u32,
+    price_version: u32,
+    from_hold: Amount,
+}
+
+impl LedgerState {
+    fn validate_event(&self, event: &UsageEvent) -> Result<(), InvalidInput> {
+        check_amount("quantity", event.quantity, false, 18)?;
+        check_pairs(
+            "dimensions",
+            &event.dimensions,
+            PAIRS_MAX,
+            PAIR_VALUE_LEN_MAX,
+        )?;
+        if let Some(cost) = event.cost {
+            check_amount("cost", cost, false, self.params().reporting_scale)?;
+        }
+        Ok(())
+    }
+
+    /// Prices an event and checks funds, changing nothing.
+    fn price(&self, account: &Account, event: &UsageEvent) -> Result<Priced, Reason> {
+        let now = self.now_ms;
+        let reporting_scale = self.params().reporting_scale;
+        let overflow = |field: &str| Reason::Overflow {
+            field: field.to_string(),
+        };
+        let no_rate = || Reason::NoRate {
+            meter: event.meter.to_string(),
+        };
+        let book_id = account.price_book.as_ref().ok_or_else(no_rate)?;
+        let book = self.price_books.get(book_id).ok_or_else(no_rate)?;
+        let version = book.version_at(now).ok_or_else(no_rate)?;
+        let rate = version
+            .rate_for(&event.meter, &event.dimensions)
+            .ok_or_else(no_rate)?;
+        let month = month_of(now);
+        let month_quantity = account
+            .reports
+            .get(&month)
+            .and_then(|report| report.meters.get(&event.meter))
+            .map_or(Amount::ZERO, |meter| meter.quantity);
+        let exact = exact_charge(&rate.model, event.quantity, month_quantity)
+            .ok_or_else(|| overflow("quantity"))?;
+        let accrual = account
+            .accruals
+            .get(&event.meter)
+            .cloned()
+            .unwrap_or_default();
+        let (charge, charge_accrual) = accrual
+            .charge
+            .add(exact, account.scale)
+            .ok_or_else(|| overflow("quantity"))?;
+        let exact_cost = match event.cost {
+            Some(cost) => cost,
+            None => self
+                .cost_book
+                .as_ref()
+                .and_then(|book| book.version_at(now))
+                .and_then(|version| version.rate_for(&event.meter, &event.dimensions))
+                .map(|rate| exact_charge(&rate.model, event.quantity, month_quantity))
+                .unwrap_or(Some(Amount::ZERO))
+                .ok_or_else(|| overflow("cost"))?,
+        };
+        let (cost, cost_accrual) = accrual
+            .cost
+            .add(exact_cost, reporting_scale)
+            .ok_or_else(|| overflow("cost"))?;
+        let from_hold = match &event.hold {
+            None => Amount::ZERO,
+            Some(hold_id) => {
+                let hold = account
+                    .holds
+                    .get(hold_id)
+                    .ok_or_else(|| Reason::UnknownHold {
+                        hold: hold_id.clone(),
+                    })?;
+                // An ended hold covers nothing; the event then needs free value like any other.
+                charge.min(hold.remaining)
+            }
+        };
+        let need = minus(charge, from_hold);
+        if need.is_positive() {
+            let spendable = plus(account.available(), account.credit_limit);
+            if need > spendable {
+                return Err(Reason::InsufficientFunds {
+                    available: spendable,
+                    required: need,
+                });
+            }
+        }
+        // Revenue on debt must stay in range too.
+        let debt_room = need
+            .checked_mul(account.list_price)
+            .ok_or_else(|| overflow("quantity"))?;
+        account
+            .debt_revenue
+            .add(debt_room, reporting_scale)
+            .ok_or_else(|| overflow("quantity"))?;
+        Ok(Priced {
+            charge,
+            charge_accrual,
+            cost,
+            cost_accrual,
+            price_book: book.ordinal + 1,
+            price_version: version.version,
+            from_hold,
+        })
+    }
+
+    /// Settles one usage event.
+    pub(crate) fn settle(&mut self, event: &UsageEvent, result: &mut ApplyResult) -> Outcome {
+        let rejected = |reason: Reason| Outcome::Rejected(Rejection { reason });
+        if let Err(error) = self.validate_event(event) {
+            return rejected(Reason::InvalidInput(error));
+        }
+        let Some(account) = self.accounts.get(&event.account) else {
+            return rejected(Reason::UnknownAccount {
+                account: event.account.clone(),
+            });
+        };
+        let ordinal = account.ordinal;
+        let fingerprint = fingerprint(event);
+        if let Some(remembered) = self
+            .dedup
+            .get(&ordinal)
+            .and_then(|per_account| per_account.get(&event.event_id))
+        {
+            return if remembered.fingerprint == fingerprint {
+                Outcome::Duplicate(self.remembered_settlement(
+                    account,
+                    &event.account,
+                    &event.event_id,
+                    remembered,
+                ))
+            } else {
+                Outcome::Conflict {
+                    account: event.account.clone(),
+                    event_id: event.event_id.clone(),
+                }
+            };
+        }
+        match account.status {
+            crate::command::AccountStatus::Active => {}
+            crate::command::AccountStatus::Frozen => {
+                return rejected(Reason::AccountFrozen {
+                    account: event.account.clone(),
+                })
+            }
+            crate::command::AccountStatus::Closed => {
+                return rejected(Reason::AccountClosed {
+                    account: event.account.clone(),
+                })
+            }
+        }
+        let now = self.now_ms;
+        let params = self.params();
+        let earliest = now.saturating_sub(params.dedup_window_ms);
+        let latest = now.saturating_add(FUTURE_TOLERANCE_MS);
+        if event.occurred_at < earliest || event.occurred_at > latest {
+            return rejected(Reason::OutsideTimeWindow {
+                occurred_at: event.occurred_at,
+                earliest,
+                latest,
+            });
+        }
+        self.touch(&event.account, result);
+        let account = &self.accounts[&event.account];
+        let priced = match self.price(account, event) {
+            Ok(priced) => priced,
+            Err(reason) => return rejected(reason),
+        };
+
+        // From here on nothing can reject: apply.
+        let account = self.accounts.get_mut(&event.account).expect("checked");
+        let mut out = Out {
+            result,
+            totals: &mut self.totals,
+        };
+        let settlement = apply_charge(
+            account,
+            &event.account,
+            event,
+            &priced,
+            now,
+            params,
+            &mut out,
+        );
+        let remembered = Remembered {
+            fingerprint,
+            charged: settlement.charged,
+            balance_after: settlement.balance_after,
+            debt_created: settlement.debt_created,
+            from_hold: settlement.from_hold,
+            revenue: settlement.revenue,
+            cost: settlement.cost,
+            price_book: priced.price_book,
+            price_version: priced.price_version,
+            settled_at: now,
+            draws: settlement
+                .drawdown
+                .iter()
+                .map(|draw| {
+                    (
+                        account
+                            .grant_index(&draw.grant)
+                            .expect("drawn grant exists") as u32,
+                        draw.amount,
+                    )
+                })
+                .collect(),
+        };
+        reschedule(&mut self.due, account, params);
+        self.dedup
+            .entry(ordinal)
+            .or_default()
+            .insert(event.event_id.clone(), remembered);
+        let forget_at = now
+            .saturating_add(params.dedup_window_ms)
+            .saturating_add(FUTURE_TOLERANCE_MS);
+        self.dedup_expiry
+            .push_back((forget_at, ordinal, event.event_id.clone()));
+        Outcome::Settled(Settlement {
+            price_book: account.price_book.clone(),
+            ..settlement
+        })
+    }
+
+    /// Settles a batch: each event on its own, in order, or all-or-nothing when `atomic`.
+    pub(crate) fn settle_batch(
+        &mut self,
+        events: &[UsageEvent],
+        atomic: bool,
+        result: &mut ApplyResult,
+    ) -> Outcome {
+        if events.is_empty() || events.len() > BATCH_EVENTS_MAX {
+            return Outcome::Rejected(Rejection::from(InvalidInput::new(
+                "events",
+                format!(
+                    "a batch carries 1..={BATCH_EVENTS_MAX} events, got {}",
+                    events.len()
+                ),
+            )));
+        }
+        if !atomic {
+            return Outcome::Batch(events.iter().map(|e| self.settle(e, result)).collect());
+        }
+        let checkpoint = Checkpoint::take(self, events, result);
+        let mut outcomes = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            let outcome = self.settle(event, result);
+            let failed = matches!(outcome, Outcome::Rejected(_) | Outcome::Conflict { .. });
+            outcomes.push(outcome);
+            if failed {
+                checkpoint.restore(self, result);
+                let failed_index = index as u32;
+                let mut aborted: Vec<Outcome> = (0..events.len())
+                    .map(|_| {
+                        Outcome::Rejected(Rejection::from(Reason::BatchAborted { failed_index }))
+                    })
+                    .collect();
+                aborted[index] = outcomes.pop().expect("just pushed");
+                return Outcome::Batch(aborted);
+            }
+        }
+        Outcome::Batch(outcomes)
+    }
+}
+
+/// Draws the charge from the hold, the grants in drawdown order and then debt, and books it.
+fn apply_charge(
+    account: &mut Account,
+    id: &AccountId,
+    event: &UsageEvent,
+    priced: &Priced,
+    now: u64,
+    params: crate::account::Params,
+    out: &mut Out<'_>,
+) -> Settlement {
+    let balance_before = account.balance();
+    let mut left = priced.charge;
+    let mut revenue = Amount::ZERO;
+    let mut drawdown = Vec::new();
+    let mut postings = Vec::with_capacity(4);
+    for index in account.drawdown_order() {
+        if left.is_zero() {
+            break;
+        }
+        let grant = &mut account.grants[index];
+        let take = grant.remaining.min(left);
+        grant.remaining = minus(grant.remaining, take);
+        left = minus(left, take);
+        revenue = plus(revenue, grant.book_revenue(take, params.reporting_scale));
+        postings.push((
+            Book::CustomerGrant {
+                account: id.clone(),
+                grant: grant.id.clone(),
+            },
+            -take,
+        ));
+        drawdown.push(Draw {
+            grant: grant.id.clone(),
+            amount: take,
+        });
+    }
+    let debt_created = left;
+    if debt_created.is_positive() {
+        account.debt = plus(account.debt, debt_created);
+        let exact = debt_created
+            .checked_mul(account.list_price)
+            .expect("checked while pricing");
+        let (debt_revenue, accrued) = account
+            .debt_revenue
+            .add(exact, params.reporting_scale)
+            .expect("checked while pricing");
+        account.debt_revenue = accrued;
+        revenue = plus(revenue, debt_revenue);
+        postings.push((
+            Book::Receivable {
+                account: id.clone(),
+            },
+            -debt_created,
+        ));
+    }
+    postings.push((Book::UsageRevenue, priced.charge));
+    if let Some(hold_id) = &event.hold {
+        if let Some(hold) = account.holds.get_mut(hold_id) {
+            if priced.from_hold.is_positive() {
+                hold.remaining = minus(hold.remaining, priced.from_hold);
+                hold.captured = plus(hold.captured, priced.from_hold);
+                if hold.remaining.is_zero() && hold.ended.is_none() {
+                    hold.ended = Some((HoldEnd::Captured, now));
+                }
+            }
+        }
+    }
+    match account.accruals.get_mut(&event.meter) {
+        Some(accrual) => {
+            accrual.charge = priced.charge_accrual;
+            accrual.cost = priced.cost_accrual;
+        }
+        None => {
+            account.accruals.insert(
+                event.meter.clone(),
+                crate::account::Accrual {
+                    charge: priced.charge_accrual,
+                    cost: priced.cost_accrual,
+                },
+            );
+        }
+    }
+    let month = month_of(now);
+    account.reports.entry(month).or_default().add_usage(
+        &event.meter,
+        event.quantity,
+        priced.charge,
+        revenue,
+        priced.cost,
+    );
+    out.ledger_report(month, &account.asset).add_usage(
+        &event.meter,
+        event.quantity,
+        priced.charge,
+        revenue,
+        priced.cost,
+    );
+    out.journal(
+        now,
+        id,
+        &account.asset,
+        JournalKind::Usage {
+            event_id: event.event_id.clone(),
+        },
+        postings,
+        revenue,
+        priced.cost,
+    );
+    account.balance_events(id, balance_before, now, out);
+    Settlement {
+        event_id: event.event_id.clone(),
+        account: id.clone(),
+        charged: priced.charge,
+        balance_after: account.balance(),
+        drawdown,
+        debt_created,
+        from_hold: priced.from_hold,
+        revenue,
+        cost: priced.cost,
+        margin: minus(revenue, priced.cost),
+        price_book: None,
+        price_version: priced.price_version,
+        settled_at: now,
+    }
+}
+
+/// Enough of the state to undo an atomic batch: the accounts it may touch and the ledger-wide
+/// totals, plus lengths of what only grows during the batch.
+struct Checkpoint {
+    accounts: Vec<(AccountId, Account)>,
+    totals: Totals,
+    journal_len: usize,
+    events_len: usize,
+    dedup_expiry_len: usize,
+}
+
+impl Checkpoint {
+    fn take(state: &LedgerState, events: &[UsageEvent], result: &ApplyResult) -> Checkpoint {
+        let mut ids: Vec<&AccountId> = events.iter().map(|e| &e.account).collect();
+        ids.sort();
+        ids.dedup();
+        Checkpoint {
+            accounts: ids
+                .into_iter()
+                .filter_map(|id| state.accounts.get(id).map(|a| (id.clone(), a.clone())))
+                .collect(),
+            totals: state.totals.clone(),
+            journal_len: result.journal.len(),
+            events_len: result.events.len(),
+            dedup_expiry_len: state.dedup_expiry.len(),
+        }
+    }
+
+    fn restore(self, state: &mut LedgerState, result: &mut ApplyResult) {
+        while state.dedup_expiry.len() > self.dedup_expiry_len {
+            let (_, ordinal, event_id) = state.dedup_expiry.pop_back().expect("longer");
+            if let Some(per_account) = state.dedup.get_mut(&ordinal) {
+                per_account.remove(&event_id);
+                if per_account.is_empty() {
+                    state.dedup.remove(&ordinal);
+                }
+            }
+        }
+        for (id, saved) in self.accounts {
+            let current = state
+                .accounts
+                .get_mut(&id)
+                .expect("accounts are never removed");
+            if let Some(at) = current.due_at {
+                state.due.remove(&(at, current.ordinal));
+            }
+            if let Some(at) = saved.due_at {
+                state.due.insert((at, saved.ordinal));
+            }
+            *current = saved;
+        }
+        state.totals = self.totals;
+        result.journal.truncate(self.journal_len);
+        result.events.truncate(self.events_len);
+    }
+}

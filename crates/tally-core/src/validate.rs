@@ -1,0 +1,108 @@
+//! Checks shared by every command: amounts in range and at scale, key/value pairs well formed.
+
+use crate::error::InvalidInput;
+use crate::ids::Key;
+use crate::money::Amount;
+
+/// Largest magnitude of any amount, quantity or price a command may carry: 10^15. Bounding
+/// inputs keeps every sum and product the ledger forms inside `Decimal`'s 28 digits.
+pub const AMOUNT_MAX: i64 = 1_000_000_000_000_000;
+
+/// `value` must be `>= 0` (`> 0` when `positive`), at most `scale_max` decimals, at most 10^15.
+pub fn check_amount(
+    field: &str,
+    value: Amount,
+    positive: bool,
+    scale_max: u32,
+) -> Result<(), InvalidInput> {
+    if positive && !value.is_positive() {
+        return Err(InvalidInput::new(
+            field,
+            format!("must be > 0, got {value}"),
+        ));
+    }
+    if value.is_negative() {
+        return Err(InvalidInput::new(
+            field,
+            format!("must be >= 0, got {value}"),
+        ));
+    }
+    check_magnitude(field, value, scale_max)
+}
+
+/// Scale and magnitude only (the value may be negative).
+pub fn check_magnitude(field: &str, value: Amount, scale_max: u32) -> Result<(), InvalidInput> {
+    if value.scale() > scale_max {
+        return Err(InvalidInput::new(
+            field,
+            format!(
+                "{value} has {} decimal places; at most {scale_max} allowed here",
+                value.scale()
+            ),
+        ));
+    }
+    if value > Amount::from_i64(AMOUNT_MAX) || value < Amount::from_i64(-AMOUNT_MAX) {
+        return Err(InvalidInput::new(
+            field,
+            format!("{value} exceeds the limit of 10^15"),
+        ));
+    }
+    Ok(())
+}
+
+/// Key/value pairs (metadata, dimensions, rate matches): at most `max`, keys strictly sorted
+/// (so unique), values at most `value_len_max` bytes of printable ASCII or UTF-8 text.
+pub fn check_pairs(
+    field: &str,
+    pairs: &[(Key, String)],
+    max: usize,
+    value_len_max: usize,
+) -> Result<(), InvalidInput> {
+    if pairs.len() > max {
+        return Err(InvalidInput::new(
+            field,
+            format!("has {} entries; at most {max} allowed", pairs.len()),
+        ));
+    }
+    for (index, (key, value)) in pairs.iter().enumerate() {
+        if index > 0 && pairs[index - 1].0 >= *key {
+            return Err(InvalidInput::new(
+                field,
+                format!("key {key} is repeated or out of order; keys must be unique"),
+            ));
+        }
+        if value.len() > value_len_max {
+            return Err(InvalidInput::new(
+                format!("{field}.{key}"),
+                format!(
+                    "value is {} bytes; at most {value_len_max} allowed",
+                    value.len()
+                ),
+            ));
+        }
+        if value.chars().any(|c| c.is_control()) {
+            return Err(InvalidInput::new(
+                format!("{field}.{key}"),
+                "value must not contain control characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sorts pairs by key and rejects duplicates: for the edge, which receives them in any order.
+pub fn normalize_pairs(
+    field: &str,
+    mut pairs: Vec<(Key, String)>,
+) -> Result<Vec<(Key, String)>, InvalidInput> {
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    for window in pairs.windows(2) {
+        if window[0].0 == window[1].0 {
+            return Err(InvalidInput::new(
+                field,
+                format!("key {} appears more than once", window[0].0),
+            ));
+        }
+    }
+    Ok(pairs)
+}
