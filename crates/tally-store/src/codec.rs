@@ -1,0 +1,112 @@
+//! The on-disk encoding of every value the store writes: one format-version byte, then the
+//! value in bincode's compact (varint) form. Keys are big-endian so that sled's byte order is
+//! numeric order.
+
+use bincode::Options;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::StoreError;
+
+/// Version of the value encoding. A value written by a newer build is refused with
+/// [`StoreError::UnknownVersion`] rather than misread.
+pub(crate) const FORMAT_VERSION: u8 = 1;
+
+/// Largest value the store will decode: a log entry carries at most one batch of usage events,
+/// far below this; anything larger is corruption, not data.
+pub(crate) const VALUE_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
+fn options() -> impl Options {
+    bincode::DefaultOptions::new().with_limit(VALUE_BYTES_MAX)
+}
+
+pub(crate) fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(64);
+    out.push(FORMAT_VERSION);
+    options()
+        .serialize_into(&mut out, value)
+        .map_err(|e| StoreError::Encode {
+            what,
+            reason: e.to_string(),
+        })?;
+    Ok(out)
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    let (&version, body) = bytes.split_first().ok_or_else(|| StoreError::Corrupt {
+        what,
+        reason: "empty value".to_string(),
+    })?;
+    if version != FORMAT_VERSION {
+        return Err(StoreError::UnknownVersion {
+            what,
+            version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    options()
+        .deserialize(body)
+        .map_err(|e| StoreError::Corrupt {
+            what,
+            reason: e.to_string(),
+        })
+}
+
+pub(crate) fn u64_key(n: u64) -> [u8; 8] {
+    n.to_be_bytes()
+}
+
+pub(crate) fn key_u64(what: &'static str, key: &[u8]) -> Result<u64, StoreError> {
+    let bytes: [u8; 8] = key.try_into().map_err(|_| StoreError::Corrupt {
+        what,
+        reason: format!("key is {} bytes, expected 8", key.len()),
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_version_check() {
+        let bytes = encode("test value", &(7u64, "x".to_string())).unwrap();
+        assert_eq!(bytes[0], FORMAT_VERSION);
+        let back: (u64, String) = decode("test value", &bytes).unwrap();
+        assert_eq!(back, (7, "x".to_string()));
+
+        let mut future = bytes.clone();
+        future[0] = FORMAT_VERSION + 1;
+        let err = decode::<(u64, String)>("test value", &future).unwrap_err();
+        assert!(
+            matches!(err, StoreError::UnknownVersion { version, .. } if version == FORMAT_VERSION + 1)
+        );
+
+        assert!(decode::<(u64, String)>("test value", &[]).is_err());
+        assert!(decode::<(u64, String)>("test value", &bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn keys_sort_numerically() {
+        assert!(u64_key(2) < u64_key(256));
+        assert_eq!(key_u64("k", &u64_key(42)).unwrap(), 42);
+        assert!(key_u64("k", &[1, 2]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod openraft_types {
+    use super::*;
+    use openraft::Vote;
+
+    #[test]
+    fn vote_round_trips() {
+        let v = Vote::new(1u64, 0u64);
+        let bytes = encode("vote", &v).unwrap();
+        let back: Vote<u64> = decode("vote", &bytes).unwrap();
+        assert_eq!(back, v);
+    }
+}

@@ -1,0 +1,154 @@
+//! [`LedgerReader`]: the server's read handle on the applied state, history and events.
+
+use std::sync::Arc;
+
+use openraft::LogId;
+use tally_core::{AccountId, JournalEntry, LedgerEvent, LedgerState};
+use tokio::sync::watch;
+
+use crate::codec;
+use crate::error::StoreError;
+use crate::state_machine::{
+    account_key, account_prefix, seq_key, Membership, Shared, PREFIX_EVENT, PREFIX_JOURNAL,
+};
+use crate::types::NodeId;
+
+/// Most journal entries one `history` call returns.
+pub const HISTORY_LIMIT_MAX: usize = 1_000;
+/// Most ledger events one `events_from` call returns.
+pub const EVENTS_LIMIT_MAX: usize = 1_000;
+
+/// Cheap to clone (one `Arc`); every method is synchronous and short, safe to call from async
+/// code. Reads see applied state only: linearizability is the caller's business
+/// (`Raft::ensure_linearizable` first, then read here).
+#[derive(Clone)]
+pub struct LedgerReader {
+    shared: Arc<Shared>,
+}
+
+impl LedgerReader {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        LedgerReader { shared }
+    }
+
+    /// Runs `f` on the applied state under the read lock. Keep `f` short: apply waits for it.
+    pub fn with_state<R>(&self, f: impl FnOnce(&LedgerState) -> R) -> R {
+        f(&self.shared.read().state)
+    }
+
+    /// Like [`Self::with_state`], also passing the log id the state reflects (read atomically
+    /// with it).
+    pub fn with_applied_state<R>(
+        &self,
+        f: impl FnOnce(&LedgerState, Option<LogId<NodeId>>) -> R,
+    ) -> R {
+        let applied = self.shared.read();
+        f(&applied.state, applied.last_applied)
+    }
+
+    /// The last log id applied to the in-memory state.
+    pub fn last_applied(&self) -> Option<LogId<NodeId>> {
+        self.shared.read().last_applied
+    }
+
+    /// The last applied membership.
+    pub fn membership(&self) -> Membership {
+        self.shared.read().membership.clone()
+    }
+
+    /// The state hash and the applied log id it is the hash at, read atomically.
+    pub fn state_hash(&self) -> (Option<LogId<NodeId>>, [u8; 32]) {
+        let applied = self.shared.read();
+        (applied.last_applied, applied.state.state_hash())
+    }
+
+    /// Journal entries of `account`, newest first, with `seq < before_seq` when given (to page:
+    /// pass the smallest seq of the previous page). `limit` is at most [`HISTORY_LIMIT_MAX`].
+    pub fn history(
+        &self,
+        account: &AccountId,
+        before_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        check_limit(limit, HISTORY_LIMIT_MAX)?;
+        let start = account_key(account, 0);
+        let end = match before_seq {
+            Some(before) => account_key(account, before),
+            None => {
+                // Just past the last possible key of this account.
+                let mut end = account_prefix(account);
+                end.extend_from_slice(&[0xff; 9]);
+                end
+            }
+        };
+        let mut out = Vec::with_capacity(limit.min(64));
+        for item in self.shared.sm.range(start..end).rev().take(limit) {
+            let (key, _) = item.map_err(StoreError::sled("read history index"))?;
+            let seq = codec::key_u64("history index key", &key[key.len() - 8..])?;
+            let value = self
+                .shared
+                .sm
+                .get(seq_key(PREFIX_JOURNAL, seq))
+                .map_err(StoreError::sled("read journal"))?
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: "journal",
+                    reason: format!("history index of {account} names seq {seq}, which is missing"),
+                })?;
+            out.push(codec::decode("journal entry", &value)?);
+        }
+        Ok(out)
+    }
+
+    /// One journal entry by its sequence number, if this node has it.
+    pub fn journal_entry(&self, seq: u64) -> Result<Option<JournalEntry>, StoreError> {
+        match self
+            .shared
+            .sm
+            .get(seq_key(PREFIX_JOURNAL, seq))
+            .map_err(StoreError::sled("read journal"))?
+        {
+            Some(value) => Ok(Some(codec::decode("journal entry", &value)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Ledger events with `seq >= from_seq`, oldest first, at most `limit`
+    /// (<= [`EVENTS_LIMIT_MAX`]).
+    pub fn events_from(&self, from_seq: u64, limit: usize) -> Result<Vec<LedgerEvent>, StoreError> {
+        check_limit(limit, EVENTS_LIMIT_MAX)?;
+        let start = seq_key(PREFIX_EVENT, from_seq);
+        let end = [PREFIX_EVENT + 1];
+        let mut out = Vec::with_capacity(limit.min(64));
+        for item in self
+            .shared
+            .sm
+            .range(start.to_vec()..end.to_vec())
+            .take(limit)
+        {
+            let (_, value) = item.map_err(StoreError::sled("read events"))?;
+            out.push(codec::decode("ledger event", &value)?);
+        }
+        Ok(out)
+    }
+
+    /// The highest ledger event seq persisted on this node (0: none).
+    pub fn latest_event_seq(&self) -> u64 {
+        *self.shared.event_seq.borrow()
+    }
+
+    /// Changes whenever new events are persisted; its value is [`Self::latest_event_seq`]. A
+    /// stream waits on `changed()`, then reads `events_from(last_seen + 1, ..)`.
+    pub fn subscribe_events(&self) -> watch::Receiver<u64> {
+        self.shared.event_seq.subscribe()
+    }
+}
+
+fn check_limit(limit: usize, max: usize) -> Result<(), StoreError> {
+    if limit > max {
+        return Err(StoreError::InvalidArgument {
+            field: "limit",
+            reason: format!("is {limit}; at most {max} allowed"),
+        });
+    }
+    Ok(())
+}

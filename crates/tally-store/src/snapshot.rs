@@ -1,0 +1,219 @@
+//! Snapshot files: the format openraft ships between nodes and the one file kept on disk.
+//!
+//! Format (all integers big-endian):
+//! `b"TALLYSNP"`, format version (u8), header length (u32), header (versioned bincode of the
+//! `SnapshotMeta`: last applied log id, membership, snapshot id), state length (u64), the
+//! state (`LedgerState::encode_snapshot()`), then SHA-256 of everything before it. The same
+//! bytes are the `SnapshotData` sent to followers, so a snapshot received is checked end to
+//! end before it replaces anything.
+//!
+//! On disk there is one file, `snapshots/current.snap`, replaced atomically: write
+//! `current.snap.tmp`, fsync it, rename over `current.snap`, fsync the directory.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use openraft::{BasicNode, SnapshotMeta};
+use sha2::{Digest, Sha256};
+
+use crate::codec;
+use crate::durable::sync_dir;
+use crate::error::StoreError;
+use crate::types::NodeId;
+
+pub(crate) type Meta = SnapshotMeta<NodeId, BasicNode>;
+
+const MAGIC: &[u8; 8] = b"TALLYSNP";
+const SNAPSHOT_VERSION: u8 = 1;
+const HASH_LEN: usize = 32;
+const CURRENT: &str = "current.snap";
+const TEMP: &str = "current.snap.tmp";
+
+pub(crate) fn encode(meta: &Meta, state: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let header = codec::encode("snapshot header", meta)?;
+    let header_len = u32::try_from(header.len()).map_err(|_| StoreError::Encode {
+        what: "snapshot header",
+        reason: format!("{} bytes is over the u32 length field", header.len()),
+    })?;
+    let mut out =
+        Vec::with_capacity(MAGIC.len() + 1 + 4 + header.len() + 8 + state.len() + HASH_LEN);
+    out.extend_from_slice(MAGIC);
+    out.push(SNAPSHOT_VERSION);
+    out.extend_from_slice(&header_len.to_be_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&(state.len() as u64).to_be_bytes());
+    out.extend_from_slice(state);
+    let hash = Sha256::digest(&out);
+    out.extend_from_slice(&hash);
+    Ok(out)
+}
+
+fn corrupt(reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        what: "snapshot",
+        reason: reason.into(),
+    }
+}
+
+/// Checks and splits snapshot bytes into the meta and the state bytes.
+pub(crate) fn decode(bytes: &[u8]) -> Result<(Meta, &[u8]), StoreError> {
+    let fixed = MAGIC.len() + 1 + 4;
+    if bytes.len() < fixed + 8 + HASH_LEN {
+        return Err(corrupt(format!("{} bytes is too short", bytes.len())));
+    }
+    if &bytes[..MAGIC.len()] != MAGIC {
+        return Err(corrupt("does not start with the Tally snapshot magic"));
+    }
+    let version = bytes[MAGIC.len()];
+    if version != SNAPSHOT_VERSION {
+        return Err(StoreError::UnknownVersion {
+            what: "snapshot",
+            version,
+            supported: SNAPSHOT_VERSION,
+        });
+    }
+    let (body, hash) = bytes.split_at(bytes.len() - HASH_LEN);
+    if Sha256::digest(body).as_slice() != hash {
+        return Err(corrupt("SHA-256 mismatch (truncated or damaged)"));
+    }
+    let header_len =
+        u32::from_be_bytes(body[MAGIC.len() + 1..fixed].try_into().expect("4 bytes")) as usize;
+    let header_end = fixed
+        .checked_add(header_len)
+        .filter(|end| end + 8 <= body.len())
+        .ok_or_else(|| corrupt(format!("header length {header_len} runs past the end")))?;
+    let meta: Meta = codec::decode("snapshot header", &body[fixed..header_end])?;
+    let state_len = u64::from_be_bytes(
+        body[header_end..header_end + 8]
+            .try_into()
+            .expect("8 bytes"),
+    );
+    let state = &body[header_end + 8..];
+    if state.len() as u64 != state_len {
+        return Err(corrupt(format!(
+            "state length field says {state_len} bytes, {} present",
+            state.len()
+        )));
+    }
+    Ok((meta, state))
+}
+
+/// The snapshot directory. The mutex serializes writers (a build finishing while a received
+/// snapshot is installed) and remembers what `current.snap` holds.
+pub(crate) struct SnapshotFiles {
+    dir: PathBuf,
+    current: Mutex<Option<Meta>>,
+}
+
+impl SnapshotFiles {
+    /// Opens the directory; returns the current snapshot's bytes, if any.
+    pub(crate) fn open(dir: &Path) -> Result<(Self, Option<Vec<u8>>), StoreError> {
+        fs::create_dir_all(dir).map_err(|e| StoreError::io("create dir", dir, e))?;
+        // A temp file is a write that crashed before its rename: never the current snapshot.
+        let temp = dir.join(TEMP);
+        if temp.exists() {
+            fs::remove_file(&temp).map_err(|e| StoreError::io("remove", &temp, e))?;
+        }
+        let path = dir.join(CURRENT);
+        let (meta, bytes) = match fs::read(&path) {
+            Ok(bytes) => (Some(decode(&bytes)?.0), Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None),
+            Err(e) => return Err(StoreError::io("read", &path, e)),
+        };
+        let files = SnapshotFiles {
+            dir: dir.to_path_buf(),
+            current: Mutex::new(meta),
+        };
+        Ok((files, bytes))
+    }
+
+    /// Makes `bytes` (already encoded, describing `meta`) the current snapshot, durably, unless
+    /// the current one is newer (a slow build racing an install). Returns whether it was kept.
+    /// Blocking.
+    pub(crate) fn save(&self, meta: &Meta, bytes: &[u8]) -> Result<bool, StoreError> {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cur) = current.as_ref() {
+            if cur.last_log_id > meta.last_log_id {
+                return Ok(false);
+            }
+        }
+        let temp = self.dir.join(TEMP);
+        let path = self.dir.join(CURRENT);
+        let mut f = File::create(&temp).map_err(|e| StoreError::io("create", &temp, e))?;
+        f.write_all(bytes)
+            .map_err(|e| StoreError::io("write", &temp, e))?;
+        f.sync_all()
+            .map_err(|e| StoreError::io("fsync", &temp, e))?;
+        drop(f);
+        fs::rename(&temp, &path).map_err(|e| StoreError::io("rename", &temp, e))?;
+        sync_dir(&self.dir)?;
+        *current = Some(meta.clone());
+        Ok(true)
+    }
+
+    /// The current snapshot's bytes. Blocking.
+    pub(crate) fn read_current(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.is_none() {
+            return Ok(None);
+        }
+        let path = self.dir.join(CURRENT);
+        let bytes = fs::read(&path).map_err(|e| StoreError::io("read", &path, e))?;
+        Ok(Some(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, LogId, Membership, StoredMembership};
+    use std::collections::BTreeSet;
+
+    fn meta(index: u64) -> Meta {
+        let log_id = LogId::new(CommittedLeaderId::new(3, 1), index);
+        Meta {
+            last_log_id: Some(log_id),
+            last_membership: StoredMembership::new(
+                Some(log_id),
+                Membership::new(vec![BTreeSet::from([1, 2, 3])], None),
+            ),
+            snapshot_id: format!("s-{index}"),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_damage_detected() {
+        let bytes = encode(&meta(9), b"state bytes").unwrap();
+        let (m, state) = decode(&bytes).unwrap();
+        assert_eq!(m, meta(9));
+        assert_eq!(state, b"state bytes");
+
+        for i in [0, 8, 12, bytes.len() / 2, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            assert!(decode(&bad).is_err(), "flipped byte {i} not detected");
+        }
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode(b"").is_err());
+    }
+
+    #[test]
+    fn save_keeps_newest_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, none) = SnapshotFiles::open(dir.path()).unwrap();
+        assert!(none.is_none());
+        assert!(files
+            .save(&meta(10), &encode(&meta(10), b"ten").unwrap())
+            .unwrap());
+        assert!(!files
+            .save(&meta(5), &encode(&meta(5), b"five").unwrap())
+            .unwrap());
+        drop(files);
+        let (files, bytes) = SnapshotFiles::open(dir.path()).unwrap();
+        let bytes = bytes.unwrap();
+        assert_eq!(decode(&bytes).unwrap().1, b"ten");
+        assert_eq!(files.read_current().unwrap().unwrap(), bytes);
+    }
+}

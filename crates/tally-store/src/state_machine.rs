@@ -1,0 +1,394 @@
+//! The state machine: openraft's `RaftStateMachine` around the in-memory `tally_core::LedgerState`.
+//!
+//! What is persisted where:
+//! - the ledger state itself only through snapshots (`snapshot.rs`); on open, the latest
+//!   snapshot is loaded and `applied_state()` reports its last applied log id, so openraft
+//!   re-applies the committed log after it (the log is never purged beyond a snapshot);
+//! - per applied batch of entries, ONE sled batch on tree `sm` with the journal entries, the
+//!   account history index, the ledger events, `last_applied` and the membership. Their keys
+//!   are the deterministic journal and event sequence numbers, so re-applying after a restart
+//!   rewrites the same bytes. This batch is not fsynced on its own (it can always be rebuilt
+//!   from the log), but a snapshot build syncs it before the snapshot file is written, so
+//!   journal rows at or below a snapshot never depend on log entries that may be purged.
+//!
+//! Tree `sm` keys: `j`+seq (journal entry), `a`+len(u16)+account+seq (history index, empty
+//! value), `e`+seq (ledger event), `m:last_applied`, `m:membership`. Integers big-endian.
+//!
+//! After a snapshot is *installed* (received from the leader), this node has no journal rows
+//! or events for the entries the snapshot covers that it had not applied itself: history and
+//! `events_from` may have a gap there. Balances and reports are unaffected (they live in the
+//! state).
+
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError,
+    StoredMembership,
+};
+use tally_core::{AccountId, LedgerState};
+use tokio::sync::watch;
+
+use crate::codec::{self, u64_key};
+use crate::durable::DiskSync;
+use crate::error::{sto, StoreError, Subject};
+use crate::reader::LedgerReader;
+use crate::snapshot::{self, Meta, SnapshotFiles};
+use crate::types::{EntryResponse, NodeId, TypeConfig};
+
+type Entry = openraft::Entry<TypeConfig>;
+pub(crate) type Membership = StoredMembership<NodeId, BasicNode>;
+
+pub(crate) const PREFIX_JOURNAL: u8 = b'j';
+pub(crate) const PREFIX_ACCOUNT: u8 = b'a';
+pub(crate) const PREFIX_EVENT: u8 = b'e';
+const KEY_LAST_APPLIED: &[u8] = b"m:last_applied";
+const KEY_MEMBERSHIP: &[u8] = b"m:membership";
+
+pub(crate) fn seq_key(prefix: u8, seq: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = prefix;
+    key[1..].copy_from_slice(&u64_key(seq));
+    key
+}
+
+/// `a` + account length (u16) + account bytes: the length makes one account's prefix never a
+/// prefix of another's.
+pub(crate) fn account_prefix(account: &AccountId) -> Vec<u8> {
+    let bytes = account.as_str().as_bytes();
+    let mut key = Vec::with_capacity(3 + bytes.len() + 8);
+    key.push(PREFIX_ACCOUNT);
+    // Account ids are far shorter than 64 KiB (core checks their length).
+    key.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    key.extend_from_slice(bytes);
+    key
+}
+
+pub(crate) fn account_key(account: &AccountId, seq: u64) -> Vec<u8> {
+    let mut key = account_prefix(account);
+    key.extend_from_slice(&u64_key(seq));
+    key
+}
+
+/// What the in-memory state reflects: always read and written together under one lock.
+pub(crate) struct Applied {
+    pub(crate) state: LedgerState,
+    pub(crate) last_applied: Option<LogId<NodeId>>,
+    pub(crate) membership: Membership,
+}
+
+/// Shared by the state machine, its snapshot builders and every [`LedgerReader`].
+pub(crate) struct Shared {
+    pub(crate) db: sled::Db,
+    pub(crate) sm: sled::Tree,
+    pub(crate) disk: Arc<DiskSync>,
+    pub(crate) applied: RwLock<Applied>,
+    pub(crate) snapshots: SnapshotFiles,
+    /// Highest ledger event seq persisted in `sm` (0: none yet).
+    pub(crate) event_seq: watch::Sender<u64>,
+    snapshot_counter: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Applied> {
+        // A panic while holding the lock would already have stopped the node loudly; the
+        // data behind it is still what was last applied.
+        self.applied.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Applied> {
+        self.applied.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// openraft's state machine. Get a read handle for the server with [`Self::reader`].
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
+}
+
+/// Builds a snapshot of the state as it is when `build_snapshot` runs.
+pub struct SnapshotBuilder {
+    shared: Arc<Shared>,
+}
+
+impl StateMachineStore {
+    pub(crate) fn open(
+        db: sled::Db,
+        disk: Arc<DiskSync>,
+        snapshot_dir: &std::path::Path,
+    ) -> Result<Self, StoreError> {
+        let sm = db
+            .open_tree("sm")
+            .map_err(StoreError::sled("open tree sm"))?;
+        let (snapshots, current) = SnapshotFiles::open(snapshot_dir)?;
+        let applied = match current {
+            Some(bytes) => {
+                let (meta, state_bytes) = snapshot::decode(&bytes)?;
+                let state =
+                    LedgerState::decode_snapshot(state_bytes).map_err(|e| StoreError::Corrupt {
+                        what: "snapshot state",
+                        reason: e.to_string(),
+                    })?;
+                Applied {
+                    state,
+                    last_applied: meta.last_log_id,
+                    membership: meta.last_membership,
+                }
+            }
+            None => Applied {
+                state: LedgerState::new(),
+                last_applied: None,
+                membership: Membership::default(),
+            },
+        };
+        let last_event = match sm
+            .scan_prefix([PREFIX_EVENT])
+            .next_back()
+            .transpose()
+            .map_err(StoreError::sled("read last event"))?
+        {
+            Some((key, _)) => codec::key_u64("event key", &key[1..])?,
+            None => 0,
+        };
+        let (event_seq, _) = watch::channel(last_event);
+        Ok(StateMachineStore {
+            shared: Arc::new(Shared {
+                db,
+                sm,
+                disk,
+                applied: RwLock::new(applied),
+                snapshots,
+                event_seq,
+                snapshot_counter: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// A cheap, cloneable read handle on the applied state, history and events.
+    pub fn reader(&self) -> LedgerReader {
+        LedgerReader::new(self.shared.clone())
+    }
+
+    /// Applies a batch under the write lock and writes its sled batch before releasing it, so
+    /// anyone who sees the state at index N also finds N's journal rows.
+    fn apply_batch<I>(&self, entries: I) -> Result<Vec<EntryResponse>, StoreError>
+    where
+        I: IntoIterator<Item = Entry>,
+    {
+        let mut responses = Vec::new();
+        let mut batch = sled::Batch::default();
+        let mut max_event = None;
+        let mut applied = self.shared.write();
+        for entry in entries {
+            applied.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => responses.push(EntryResponse::default()),
+                EntryPayload::Membership(m) => {
+                    applied.membership = StoredMembership::new(Some(entry.log_id), m);
+                    responses.push(EntryResponse::default());
+                }
+                EntryPayload::Normal(ref data) => {
+                    let result = applied.state.apply(data);
+                    for j in &result.journal {
+                        batch.insert(
+                            &seq_key(PREFIX_JOURNAL, j.seq),
+                            codec::encode("journal entry", j)?,
+                        );
+                        batch.insert(account_key(&j.account, j.seq), &[] as &[u8]);
+                    }
+                    for ev in &result.events {
+                        batch.insert(
+                            &seq_key(PREFIX_EVENT, ev.seq),
+                            codec::encode("ledger event", ev)?,
+                        );
+                        max_event = max_event.max(Some(ev.seq));
+                    }
+                    responses.push(EntryResponse {
+                        outcomes: result.outcomes,
+                    });
+                }
+            }
+        }
+        batch.insert(
+            KEY_LAST_APPLIED,
+            codec::encode("last applied", &applied.last_applied)?,
+        );
+        batch.insert(
+            KEY_MEMBERSHIP,
+            codec::encode("membership", &applied.membership)?,
+        );
+        self.shared
+            .sm
+            .apply_batch(batch)
+            .map_err(StoreError::sled("write applied batch"))?;
+        drop(applied);
+        if let Some(seq) = max_event {
+            self.shared.event_seq.send_if_modified(|cur| {
+                let newer = seq > *cur;
+                if newer {
+                    *cur = seq;
+                }
+                newer
+            });
+        }
+        Ok(responses)
+    }
+
+    async fn install(&self, meta: &Meta, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let (header, state_bytes) = snapshot::decode(&bytes)?;
+        if header != *meta {
+            return Err(StoreError::Corrupt {
+                what: "received snapshot",
+                reason: format!("its header says {header}, openraft's meta says {meta}"),
+            });
+        }
+        let state = LedgerState::decode_snapshot(state_bytes).map_err(|e| StoreError::Corrupt {
+            what: "received snapshot state",
+            reason: e.to_string(),
+        })?;
+        let shared = self.shared.clone();
+        let meta_owned = meta.clone();
+        // Durable first: once the state is replaced, a restart must find this snapshot.
+        let bytes_for_disk = bytes;
+        tokio::task::spawn_blocking(move || shared.snapshots.save(&meta_owned, &bytes_for_disk))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            KEY_LAST_APPLIED,
+            codec::encode("last applied", &meta.last_log_id)?,
+        );
+        batch.insert(
+            KEY_MEMBERSHIP,
+            codec::encode("membership", &meta.last_membership)?,
+        );
+        let mut applied = self.shared.write();
+        applied.state = state;
+        applied.last_applied = meta.last_log_id;
+        applied.membership = meta.last_membership.clone();
+        self.shared
+            .sm
+            .apply_batch(batch)
+            .map_err(StoreError::sled("write installed snapshot meta"))?;
+        drop(applied);
+        Ok(())
+    }
+
+    async fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
+        let shared = self.shared.clone();
+        let bytes = tokio::task::spawn_blocking(move || shared.snapshots.read_current())
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        match bytes {
+            None => Ok(None),
+            Some(bytes) => {
+                let meta = snapshot::decode(&bytes)?.0;
+                Ok(Some(Snapshot {
+                    meta,
+                    snapshot: Box::new(Cursor::new(bytes)),
+                }))
+            }
+        }
+    }
+}
+
+impl SnapshotBuilder {
+    async fn build(&self) -> Result<Snapshot<TypeConfig>, StoreError> {
+        // Encode under the read lock so state, last_applied and membership agree.
+        let (last_applied, membership, state_bytes) = {
+            let applied = self.shared.read();
+            (
+                applied.last_applied,
+                applied.membership.clone(),
+                applied.state.encode_snapshot(),
+            )
+        };
+        let n = self.shared.snapshot_counter.fetch_add(1, Ordering::Relaxed);
+        let snapshot_id = match last_applied {
+            Some(id) => format!(
+                "{}-{}-{}-{n}",
+                id.leader_id.term, id.leader_id.node_id, id.index
+            ),
+            None => format!("none-{n}"),
+        };
+        let meta = Meta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let bytes = snapshot::encode(&meta, &state_bytes)?;
+        let shared = self.shared.clone();
+        let meta_for_disk = meta.clone();
+        let bytes_for_disk = bytes.clone();
+        tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
+            // The journal rows up to this snapshot must be durable before the log entries
+            // that could rebuild them may be purged.
+            shared.disk.sync(&shared.db)?;
+            shared.snapshots.save(&meta_for_disk, &bytes_for_disk)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        self.build().await.map_err(sto(Subject::WriteSnapshot))
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, Membership), StorageError<NodeId>> {
+        let applied = self.shared.read();
+        Ok((applied.last_applied, applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<EntryResponse>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        self.apply_batch(entries)
+            .map_err(sto(Subject::WriteStateMachine))
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            shared: self.shared.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        self.install(meta, snapshot.into_inner())
+            .await
+            .map_err(sto(Subject::WriteSnapshot))
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        self.current_snapshot()
+            .await
+            .map_err(sto(Subject::ReadSnapshot))
+    }
+}
