@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Starts tallyd nodes in the foreground, each log line prefixed with [node-N].
+# Usage: scripts/run-cluster.sh TALLYD CONFIG...   (one config per node; see cluster-config/)
+# Ctrl-C (or SIGTERM) stops every node gracefully and waits for them.
+set -u
+
+tallyd="$1"
+shift
+if [ ! -x "$tallyd" ]; then
+    echo "run-cluster: $tallyd is not an executable; build it first (cargo build --release)" >&2
+    exit 1
+fi
+
+pids=()
+stop_all() {
+    trap - INT TERM
+    echo "run-cluster: stopping ${#pids[@]} node(s)..."
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+    echo "run-cluster: all nodes stopped; data is kept (make clean-data wipes it)"
+    exit 0
+}
+trap stop_all INT TERM
+
+for config in "$@"; do
+    name="$(basename "$config" .toml)"
+    # Each node runs in its own subshell that prefixes its output; the node's pid is the one
+    # to signal, so it is started with exec inside a process substitution-free pipeline.
+    (
+        exec "$tallyd" --config "$config" 2>&1
+    ) > >(sed -u "s/^/[$name] /") &
+    pids+=("$!")
+done
+
+client_addrs=$(grep -h '^client_addr' "$@" | sed 's/.*"\(.*\)".*/\1/' | paste -sd, -)
+metrics_addrs=$(grep -h '^metrics_addr' "$@" | sed 's/.*"\(.*\)".*/\1/' | paste -sd, -)
+data_dirs=$(grep -h '^data_dir' "$@" | sed 's/.*"\(.*\)".*/\1/' | paste -sd' ' -)
+cat <<MSG
+================================================================================
+ Tally is starting: ${#pids[@]} node(s)
+   gRPC (Ledger, Admin):  $client_addrs
+   HTTP metrics/health:   $metrics_addrs   (GET /metrics, /health/ready)
+   data:                  $data_dirs   (kept across runs; make clean-data wipes it)
+ First command to try, in another terminal:
+   curl -s http://${metrics_addrs%%,*}/health/ready
+   target/release/tally cluster status      (once the CLI exists)
+ Ctrl-C stops all nodes.
+================================================================================
+MSG
+
+# Wait for any node to exit; if one dies on its own, keep the others running until Ctrl-C.
+while true; do
+    alive=0
+    for pid in "${pids[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then alive=$((alive + 1)); fi
+    done
+    if [ "$alive" -eq 0 ]; then
+        echo "run-cluster: every node has exited"
+        exit 1
+    fi
+    sleep 1
+done
