@@ -1,0 +1,34 @@
+//! Compiles `proto/tally/v1/*.proto` with protox (pure Rust, so no system `protoc` is needed) and
+//! generates prost messages plus tonic clients and servers from the descriptor set.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let proto_root = manifest_dir.join("../../proto");
+    let files = [
+        "tally/v1/ledger.proto",
+        "tally/v1/admin.proto",
+        "tally/v1/raft.proto",
+    ];
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", proto_root.join(file).display());
+    }
+
+    let descriptor_set = protox::compile(files, [&proto_root])?;
+
+    // Kept next to the generated code so a server can offer gRPC reflection.
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("tally_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptor_set),
+    )?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // Maps in replies (error details) print in a stable order.
+        .btree_map(".")
+        .compile_fds(descriptor_set)?;
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! Field-level parsing helpers shared by the wire -> core conversions.
+
+use tally_core::{Amount, InvalidInput, Key, Month, PAIRS_MAX, PAIR_VALUE_LEN_MAX};
+
+use crate::v1;
+
+/// Canonical wire text of an amount: exact, no exponent, no trailing zeros.
+pub fn amount_text(amount: Amount) -> String {
+    amount.to_string()
+}
+
+/// `YYYY-MM`.
+pub fn month_text(month: Month) -> String {
+    month.to_string()
+}
+
+/// Parses a `YYYY-MM` month (UTC calendar).
+pub fn parse_month(field: &str, text: &str) -> Result<Month, InvalidInput> {
+    let invalid = || InvalidInput::new(field, format!("must be a month as YYYY-MM, got {text:?}"));
+    let (year, month) = text.split_once('-').ok_or_else(invalid)?;
+    if year.len() != 4 || month.len() != 2 {
+        return Err(invalid());
+    }
+    if !year
+        .bytes()
+        .chain(month.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
+        return Err(invalid());
+    }
+    let year: i32 = year.parse().map_err(|_| invalid())?;
+    let month: u32 = month.parse().map_err(|_| invalid())?;
+    if !(1..=12).contains(&month) {
+        return Err(InvalidInput::new(
+            field,
+            format!("month must be 01..=12, got {text:?}"),
+        ));
+    }
+    Ok(Month { year, month })
+}
+
+/// Joins a parent path and a field: `events[3]` + `quantity` = `events[3].quantity`.
+pub(crate) fn path(parent: &str, field: &str) -> String {
+    if parent.is_empty() {
+        field.to_string()
+    } else {
+        format!("{parent}.{field}")
+    }
+}
+
+/// Prefixes an error's field with `parent` (no-op for an empty parent).
+pub(crate) fn within(error: InvalidInput, parent: &str) -> InvalidInput {
+    if parent.is_empty() {
+        error
+    } else {
+        error.within(parent)
+    }
+}
+
+pub(crate) fn amount(field: &str, text: &str) -> Result<Amount, InvalidInput> {
+    Amount::parse(field, text)
+}
+
+pub(crate) fn amount_non_negative(field: &str, text: &str) -> Result<Amount, InvalidInput> {
+    Amount::parse_non_negative(field, text)
+}
+
+pub(crate) fn amount_positive(field: &str, text: &str) -> Result<Amount, InvalidInput> {
+    Amount::parse_positive(field, text)
+}
+
+pub(crate) fn optional_amount_non_negative(
+    field: &str,
+    text: Option<&String>,
+) -> Result<Option<Amount>, InvalidInput> {
+    text.map(|text| amount_non_negative(field, text))
+        .transpose()
+}
+
+/// Dimension or metadata pairs: at most [`PAIRS_MAX`], checked keys, bounded values without
+/// control characters, keys unique. Returned sorted by key, the order core requires.
+pub(crate) fn pairs(
+    field: &str,
+    wire: &[v1::KeyValue],
+) -> Result<Vec<(Key, String)>, InvalidInput> {
+    if wire.len() > PAIRS_MAX {
+        return Err(InvalidInput::new(
+            field,
+            format!("has {} pairs; at most {PAIRS_MAX} allowed", wire.len()),
+        ));
+    }
+    let mut pairs = Vec::with_capacity(wire.len());
+    for (index, pair) in wire.iter().enumerate() {
+        let item = format!("{field}[{index}]");
+        let key = Key::parse_as("key", pair.key.as_str()).map_err(|e| e.within(&item))?;
+        if pair.value.len() > PAIR_VALUE_LEN_MAX {
+            return Err(InvalidInput::new(
+                format!("{item}.value"),
+                format!(
+                    "is {} bytes long; at most {PAIR_VALUE_LEN_MAX} allowed",
+                    pair.value.len()
+                ),
+            ));
+        }
+        if pair.value.chars().any(char::is_control) {
+            return Err(InvalidInput::new(
+                format!("{item}.value"),
+                "must not contain control characters",
+            ));
+        }
+        pairs.push((key, pair.value.clone()));
+    }
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(twice) = pairs.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(InvalidInput::new(
+            field,
+            format!(
+                "key {:?} appears more than once; keys must be unique",
+                twice[0].0.as_str()
+            ),
+        ));
+    }
+    Ok(pairs)
+}
+
+/// An enum field that must be set to a known value.
+pub(crate) fn required_enum<E: TryFrom<i32>>(
+    field: &str,
+    value: i32,
+    unspecified: i32,
+    allowed_text: &str,
+) -> Result<E, InvalidInput> {
+    if value == unspecified {
+        return Err(InvalidInput::new(
+            field,
+            format!("must be set to one of {allowed_text}"),
+        ));
+    }
+    E::try_from(value).map_err(|_| {
+        InvalidInput::new(
+            field,
+            format!("unknown value {value}; expected one of {allowed_text}"),
+        )
+    })
+}
+
+/// A timestamp that must be set (0 is not a real ledger time).
+pub(crate) fn required_time_ms(field: &str, value: u64) -> Result<u64, InvalidInput> {
+    if value == 0 {
+        return Err(InvalidInput::new(
+            field,
+            "must be set (ms since the Unix epoch)",
+        ));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &str, value: &str) -> v1::KeyValue {
+        v1::KeyValue {
+            key: key.to_string(),
+            value: value.to_string(),
+        }
+    }
+
+    #[test]
+    fn pairs_are_sorted_unique_and_bounded() {
+        let sorted = pairs(
+            "dimensions",
+            &[kv("model", "m1"), kv("region", "eu"), kv("a", "")],
+        )
+        .unwrap();
+        let keys: Vec<&str> = sorted.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["a", "model", "region"]);
+
+        let err = pairs("dimensions", &[kv("model", "m1"), kv("model", "m2")]).unwrap_err();
+        assert_eq!(err.field, "dimensions");
+        assert!(
+            err.reason.contains("\"model\" appears more than once"),
+            "{err}"
+        );
+
+        let err = pairs("dimensions", &[kv("ok", "1"), kv("bad key", "1")]).unwrap_err();
+        assert_eq!(err.field, "dimensions[1].key");
+
+        let err = pairs("metadata", &[kv("k", &"v".repeat(PAIR_VALUE_LEN_MAX + 1))]).unwrap_err();
+        assert_eq!(err.field, "metadata[0].value");
+
+        let err = pairs("metadata", &[kv("k", "a\nb")]).unwrap_err();
+        assert!(err.reason.contains("control"));
+
+        let many: Vec<_> = (0..=PAIRS_MAX).map(|i| kv(&format!("k{i}"), "v")).collect();
+        let err = pairs("dimensions", &many).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "dimensions: has 17 pairs; at most 16 allowed"
+        );
+    }
+
+    #[test]
+    fn months() {
+        assert_eq!(
+            parse_month("month", "2026-11").unwrap(),
+            Month {
+                year: 2026,
+                month: 11
+            }
+        );
+        assert_eq!(
+            month_text(Month {
+                year: 2026,
+                month: 1
+            }),
+            "2026-01"
+        );
+        for bad in [
+            "2026-13", "2026-00", "26-11", "2026-1", "2026/11", "+026-11", "",
+        ] {
+            let err = parse_month("month", bad).unwrap_err();
+            assert_eq!(err.field, "month", "{bad}");
+        }
+    }
+}

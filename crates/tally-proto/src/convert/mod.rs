@@ -1,0 +1,24 @@
+//! Conversions between wire (`v1`) and core types.
+//!
+//! Architecture Invariant: wire -> core goes through core's checked constructors, so the log only
+//! ever holds well-formed commands. Every error names the field path as the client sent it,
+//! e.g. `events[3].quantity: must be >= 0, got -1`.
+
+mod command;
+mod fields;
+mod outcome;
+mod read;
+mod view;
+
+pub use command::ToCommand;
+pub use fields::{amount_text, month_text, parse_month};
+pub use outcome::{
+    add_grant_reply, authorize_reply, create_account_reply, create_asset_reply, expect_applied,
+    publish_costs_reply, publish_prices_reply, reason_details, record_usage_batch_reply,
+    record_usage_reply, rejection, release_reply, set_account_status_reply, update_account_reply,
+    usage_result, usage_result_kind, usage_results, void_grant_reply,
+};
+pub use read::{consistency, history_limit, HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX};
+pub use view::{
+    account, asset, grant_category, journal_entry, ledger_event, price_version, rate, report,
+};

@@ -1,0 +1,485 @@
+//! Core outcomes -> wire replies.
+//!
+//! Usage outcomes are values (`UsageResult`); for every other command a rejection becomes a
+//! [`TallyError`] (a gRPC status), and `Applied` becomes the command's reply.
+
+use std::collections::BTreeMap;
+
+use tally_core::{Applied, Outcome, Reason, Settlement};
+
+use super::fields::amount_text;
+use crate::error::{ErrorCode, TallyError};
+use crate::v1;
+
+/// Machine-readable details of a rejection (the keys listed in ledger.proto).
+pub fn reason_details(reason: &Reason) -> BTreeMap<String, String> {
+    let pairs: Vec<(&str, String)> = match reason {
+        Reason::InsufficientFunds {
+            available,
+            required,
+        } => vec![
+            ("available", amount_text(*available)),
+            ("required", amount_text(*required)),
+        ],
+        Reason::UnknownAccount { account }
+        | Reason::AccountFrozen { account }
+        | Reason::AccountClosed { account } => vec![("account", account.to_string())],
+        Reason::NoRate { meter } => vec![("meter", meter.clone())],
+        Reason::OutsideTimeWindow {
+            occurred_at,
+            earliest,
+            latest,
+        } => vec![
+            ("occurred_at_ms", occurred_at.to_string()),
+            ("earliest_ms", earliest.to_string()),
+            ("latest_ms", latest.to_string()),
+        ],
+        Reason::InvalidInput(error) => {
+            vec![
+                ("field", error.field.clone()),
+                ("reason", error.reason.clone()),
+            ]
+        }
+        Reason::AlreadyExists { what, id } => vec![("what", what.clone()), ("id", id.clone())],
+        Reason::UnknownAsset { asset } => vec![("asset", asset.clone())],
+        Reason::UnknownGrant { grant } => vec![("grant_id", grant.to_string())],
+        Reason::UnknownHold { hold } => vec![("hold_id", hold.to_string())],
+        Reason::UnknownPriceBook { book } => vec![("price_book", book.to_string())],
+        Reason::EffectiveInPast {
+            effective_from,
+            now,
+        } => vec![
+            ("effective_from_ms", effective_from.to_string()),
+            ("now_ms", now.to_string()),
+        ],
+        Reason::Overflow { field } => vec![("field", field.clone())],
+        Reason::NotInitialized => vec![],
+        Reason::BatchAborted { failed_index } => vec![("failed_index", failed_index.to_string())],
+    };
+    pairs
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value))
+        .collect()
+}
+
+pub fn rejection(reason: &Reason) -> v1::Rejection {
+    v1::Rejection {
+        code: reason.code().to_string(),
+        message: reason.message(),
+        details: reason_details(reason),
+    }
+}
+
+fn settlement(settlement: &Settlement) -> v1::Settlement {
+    v1::Settlement {
+        event_id: settlement.event_id.to_string(),
+        account: settlement.account.to_string(),
+        charged: amount_text(settlement.charged),
+        balance_after: amount_text(settlement.balance_after),
+        drawdown: settlement
+            .drawdown
+            .iter()
+            .map(|draw| v1::Draw {
+                grant_id: draw.grant.to_string(),
+                amount: amount_text(draw.amount),
+            })
+            .collect(),
+        debt_created: amount_text(settlement.debt_created),
+        from_hold: amount_text(settlement.from_hold),
+        revenue: amount_text(settlement.revenue),
+        cost: amount_text(settlement.cost),
+        margin: amount_text(settlement.margin),
+        price_book: settlement.price_book.as_ref().map(ToString::to_string),
+        price_version: settlement.price_version,
+        settled_at_ms: settlement.settled_at,
+    }
+}
+
+fn internal_rejection(message: String) -> v1::Rejection {
+    v1::Rejection {
+        code: ErrorCode::Internal.as_str().to_string(),
+        message,
+        details: BTreeMap::new(),
+    }
+}
+
+/// The result of one usage event, exactly as core named it.
+pub fn usage_result(outcome: &Outcome) -> v1::UsageResult {
+    use v1::usage_result::Outcome as Wire;
+    let wire = match outcome {
+        Outcome::Settled(settled) => Wire::Settled(settlement(settled)),
+        Outcome::Duplicate(original) => Wire::Duplicate(settlement(original)),
+        Outcome::Conflict { account, event_id } => Wire::Conflict(v1::Conflict {
+            account: account.to_string(),
+            event_id: event_id.to_string(),
+        }),
+        Outcome::Rejected(rejected) => Wire::Rejected(rejection(&rejected.reason)),
+        // Core answers a usage event with one of the four above; anything else is a bug that
+        // the client must see rather than a made-up success.
+        Outcome::Applied(_) | Outcome::Batch(_) => Wire::Rejected(internal_rejection(format!(
+            "core answered a usage event with a {} outcome",
+            outcome.kind()
+        ))),
+    };
+    v1::UsageResult {
+        outcome: Some(wire),
+    }
+}
+
+/// `settled`, `duplicate`, `conflict` or `rejected` (`unknown` when empty).
+pub fn usage_result_kind(result: &v1::UsageResult) -> &'static str {
+    use v1::usage_result::Outcome as Wire;
+    match &result.outcome {
+        Some(Wire::Settled(_)) => "settled",
+        Some(Wire::Duplicate(_)) => "duplicate",
+        Some(Wire::Conflict(_)) => "conflict",
+        Some(Wire::Rejected(_)) => "rejected",
+        None => "unknown",
+    }
+}
+
+/// One result per event of a batch of `event_count` events. A batch rejected as a whole (e.g.
+/// the ledger is not initialized) gives every event that rejection.
+pub fn usage_results(outcome: &Outcome, event_count: usize) -> Vec<v1::UsageResult> {
+    match outcome {
+        Outcome::Batch(outcomes) => outcomes.iter().map(usage_result).collect(),
+        other => vec![usage_result(other); event_count],
+    }
+}
+
+pub fn record_usage_reply(outcome: &Outcome, write: v1::WriteInfo) -> v1::RecordUsageReply {
+    v1::RecordUsageReply {
+        result: Some(usage_result(outcome)),
+        write: Some(write),
+    }
+}
+
+pub fn record_usage_batch_reply(
+    outcome: &Outcome,
+    event_count: usize,
+    write: v1::WriteInfo,
+) -> v1::RecordUsageBatchReply {
+    v1::RecordUsageBatchReply {
+        results: usage_results(outcome, event_count),
+        write: Some(write),
+    }
+}
+
+/// `Applied` for a non-usage command, a rejection as its error, anything else `internal`.
+pub fn expect_applied(outcome: &Outcome) -> Result<&Applied, TallyError> {
+    match outcome {
+        Outcome::Applied(applied) => Ok(applied),
+        Outcome::Rejected(rejected) => Err(TallyError::from_reason(&rejected.reason)),
+        other => Err(TallyError::internal(format!(
+            "core answered a non-usage command with a {} outcome",
+            other.kind()
+        ))),
+    }
+}
+
+fn unexpected(command: &str, applied: &Applied) -> TallyError {
+    TallyError::internal(format!("core answered {command} with {applied:?}"))
+}
+
+pub fn create_asset_reply(
+    outcome: &Outcome,
+    write: v1::WriteInfo,
+) -> Result<v1::CreateAssetReply, TallyError> {
+    match expect_applied(outcome)? {
+        Applied::AssetCreated => Ok(v1::CreateAssetReply {
+            already_existed: false,
+            write: Some(write),
+        }),
+        Applied::AlreadyApplied => Ok(v1::CreateAssetReply {
+            already_existed: true,
+            write: Some(write),
+        }),
+        other => Err(unexpected("create_asset", other)),
+    }
+}
+
+pub fn create_account_reply(
+    outcome: &Outcome,
+    write: v1::WriteInfo,
+) -> Result<v1::CreateAccountReply, TallyError> {
+    match expect_applied(outcome)? {
+        Applied::AccountCreated => Ok(v1::CreateAccountReply {
+            already_existed: false,
+            write: Some(write),
+        }),
+        Applied::AlreadyApplied => Ok(v1::CreateAccountReply {
+            already_existed: true,
+            write: Some(write),
+        }),
+        other => Err(unexpected("create_account", other)),
+    }
+}
+
+pub fn update_account_reply(
+    outcome: &Outcome,
+    write: v1::WriteInfo,
+) -> Result<v1::UpdateAccountReply, TallyError> {
+    match expect_applied(outcome)? {
+        Applied::AccountUpdated | Applied::AlreadyApplied => {
+            Ok(v1::UpdateAccountReply { write: Some(write) })
+        }
+        other => Err(unexpected("update_account", other)),
+    }
+}
+
+pub fn set_account_status_reply(
+    outcome: &Outcome,
+    write: v1::WriteInfo,
+) -> Result<v1::SetAccountStatusReply, TallyError> {
+    match expect_applied(outcome)? {
+        Applied::StatusChanged | Applied::AlreadyApplied => {
+            Ok(v1::SetAccountStatusReply { write: Some(write) })
+        }
+        other => Err(unexpected("set_account_status", other)),
+    }
+}
+
+pub fn add_grant_reply(
+    outcome: &Outcome,
+    write: v1::WriteInfo,
+) -> Result<v1::AddGrantReply, TallyError> {
+    match expect_applied(outcome)? {
+        Applied::GrantAdded {
+            debt_repaid,
+            balance_after,
+        } => Ok(v1::AddGrantReply {
+            debt_repaid: amount_text(*debt_repaid),
+            balance_after: amount_text(*balance_after),
+            already_existed: false,
+            write: Some(write),
+        }),
+        Applied::AlreadyApplied => Ok(v1::AddGrantReply {
+            debt_repaid: "0".to_string(),
+            balance_after: String::new(),
+            already_existed: true,
+            write: Some(write),
+        }),
+        other => Err(unexpected("add_grant", other)),
+    }
+}
+
+pub fn void_grant_reply(
+    outcome: &Outcome,
+    write: v1::WriteInfo,
+) -> Result<v1::VoidGrantReply, TallyError> {
+    match expect_applied(outcome)? {
+        Applied::GrantVoided {
+            voided,
+            balance_after,
+        } => Ok(v1::VoidGrantReply {
+            voided: amount_text(*voided),
+            balance_after: amount_text(*balance_after),
+            write: Some(write),
+        }),
+        other => Err(unexpected("void_grant", other)),
+    }
+}
+
+pub fn publish_prices_reply(
+    outcome: &Outcome,
+    write: v1::WriteInfo,
+) -> Result<v1::PublishPricesReply, TallyError> {
+    match expect_applied(outcome)? {
+        Applied::PricesPublished {
+            book,
+            version,
+            effective_from,
+        } => Ok(v1::PublishPricesReply {
+            book: book.to_string(),
+            version: *version,
+            effective_from_ms: *effective_from,
+            write: Some(write),
+        }),
+        other => Err(unexpected("publish_prices", other)),
+    }
+}
+
+pub fn publish_costs_reply(
+    outcome: &Outcome,
+    write: v1::WriteInfo,
+) -> Result<v1::PublishCostsReply, TallyError> {
+    match expect_applied(outcome)? {
+        Applied::CostsPublished {
+            version,
+            effective_from,
+        } => Ok(v1::PublishCostsReply {
+            version: *version,
+            effective_from_ms: *effective_from,
+            write: Some(write),
+        }),
+        other => Err(unexpected("publish_costs", other)),
+    }
+}
+
+pub fn authorize_reply(
+    outcome: &Outcome,
+    write: v1::WriteInfo,
+) -> Result<v1::AuthorizeReply, TallyError> {
+    match expect_applied(outcome)? {
+        Applied::HoldAuthorized {
+            expires_at,
+            available_after,
+        } => Ok(v1::AuthorizeReply {
+            expires_at_ms: *expires_at,
+            available_after: amount_text(*available_after),
+            write: Some(write),
+        }),
+        other => Err(unexpected("authorize", other)),
+    }
+}
+
+pub fn release_reply(
+    outcome: &Outcome,
+    write: v1::WriteInfo,
+) -> Result<v1::ReleaseReply, TallyError> {
+    match expect_applied(outcome)? {
+        Applied::HoldReleased {
+            released,
+            available_after,
+        } => Ok(v1::ReleaseReply {
+            released: amount_text(*released),
+            available_after: amount_text(*available_after),
+            write: Some(write),
+        }),
+        other => Err(unexpected("release", other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_core::{AccountId, Amount, Draw, EventId, GrantId, InvalidInput, Rejection};
+
+    fn amount(text: &str) -> Amount {
+        Amount::parse("test", text).unwrap()
+    }
+
+    fn settled() -> Settlement {
+        Settlement {
+            event_id: EventId::new("e1").unwrap(),
+            account: AccountId::new("acme").unwrap(),
+            charged: amount("3.00"),
+            balance_after: amount("97"),
+            drawdown: vec![
+                Draw {
+                    grant: GrantId::new("allowance").unwrap(),
+                    amount: amount("2"),
+                },
+                Draw {
+                    grant: GrantId::new("topup").unwrap(),
+                    amount: amount("1"),
+                },
+            ],
+            debt_created: Amount::ZERO,
+            from_hold: Amount::ZERO,
+            revenue: amount("0.015"),
+            cost: amount("0.01"),
+            margin: amount("0.005"),
+            price_book: Some(tally_core::BookId::new("standard").unwrap()),
+            price_version: 2,
+            settled_at: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn settled_and_duplicate_carry_every_field() {
+        let wire = usage_result(&Outcome::Settled(settled()));
+        assert_eq!(usage_result_kind(&wire), "settled");
+        let Some(v1::usage_result::Outcome::Settled(s)) = wire.outcome else {
+            panic!()
+        };
+        assert_eq!(s.charged, "3");
+        assert_eq!(s.balance_after, "97");
+        assert_eq!(s.drawdown.len(), 2);
+        assert_eq!(s.drawdown[1].grant_id, "topup");
+        assert_eq!(s.revenue, "0.015");
+        assert_eq!(s.margin, "0.005");
+        assert_eq!(s.price_book.as_deref(), Some("standard"));
+        assert_eq!(s.price_version, 2);
+        let duplicate = usage_result(&Outcome::Duplicate(settled()));
+        assert_eq!(usage_result_kind(&duplicate), "duplicate");
+    }
+
+    #[test]
+    fn rejections_carry_code_message_and_details() {
+        let outcome = Outcome::Rejected(Rejection::from(Reason::InsufficientFunds {
+            available: amount("1.5"),
+            required: amount("3"),
+        }));
+        let wire = usage_result(&outcome);
+        let Some(v1::usage_result::Outcome::Rejected(r)) = wire.outcome else {
+            panic!()
+        };
+        assert_eq!(r.code, "insufficient_funds");
+        assert_eq!(r.details["available"], "1.5");
+        assert_eq!(r.details["required"], "3");
+        assert!(r.message.contains("insufficient funds"));
+
+        let invalid = Reason::InvalidInput(InvalidInput::new(
+            "quantity",
+            "has 3 digits after the point; USD allows 2",
+        ));
+        let r = rejection(&invalid);
+        assert_eq!(r.code, "invalid_argument");
+        assert_eq!(r.details["field"], "quantity");
+    }
+
+    #[test]
+    fn batch_results_one_per_event() {
+        let outcome = Outcome::Batch(vec![
+            Outcome::Settled(settled()),
+            Outcome::Conflict {
+                account: AccountId::new("acme").unwrap(),
+                event_id: EventId::new("e2").unwrap(),
+            },
+        ]);
+        let results = usage_results(&outcome, 2);
+        assert_eq!(
+            results.iter().map(usage_result_kind).collect::<Vec<_>>(),
+            ["settled", "conflict"]
+        );
+        let whole = Outcome::Rejected(Rejection::from(Reason::NotInitialized));
+        let results = usage_results(&whole, 3);
+        assert_eq!(results.len(), 3);
+        assert!(results.iter().all(|r| usage_result_kind(r) == "rejected"));
+        let odd = usage_result(&Outcome::Applied(Applied::Ticked));
+        let Some(v1::usage_result::Outcome::Rejected(r)) = odd.outcome else {
+            panic!()
+        };
+        assert_eq!(r.code, "internal");
+    }
+
+    #[test]
+    fn non_usage_rejections_become_errors() {
+        let write = v1::WriteInfo {
+            log_index: 7,
+            at_ms: 1,
+            leader_id: 1,
+        };
+        let outcome = Outcome::Rejected(Rejection::from(Reason::UnknownAccount {
+            account: AccountId::new("ghost").unwrap(),
+        }));
+        let error = add_grant_reply(&outcome, write).unwrap_err();
+        assert_eq!(error.code, ErrorCode::UnknownAccount);
+        assert_eq!(error.details["account"], "ghost");
+        assert_eq!(error.to_status().code(), tonic::Code::NotFound);
+
+        let outcome = Outcome::Applied(Applied::GrantAdded {
+            debt_repaid: amount("2"),
+            balance_after: amount("8"),
+        });
+        let reply = add_grant_reply(&outcome, write).unwrap();
+        assert_eq!(reply.balance_after, "8");
+        assert_eq!(reply.write.unwrap().log_index, 7);
+
+        let reply = create_asset_reply(&Outcome::Applied(Applied::AlreadyApplied), write).unwrap();
+        assert!(reply.already_existed);
+        let error = create_asset_reply(&Outcome::Applied(Applied::Ticked), write).unwrap_err();
+        assert_eq!(error.code, ErrorCode::Internal);
+    }
+}
