@@ -29,6 +29,10 @@ pub(crate) struct Account {
     pub auto_recharge: Option<AutoRecharge>,
     /// A recharge was requested and no purchased grant has arrived since.
     pub recharge_pending: bool,
+    /// Thresholds whose `balance_low` fired and whose `balance_recovered` has not yet.
+    pub low_thresholds: Vec<Amount>,
+    /// `balance_depleted` fired and the balance has not come back above zero since.
+    pub depleted: bool,
     /// Every grant ever added, in the order added (indices are stable: the dedup table
     /// refers to grants by index).
     pub grants: Vec<Grant>,
@@ -438,7 +442,9 @@ impl Account {
             revenue,
             Amount::ZERO,
         );
-        let month = month_of(at);
+        // Breakage belongs to the month of the last instant the value was live: a monthly
+        // allowance's leftover shows in the month that ended, not the one that began.
+        let month = month_of(at.saturating_sub(1));
         let report = self.reports.entry(month).or_default();
         report.breakage = plus(report.breakage, revenue);
         let ledger = out.ledger_report(month, &self.asset);
@@ -485,14 +491,19 @@ impl Account {
         );
     }
 
-    /// Emits threshold, depletion, recovery and recharge events for a balance change.
+    /// Emits threshold, depletion, recovery and recharge events after a balance change. Each
+    /// alert fires once when its condition starts to hold and re-arms when it stops, so a
+    /// consumer sees one `balance_low` per crossing, not one per event.
     pub fn balance_events(&mut self, id: &AccountId, before: Amount, at: u64, out: &mut Out<'_>) {
         let after = self.balance();
         if after == before {
             return;
         }
-        for &threshold in &self.thresholds {
-            if before >= threshold && after < threshold {
+        for index in 0..self.thresholds.len() {
+            let threshold = self.thresholds[index];
+            let is_low = self.low_thresholds.contains(&threshold);
+            if after < threshold && !is_low {
+                self.low_thresholds.push(threshold);
                 out.emit(
                     at,
                     id,
@@ -501,7 +512,8 @@ impl Account {
                         balance: after,
                     },
                 );
-            } else if before < threshold && after >= threshold {
+            } else if after >= threshold && is_low {
+                self.low_thresholds.retain(|t| *t != threshold);
                 out.emit(
                     at,
                     id,
@@ -512,12 +524,11 @@ impl Account {
                 );
             }
         }
-        if before.is_positive() && !after.is_positive() {
+        if !after.is_positive() && !self.depleted {
+            self.depleted = true;
             out.emit(at, id, LedgerEventKind::BalanceDepleted { balance: after });
-        } else if !before.is_positive()
-            && after.is_positive()
-            && !self.thresholds.contains(&Amount::ZERO)
-        {
+        } else if after.is_positive() && self.depleted {
+            self.depleted = false;
             out.emit(
                 at,
                 id,
@@ -528,7 +539,7 @@ impl Account {
             );
         }
         if let Some(rule) = &self.auto_recharge {
-            if !self.recharge_pending && before >= rule.below && after < rule.below {
+            if !self.recharge_pending && after < rule.below {
                 self.recharge_pending = true;
                 out.emit(
                     at,

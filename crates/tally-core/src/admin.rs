@@ -185,6 +185,8 @@ impl LedgerState {
                 thresholds,
                 auto_recharge: spec.auto_recharge.clone(),
                 recharge_pending: false,
+                low_thresholds: Vec::new(),
+                depleted: false,
                 grants: Vec::new(),
                 debt: Amount::ZERO,
                 holds: BTreeMap::new(),
@@ -238,6 +240,7 @@ impl LedgerState {
             account.metadata = metadata.clone();
         }
         if let Some(thresholds) = thresholds {
+            account.low_thresholds.retain(|t| thresholds.contains(t));
             account.thresholds = thresholds;
         }
         if let Some(rule) = &update.auto_recharge {
