@@ -491,6 +491,32 @@ impl Account {
         );
     }
 
+    /// Holds may reserve only value that exists: when value disappears (a void, an expiry, a
+    /// reset), open holds shrink, latest-expiring first, until `held <= balance + credit_limit`.
+    fn trim_holds(&mut self) {
+        let room = plus(self.balance(), self.credit_limit).max(Amount::ZERO);
+        let mut excess = minus(self.held(), room);
+        if !excess.is_positive() {
+            return;
+        }
+        let mut open: Vec<(u64, HoldId)> = self
+            .holds
+            .iter()
+            .filter(|(_, h)| h.ended.is_none())
+            .map(|(id, h)| (h.expires_at, id.clone()))
+            .collect();
+        open.sort_by(|a, b| b.cmp(a));
+        for (_, hold_id) in open {
+            if !excess.is_positive() {
+                break;
+            }
+            let hold = self.holds.get_mut(&hold_id).expect("listed above");
+            let cut = hold.remaining.min(excess);
+            hold.remaining = minus(hold.remaining, cut);
+            excess = minus(excess, cut);
+        }
+    }
+
     /// Emits threshold, depletion, recovery and recharge events after a balance change. Each
     /// alert fires once when its condition starts to hold and re-arms when it stops, so a
     /// consumer sees one `balance_low` per crossing, not one per event.
@@ -499,6 +525,7 @@ impl Account {
         if after == before {
             return;
         }
+        self.trim_holds();
         for index in 0..self.thresholds.len() {
             let threshold = self.thresholds[index];
             let is_low = self.low_thresholds.contains(&threshold);

@@ -151,6 +151,15 @@ impl LedgerState {
                 });
             }
         }
+        // A hold covers only value that exists: the charge as a whole must also fit within
+        // balance + credit limit (pair of the hold trimming done when value disappears).
+        let room = plus(account.balance(), account.credit_limit);
+        if charge.is_positive() && charge > room {
+            return Err(Reason::InsufficientFunds {
+                available: room,
+                required: charge,
+            });
+        }
         // Revenue on debt must stay in range too.
         let debt_room = need
             .checked_mul(account.list_price)
