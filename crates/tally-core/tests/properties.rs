@@ -313,9 +313,8 @@ fn check_step(state: &LedgerState, seed: u64, step: usize) {
                 hold.remaining,
                 hold.amount
             );
-            assert_eq!(
+            assert!(
                 hold.remaining.checked_add(hold.captured).unwrap() <= hold.amount,
-                true,
                 "seed {seed} step {step}: hold {} captured more than authorized",
                 hold.id
             );
