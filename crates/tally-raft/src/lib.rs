@@ -1,1 +1,32 @@
-//! tally-raft (under construction).
+//! Tally's Raft plumbing: the tonic peer network for openraft, its server side, and the
+//! openraft configuration.
+//!
+//! Public API (for tally-server):
+//! - [`TallyNetwork::new`]`(node_id, `[`NetworkConfig`]`)`: openraft's `RaftNetworkFactory`
+//!   for `tally_store::TypeConfig`. Hand it to `openraft::Raft::new`. One lazily-connected tonic
+//!   channel per peer (address from `BasicNode.addr`, `host:port`), connect and request
+//!   timeouts, message limit [`MESSAGE_BYTES_MAX`], transport errors mapped so openraft backs off
+//!   from unreachable peers and shrinks oversized appends (see `network.rs`).
+//! - [`RaftService::new`]`(raft).into_server(`[`MESSAGE_BYTES_MAX`]`)`: the `tally.v1.Raft`
+//!   gRPC service to add to the node's peer listener.
+//! - [`raft_config`]`(&`[`RaftSettings`]`) -> openraft::Config`: election/heartbeat timing,
+//!   append batch size and snapshot policy, validated, errors naming the setting.
+//! - [`codec`]: the bincode encoding of openraft messages inside the service's `bytes` fields.
+//!
+//! Snapshots travel in chunks of `RaftSettings::snapshot_chunk_bytes_max` (openraft 0.9 sends
+//! `SnapshotData = Cursor<Vec<u8>>` through repeated `InstallSnapshot` calls); keep the chunk
+//! well below the message limit (`raft_config` enforces at most half of it).
+
+pub mod codec;
+mod config;
+mod network;
+mod service;
+
+pub use config::{raft_config, RaftConfigError, RaftSettings};
+pub use network::{NetworkConfig, PeerNetwork, TallyNetwork};
+pub use service::RaftService;
+
+/// Largest peer message, encoded, in either direction: 64 MiB. Batched appends exceed tonic's
+/// 4 MiB default; the proposer keeps one entry far below this, and the network halves an
+/// append batch that would exceed it.
+pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;

@@ -1,0 +1,332 @@
+//! The client side of the peer network: openraft's `RaftNetworkFactory` over tonic.
+//!
+//! One lazily-connected HTTP/2 channel per peer, shared by every `PeerNetwork` openraft creates
+//! for that peer (it creates a new one each time a replication stream restarts). A channel
+//! connects on first use and reconnects by itself after the peer comes back.
+//!
+//! Error mapping, which decides how openraft reacts:
+//! - the peer cannot be reached (refused, reset, invalid address, gRPC UNAVAILABLE):
+//!   `Unreachable`, so openraft backs off (see [`PeerNetwork::backoff`]) instead of spinning;
+//! - no answer within the RPC's time-to-live: `Timeout`;
+//! - the peer's Raft answered with an error (e.g. it is shutting down, or a snapshot chunk
+//!   does not match): `RemoteError` carrying the decoded openraft error;
+//! - an AppendEntries request whose encoding exceeds the message limit: `PayloadTooLarge` with a
+//!   hint of half the entries, so openraft retries with smaller batches;
+//! - anything else (undecodable reply, INTERNAL...): `NetworkError`.
+
+use std::collections::HashMap;
+use std::error::Error;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, BasicNode};
+use serde::de::DeserializeOwned;
+use tally_proto::v1;
+use tally_proto::v1::raft_client::RaftClient;
+use tally_store::{NodeId, TypeConfig};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use crate::codec;
+use crate::MESSAGE_BYTES_MAX;
+
+/// Transport settings of the peer network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// How long one TCP connect to a peer may take.
+    pub connect_timeout_ms: u64,
+    /// Upper bound of any one RPC, on top of the time-to-live openraft gives each call
+    /// (the heartbeat interval for AppendEntries, `install_snapshot_timeout_ms` per chunk).
+    pub request_timeout_ms_max: u64,
+    /// Largest encoded request or reply; see [`MESSAGE_BYTES_MAX`].
+    pub message_bytes_max: usize,
+    /// HTTP/2 pings keep idle connections alive and notice dead peers.
+    pub keep_alive_interval_ms: u64,
+    /// First and largest wait before retrying an unreachable peer (doubling in between).
+    pub unreachable_backoff_ms_min: u64,
+    pub unreachable_backoff_ms_max: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            connect_timeout_ms: 1_000,
+            request_timeout_ms_max: 30_000,
+            message_bytes_max: MESSAGE_BYTES_MAX,
+            keep_alive_interval_ms: 10_000,
+            unreachable_backoff_ms_min: 100,
+            unreachable_backoff_ms_max: 1_000,
+        }
+    }
+}
+
+fn ms(value: u64) -> Duration {
+    Duration::from_millis(value)
+}
+
+/// The `http://host:port` URI of a peer address given as `host:port` (or already a URI).
+fn peer_uri(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// openraft's network factory for Tally: cheap to clone, shares channels across clones.
+#[derive(Clone)]
+pub struct TallyNetwork {
+    /// This node, named in `Timeout` errors.
+    node_id: NodeId,
+    config: NetworkConfig,
+    /// One channel per peer, with the address it was built for (a peer re-added with a new
+    /// address gets a new channel).
+    channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+}
+
+impl TallyNetwork {
+    pub fn new(node_id: NodeId, config: NetworkConfig) -> Self {
+        TallyNetwork {
+            node_id,
+            config,
+            channels: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, String> {
+        let mut channels = self.channels.lock().expect("peer channel map poisoned");
+        if let Some((known_addr, channel)) = channels.get(&target) {
+            if known_addr == addr {
+                return Ok(channel.clone());
+            }
+        }
+        let endpoint = Endpoint::from_shared(peer_uri(addr))
+            .map_err(|error| format!("invalid peer address {addr:?} of node {target}: {error}"))?
+            .connect_timeout(ms(self.config.connect_timeout_ms))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(ms(self.config.keep_alive_interval_ms))
+            .keep_alive_timeout(ms(self.config.connect_timeout_ms.max(1_000)))
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect_lazy();
+        channels.insert(target, (addr.to_string(), channel.clone()));
+        Ok(channel)
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for TallyNetwork {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerNetwork {
+        let client = self.channel(target, &node.addr).map(|channel| {
+            RaftClient::new(channel)
+                .max_decoding_message_size(self.config.message_bytes_max)
+                .max_encoding_message_size(self.config.message_bytes_max)
+        });
+        if let Err(error) = &client {
+            tracing::error!(target_node = target, %error, "cannot build a client for peer");
+        }
+        PeerNetwork {
+            node_id: self.node_id,
+            target,
+            target_node: node.clone(),
+            client,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The connection to one peer, as openraft uses it.
+pub struct PeerNetwork {
+    node_id: NodeId,
+    target: NodeId,
+    target_node: BasicNode,
+    /// `Err` when the peer's address is not a valid URI: every call is then `Unreachable`.
+    client: Result<RaftClient<Channel>, String>,
+    config: NetworkConfig,
+}
+
+type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+impl PeerNetwork {
+    fn unreachable<E: Error>(
+        &self,
+        reason: impl Into<String>,
+    ) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+        RPCError::Unreachable(Unreachable::new(&AnyError::error(reason.into())))
+    }
+
+    fn network_error<E: Error>(
+        &self,
+        reason: impl Into<String>,
+    ) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+        RPCError::Network(NetworkError::new(&AnyError::error(reason.into())))
+    }
+
+    fn timeout<E: Error>(
+        &self,
+        action: RPCTypes,
+        ttl: Duration,
+    ) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+        RPCError::Timeout(Timeout {
+            action,
+            id: self.node_id,
+            target: self.target,
+            timeout: ttl,
+        })
+    }
+
+    /// Sends one already-encoded request and decodes the reply.
+    async fn call<Resp, E>(
+        &mut self,
+        action: RPCTypes,
+        data: Vec<u8>,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: Error + DeserializeOwned,
+    {
+        // Finish (with a proper Timeout) before openraft's own hard deadline drops the call.
+        let ttl = option
+            .soft_ttl()
+            .min(ms(self.config.request_timeout_ms_max));
+        let target = self.target;
+        let client = match &mut self.client {
+            Ok(client) => client,
+            Err(reason) => {
+                let reason = reason.clone();
+                return Err(self.unreachable(reason));
+            }
+        };
+        let mut request = tonic::Request::new(v1::RaftRequest { data });
+        // The peer stops working on it once the caller has given up.
+        request.set_timeout(ttl);
+        let call = async {
+            match action {
+                RPCTypes::AppendEntries => client.append_entries(request).await,
+                RPCTypes::Vote => client.vote(request).await,
+                RPCTypes::InstallSnapshot => client.install_snapshot(request).await,
+            }
+        };
+        let reply = match tokio::time::timeout(ttl, call).await {
+            Err(_elapsed) => return Err(self.timeout(action, ttl)),
+            Ok(Err(status)) => {
+                return Err(match status.code() {
+                    Code::Unavailable => {
+                        self.unreachable(format!("peer {target}: {}", status.message()))
+                    }
+                    Code::DeadlineExceeded | Code::Cancelled => self.timeout(action, ttl),
+                    code => self.network_error(format!(
+                        "peer {target} answered {code:?}: {}",
+                        status.message()
+                    )),
+                })
+            }
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        match reply.result {
+            Some(v1::raft_reply::Result::Ok(bytes)) => {
+                codec::decode::<Resp>(action_name(action), &bytes)
+                    .map_err(|error| self.network_error(error.to_string()))
+            }
+            Some(v1::raft_reply::Result::Error(bytes)) => {
+                let remote: RaftError<NodeId, E> = codec::decode("remote raft error", &bytes)
+                    .map_err(|error| self.network_error(error.to_string()))?;
+                Err(RPCError::RemoteError(RemoteError::new_with_node(
+                    target,
+                    self.target_node.clone(),
+                    remote,
+                )))
+            }
+            None => Err(self.network_error(format!("peer {target} sent an empty reply"))),
+        }
+    }
+}
+
+fn action_name(action: RPCTypes) -> &'static str {
+    match action {
+        RPCTypes::AppendEntries => "append entries",
+        RPCTypes::Vote => "vote",
+        RPCTypes::InstallSnapshot => "install snapshot",
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        let entries = rpc.entries.len() as u64;
+        let data =
+            codec::encode("append entries", &rpc).map_err(|e| self.network_error(e.to_string()))?;
+        if data.len() > self.config.message_bytes_max {
+            if entries > 1 {
+                // openraft retries at once with at most this many entries per request.
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(entries / 2),
+                ));
+            }
+            // One entry alone is above the limit: it can never be replicated. The proposer
+            // bounds entry size to prevent exactly this; say so loudly.
+            tracing::error!(
+                bytes = data.len(),
+                limit = self.config.message_bytes_max,
+                "a single log entry exceeds the peer message limit"
+            );
+            return Err(self.network_error(format!(
+                "one log entry encodes to {} bytes, above the peer message limit of {}",
+                data.len(),
+                self.config.message_bytes_max
+            )));
+        }
+        let result = self.call(RPCTypes::AppendEntries, data, &option).await;
+        if let Err(RPCError::Network(error)) = &result {
+            // A peer with a lower decode limit answers RESOURCE_EXHAUSTED: shrink as well.
+            if entries > 1 && error.to_string().contains("ResourceExhausted") {
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(entries / 2),
+                ));
+            }
+        }
+        result
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        let data = codec::encode("install snapshot", &rpc)
+            .map_err(|e| self.network_error(e.to_string()))?;
+        self.call(RPCTypes::InstallSnapshot, data, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
+        let data = codec::encode("vote", &rpc).map_err(|e| self.network_error(e.to_string()))?;
+        self.call(RPCTypes::Vote, data, &option).await
+    }
+
+    /// Exponential backoff from `unreachable_backoff_ms_min` to `unreachable_backoff_ms_max`:
+    /// a restarted peer is found again within the maximum, a dead one costs little.
+    fn backoff(&self) -> Backoff {
+        let min = self.config.unreachable_backoff_ms_min.max(1);
+        let max = self.config.unreachable_backoff_ms_max.max(min);
+        Backoff::new(
+            std::iter::successors(Some(min), move |previous| Some((previous * 2).min(max))).map(ms),
+        )
+    }
+}

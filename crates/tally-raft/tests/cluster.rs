@@ -1,0 +1,287 @@
+//! Real Raft nodes (the sled store from tally-store) talking over real loopback gRPC through
+//! the tonic peer network: election, replication, leader failover and snapshot catch-up.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, Raft, ServerState};
+use tally_core::{AssetCode, AssetSpec, Command, Entry, LedgerConfig, DEDUP_WINDOW_MS_DEFAULT};
+use tally_raft::{
+    raft_config, NetworkConfig, RaftService, RaftSettings, TallyNetwork, MESSAGE_BYTES_MAX,
+};
+use tally_store::{LedgerReader, NodeId, TypeConfig};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Node {
+    id: NodeId,
+    addr: String,
+    raft: Raft<TypeConfig>,
+    reader: LedgerReader,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    async fn start(id: NodeId, settings: &RaftSettings) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, state_machine) = tally_store::open(dir.path()).unwrap();
+        let reader = state_machine.reader();
+        let config = Arc::new(raft_config(settings).unwrap());
+        let network = TallyNetwork::new(id, NetworkConfig::default());
+        let raft = Raft::new(id, config, network, log, state_machine)
+            .await
+            .unwrap();
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (stop_server, stopped) = oneshot::channel::<()>();
+        let service = RaftService::new(raft.clone()).into_server(MESSAGE_BYTES_MAX);
+        let server = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Node {
+            id,
+            addr,
+            raft,
+            reader,
+            stop_server: Some(stop_server),
+            server,
+            _dir: dir,
+        }
+    }
+
+    fn member(&self) -> (NodeId, BasicNode) {
+        (
+            self.id,
+            BasicNode {
+                addr: self.addr.clone(),
+            },
+        )
+    }
+
+    async fn stop(&mut self) {
+        self.raft.shutdown().await.unwrap();
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.server).await.unwrap();
+    }
+
+    async fn wait_applied(&self, index: u64) {
+        self.raft
+            .wait(Some(WAIT))
+            .applied_index_at_least(Some(index), "replicated")
+            .await
+            .unwrap_or_else(|e| panic!("node {} did not apply {index}: {e}", self.id));
+    }
+}
+
+fn test_settings() -> RaftSettings {
+    RaftSettings {
+        cluster_name: "tally-raft-test".to_string(),
+        election_timeout_ms_min: 600,
+        election_timeout_ms_max: 1_200,
+        heartbeat_interval_ms: 150,
+        ..RaftSettings::default()
+    }
+}
+
+async fn wait_for_leader(nodes: &[&Node], not: Option<NodeId>) -> NodeId {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        for node in nodes {
+            let metrics = node.raft.metrics().borrow().clone();
+            if metrics.state == ServerState::Leader && Some(node.id) != not {
+                return node.id;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no leader elected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn init_entry() -> Entry {
+    Entry {
+        at_ms: 1_700_000_000_000,
+        commands: vec![Command::Init(LedgerConfig {
+            reporting_currency: AssetCode::new("USD").unwrap(),
+            reporting_scale: 2,
+            dedup_window_ms: DEDUP_WINDOW_MS_DEFAULT,
+        })],
+    }
+}
+
+fn asset_entry(n: u64) -> Entry {
+    Entry {
+        at_ms: 1_700_000_000_000 + n,
+        commands: vec![Command::CreateAsset(AssetSpec {
+            code: AssetCode::new(format!("A{n}")).unwrap(),
+            scale: (n % 10) as u32,
+        })],
+    }
+}
+
+fn by_id(nodes: &[Node], id: NodeId) -> &Node {
+    nodes.iter().find(|node| node.id == id).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_replicate_and_fail_over() {
+    let settings = test_settings();
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(Node::start(id, &settings).await);
+    }
+    let members: BTreeMap<NodeId, BasicNode> = nodes.iter().map(Node::member).collect();
+    nodes[0].raft.initialize(members).await.unwrap();
+
+    let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>(), None).await;
+    let written = by_id(&nodes, leader)
+        .raft
+        .client_write(init_entry())
+        .await
+        .unwrap();
+    assert_eq!(written.data.outcomes.len(), 1);
+    let mut last = written.log_id.index;
+    for n in 0..20 {
+        last = by_id(&nodes, leader)
+            .raft
+            .client_write(asset_entry(n))
+            .await
+            .unwrap()
+            .log_id
+            .index;
+    }
+    for node in &nodes {
+        node.wait_applied(last).await;
+    }
+    let hashes: Vec<_> = nodes.iter().map(|node| node.reader.state_hash()).collect();
+    assert!(
+        hashes.iter().all(|hash| hash == &hashes[0]),
+        "replicas disagree: {hashes:?}"
+    );
+    assert_eq!(hashes[0].0.unwrap().index, last);
+
+    // Kill the leader: the other two elect a new one and keep committing.
+    let leader_index = nodes.iter().position(|node| node.id == leader).unwrap();
+    let mut old_leader = nodes.remove(leader_index);
+    old_leader.stop().await;
+    let new_leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>(), Some(leader)).await;
+    assert_ne!(new_leader, leader);
+    let mut after = 0;
+    for n in 100..110 {
+        after = by_id(&nodes, new_leader)
+            .raft
+            .client_write(asset_entry(n))
+            .await
+            .unwrap()
+            .log_id
+            .index;
+    }
+    assert!(after > last);
+    for node in &nodes {
+        node.wait_applied(after).await;
+    }
+    assert_eq!(nodes[0].reader.state_hash(), nodes[1].reader.state_hash());
+    for node in &mut nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_learner_catches_up_by_chunked_snapshot() {
+    let settings = RaftSettings {
+        // Snapshot often and keep no log behind it, so the learner cannot be fed from the log.
+        snapshot_logs_since_last: 10,
+        snapshot_logs_to_keep: 0,
+        // Tiny chunks: the snapshot must travel as many InstallSnapshot calls.
+        snapshot_chunk_bytes_max: 64,
+        ..test_settings()
+    };
+    let mut nodes = vec![
+        Node::start(1, &settings).await,
+        Node::start(2, &settings).await,
+    ];
+    let members: BTreeMap<NodeId, BasicNode> = nodes.iter().map(Node::member).collect();
+    nodes[0].raft.initialize(members).await.unwrap();
+    let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>(), None).await;
+    by_id(&nodes, leader)
+        .raft
+        .client_write(init_entry())
+        .await
+        .unwrap();
+    let mut last = 0;
+    for n in 0..45 {
+        last = by_id(&nodes, leader)
+            .raft
+            .client_write(asset_entry(n))
+            .await
+            .unwrap()
+            .log_id
+            .index;
+    }
+    // Wait until the leader has snapshotted and purged its log.
+    by_id(&nodes, leader)
+        .raft
+        .wait(Some(WAIT))
+        .metrics(
+            |m| m.purged.is_some_and(|purged| purged.index >= 20),
+            "log purged",
+        )
+        .await
+        .unwrap();
+
+    // The snapshot the learner will be sent spans many 64-byte chunks.
+    let snapshot_bytes = std::fs::metadata(
+        by_id(&nodes, leader)
+            ._dir
+            .path()
+            .join("snapshots/current.snap"),
+    )
+    .unwrap()
+    .len();
+    assert!(
+        snapshot_bytes > 4 * 64,
+        "snapshot is only {snapshot_bytes} bytes"
+    );
+
+    let learner = Node::start(3, &settings).await;
+    by_id(&nodes, leader)
+        .raft
+        .add_learner(
+            3,
+            BasicNode {
+                addr: learner.addr.clone(),
+            },
+            true,
+        )
+        .await
+        .unwrap();
+    learner.wait_applied(last).await;
+    let learner_metrics = learner.raft.metrics().borrow().clone();
+    let snapshot = learner_metrics
+        .snapshot
+        .expect("the learner installed a snapshot");
+    assert!(snapshot.index >= 20, "snapshot at {snapshot:?}");
+    assert_eq!(learner_metrics.state, ServerState::Learner);
+    // Same state as the leader at the same index.
+    let leader_hash = by_id(&nodes, leader).reader.state_hash();
+    assert_eq!(learner.reader.state_hash(), leader_hash);
+
+    nodes.push(learner);
+    for node in &mut nodes {
+        node.stop().await;
+    }
+}

@@ -1,0 +1,136 @@
+//! How the peer network reports failures to openraft: the error kind decides whether openraft
+//! backs off (Unreachable), retries smaller (PayloadTooLarge) or treats the peer's own answer
+//! (RemoteError).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{RPCError, RaftError};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::{BasicNode, CommittedLeaderId, EntryPayload, LogId, Raft, Vote};
+use tally_core::{AssetCode, AssetSpec, Command, Entry};
+use tally_raft::{
+    raft_config, NetworkConfig, RaftService, RaftSettings, TallyNetwork, MESSAGE_BYTES_MAX,
+};
+use tally_store::TypeConfig;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+fn option() -> RPCOption {
+    RPCOption::new(Duration::from_secs(2))
+}
+
+fn vote_request() -> VoteRequest<u64> {
+    VoteRequest {
+        vote: Vote::new(1, 1),
+        last_log_id: None,
+    }
+}
+
+#[tokio::test]
+async fn a_closed_port_is_unreachable() {
+    // Bind then drop to get a port nobody listens on.
+    let addr = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let mut factory = TallyNetwork::new(1, NetworkConfig::default());
+    let mut peer = factory.new_client(2, &BasicNode { addr }).await;
+    let error = peer.vote(vote_request(), option()).await.unwrap_err();
+    assert!(matches!(error, RPCError::Unreachable(_)), "{error:?}");
+
+    let mut bad = factory
+        .new_client(
+            3,
+            &BasicNode {
+                addr: "not a uri at all".into(),
+            },
+        )
+        .await;
+    let error = bad.vote(vote_request(), option()).await.unwrap_err();
+    assert!(matches!(error, RPCError::Unreachable(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn oversized_appends_ask_openraft_for_smaller_batches() {
+    let config = NetworkConfig {
+        message_bytes_max: 300,
+        ..NetworkConfig::default()
+    };
+    let mut factory = TallyNetwork::new(1, config);
+    let mut peer = factory
+        .new_client(
+            2,
+            &BasicNode {
+                addr: "127.0.0.1:1".into(),
+            },
+        )
+        .await;
+    let entry = |index: u64| openraft::Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Entry {
+            at_ms: 1,
+            commands: vec![Command::CreateAsset(AssetSpec {
+                code: AssetCode::new("USD").unwrap(),
+                scale: 2,
+            })],
+        }),
+    };
+    let request = AppendEntriesRequest {
+        vote: Vote::new_committed(1, 1),
+        prev_log_id: None,
+        leader_commit: None,
+        entries: (1..=8).map(entry).collect(),
+    };
+    let error = peer.append_entries(request, option()).await.unwrap_err();
+    let RPCError::PayloadTooLarge(too_large) = error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(too_large.entries_hint(), 4);
+}
+
+#[tokio::test]
+async fn the_peers_raft_errors_come_back_as_remote_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, state_machine) = tally_store::open(dir.path()).unwrap();
+    let config = Arc::new(raft_config(&RaftSettings::default()).unwrap());
+    let raft = Raft::new(
+        2,
+        config,
+        TallyNetwork::new(2, NetworkConfig::default()),
+        log,
+        state_machine,
+    )
+    .await
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let service = RaftService::new(raft.clone()).into_server(MESSAGE_BYTES_MAX);
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+
+    let mut factory = TallyNetwork::new(1, NetworkConfig::default());
+    let mut peer = factory.new_client(2, &BasicNode { addr }).await;
+    // A running Raft answers a vote request over the wire.
+    let response = peer.vote(vote_request(), option()).await.unwrap();
+    assert_eq!(response.vote, Vote::new(1, 1));
+    assert!(response.vote_granted);
+
+    // A stopped Raft answers with its fatal error, decoded on this side.
+    raft.shutdown().await.unwrap();
+    let error = peer.vote(vote_request(), option()).await.unwrap_err();
+    let RPCError::RemoteError(remote) = error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(remote.target, 2);
+    assert!(
+        matches!(remote.source, RaftError::Fatal(_)),
+        "{:?}",
+        remote.source
+    );
+    server.abort();
+}
