@@ -53,17 +53,39 @@ pub use types::{EntryResponse, NodeId, TypeConfig};
 /// log is read mostly at its tail, so a smaller cache suffices.
 pub const SLED_CACHE_BYTES_MAX: u64 = 128 * 1024 * 1024;
 
+/// How long `open` waits for sled's directory lock. sled 0.34 releases it only when its last
+/// background job has dropped the database, a few milliseconds after the last handle is
+/// dropped, so reopening in the same process right after a drop can briefly find it taken.
+/// Another live process holding the directory still fails after this wait.
+pub const SLED_LOCK_WAIT_MS_MAX: u64 = 2_000;
+
 /// Opens or creates the store in `dir`.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create dir", dir, e))?;
     let sled_dir = dir.join("sled");
-    let db = sled::Config::new()
-        .path(&sled_dir)
-        .cache_capacity(SLED_CACHE_BYTES_MAX)
-        .open()
-        .map_err(StoreError::sled("open"))?;
+    let db = open_sled(&sled_dir)?;
     let disk = Arc::new(durable::DiskSync::new(&sled_dir)?);
     let log = LogStore::open(db.clone(), disk.clone())?;
     let sm = StateMachineStore::open(db, disk, &dir.join("snapshots"))?;
     Ok((log, sm))
+}
+
+fn open_sled(sled_dir: &Path) -> Result<sled::Db, StoreError> {
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(SLED_LOCK_WAIT_MS_MAX);
+    loop {
+        let result = sled::Config::new()
+            .path(sled_dir)
+            .cache_capacity(SLED_CACHE_BYTES_MAX)
+            .open();
+        match result {
+            Err(sled::Error::Io(ref e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.map_err(StoreError::sled("open")),
+        }
+    }
 }

@@ -135,3 +135,13 @@ async fn state_machine_membership_survives_snapshot_and_reopen() {
     let snap = sm.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(snap.meta.last_log_id, Some(log_id(1, 2)));
 }
+
+#[test]
+fn second_open_of_a_live_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _live = tally_store::open(dir.path()).unwrap();
+    let err = tally_store::open(dir.path())
+        .err()
+        .expect("second open must fail");
+    assert!(err.to_string().contains("lock"), "{err}");
+}
