@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: build release test verify fix purity clean-data
+.PHONY: build release test verify fix purity clean-data run run-single
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -27,3 +27,19 @@ purity:
 	@if $(CARGO) tree -p tally-core -e normal --prefix none | grep -E '^(tokio|sled|tonic|openraft|prost|hyper|mio|rand|getrandom|chrono) ' ; then \
 		echo "purity: tally-core depends on an impure crate (above)"; exit 1; \
 	else echo "purity: tally-core is pure"; fi
+
+# The local 3-node cluster from cluster-config/, in the foreground, each line prefixed [node-N].
+# Data lives in ./data/node-N and is kept between runs; Ctrl-C stops all three.
+run:
+	$(CARGO) build --release -p tally-server --bin tallyd
+	@mkdir -p data
+	scripts/run-cluster.sh target/release/tallyd cluster-config/node-1.toml cluster-config/node-2.toml cluster-config/node-3.toml
+
+# One node with every default (client 127.0.0.1:7101, metrics 127.0.0.1:7301), data in ./data/dev.
+run-single:
+	$(CARGO) build --release -p tally-server --bin tallyd
+	target/release/tallyd --dev --data-dir ./data/dev
+
+# Wipes the data of `make run` and `make run-single`.
+clean-data:
+	rm -rf ./data/node-1 ./data/node-2 ./data/node-3 ./data/dev

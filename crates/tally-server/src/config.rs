@@ -64,8 +64,9 @@ pub struct RaftConfig {
     pub logs_to_keep_after_snapshot: u64,
     /// Most entries in one append-entries message.
     pub append_entries_max: u64,
-    /// Deadline for one peer RPC (append, vote); a snapshot transfer gets longer.
-    pub peer_rpc_timeout_ms: u64,
+    /// How long one TCP connect to a peer may take.
+    pub peer_connect_timeout_ms: u64,
+    /// Deadline of one snapshot chunk transfer (and of installing the last one).
     pub install_snapshot_timeout_ms: u64,
 }
 
@@ -78,7 +79,7 @@ impl Default for RaftConfig {
             snapshot_logs_since_last: 10_000,
             logs_to_keep_after_snapshot: 1_000,
             append_entries_max: 256,
-            peer_rpc_timeout_ms: 1_000,
+            peer_connect_timeout_ms: 1_000,
             install_snapshot_timeout_ms: 10_000,
         }
     }
@@ -339,10 +340,16 @@ impl Config {
         if raft.append_entries_max == 0 {
             return Err(invalid("raft.append_entries_max", "must be at least 1"));
         }
-        if raft.peer_rpc_timeout_ms == 0 || raft.install_snapshot_timeout_ms == 0 {
+        if raft.peer_connect_timeout_ms == 0 {
             return Err(invalid(
-                "raft.peer_rpc_timeout_ms",
-                "peer_rpc_timeout_ms and install_snapshot_timeout_ms must be at least 1",
+                "raft.peer_connect_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        if raft.install_snapshot_timeout_ms == 0 {
+            return Err(invalid(
+                "raft.install_snapshot_timeout_ms",
+                "must be at least 1",
             ));
         }
 

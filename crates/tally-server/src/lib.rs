@@ -1,12 +1,48 @@
-//! tally-server: the `tallyd` node (under construction; see the summary as it fills in).
+//! tally-server: the `tallyd` node.
 //!
-//! - [`config::Config`]: the TOML configuration, validated with errors naming the field.
-//! - [`metrics::Metrics`]: counters and histograms rendered as Prometheus text.
-//! - [`http::serve`]: `/metrics`, `/health/live`, `/health/ready`.
-//! - [`shutdown::Shutdown`]: SIGTERM / Ctrl-C as one watchable signal.
+//! # Public API
+//! - [`run`]`(config, shutdown) -> anyhow::Result<()>`: runs one node until `shutdown` is
+//!   triggered, then stops gracefully. The `tallyd` binary only parses its arguments
+//!   (`--config FILE` or `--dev [--data-dir DIR]`) and calls this.
+//! - [`config::Config`]: the TOML configuration (`Config::from_file`, `Config::from_toml`,
+//!   `Config::dev`), validated as a whole; errors name the field (`raft.heartbeat_ms`).
+//! - [`shutdown::Shutdown`]: a watchable stop signal; `trigger_on_signals()` wires SIGTERM and
+//!   Ctrl-C to it.
+//! - [`metrics::Metrics`], [`http::serve`]: `/metrics` (Prometheus text), `/health/live`,
+//!   `/health/ready` on `metrics_addr`.
+//! - [`proposer::Proposer`]: group commit: coalesces waiting commands into one log entry
+//!   stamped with `at_ms`, several entries in flight, each waiter answered by its index.
+//!
+//! # Listeners
+//! `client_addr` serves `tally.v1.Ledger` and `tally.v1.Admin`. `peer_addr` serves
+//! `tally.v1.Raft` plus `Ledger` and `Admin` again, so a follower forwards writes (and asks for
+//! read indexes) knowing only the leader's Raft address, which is all the replicated membership
+//! holds. With `client_addr == peer_addr` one listener serves all three.
+//!
+//! # Behaviour clients see
+//! - Writes on a follower are forwarded to the leader (once; a forwarded request is never
+//!   forwarded again). Replies from the leader carry `tally-leader-id` / `tally-leader-addr`
+//!   metadata. With no known leader: `not_leader` (gRPC UNAVAILABLE) with `tally-code`.
+//! - Reads are linearizable by default: the leader confirms leadership with a quorum
+//!   (`ensure_linearizable` under the request deadline); a follower asks the leader for its
+//!   read index (a linearizable `ListAssets`) and waits until it has applied that far, then
+//!   reads locally. `CONSISTENCY_FOLLOWER` skips that; `ReadInfo` gives node and applied index.
+//! - The lowest-id initial member creates the cluster when its store is empty; a leader
+//!   proposes `Command::Init` until the ledger has applied it, and refuses other writes with
+//!   `not_initialized` before that. A leader proposes `Command::Tick` every `tick_interval_ms`.
 
+pub mod admin_service;
 pub mod config;
 pub mod http;
+pub mod incoming;
+pub mod ledger_service;
 pub mod metrics;
+pub mod node;
 pub mod proposer;
+pub mod raft_sink;
+pub mod server;
 pub mod shutdown;
+
+pub use config::Config;
+pub use server::run;
+pub use shutdown::Shutdown;

@@ -1,0 +1,424 @@
+//! The operator `Admin` gRPC service: cluster status, membership changes, snapshots, state hash.
+//!
+//! Membership changes run on the leader; a follower forwards them there (the peer listener
+//! serves `Admin` too). A change that meets another one still in progress is retried until
+//! the request deadline, since openraft allows one at a time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use tally_proto::error::CODE_METADATA_KEY;
+use tally_proto::v1;
+use tally_proto::v1::admin_client::AdminClient;
+use tally_proto::{ErrorCode, TallyError};
+use tally_store::NodeId;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::node::{NodeContext, FORWARDED_METADATA_KEY};
+use crate::proposer::BoxFuture;
+
+/// Pause between retries of a membership change that met one in progress.
+const MEMBERSHIP_RETRY_MS: u64 = 100;
+
+type ForwardChange<Req> = fn(
+    AdminClient<Channel>,
+    Request<Req>,
+) -> BoxFuture<'static, Result<Response<v1::MembershipReply>, Status>>;
+
+#[derive(Clone)]
+pub struct AdminService {
+    ctx: Arc<NodeContext>,
+}
+
+impl AdminService {
+    pub fn new(ctx: Arc<NodeContext>) -> Self {
+        AdminService { ctx }
+    }
+
+    fn members(&self) -> (Vec<v1::Member>, bool) {
+        let metrics = self.ctx.raft_metrics();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| v1::Member {
+                id: *id,
+                addr: node.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        (members, membership.get_joint_config().len() > 1)
+    }
+
+    /// Runs a membership change here when this node leads, else forwards it to the leader.
+    async fn change<Req>(
+        &self,
+        method: &'static str,
+        request: Request<Req>,
+        forward: ForwardChange<Req>,
+        changes: impl Fn(&Req) -> Result<(ChangeMembers<NodeId, BasicNode>, bool), TallyError>,
+    ) -> Result<Response<v1::MembershipReply>, Status>
+    where
+        Req: Send + 'static,
+    {
+        let started = Instant::now();
+        let ctx = &self.ctx;
+        let was_forwarded = request.metadata().get(FORWARDED_METADATA_KEY).is_some();
+        let message = request.into_inner();
+        let result = if ctx.is_leader() {
+            self.change_here(&message, &changes)
+                .await
+                .map_err(|error| error.to_status())
+        } else if was_forwarded {
+            Err(ctx.not_leader_error().to_status())
+        } else {
+            match ctx.leader_channel() {
+                Ok((_, channel)) => {
+                    let mut request = Request::new(message);
+                    request.set_timeout(ctx.request_deadline());
+                    ctx.mark_forwarded(&mut request);
+                    forward(AdminClient::new(channel), request).await
+                }
+                Err(error) => Err(error.to_status()),
+            }
+        };
+        let code = match &result {
+            Ok(_) => "ok".to_string(),
+            Err(status) => status
+                .metadata()
+                .get(CODE_METADATA_KEY)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("unavailable")
+                .to_string(),
+        };
+        ctx.metrics.record_request(method, &code, started.elapsed());
+        result
+    }
+
+    async fn change_here<Req>(
+        &self,
+        message: &Req,
+        changes: &impl Fn(&Req) -> Result<(ChangeMembers<NodeId, BasicNode>, bool), TallyError>,
+    ) -> Result<Response<v1::MembershipReply>, TallyError> {
+        let ctx = &self.ctx;
+        let deadline = Instant::now() + ctx.request_deadline();
+        loop {
+            let (change, retain) = changes(message)?;
+            let attempt = tokio::time::timeout_at(
+                deadline.into(),
+                ctx.raft.change_membership(change, retain),
+            )
+            .await;
+            let error = match attempt {
+                Err(_) => {
+                    return Err(TallyError::new(
+                        ErrorCode::DeadlineExceeded,
+                        "the membership change did not commit before the deadline; check cluster status",
+                    ))
+                }
+                Ok(Ok(response)) => {
+                    let (members, _) = self.members();
+                    return Ok(Response::new(v1::MembershipReply {
+                        members,
+                        log_index: response.log_id.index,
+                    }));
+                }
+                Ok(Err(error)) => error,
+            };
+            match &error {
+                RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                )) if Instant::now() + Duration::from_millis(MEMBERSHIP_RETRY_MS) < deadline => {
+                    tokio::time::sleep(Duration::from_millis(MEMBERSHIP_RETRY_MS)).await;
+                }
+                RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                    return Err(ctx.not_leader_error())
+                }
+                RaftError::APIError(ClientWriteError::ChangeMembershipError(change_error)) => {
+                    return Err(TallyError::new(
+                        ErrorCode::InvalidArgument,
+                        change_error.to_string(),
+                    )
+                    .with_detail("field", "id")
+                    .with_detail("reason", change_error.to_string()))
+                }
+                RaftError::Fatal(fatal) => {
+                    return Err(TallyError::unavailable(format!("raft stopped: {fatal}")))
+                }
+            }
+        }
+    }
+}
+
+fn check_node_id(id: u64) -> Result<(), TallyError> {
+    if id == 0 {
+        return Err(TallyError::from(tally_core::InvalidInput::new(
+            "id",
+            "must be at least 1",
+        )));
+    }
+    Ok(())
+}
+
+fn role(state: ServerState) -> v1::NodeRole {
+    match state {
+        ServerState::Leader => v1::NodeRole::Leader,
+        ServerState::Follower => v1::NodeRole::Follower,
+        ServerState::Candidate => v1::NodeRole::Candidate,
+        ServerState::Learner => v1::NodeRole::Learner,
+        ServerState::Shutdown => v1::NodeRole::Shutdown,
+    }
+}
+
+#[tonic::async_trait]
+impl v1::admin_server::Admin for AdminService {
+    async fn cluster_status(
+        &self,
+        _request: Request<v1::ClusterStatusRequest>,
+    ) -> Result<Response<v1::ClusterStatusReply>, Status> {
+        let started = Instant::now();
+        let ctx = &self.ctx;
+        let metrics = ctx.raft_metrics();
+        let (members, joint) = self.members();
+        let replication_matched_index: BTreeMap<u64, u64> = metrics
+            .replication
+            .as_ref()
+            .map(|replication| {
+                replication
+                    .iter()
+                    .map(|(id, matched)| (*id, matched.map(|log_id| log_id.index).unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let reply = v1::ClusterStatusReply {
+            node_id: ctx.node_id(),
+            role: role(metrics.state) as i32,
+            term: metrics.current_term,
+            leader_id: metrics.current_leader,
+            leader_addr: metrics.current_leader.and_then(|id| ctx.client_addr_of(id)),
+            members,
+            joint,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            committed_index: ctx.commit_index(),
+            applied_index: metrics.last_applied.map(|log_id| log_id.index).unwrap_or(0),
+            snapshot_index: metrics.snapshot.map(|log_id| log_id.index).unwrap_or(0),
+            ledger_time_ms: ctx.reader.with_state(|state| state.now_ms()),
+            replication_matched_index,
+        };
+        ctx.metrics
+            .record_request("cluster_status", "ok", started.elapsed());
+        Ok(Response::new(reply))
+    }
+
+    async fn add_learner(
+        &self,
+        request: Request<v1::AddLearnerRequest>,
+    ) -> Result<Response<v1::MembershipReply>, Status> {
+        let message = request.get_ref();
+        check_node_id(message.id).map_err(|error| error.to_status())?;
+        if message
+            .addr
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .is_none()
+        {
+            return Err(TallyError::from(tally_core::InvalidInput::new(
+                "addr",
+                format!("{:?} is not host:port", message.addr),
+            ))
+            .to_status());
+        }
+        if message.blocking {
+            // Blocking: openraft waits until the learner has caught up with the leader.
+            let ctx = self.ctx.clone();
+            if ctx.is_leader() {
+                let message = message.clone();
+                let deadline = ctx.request_deadline();
+                let result = tokio::time::timeout(
+                    deadline,
+                    ctx.raft.add_learner(
+                        message.id,
+                        BasicNode {
+                            addr: message.addr.clone(),
+                        },
+                        true,
+                    ),
+                )
+                .await;
+                return match result {
+                    Ok(Ok(response)) => {
+                        let (members, _) = self.members();
+                        Ok(Response::new(v1::MembershipReply {
+                            members,
+                            log_index: response.log_id.index,
+                        }))
+                    }
+                    Ok(Err(error)) => Err(TallyError::unavailable(error.to_string()).to_status()),
+                    Err(_) => Err(TallyError::new(
+                        ErrorCode::DeadlineExceeded,
+                        "the learner was added but did not catch up before the deadline",
+                    )
+                    .to_status()),
+                };
+            }
+        }
+        self.change(
+            "add_learner",
+            request,
+            |mut client, request| Box::pin(async move { client.add_learner(request).await }),
+            |message| {
+                let nodes = BTreeMap::from([(
+                    message.id,
+                    BasicNode {
+                        addr: message.addr.clone(),
+                    },
+                )]);
+                Ok((ChangeMembers::AddNodes(nodes), true))
+            },
+        )
+        .await
+    }
+
+    async fn promote(
+        &self,
+        request: Request<v1::PromoteRequest>,
+    ) -> Result<Response<v1::MembershipReply>, Status> {
+        check_node_id(request.get_ref().id).map_err(|error| error.to_status())?;
+        self.change(
+            "promote",
+            request,
+            |mut client, request| Box::pin(async move { client.promote(request).await }),
+            |message| {
+                Ok((
+                    ChangeMembers::AddVoterIds(BTreeSet::from([message.id])),
+                    true,
+                ))
+            },
+        )
+        .await
+    }
+
+    async fn change_membership(
+        &self,
+        request: Request<v1::ChangeMembershipRequest>,
+    ) -> Result<Response<v1::MembershipReply>, Status> {
+        let message = request.get_ref();
+        if message.voters.is_empty() {
+            return Err(TallyError::from(tally_core::InvalidInput::new(
+                "voters",
+                "must name at least one voter",
+            ))
+            .to_status());
+        }
+        for id in &message.voters {
+            check_node_id(*id).map_err(|error| error.to_status())?;
+        }
+        self.change(
+            "change_membership",
+            request,
+            |mut client, request| Box::pin(async move { client.change_membership(request).await }),
+            |message| {
+                Ok((
+                    ChangeMembers::ReplaceAllVoters(message.voters.iter().copied().collect()),
+                    message.retain,
+                ))
+            },
+        )
+        .await
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<v1::RemoveNodeRequest>,
+    ) -> Result<Response<v1::MembershipReply>, Status> {
+        check_node_id(request.get_ref().id).map_err(|error| error.to_status())?;
+        let ctx = self.ctx.clone();
+        self.change(
+            "remove_node",
+            request,
+            |mut client, request| Box::pin(async move { client.remove_node(request).await }),
+            move |message| {
+                let metrics = ctx.raft_metrics();
+                let membership = metrics.membership_config.membership();
+                let id = message.id;
+                if membership.voter_ids().any(|voter| voter == id) {
+                    // Removed from the voters and, with retain = false, from the cluster.
+                    Ok((ChangeMembers::RemoveVoters(BTreeSet::from([id])), false))
+                } else if membership.get_node(&id).is_some() {
+                    Ok((ChangeMembers::RemoveNodes(BTreeSet::from([id])), false))
+                } else {
+                    Err(TallyError::from(tally_core::InvalidInput::new(
+                        "id",
+                        format!("node {id} is not a member of the cluster"),
+                    )))
+                }
+            },
+        )
+        .await
+    }
+
+    async fn trigger_snapshot(
+        &self,
+        _request: Request<v1::TriggerSnapshotRequest>,
+    ) -> Result<Response<v1::TriggerSnapshotReply>, Status> {
+        let started = Instant::now();
+        let ctx = &self.ctx;
+        let before = ctx.raft_metrics().snapshot;
+        let applied = ctx.raft_metrics().last_applied;
+        ctx.raft.trigger().snapshot().await.map_err(|fatal| {
+            TallyError::unavailable(format!("raft stopped: {fatal}")).to_status()
+        })?;
+        // Wait (within the deadline) for a snapshot newer than the previous one; when nothing
+        // new was applied since, the previous one already covers everything.
+        let snapshot_index = if before.is_some() && before == applied {
+            before.map(|log_id| log_id.index).unwrap_or(0)
+        } else {
+            match ctx
+                .raft
+                .wait(Some(ctx.request_deadline()))
+                .metrics(|metrics| metrics.snapshot != before, "snapshot built")
+                .await
+            {
+                Ok(metrics) => metrics.snapshot.map(|log_id| log_id.index).unwrap_or(0),
+                Err(_) => 0,
+            }
+        };
+        ctx.metrics
+            .record_request("trigger_snapshot", "ok", started.elapsed());
+        Ok(Response::new(v1::TriggerSnapshotReply { snapshot_index }))
+    }
+
+    async fn state_hash(
+        &self,
+        request: Request<v1::StateHashRequest>,
+    ) -> Result<Response<v1::StateHashReply>, Status> {
+        let started = Instant::now();
+        let ctx = &self.ctx;
+        let consistency = tally_proto::convert::consistency(request.get_ref().consistency)
+            .map_err(|error| TallyError::from(error).to_status())?;
+        if consistency == v1::Consistency::Linearizable {
+            ctx.read_barrier()
+                .await
+                .map_err(|error| error.to_status())?;
+        }
+        let (applied, hash, ledger_time_ms) = ctx
+            .reader
+            .with_applied_state(|state, applied| (applied, state.state_hash(), state.now_ms()));
+        let hash_hex = hash
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect::<String>();
+        ctx.metrics
+            .record_request("state_hash", "ok", started.elapsed());
+        Ok(Response::new(v1::StateHashReply {
+            hash_hex,
+            applied_index: applied.map(|log_id| log_id.index).unwrap_or(0),
+            ledger_time_ms,
+            node_id: ctx.node_id(),
+        }))
+    }
+}

@@ -1,0 +1,356 @@
+//! [`run`]: a node's whole life. Binds the listeners, opens the store, starts openraft, creates
+//! the cluster exactly once, serves the peer and public services, keeps the ledger initialized
+//! and ticking, and shuts down gracefully.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use openraft::error::{InitializeError, RaftError};
+use openraft::BasicNode;
+use tally_core::{Applied, Command, Outcome};
+use tally_proto::v1::admin_server::AdminServer;
+use tally_proto::v1::ledger_server::LedgerServer;
+use tally_raft::{NetworkConfig, RaftService, RaftSettings, TallyNetwork, MESSAGE_BYTES_MAX};
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+
+use crate::admin_service::AdminService;
+use crate::config::Config;
+use crate::http::{self, HealthSource};
+use crate::incoming;
+use crate::ledger_service::LedgerService;
+use crate::metrics::Metrics;
+use crate::node::NodeContext;
+use crate::proposer::{Proposer, ProposerLimits};
+use crate::raft_sink::RaftSink;
+use crate::shutdown::Shutdown;
+
+/// How often a leader checks whether the ledger still needs its Init entry.
+const INIT_CHECK_INTERVAL_MS: u64 = 200;
+/// Extra time, beyond the request deadline, that in-flight requests get to finish at shutdown.
+const SHUTDOWN_GRACE_MS: u64 = 2_000;
+
+fn raft_settings(config: &Config) -> RaftSettings {
+    let raft = &config.raft;
+    RaftSettings {
+        cluster_name: "tally".to_string(),
+        election_timeout_ms_min: raft.election_timeout_ms_min,
+        election_timeout_ms_max: raft.election_timeout_ms_max,
+        heartbeat_interval_ms: raft.heartbeat_ms,
+        install_snapshot_timeout_ms: raft.install_snapshot_timeout_ms,
+        append_entries_max: raft.append_entries_max,
+        snapshot_logs_since_last: raft.snapshot_logs_since_last,
+        snapshot_logs_to_keep: raft.logs_to_keep_after_snapshot,
+        ..RaftSettings::default()
+    }
+}
+
+async fn bind(field: &str, addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {field} {addr}"))
+}
+
+struct Health {
+    ctx: Arc<NodeContext>,
+}
+
+impl HealthSource for Health {
+    fn metrics_text(&self) -> String {
+        self.ctx.metrics.render(&self.ctx.gauges())
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        if self.ctx.leader_id().is_none() {
+            return Err("no leader known".to_string());
+        }
+        if !self.ctx.ledger_initialized() {
+            return Err("the ledger's Init entry is not applied here yet".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// Runs the node until `shutdown` is triggered, then stops gracefully: no new connections,
+/// requests in flight finish (within the request deadline), then Raft shuts down.
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    config.validate()?;
+    let node_id = config.node_id;
+    // Bind first: a port already in use fails the start before the store is touched.
+    let client_listener = bind("client_addr", &config.client_addr).await?;
+    let peer_listener = if config.shared_listener() {
+        None
+    } else {
+        Some(bind("peer_addr", &config.peer_addr).await?)
+    };
+    let metrics_listener = bind("metrics_addr", &config.metrics_addr).await?;
+
+    let (log_store, state_machine) = tally_store::open(&config.data_dir)
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let reader = state_machine.reader();
+    let raft_config = tally_raft::raft_config(&raft_settings(&config)).context("raft settings")?;
+    let network = TallyNetwork::new(
+        node_id,
+        NetworkConfig {
+            connect_timeout_ms: config.raft.peer_connect_timeout_ms,
+            ..NetworkConfig::default()
+        },
+    );
+    let raft = openraft::Raft::new(
+        node_id,
+        Arc::new(raft_config),
+        network,
+        log_store,
+        state_machine,
+    )
+    .await
+    .context("starting raft")?;
+
+    // Stops what must outlive the client listener: the proposer, the background tasks, the
+    // peer listener and the HTTP responder.
+    let internal = Shutdown::new();
+    let metrics = Arc::new(Metrics::new());
+    let limits = &config.limits;
+    let (proposer, proposer_task) = Proposer::start(
+        Arc::new(RaftSink { raft: raft.clone() }),
+        ProposerLimits {
+            group_commit_wait: Duration::from_millis(config.proposer.group_commit_wait_ms),
+            entry_commands_max: limits.entry_commands_max,
+            entry_bytes_max: limits.entry_bytes_max,
+            queue_max: limits.proposal_queue_max,
+            entries_in_flight_max: limits.entries_in_flight_max,
+        },
+        metrics.clone(),
+        internal.subscribe(),
+    );
+    let ctx = Arc::new(NodeContext::new(
+        config.clone(),
+        raft.clone(),
+        reader,
+        proposer,
+        metrics.clone(),
+        shutdown.subscribe(),
+    ));
+
+    // A forwarded request is at most a client request; replies (a batch's results) may be
+    // larger than the request.
+    let ledger = LedgerServer::new(LedgerService::new(ctx.clone()))
+        .max_decoding_message_size(limits.request_bytes_max)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX);
+    let admin = AdminServer::new(AdminService::new(ctx.clone()));
+    let raft_service = RaftService::new(raft.clone()).into_server(MESSAGE_BYTES_MAX);
+    let deadline = Duration::from_millis(limits.request_deadline_ms);
+
+    let client_server = {
+        let mut builder = Server::builder()
+            .timeout(deadline)
+            .max_concurrent_streams(Some(limits.streams_per_connection_max));
+        let router = builder
+            .add_service(ledger.clone())
+            .add_service(admin.clone());
+        let router = if config.shared_listener() {
+            router.add_service(raft_service.clone())
+        } else {
+            router
+        };
+        let incoming = incoming::limited(
+            client_listener,
+            limits.connections_max,
+            shutdown.subscribe(),
+        );
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
+                .await
+        })
+    };
+    let peer_server = peer_listener.map(|listener| {
+        // Peers: the Raft service, plus Ledger and Admin for requests followers forward. No
+        // request timeout layer here: openraft sets its own deadlines per RPC.
+        let mut builder =
+            Server::builder().max_concurrent_streams(Some(limits.streams_per_connection_max));
+        let router = builder
+            .add_service(raft_service)
+            .add_service(ledger)
+            .add_service(admin);
+        let incoming = incoming::limited(listener, limits.connections_max, internal.subscribe());
+        let stop = internal.clone();
+        tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
+                .await
+        })
+    });
+    let http_task = tokio::spawn(http::serve(
+        metrics_listener,
+        Arc::new(Health { ctx: ctx.clone() }),
+        internal.subscribe(),
+    ));
+
+    bootstrap(&ctx).await?;
+    let init_task = tokio::spawn(keep_initialized(ctx.clone(), internal.clone()));
+    let tick_task = tokio::spawn(tick(ctx.clone(), internal.clone()));
+    let snapshot_task = tokio::spawn(count_snapshots(ctx.clone(), internal.clone()));
+    tracing::info!(
+        node_id,
+        client_addr = %config.client_addr,
+        peer_addr = %config.peer_addr,
+        metrics_addr = %config.metrics_addr,
+        data_dir = %config.data_dir.display(),
+        "tallyd is serving"
+    );
+
+    shutdown.wait().await;
+    tracing::info!(
+        node_id,
+        "stopping: no new connections; finishing requests in flight"
+    );
+    let grace = deadline + Duration::from_millis(SHUTDOWN_GRACE_MS);
+    match tokio::time::timeout(grace, client_server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => tracing::warn!(%error, "client listener ended with an error"),
+        Ok(Err(error)) => tracing::warn!(%error, "client listener task failed"),
+        Err(_) => tracing::warn!("requests still in flight after {grace:?}; stopping anyway"),
+    }
+    internal.trigger();
+    let _ = tokio::time::timeout(grace, proposer_task).await;
+    for task in [init_task, tick_task, snapshot_task] {
+        let _ = task.await;
+    }
+    if let Err(error) = raft.shutdown().await {
+        tracing::warn!(%error, "raft shutdown");
+    }
+    if let Some(peer_server) = peer_server {
+        let _ = tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), peer_server).await;
+    }
+    let _ = http_task.await;
+    tracing::info!(node_id, "stopped");
+    Ok(())
+}
+
+/// Creates the cluster from `initial_members`, exactly once: only the member with the lowest id
+/// does it, and only when its store is empty. The others wait for it to contact them.
+async fn bootstrap(ctx: &NodeContext) -> anyhow::Result<()> {
+    let config = &ctx.config;
+    if ctx
+        .raft
+        .is_initialized()
+        .await
+        .context("reading raft state")?
+    {
+        tracing::info!(
+            node_id = config.node_id,
+            "rejoining the cluster with the data in the store"
+        );
+        return Ok(());
+    }
+    if config.bootstrap_node_id() != Some(config.node_id) {
+        tracing::info!(
+            node_id = config.node_id,
+            "empty store; waiting to be contacted by the cluster (node {:?} creates it, or an operator adds this node)",
+            config.bootstrap_node_id()
+        );
+        return Ok(());
+    }
+    let members: BTreeMap<u64, BasicNode> = config
+        .initial_members
+        .iter()
+        .map(|member| {
+            (
+                member.id,
+                BasicNode {
+                    addr: member.peer_addr.clone(),
+                },
+            )
+        })
+        .collect();
+    match ctx.raft.initialize(members).await {
+        Ok(()) => {
+            tracing::info!(node_id = config.node_id, voters = ?config.initial_members.iter().map(|m| m.id).collect::<Vec<_>>(), "created a new cluster");
+            Ok(())
+        }
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(error) => Err(anyhow::anyhow!("creating the cluster failed: {error}")),
+    }
+}
+
+/// On the leader, proposes `Init` until the ledger has applied one. Idempotent: if another
+/// leader's Init already committed, core rejects the second one and nothing changes.
+async fn keep_initialized(ctx: Arc<NodeContext>, stop: Shutdown) {
+    let mut interval = tokio::time::interval(Duration::from_millis(INIT_CHECK_INTERVAL_MS));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopped = stop.subscribe();
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+        if ctx.ledger_initialized() {
+            return;
+        }
+        if !ctx.is_leader() {
+            continue;
+        }
+        // The leader may not have applied everything committed before its election (an Init
+        // from the previous leader among it): wait for that first.
+        if ctx.read_barrier().await.is_err() || ctx.ledger_initialized() {
+            continue;
+        }
+        let init = Command::Init(ctx.config.ledger_config());
+        match ctx.proposer.propose(init, 64).await {
+            Ok(committed) => match committed.outcome {
+                Outcome::Applied(Applied::Initialized) => {
+                    tracing::info!(log_index = committed.log_index, "ledger initialized");
+                    return;
+                }
+                other => {
+                    tracing::info!(outcome = ?other, "Init not applied (already initialized?)")
+                }
+            },
+            Err(error) => tracing::debug!(%error, "proposing Init"),
+        }
+    }
+}
+
+/// On the leader, proposes a `Tick` about every `tick_interval_ms`, so time-driven transitions
+/// (expiry, resets, hold expiry) happen without waiting for the next touch of an account.
+async fn tick(ctx: Arc<NodeContext>, stop: Shutdown) {
+    let mut interval =
+        tokio::time::interval(Duration::from_millis(ctx.config.proposer.tick_interval_ms));
+    // A tick that is late is not made up: one tick applies everything due anyway.
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopped = stop.subscribe();
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+        if ctx.is_leader() && ctx.ledger_initialized() {
+            if let Err(error) = ctx.proposer.propose(Command::Tick, 16).await {
+                tracing::debug!(%error, "tick not applied");
+            }
+        }
+    }
+}
+
+/// Counts snapshots (built or installed) for `/metrics` by watching openraft's metrics.
+async fn count_snapshots(ctx: Arc<NodeContext>, stop: Shutdown) {
+    let mut raft_metrics = ctx.raft.metrics();
+    let mut last = raft_metrics.borrow_and_update().snapshot;
+    let mut stopped = stop.subscribe();
+    loop {
+        tokio::select! {
+            changed = raft_metrics.changed() => if changed.is_err() { return },
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+        let snapshot = raft_metrics.borrow_and_update().snapshot;
+        if snapshot != last && snapshot.is_some() {
+            ctx.metrics.record_snapshot_built();
+            tracing::info!(index = ?snapshot.map(|log_id| log_id.index), "snapshot");
+        }
+        last = snapshot;
+    }
+}
