@@ -11,7 +11,8 @@
 //! - the peer's Raft answered with an error (e.g. it is shutting down, or a snapshot chunk
 //!   does not match): `RemoteError` carrying the decoded openraft error;
 //! - an AppendEntries request whose encoding exceeds the message limit: `PayloadTooLarge` with a
-//!   hint of half the entries, so openraft retries with smaller batches;
+//!   hint of half the entries, so openraft retries with smaller batches (likewise when the peer
+//!   refuses it as too large: OUT_OF_RANGE or RESOURCE_EXHAUSTED);
 //! - anything else (undecodable reply, INTERNAL...): `NetworkError`.
 
 use std::collections::HashMap;
@@ -184,12 +185,14 @@ impl PeerNetwork {
         })
     }
 
-    /// Sends one already-encoded request and decodes the reply.
+    /// Sends one already-encoded request and decodes the reply. `shrink_to_entries` is the
+    /// batch size to ask for when the peer refuses the request as too large (appends only).
     async fn call<Resp, E>(
         &mut self,
         action: RPCTypes,
         data: Vec<u8>,
         option: &RPCOption,
+        shrink_to_entries: Option<u64>,
     ) -> RpcResult<Resp, E>
     where
         Resp: DeserializeOwned,
@@ -220,16 +223,21 @@ impl PeerNetwork {
         let reply = match tokio::time::timeout(ttl, call).await {
             Err(_elapsed) => return Err(self.timeout(action, ttl)),
             Ok(Err(status)) => {
-                return Err(match status.code() {
-                    Code::Unavailable => {
+                return Err(match (status.code(), shrink_to_entries) {
+                    // A peer with a lower decode limit than ours (tonic answers OUT_OF_RANGE
+                    // for a message above its limit): openraft retries with fewer entries.
+                    (Code::ResourceExhausted | Code::OutOfRange, Some(entries)) => {
+                        RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries))
+                    }
+                    (Code::Unavailable, _) => {
                         self.unreachable(format!("peer {target}: {}", status.message()))
                     }
-                    Code::DeadlineExceeded | Code::Cancelled => self.timeout(action, ttl),
-                    code => self.network_error(format!(
+                    (Code::DeadlineExceeded | Code::Cancelled, _) => self.timeout(action, ttl),
+                    (code, _) => self.network_error(format!(
                         "peer {target} answered {code:?}: {}",
                         status.message()
                     )),
-                })
+                });
             }
             Ok(Ok(reply)) => reply.into_inner(),
         };
@@ -289,16 +297,9 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
                 self.config.message_bytes_max
             )));
         }
-        let result = self.call(RPCTypes::AppendEntries, data, &option).await;
-        if let Err(RPCError::Network(error)) = &result {
-            // A peer with a lower decode limit answers RESOURCE_EXHAUSTED: shrink as well.
-            if entries > 1 && error.to_string().contains("ResourceExhausted") {
-                return Err(RPCError::PayloadTooLarge(
-                    PayloadTooLarge::new_entries_hint(entries / 2),
-                ));
-            }
-        }
-        result
+        let shrink_to_entries = (entries > 1).then_some(entries / 2);
+        self.call(RPCTypes::AppendEntries, data, &option, shrink_to_entries)
+            .await
     }
 
     async fn install_snapshot(
@@ -308,7 +309,8 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
         let data = codec::encode("install snapshot", &rpc)
             .map_err(|e| self.network_error(e.to_string()))?;
-        self.call(RPCTypes::InstallSnapshot, data, &option).await
+        self.call(RPCTypes::InstallSnapshot, data, &option, None)
+            .await
     }
 
     async fn vote(
@@ -317,7 +319,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
         let data = codec::encode("vote", &rpc).map_err(|e| self.network_error(e.to_string()))?;
-        self.call(RPCTypes::Vote, data, &option).await
+        self.call(RPCTypes::Vote, data, &option, None).await
     }
 
     /// Exponential backoff from `unreachable_backoff_ms_min` to `unreachable_backoff_ms_max`:

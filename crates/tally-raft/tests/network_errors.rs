@@ -28,6 +28,25 @@ fn vote_request() -> VoteRequest<u64> {
     }
 }
 
+fn append_request(entries: u64) -> AppendEntriesRequest<TypeConfig> {
+    let entry = |index: u64| openraft::Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Entry {
+            at_ms: 1,
+            commands: vec![Command::CreateAsset(AssetSpec {
+                code: AssetCode::new("USD").unwrap(),
+                scale: 2,
+            })],
+        }),
+    };
+    AppendEntriesRequest {
+        vote: Vote::new_committed(1, 1),
+        prev_log_id: None,
+        leader_commit: None,
+        entries: (1..=entries).map(entry).collect(),
+    }
+}
+
 #[tokio::test]
 async fn a_closed_port_is_unreachable() {
     // Bind then drop to get a port nobody listens on.
@@ -119,6 +138,27 @@ async fn the_peers_raft_errors_come_back_as_remote_errors() {
     let response = peer.vote(vote_request(), option()).await.unwrap();
     assert_eq!(response.vote, Vote::new(1, 1));
     assert!(response.vote_granted);
+
+    // A peer whose decode limit is below the request's size refuses it (RESOURCE_EXHAUSTED):
+    // openraft is asked for smaller batches.
+    let small_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let small_addr = small_listener.local_addr().unwrap().to_string();
+    let small_service = RaftService::new(raft.clone()).into_server(300);
+    let small_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(small_service)
+            .serve_with_incoming(TcpListenerStream::new(small_listener)),
+    );
+    let mut small_peer = factory.new_client(4, &BasicNode { addr: small_addr }).await;
+    let error = small_peer
+        .append_entries(append_request(8), option())
+        .await
+        .unwrap_err();
+    let RPCError::PayloadTooLarge(too_large) = error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(too_large.entries_hint(), 4);
+    small_server.abort();
 
     // A stopped Raft answers with its fatal error, decoded on this side.
     raft.shutdown().await.unwrap();
