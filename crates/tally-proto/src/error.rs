@@ -290,9 +290,9 @@ impl TallyError {
             Code::InvalidArgument => ErrorCode::InvalidArgument,
             Code::DeadlineExceeded | Code::Cancelled => ErrorCode::DeadlineExceeded,
             Code::Unavailable | Code::Unknown => ErrorCode::Unavailable,
-            Code::ResourceExhausted => ErrorCode::RequestTooLarge,
-            Code::NotFound => ErrorCode::UnknownAccount,
-            Code::AlreadyExists => ErrorCode::AlreadyExists,
+            Code::ResourceExhausted | Code::OutOfRange => ErrorCode::RequestTooLarge,
+            // Anything else without a Tally code did not come from a tallyd's API layer; do
+            // not guess a business meaning for it.
             _ => ErrorCode::Internal,
         });
         TallyError {
