@@ -3,33 +3,48 @@
 //! # Public API
 //! - [`open`]`(dir) -> Result<(`[`LogStore`]`, `[`StateMachineStore`]`), `[`StoreError`]`>`:
 //!   opens (or creates) a node's data directory: `dir/sled` (log, vote, committed index,
-//!   journal, events) and `dir/snapshots/current.snap`. Hand both halves to `openraft::Raft::new`.
-//!   Open a directory once per process (sled locks it).
+//!   journal, events) and `dir/snapshots/current.snap`. Get a [`LedgerReader`] with
+//!   `sm.reader()`, then hand both halves to `openraft::Raft::new`. One process per directory:
+//!   a second open while another is live fails (after [`SLED_LOCK_WAIT_MS_MAX`]).
 //! - [`LogStore`]: `RaftLogStorage` + `RaftLogReader` (storage-v2). An append is acknowledged
-//!   to openraft only after sled `flush()` plus a real `fdatasync` (see `durable.rs`); one sync
-//!   per append call. The vote is synced too; the committed index rides on the next sync.
+//!   to openraft (its `LogFlushed` callback) only after sled `flush()` plus a real
+//!   `fdatasync` (see `durable.rs` for why sled's own flush is not enough); one sync per append
+//!   call, whatever its size. `save_vote` and `truncate`/`purge` sync too; `save_committed`
+//!   rides on the next sync (a lost committed index is only older, which is safe).
 //! - [`StateMachineStore`]: `RaftStateMachine`. Holds the in-memory `tally_core::LedgerState`;
 //!   applies Normal entries with `LedgerState::apply` and answers [`EntryResponse`]` { outcomes }`
-//!   (Blank and Membership entries answer the default). Journal entries, the per-account
-//!   history index, ledger events, `last_applied` and membership go to sled in one batch per
-//!   applied batch. The state itself is persisted by snapshots; on open the latest snapshot is
-//!   loaded and openraft re-applies the committed log after it.
-//! - Snapshots: built on openraft's request, written to disk with fsync (temp + rename + dir
-//!   fsync), checked by SHA-256 when received. After a snapshot is installed from the leader,
-//!   this node's history and events for the entries it covers may be missing (a gap in
-//!   `history`/`events_from`); balances, reports and the state hash are complete.
-//! - [`LedgerReader`] (from [`StateMachineStore::reader`], cheap to clone, `Send + Sync`):
+//!   (Blank and Membership entries answer the default, membership is recorded). Journal
+//!   entries, the per-account history index, ledger events, `last_applied` and membership go
+//!   to sled in ONE batch per applied batch, written before the state lock is released (who
+//!   sees the state at index N finds N's journal rows). The state itself is persisted by
+//!   snapshots: on open the latest snapshot is loaded, `applied_state()` reports its last
+//!   applied log id, and openraft re-applies the committed log after it (journal and event
+//!   keys are the deterministic seqs, so re-applying rewrites the same rows).
+//! - Snapshots: built on openraft's request (state, last applied, membership, checked by
+//!   SHA-256), written with fsync (temp file, rename, directory fsync) before openraft may
+//!   purge the log they cover; received snapshots are verified (hash, header, ledger
+//!   invariants) before they replace anything. After a snapshot is INSTALLED from the leader,
+//!   this node has no journal rows or events for the entries the snapshot covers that it had
+//!   not applied itself: `history`/`events_from` can have a gap there (events carry their
+//!   `seq`, so a consumer sees the jump). Balances, reports and the state hash are complete.
+//! - [`LedgerReader`] (from [`StateMachineStore::reader`]; cheap to clone, `Send + Sync`, all
+//!   methods synchronous and short):
 //!   `with_state(|s: &LedgerState| ..)`, `with_applied_state(|s, last_applied| ..)`,
-//!   `last_applied()`, `membership()`, `state_hash() -> (Option<LogId>, [u8; 32])` (atomic),
-//!   `history(account, before_seq, limit)` newest first (limit <= [`HISTORY_LIMIT_MAX`]),
-//!   `journal_entry(seq)`, `events_from(seq, limit)` oldest first (limit <= [`EVENTS_LIMIT_MAX`]),
-//!   `latest_event_seq()`, and `subscribe_events() -> tokio::sync::watch::Receiver<u64>` (the
-//!   latest persisted event seq) for a resumable event stream. Reads see applied state; call
-//!   `Raft::ensure_linearizable` first for linearizable reads.
+//!   `last_applied()`, `membership()`, `state_hash() -> (Option<LogId>, [u8; 32])` (read
+//!   atomically), `history(account, before_seq, limit)` newest first, paged by `before_seq`
+//!   (limit <= [`HISTORY_LIMIT_MAX`]), `journal_entry(seq)`, `events_from(seq, limit)` oldest
+//!   first (limit <= [`EVENTS_LIMIT_MAX`]), `latest_event_seq()`, and
+//!   `subscribe_events() -> tokio::sync::watch::Receiver<u64>` (the latest persisted event
+//!   seq): a stream waits on `changed()`, then reads `events_from(last_seen + 1, ..)`. Reads
+//!   see applied state; call `Raft::ensure_linearizable` first for a linearizable read.
+//!   A limit above the maximum is an `InvalidArgument` error naming `limit`.
 //! - [`TypeConfig`], [`EntryResponse`], [`NodeId`]: the openraft type configuration.
 //!
-//! Everything is encoded with bincode (varint) behind a format-version byte; a value of an
-//! unknown version is an error, never misread.
+//! Every value is bincode (varint) behind a format-version byte; a value of an unknown version
+//! is an error, never misread. Log keys are the index as big-endian u64.
+//!
+//! Cost (measured on the dev VM, ext4, debug build, `tests/append_cost.rs`): one append of one
+//! small entry + flush + fdatasync ~0.4 ms p50 (p99 ~4.5 ms); 64 entries per append ~2.7 ms.
 
 mod codec;
 mod durable;

@@ -72,6 +72,22 @@ pub(crate) fn account_key(account: &AccountId, seq: u64) -> Vec<u8> {
     key
 }
 
+/// Decodes a snapshotted ledger state and checks its invariants: a state that decodes but
+/// breaks conservation must stop the node loudly, not be served.
+fn decode_state(what: &'static str, bytes: &[u8]) -> Result<LedgerState, StoreError> {
+    let state = LedgerState::decode_snapshot(bytes).map_err(|e| StoreError::Corrupt {
+        what,
+        reason: e.to_string(),
+    })?;
+    state
+        .check_invariants()
+        .map_err(|broken| StoreError::Corrupt {
+            what,
+            reason: format!("decodes, but breaks a ledger invariant: {broken}"),
+        })?;
+    Ok(state)
+}
+
 /// What the in-memory state reflects: always read and written together under one lock.
 pub(crate) struct Applied {
     pub(crate) state: LedgerState,
@@ -126,11 +142,7 @@ impl StateMachineStore {
         let applied = match current {
             Some(bytes) => {
                 let (meta, state_bytes) = snapshot::decode(&bytes)?;
-                let state =
-                    LedgerState::decode_snapshot(state_bytes).map_err(|e| StoreError::Corrupt {
-                        what: "snapshot state",
-                        reason: e.to_string(),
-                    })?;
+                let state = decode_state("snapshot state", state_bytes)?;
                 Applied {
                     state,
                     last_applied: meta.last_log_id,
@@ -244,10 +256,7 @@ impl StateMachineStore {
                 reason: format!("its header says {header}, openraft's meta says {meta}"),
             });
         }
-        let state = LedgerState::decode_snapshot(state_bytes).map_err(|e| StoreError::Corrupt {
-            what: "received snapshot state",
-            reason: e.to_string(),
-        })?;
+        let state = decode_state("received snapshot state", state_bytes)?;
         let shared = self.shared.clone();
         let meta_owned = meta.clone();
         // Durable first: once the state is replaced, a restart must find this snapshot.
