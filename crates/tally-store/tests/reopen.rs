@@ -145,3 +145,35 @@ fn second_open_of_a_live_store_is_refused() {
         .expect("second open must fail");
     assert!(err.to_string().contains("lock"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_snapshot_file_stops_open_loudly() {
+    use openraft::storage::RaftSnapshotBuilder;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_log, mut sm) = tally_store::open(dir.path()).unwrap();
+        sm.apply([membership(1, 1, &[1]), blank(1, 2)])
+            .await
+            .unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+    }
+    let path = dir.path().join("snapshots/current.snap");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let err = tally_store::open(dir.path())
+        .err()
+        .expect("damaged snapshot must not open");
+    assert!(err.to_string().contains("snapshot"), "{err}");
+}
+
+#[test]
+fn reader_is_a_cheap_shareable_handle() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<tally_store::LedgerReader>();
+}
