@@ -11,6 +11,7 @@ use crate::ids::{AccountId, AssetCode, BookId, GrantId, HoldId, Key, Meter};
 use crate::journal::{Book, JournalKind, LedgerEventKind};
 use crate::money::Amount;
 use crate::report::{minus, plus, ReportAgg};
+use crate::vecmap::VecMap;
 use crate::view::Month;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,10 +40,10 @@ pub(crate) struct Account {
     pub debt: Amount,
     pub holds: BTreeMap<HoldId, Hold>,
     /// Exact charge and cost accrued per meter, and what was already debited/recorded.
-    pub accruals: BTreeMap<Meter, Accrual>,
+    pub accruals: VecMap<Meter, Accrual>,
     /// Revenue on debt at the list price, accrued exactly and recorded rounded.
     pub debt_revenue: Accrued,
-    pub reports: BTreeMap<Month, ReportAgg>,
+    pub reports: VecMap<Month, ReportAgg>,
     /// When this account next has a due transition (mirrors the ledger's due index).
     pub due_at: Option<u64>,
 }
@@ -99,6 +100,9 @@ pub(crate) struct Grant {
     pub rollover_max: Option<Amount>,
     /// Reporting currency; `unit_revenue = paid / amount`.
     pub paid: Amount,
+    /// `paid / amount` when that quotient is exact (it usually is), so booking revenue is a
+    /// multiplication; `None` when it does not terminate, and then revenue divides each time.
+    pub unit_revenue: Option<Amount>,
     /// Units drawn (by usage or expiry) in the current period, and the revenue booked for them.
     pub revenue_units: Amount,
     pub revenue_booked: Amount,
@@ -129,11 +133,14 @@ impl Grant {
         if self.paid.is_zero() {
             return Amount::ZERO;
         }
-        let exact = self
-            .revenue_units
-            .checked_mul(self.paid)
-            .and_then(|x| x.checked_div(self.amount))
-            .expect("invariant: revenue within range for bounded amounts");
+        let exact = match self.unit_revenue {
+            Some(unit_revenue) => self.revenue_units.checked_mul(unit_revenue),
+            None => self
+                .revenue_units
+                .checked_mul(self.paid)
+                .and_then(|x| x.checked_div(self.amount)),
+        }
+        .expect("invariant: revenue within range for bounded amounts");
         let rounded = exact.round_half_even(reporting_scale);
         let now = minus(rounded, self.revenue_booked);
         self.revenue_booked = rounded;
@@ -383,7 +390,7 @@ impl Account {
             Amount::ZERO,
         );
         let month = month_of(at);
-        let report = self.reports.entry(month).or_default();
+        let report = self.reports.get_or_insert_with(&month, ReportAgg::default);
         report.granted[0] = plus(report.granted[0], refill);
         let ledger = out.ledger_report(month, &self.asset);
         ledger.granted[0] = plus(ledger.granted[0], refill);
@@ -445,7 +452,7 @@ impl Account {
         // Breakage belongs to the month of the last instant the value was live: a monthly
         // allowance's leftover shows in the month that ended, not the one that began.
         let month = month_of(at.saturating_sub(1));
-        let report = self.reports.entry(month).or_default();
+        let report = self.reports.get_or_insert_with(&month, ReportAgg::default);
         report.breakage = plus(report.breakage, revenue);
         let ledger = out.ledger_report(month, &self.asset);
         ledger.breakage = plus(ledger.breakage, revenue);
@@ -494,6 +501,9 @@ impl Account {
     /// Holds may reserve only value that exists: when value disappears (a void, an expiry, a
     /// reset), open holds shrink, latest-expiring first, until `held <= balance + credit_limit`.
     fn trim_holds(&mut self) {
+        if self.holds.is_empty() {
+            return;
+        }
         let room = plus(self.balance(), self.credit_limit).max(Amount::ZERO);
         let mut excess = minus(self.held(), room);
         if !excess.is_positive() {
@@ -522,10 +532,31 @@ impl Account {
     /// consumer sees one `balance_low` per crossing, not one per event.
     pub fn balance_events(&mut self, id: &AccountId, before: Amount, at: u64, out: &mut Out<'_>) {
         let after = self.balance();
+        self.balance_events_to(id, before, after, at, out);
+    }
+
+    /// [`Self::balance_events`] when the caller already knows the balance after.
+    pub fn balance_events_to(
+        &mut self,
+        id: &AccountId,
+        before: Amount,
+        after: Amount,
+        at: u64,
+        out: &mut Out<'_>,
+    ) {
         if after == before {
             return;
         }
-        self.trim_holds();
+        if after < before {
+            self.trim_holds();
+        }
+        if self.thresholds.is_empty()
+            && self.auto_recharge.is_none()
+            && after.is_positive()
+            && !self.depleted
+        {
+            return;
+        }
         for index in 0..self.thresholds.len() {
             let threshold = self.thresholds[index];
             let is_low = self.low_thresholds.contains(&threshold);
@@ -578,5 +609,21 @@ impl Account {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn print_sizes() {
+        println!(
+            "Account {} Grant {} Hold {} ReportAgg {} Accrual {} Remembered {}",
+            std::mem::size_of::<super::Account>(),
+            std::mem::size_of::<super::Grant>(),
+            std::mem::size_of::<super::Hold>(),
+            std::mem::size_of::<crate::report::ReportAgg>(),
+            std::mem::size_of::<super::Accrual>(),
+            std::mem::size_of::<crate::state::Remembered>(),
+        );
     }
 }

@@ -173,7 +173,7 @@ impl LedgerState {
         self.account_ids.push(spec.id.clone());
         self.accounts.insert(
             spec.id.clone(),
-            Account {
+            Box::new(Account {
                 ordinal,
                 asset: spec.asset.clone(),
                 scale,
@@ -190,11 +190,11 @@ impl LedgerState {
                 grants: Vec::new(),
                 debt: Amount::ZERO,
                 holds: BTreeMap::new(),
-                accruals: BTreeMap::new(),
+                accruals: Default::default(),
                 debt_revenue: Default::default(),
-                reports: BTreeMap::new(),
+                reports: Default::default(),
                 due_at: None,
-            },
+            }),
         );
         Ok(Applied::AccountCreated)
     }
@@ -367,11 +367,16 @@ impl LedgerState {
             next_reset: None,
             rollover_max: spec.rollover_max,
             paid,
+            unit_revenue: paid
+                .checked_div(spec.amount)
+                .filter(|unit| unit.checked_mul(spec.amount) == Some(paid)),
             revenue_units: Amount::ZERO,
             revenue_booked: Amount::ZERO,
             ended: None,
         };
         grant.next_reset = grant.reset_boundary(1);
+        // Exact growth: most accounts hold a few grants, and every byte is paid per account.
+        account.grants.reserve_exact(1);
         account.grants.push(grant);
         let index = account.grants.len() - 1;
         let source = if spec.category == GrantCategory::Promotional {
@@ -405,7 +410,9 @@ impl LedgerState {
         );
         let month = month_of(now);
         let category = category_index(spec.category);
-        let report = account.reports.entry(month).or_default();
+        let report = account
+            .reports
+            .get_or_insert_with(&month, crate::report::ReportAgg::default);
         report.granted[category] = plus(report.granted[category], spec.amount);
         let ledger = out.ledger_report(month, &account.asset);
         ledger.granted[category] = plus(ledger.granted[category], spec.amount);

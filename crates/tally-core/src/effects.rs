@@ -93,20 +93,22 @@ impl Out<'_> {
             books.post(book, *amount);
         }
         self.totals.journal_seq += 1;
+        let mut entry_postings = Vec::with_capacity(postings.len());
+        for (book, amount) in postings {
+            if !amount.is_zero() {
+                entry_postings.push(Posting {
+                    book,
+                    asset: asset.clone(),
+                    amount,
+                });
+            }
+        }
         self.result.journal.push(JournalEntry {
             seq: self.totals.journal_seq,
             at_ms,
             account: account.clone(),
             kind,
-            postings: postings
-                .into_iter()
-                .filter(|(_, amount)| !amount.is_zero())
-                .map(|(book, amount)| Posting {
-                    book,
-                    asset: asset.clone(),
-                    amount,
-                })
-                .collect(),
+            postings: entry_postings,
             revenue,
             cost,
         });

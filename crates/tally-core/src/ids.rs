@@ -1,10 +1,12 @@
 //! Identifiers with checked constructors: an id that exists has already been validated.
 //!
-//! Every id is a thin wrapper over a `String`; the wrapper's constructor is the only way to
+//! Every id is a thin wrapper over an `Arc<str>` (cloning one is a reference count, which
+//! matters on the settlement path); the wrapper's constructor is the only way to
 //! build one, so the core never sees an empty, oversized or oddly-charactered id.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 use crate::error::InvalidInput;
 
@@ -39,9 +41,16 @@ fn check(
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, $field:literal, $max:expr, $allowed:expr, $allowed_text:literal) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+        #[serde(try_from = "String")]
+        pub struct $name(Arc<str>);
+
+        /// Serialized as a plain string, without an intermediate allocation.
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
 
         impl $name {
             /// Longest accepted id, in bytes.
@@ -56,7 +65,7 @@ macro_rules! string_id {
             pub fn parse_as(field: &'static str, value: impl Into<String>) -> Result<Self, InvalidInput> {
                 let value = value.into();
                 check(field, &value, $max, $allowed, $allowed_text)?;
-                Ok(Self(value))
+                Ok(Self(Arc::from(value)))
             }
 
             pub fn as_str(&self) -> &str {
@@ -73,7 +82,7 @@ macro_rules! string_id {
 
         impl From<$name> for String {
             fn from(value: $name) -> String {
-                value.0
+                value.0.to_string()
             }
         }
 

@@ -22,6 +22,7 @@ mod report;
 pub mod state;
 mod usage;
 pub mod validate;
+mod vecmap;
 pub mod view;
 
 pub use calendar::{format_utc, month_of, month_start_ms, parse_month, parse_utc};

@@ -98,7 +98,16 @@ impl Amount {
 
     /// Digits after the point, ignoring trailing zeros.
     pub fn scale(self) -> u32 {
-        self.0.normalize().scale()
+        // Most values carry no trailing zeros; normalizing (slow) only matters when they might.
+        match self.0.scale() {
+            0 => 0,
+            _ => self.0.normalize().scale(),
+        }
+    }
+
+    /// True when `self` has at most `max` digits after the point (ignoring trailing zeros).
+    pub fn fits_scale(self, max: u32) -> bool {
+        self.0.scale() <= max || self.scale() <= max
     }
 
     pub fn checked_add(self, other: Amount) -> Option<Amount> {

@@ -172,7 +172,12 @@ pub(crate) fn exact_charge(
 ) -> Option<Amount> {
     match model {
         RateModel::PerUnit { unit_price, per } => {
-            quantity.checked_mul(*unit_price)?.checked_div(*per)
+            let total = quantity.checked_mul(*unit_price)?;
+            if *per == Amount::ONE {
+                Some(total)
+            } else {
+                total.checked_div(*per)
+            }
         }
         RateModel::Package { size, price } => {
             let packages = quantity.checked_div(*size)?.ceil();

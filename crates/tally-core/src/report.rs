@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use crate::vecmap::VecMap;
+
 use crate::command::GrantCategory;
 use crate::ids::{AssetCode, Meter};
 use crate::money::Amount;
@@ -19,7 +21,7 @@ pub(crate) struct ReportAgg {
     /// Indexed allowance, promotional, purchased.
     pub granted: [Amount; 3],
     pub events: u64,
-    pub meters: BTreeMap<Meter, MeterAgg>,
+    pub meters: VecMap<Meter, MeterAgg>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,10 +72,7 @@ impl ReportAgg {
         self.revenue = plus(self.revenue, revenue);
         self.cost = plus(self.cost, cost);
         self.events += 1;
-        let entry = match self.meters.get_mut(meter) {
-            Some(entry) => entry,
-            None => self.meters.entry(meter.clone()).or_default(),
-        };
+        let entry = self.meters.get_or_insert_with(meter, MeterAgg::default);
         entry.quantity = plus(entry.quantity, quantity);
         entry.charged = plus(entry.charged, charged);
         entry.revenue = plus(entry.revenue, revenue);
@@ -90,8 +89,8 @@ impl ReportAgg {
             self.granted[i] = plus(self.granted[i], other.granted[i]);
         }
         self.events += other.events;
-        for (meter, agg) in &other.meters {
-            let entry = self.meters.entry(meter.clone()).or_default();
+        for (meter, agg) in other.meters.iter() {
+            let entry = self.meters.get_or_insert_with(meter, MeterAgg::default);
             entry.quantity = plus(entry.quantity, agg.quantity);
             entry.charged = plus(entry.charged, agg.charged);
             entry.revenue = plus(entry.revenue, agg.revenue);
@@ -123,7 +122,7 @@ pub(crate) fn to_view<'a>(
                     .push((*category, asset.clone(), agg.granted[index]));
             }
         }
-        for (meter, m) in &agg.meters {
+        for (meter, m) in agg.meters.iter() {
             view.meters.push(MeterReportView {
                 meter: meter.clone(),
                 asset: asset.clone(),

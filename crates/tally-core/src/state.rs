@@ -74,7 +74,8 @@ pub struct LedgerState {
     pub(crate) config: Option<LedgerConfig>,
     /// Asset code -> scale.
     pub(crate) assets: BTreeMap<AssetCode, u32>,
-    pub(crate) accounts: BTreeMap<AccountId, Account>,
+    /// Boxed so the map's nodes stay small and each account is allocated exactly.
+    pub(crate) accounts: BTreeMap<AccountId, Box<Account>>,
     /// Account ids by ordinal.
     pub(crate) account_ids: Vec<AccountId>,
     pub(crate) price_books: BTreeMap<BookId, PriceBook>,
@@ -246,7 +247,7 @@ impl LedgerState {
     /// The account as of ledger time now, with due transitions (expiry, reset, hold expiry)
     /// applied to the view even when no tick has run yet.
     pub fn account(&self, id: &AccountId) -> Option<AccountView> {
-        let mut account = self.accounts.get(id)?.clone();
+        let mut account = (**self.accounts.get(id)?).clone();
         let mut scratch_result = ApplyResult::default();
         let mut scratch_totals = Totals::default();
         account.run_due(

@@ -142,8 +142,9 @@ impl LedgerState {
             }
         };
         let need = minus(charge, from_hold);
+        let balance = account.balance();
         if need.is_positive() {
-            let spendable = plus(account.available(), account.credit_limit);
+            let spendable = plus(minus(balance, account.held()), account.credit_limit);
             if need > spendable {
                 return Err(Reason::InsufficientFunds {
                     available: spendable,
@@ -153,7 +154,7 @@ impl LedgerState {
         }
         // A hold covers only value that exists: the charge as a whole must also fit within
         // balance + credit limit (pair of the hold trimming done when value disappears).
-        let room = plus(account.balance(), account.credit_limit);
+        let room = plus(balance, account.credit_limit);
         if charge.is_positive() && charge > room {
             return Err(Reason::InsufficientFunds {
                 available: room,
@@ -248,7 +249,7 @@ impl LedgerState {
             result,
             totals: &mut self.totals,
         };
-        let settlement = apply_charge(
+        let (settlement, draws) = apply_charge(
             account,
             &event.account,
             event,
@@ -268,18 +269,7 @@ impl LedgerState {
             price_book: priced.price_book,
             price_version: priced.price_version,
             settled_at: now,
-            draws: settlement
-                .drawdown
-                .iter()
-                .map(|draw| {
-                    (
-                        account
-                            .grant_index(&draw.grant)
-                            .expect("drawn grant exists") as u32,
-                        draw.amount,
-                    )
-                })
-                .collect(),
+            draws,
         };
         reschedule(&mut self.due, account, params);
         self.dedup
@@ -347,8 +337,9 @@ fn apply_charge(
     now: u64,
     params: crate::account::Params,
     out: &mut Out<'_>,
-) -> Settlement {
+) -> (Settlement, Vec<(u32, Amount)>) {
     let balance_before = account.balance();
+    let mut draws = Vec::new();
     let mut left = priced.charge;
     let mut revenue = Amount::ZERO;
     let mut drawdown = Vec::new();
@@ -373,6 +364,7 @@ fn apply_charge(
             grant: grant.id.clone(),
             amount: take,
         });
+        draws.push((index as u32, take));
     }
     let debt_created = left;
     if debt_created.is_positive() {
@@ -405,29 +397,22 @@ fn apply_charge(
             }
         }
     }
-    match account.accruals.get_mut(&event.meter) {
-        Some(accrual) => {
-            accrual.charge = priced.charge_accrual;
-            accrual.cost = priced.cost_accrual;
-        }
-        None => {
-            account.accruals.insert(
-                event.meter.clone(),
-                crate::account::Accrual {
-                    charge: priced.charge_accrual,
-                    cost: priced.cost_accrual,
-                },
-            );
-        }
-    }
+    let accrual = account
+        .accruals
+        .get_or_insert_with(&event.meter, crate::account::Accrual::default);
+    accrual.charge = priced.charge_accrual;
+    accrual.cost = priced.cost_accrual;
     let month = month_of(now);
-    account.reports.entry(month).or_default().add_usage(
-        &event.meter,
-        event.quantity,
-        priced.charge,
-        revenue,
-        priced.cost,
-    );
+    account
+        .reports
+        .get_or_insert_with(&month, crate::report::ReportAgg::default)
+        .add_usage(
+            &event.meter,
+            event.quantity,
+            priced.charge,
+            revenue,
+            priced.cost,
+        );
     out.ledger_report(month, &account.asset).add_usage(
         &event.meter,
         event.quantity,
@@ -446,12 +431,14 @@ fn apply_charge(
         revenue,
         priced.cost,
     );
-    account.balance_events(id, balance_before, now, out);
-    Settlement {
+    // Every unit of the charge left the balance, through a grant or as debt.
+    let balance_after = minus(balance_before, priced.charge);
+    account.balance_events_to(id, balance_before, balance_after, now, out);
+    let settlement = Settlement {
         event_id: event.event_id.clone(),
         account: id.clone(),
         charged: priced.charge,
-        balance_after: account.balance(),
+        balance_after,
         drawdown,
         debt_created,
         from_hold: priced.from_hold,
@@ -461,13 +448,14 @@ fn apply_charge(
         price_book: None,
         price_version: priced.price_version,
         settled_at: now,
-    }
+    };
+    (settlement, draws)
 }
 
 /// Enough of the state to undo an atomic batch: the accounts it may touch and the ledger-wide
 /// totals, plus lengths of what only grows during the batch.
 struct Checkpoint {
-    accounts: Vec<(AccountId, Account)>,
+    accounts: Vec<(AccountId, Box<Account>)>,
     totals: Totals,
     journal_len: usize,
     events_len: usize,

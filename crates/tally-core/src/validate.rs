@@ -32,7 +32,7 @@ pub fn check_amount(
 
 /// Scale and magnitude only (the value may be negative).
 pub fn check_magnitude(field: &str, value: Amount, scale_max: u32) -> Result<(), InvalidInput> {
-    if value.scale() > scale_max {
+    if !value.fits_scale(scale_max) {
         return Err(InvalidInput::new(
             field,
             format!(
@@ -41,7 +41,8 @@ pub fn check_magnitude(field: &str, value: Amount, scale_max: u32) -> Result<(),
             ),
         ));
     }
-    if value > Amount::from_i64(AMOUNT_MAX) || value < Amount::from_i64(-AMOUNT_MAX) {
+    let limit = Amount::from_i64(AMOUNT_MAX);
+    if value > limit || value < -limit {
         return Err(InvalidInput::new(
             field,
             format!("{value} exceeds the limit of 10^15"),
