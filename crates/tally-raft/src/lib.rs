@@ -7,6 +7,8 @@
 //!   channel per peer (address from `BasicNode.addr`, `host:port`), connect and request
 //!   timeouts, message limit [`MESSAGE_BYTES_MAX`], transport errors mapped so openraft backs off
 //!   from unreachable peers and shrinks oversized appends (see `network.rs`).
+//!   [`TallyNetwork::stats`] returns [`NetworkStats`] (RPCs, bytes, split batches, failures by
+//!   kind) for `/metrics`; keep a clone of the factory to read them.
 //! - [`RaftService::new`]`(raft).into_server(`[`MESSAGE_BYTES_MAX`]`)`: the `tally.v1.Raft`
 //!   gRPC service to add to the node's peer listener.
 //! - [`raft_config`]`(&`[`RaftSettings`]`) -> openraft::Config`: election/heartbeat timing,
@@ -21,10 +23,12 @@ pub mod codec;
 mod config;
 mod network;
 mod service;
+mod stats;
 
 pub use config::{raft_config, RaftConfigError, RaftSettings};
 pub use network::{NetworkConfig, PeerNetwork, TallyNetwork};
 pub use service::RaftService;
+pub use stats::NetworkStats;
 
 /// Largest peer message, encoded, in either direction: 64 MiB. Batched appends exceed tonic's
 /// 4 MiB default; the proposer keeps one entry far below this, and the network halves an

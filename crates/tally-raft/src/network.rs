@@ -38,6 +38,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use crate::codec;
+use crate::stats::{Counters, NetworkStats};
 use crate::MESSAGE_BYTES_MAX;
 
 /// Transport settings of the peer network.
@@ -92,6 +93,7 @@ pub struct TallyNetwork {
     /// One channel per peer, with the address it was built for (a peer re-added with a new
     /// address gets a new channel).
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+    counters: Arc<Counters>,
 }
 
 impl TallyNetwork {
@@ -100,7 +102,13 @@ impl TallyNetwork {
             node_id,
             config,
             channels: Arc::new(Mutex::new(HashMap::new())),
+            counters: Arc::new(Counters::default()),
         }
+    }
+
+    /// What the network did so far, across all peers and all clones of this factory.
+    pub fn stats(&self) -> NetworkStats {
+        self.counters.snapshot()
     }
 
     fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, String> {
@@ -141,6 +149,7 @@ impl RaftNetworkFactory<TypeConfig> for TallyNetwork {
             target_node: node.clone(),
             client,
             config: self.config.clone(),
+            counters: self.counters.clone(),
         }
     }
 }
@@ -153,6 +162,7 @@ pub struct PeerNetwork {
     /// `Err` when the peer's address is not a valid URI: every call is then `Unreachable`.
     client: Result<RaftClient<Channel>, String>,
     config: NetworkConfig,
+    counters: Arc<Counters>,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -198,9 +208,11 @@ impl PeerNetwork {
         Resp: DeserializeOwned,
         E: Error + DeserializeOwned,
     {
-        // Finish (with a proper Timeout) before openraft's own hard deadline drops the call.
+        // openraft gives AppendEntries only the heartbeat interval (a follower's fsync included),
+        // so use the whole budget; openraft's own timer at the same deadline reports the same
+        // Timeout if it fires first.
         let ttl = option
-            .soft_ttl()
+            .hard_ttl()
             .min(ms(self.config.request_timeout_ms_max));
         let target = self.target;
         let client = match &mut self.client {
@@ -277,29 +289,34 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         let entries = rpc.entries.len() as u64;
         let data =
             codec::encode("append entries", &rpc).map_err(|e| self.network_error(e.to_string()))?;
-        if data.len() > self.config.message_bytes_max {
+        let request_bytes = data.len();
+        let result = if request_bytes > self.config.message_bytes_max {
             if entries > 1 {
                 // openraft retries at once with at most this many entries per request.
-                return Err(RPCError::PayloadTooLarge(
+                Err(RPCError::PayloadTooLarge(
                     PayloadTooLarge::new_entries_hint(entries / 2),
-                ));
+                ))
+            } else {
+                // One entry alone is above the limit: it can never be replicated. The proposer
+                // bounds entry size to prevent exactly this; say so loudly.
+                tracing::error!(
+                    bytes = request_bytes,
+                    limit = self.config.message_bytes_max,
+                    "a single log entry exceeds the peer message limit"
+                );
+                Err(self.network_error(format!(
+                    "one log entry encodes to {request_bytes} bytes, above the peer message limit of {}",
+                    self.config.message_bytes_max
+                )))
             }
-            // One entry alone is above the limit: it can never be replicated. The proposer
-            // bounds entry size to prevent exactly this; say so loudly.
-            tracing::error!(
-                bytes = data.len(),
-                limit = self.config.message_bytes_max,
-                "a single log entry exceeds the peer message limit"
-            );
-            return Err(self.network_error(format!(
-                "one log entry encodes to {} bytes, above the peer message limit of {}",
-                data.len(),
-                self.config.message_bytes_max
-            )));
-        }
-        let shrink_to_entries = (entries > 1).then_some(entries / 2);
-        self.call(RPCTypes::AppendEntries, data, &option, shrink_to_entries)
-            .await
+        } else {
+            let shrink_to_entries = (entries > 1).then_some(entries / 2);
+            self.call(RPCTypes::AppendEntries, data, &option, shrink_to_entries)
+                .await
+        };
+        self.counters
+            .record(RPCTypes::AppendEntries, request_bytes, &result);
+        result
     }
 
     async fn install_snapshot(
@@ -309,8 +326,13 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
         let data = codec::encode("install snapshot", &rpc)
             .map_err(|e| self.network_error(e.to_string()))?;
-        self.call(RPCTypes::InstallSnapshot, data, &option, None)
-            .await
+        let request_bytes = data.len();
+        let result = self
+            .call(RPCTypes::InstallSnapshot, data, &option, None)
+            .await;
+        self.counters
+            .record(RPCTypes::InstallSnapshot, request_bytes, &result);
+        result
     }
 
     async fn vote(
@@ -319,7 +341,10 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
         let data = codec::encode("vote", &rpc).map_err(|e| self.network_error(e.to_string()))?;
-        self.call(RPCTypes::Vote, data, &option, None).await
+        let request_bytes = data.len();
+        let result = self.call(RPCTypes::Vote, data, &option, None).await;
+        self.counters.record(RPCTypes::Vote, request_bytes, &result);
+        result
     }
 
     /// Exponential backoff from `unreachable_backoff_ms_min` to `unreachable_backoff_ms_max`:

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::{BasicNode, Raft, ServerState};
-use tally_core::{AssetCode, AssetSpec, Command, Entry, LedgerConfig, DEDUP_WINDOW_MS_DEFAULT};
+use tally_core::{
+    AccountId, AssetCode, AssetSpec, Command, Entry, EventId, Key, LedgerConfig, Meter, UsageEvent,
+    DEDUP_WINDOW_MS_DEFAULT,
+};
 use tally_raft::{
     raft_config, NetworkConfig, RaftService, RaftSettings, TallyNetwork, MESSAGE_BYTES_MAX,
 };
@@ -22,6 +25,7 @@ struct Node {
     addr: String,
     raft: Raft<TypeConfig>,
     reader: LedgerReader,
+    network: TallyNetwork,
     stop_server: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -29,19 +33,33 @@ struct Node {
 
 impl Node {
     async fn start(id: NodeId, settings: &RaftSettings) -> Node {
+        Node::start_with_limit(id, settings, MESSAGE_BYTES_MAX).await
+    }
+
+    async fn start_with_limit(
+        id: NodeId,
+        settings: &RaftSettings,
+        message_bytes_max: usize,
+    ) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let (log, state_machine) = tally_store::open(dir.path()).unwrap();
         let reader = state_machine.reader();
         let config = Arc::new(raft_config(settings).unwrap());
-        let network = TallyNetwork::new(id, NetworkConfig::default());
-        let raft = Raft::new(id, config, network, log, state_machine)
+        let network = TallyNetwork::new(
+            id,
+            NetworkConfig {
+                message_bytes_max,
+                ..NetworkConfig::default()
+            },
+        );
+        let raft = Raft::new(id, config, network.clone(), log, state_machine)
             .await
             .unwrap();
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (stop_server, stopped) = oneshot::channel::<()>();
-        let service = RaftService::new(raft.clone()).into_server(MESSAGE_BYTES_MAX);
+        let service = RaftService::new(raft.clone()).into_server(message_bytes_max);
         let server = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
@@ -56,6 +74,7 @@ impl Node {
             addr,
             raft,
             reader,
+            network,
             stop_server: Some(stop_server),
             server,
             _dir: dir,
@@ -276,9 +295,110 @@ async fn a_late_learner_catches_up_by_chunked_snapshot() {
         .expect("the learner installed a snapshot");
     assert!(snapshot.index >= 20, "snapshot at {snapshot:?}");
     assert_eq!(learner_metrics.state, ServerState::Learner);
+    let stats = by_id(&nodes, leader).network.stats();
+    assert!(stats.snapshot_chunks_ok >= 4, "{stats:?}");
     // Same state as the leader at the same index.
     let leader_hash = by_id(&nodes, leader).reader.state_hash();
     assert_eq!(learner.reader.state_hash(), leader_hash);
+
+    nodes.push(learner);
+    for node in &mut nodes {
+        node.stop().await;
+    }
+}
+
+/// A usage batch entry of roughly 1.5 MiB: long ids and 16 full-length dimensions per event.
+fn big_entry(n: u64) -> Entry {
+    let dimensions: Vec<(Key, String)> = (0..16)
+        .map(|d| {
+            (
+                Key::new(format!("dimension_{d:02}")).unwrap(),
+                "v".repeat(256),
+            )
+        })
+        .collect();
+    let events = (0..330)
+        .map(|e| UsageEvent {
+            event_id: EventId::new(format!("{n:06}-{e:06}-{}", "x".repeat(110))).unwrap(),
+            account: AccountId::new(format!("account-{}", "y".repeat(100))).unwrap(),
+            meter: Meter::new("tokens").unwrap(),
+            quantity: tally_core::Amount::from_i64(e as i64),
+            dimensions: dimensions.clone(),
+            occurred_at: 1_700_000_000_000,
+            cost: None,
+            hold: None,
+        })
+        .collect();
+    Entry {
+        at_ms: 1_700_000_000_000 + n,
+        commands: vec![Command::UsageBatch {
+            events,
+            atomic: false,
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_above_4_mib_replicate_and_oversized_batches_are_split() {
+    // A learner that joins late is sent the whole backlog: ~18 MiB in up to 64 entries per
+    // request. With an 8 MiB limit openraft must shrink the batches (PayloadTooLarge), and each
+    // request that goes through is still above tonic's 4 MiB default.
+    const LIMIT: usize = 8 * 1024 * 1024;
+    let settings = RaftSettings {
+        // Big appends in a debug build on a shared machine: give each RPC time.
+        heartbeat_interval_ms: 1_000,
+        election_timeout_ms_min: 4_000,
+        election_timeout_ms_max: 8_000,
+        ..test_settings()
+    };
+    let mut nodes = vec![
+        Node::start_with_limit(1, &settings, LIMIT).await,
+        Node::start_with_limit(2, &settings, LIMIT).await,
+    ];
+    let members: BTreeMap<NodeId, BasicNode> = nodes.iter().map(Node::member).collect();
+    nodes[0].raft.initialize(members).await.unwrap();
+    let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>(), None).await;
+    by_id(&nodes, leader)
+        .raft
+        .client_write(init_entry())
+        .await
+        .unwrap();
+    let entry_bytes = tally_raft::codec::encode("entry", &big_entry(0))
+        .unwrap()
+        .len();
+    assert!(entry_bytes > 1_400_000, "entry is only {entry_bytes} bytes");
+    let mut last = 0;
+    for n in 0..12 {
+        last = by_id(&nodes, leader)
+            .raft
+            .client_write(big_entry(n))
+            .await
+            .unwrap()
+            .log_id
+            .index;
+    }
+
+    let learner = Node::start_with_limit(3, &settings, LIMIT).await;
+    by_id(&nodes, leader)
+        .raft
+        .add_learner(
+            3,
+            BasicNode {
+                addr: learner.addr.clone(),
+            },
+            true,
+        )
+        .await
+        .unwrap();
+    learner.wait_applied(last).await;
+    assert!(
+        learner.raft.metrics().borrow().snapshot.is_none(),
+        "caught up from the log, not a snapshot"
+    );
+    assert_eq!(
+        learner.reader.state_hash(),
+        by_id(&nodes, leader).reader.state_hash()
+    );
 
     nodes.push(learner);
     for node in &mut nodes {

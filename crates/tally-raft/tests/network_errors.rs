@@ -69,6 +69,9 @@ async fn a_closed_port_is_unreachable() {
         .await;
     let error = bad.vote(vote_request(), option()).await.unwrap_err();
     assert!(matches!(error, RPCError::Unreachable(_)), "{error:?}");
+    let stats = factory.stats();
+    assert_eq!(stats.unreachable, 2, "{stats:?}");
+    assert_eq!(stats.votes_ok, 0, "{stats:?}");
 }
 
 #[tokio::test]
@@ -107,6 +110,7 @@ async fn oversized_appends_ask_openraft_for_smaller_batches() {
         panic!("{error:?}")
     };
     assert_eq!(too_large.entries_hint(), 4);
+    assert_eq!(factory.stats().append_batches_split, 1);
 }
 
 #[tokio::test]
