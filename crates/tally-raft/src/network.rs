@@ -51,7 +51,9 @@ pub struct NetworkConfig {
     pub request_timeout_ms_max: u64,
     /// Largest encoded request or reply; see [`MESSAGE_BYTES_MAX`].
     pub message_bytes_max: usize,
-    /// HTTP/2 pings keep idle connections alive and notice dead peers.
+    /// HTTP/2 pings keep idle connections alive and notice a dead connection (a peer that
+    /// vanished without closing it, a blackholed link) within this interval plus
+    /// `connect_timeout_ms`; the channel then reconnects.
     pub keep_alive_interval_ms: u64,
     /// First and largest wait before retrying an unreachable peer (doubling in between).
     pub unreachable_backoff_ms_min: u64,
@@ -64,7 +66,7 @@ impl Default for NetworkConfig {
             connect_timeout_ms: 1_000,
             request_timeout_ms_max: 30_000,
             message_bytes_max: MESSAGE_BYTES_MAX,
-            keep_alive_interval_ms: 10_000,
+            keep_alive_interval_ms: 2_000,
             unreachable_backoff_ms_min: 100,
             unreachable_backoff_ms_max: 1_000,
         }
@@ -124,7 +126,10 @@ impl TallyNetwork {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(ms(self.config.keep_alive_interval_ms))
             .keep_alive_timeout(ms(self.config.connect_timeout_ms.max(1_000)))
-            .keep_alive_while_idle(true);
+            .keep_alive_while_idle(true)
+            // Large appends and snapshot chunks: let HTTP/2 grow its flow-control windows to the
+            // link's bandwidth-delay product instead of stalling at 64 KiB in flight.
+            .http2_adaptive_window(true);
         let channel = endpoint.connect_lazy();
         channels.insert(target, (addr.to_string(), channel.clone()));
         Ok(channel)

@@ -27,7 +27,7 @@ struct Node {
     reader: LedgerReader,
     network: TallyNetwork,
     stop_server: Option<oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<()>,
+    server: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -41,7 +41,24 @@ impl Node {
         settings: &RaftSettings,
         message_bytes_max: usize,
     ) -> Node {
-        let dir = tempfile::tempdir().unwrap();
+        Node::start_in(
+            id,
+            settings,
+            message_bytes_max,
+            tempfile::tempdir().unwrap(),
+            "127.0.0.1:0",
+        )
+        .await
+    }
+
+    /// Starts node `id` on the data in `dir`, listening on `listen_addr`.
+    async fn start_in(
+        id: NodeId,
+        settings: &RaftSettings,
+        message_bytes_max: usize,
+        dir: tempfile::TempDir,
+        listen_addr: &str,
+    ) -> Node {
         let (log, state_machine) = tally_store::open(dir.path()).unwrap();
         let reader = state_machine.reader();
         let config = Arc::new(raft_config(settings).unwrap());
@@ -56,7 +73,7 @@ impl Node {
             .await
             .unwrap();
 
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind(listen_addr).await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (stop_server, stopped) = oneshot::channel::<()>();
         let service = RaftService::new(raft.clone()).into_server(message_bytes_max);
@@ -76,9 +93,27 @@ impl Node {
             reader,
             network,
             stop_server: Some(stop_server),
-            server,
+            server: Some(server),
             _dir: dir,
         }
+    }
+
+    /// Stops the node and starts it again on the same data and address, like a process
+    /// restart.
+    async fn restart(mut self, settings: &RaftSettings) -> Node {
+        self.stop().await;
+        let Node {
+            id,
+            addr,
+            raft,
+            reader,
+            _dir: dir,
+            ..
+        } = self;
+        // The store's sled handles live in these; release its directory lock before reopening.
+        drop(raft);
+        drop(reader);
+        Node::start_in(id, settings, MESSAGE_BYTES_MAX, dir, &addr).await
     }
 
     fn member(&self) -> (NodeId, BasicNode) {
@@ -90,12 +125,16 @@ impl Node {
         )
     }
 
+    /// Stops Raft and the peer server; a no-op when already stopped.
     async fn stop(&mut self) {
+        let Some(server) = self.server.take() else {
+            return;
+        };
         self.raft.shutdown().await.unwrap();
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());
         }
-        (&mut self.server).await.unwrap();
+        server.await.unwrap();
     }
 
     async fn wait_applied(&self, index: u64) {
@@ -214,6 +253,30 @@ async fn three_nodes_elect_replicate_and_fail_over() {
         node.wait_applied(after).await;
     }
     assert_eq!(nodes[0].reader.state_hash(), nodes[1].reader.state_hash());
+
+    // The old leader comes back on its data and address: the others' channels to it reconnect
+    // and it catches up to the same state.
+    let old_leader = old_leader.restart(&settings).await;
+    old_leader.wait_applied(after).await;
+    assert_eq!(old_leader.reader.state_hash(), nodes[0].reader.state_hash());
+    nodes.push(old_leader);
+    let mut final_index = 0;
+    let current_leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>(), None).await;
+    for n in 200..205 {
+        final_index = by_id(&nodes, current_leader)
+            .raft
+            .client_write(asset_entry(n))
+            .await
+            .unwrap()
+            .log_id
+            .index;
+    }
+    for node in &nodes {
+        node.wait_applied(final_index).await;
+    }
+    assert!(nodes
+        .iter()
+        .all(|node| node.reader.state_hash() == nodes[0].reader.state_hash()));
     for node in &mut nodes {
         node.stop().await;
     }
