@@ -392,8 +392,6 @@ impl Account {
         let month = month_of(at);
         let report = self.reports.get_or_insert_with(&month, ReportAgg::default);
         report.granted[0] = plus(report.granted[0], refill);
-        let ledger = out.ledger_report(month, &self.asset);
-        ledger.granted[0] = plus(ledger.granted[0], refill);
         if expired.is_positive() {
             out.emit(
                 at,
@@ -454,8 +452,6 @@ impl Account {
         let month = month_of(at.saturating_sub(1));
         let report = self.reports.get_or_insert_with(&month, ReportAgg::default);
         report.breakage = plus(report.breakage, revenue);
-        let ledger = out.ledger_report(month, &self.asset);
-        ledger.breakage = plus(ledger.breakage, revenue);
     }
 
     /// New value first repays debt.

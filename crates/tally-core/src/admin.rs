@@ -414,8 +414,6 @@ impl LedgerState {
             .reports
             .get_or_insert_with(&month, crate::report::ReportAgg::default);
         report.granted[category] = plus(report.granted[category], spec.amount);
-        let ledger = out.ledger_report(month, &account.asset);
-        ledger.granted[category] = plus(ledger.granted[category], spec.amount);
         let debt_before = account.debt;
         account.repay_debt(&spec.account, index, now, &mut out);
         if spec.category == GrantCategory::Purchased {

@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 use crate::ids::{AccountId, AssetCode};
 use crate::journal::{Book, JournalEntry, JournalKind, LedgerEvent, LedgerEventKind, Posting};
 use crate::money::Amount;
-use crate::report::{plus, ReportAgg};
+use crate::report::plus;
 use crate::state::ApplyResult;
-use crate::view::Month;
 
 /// Running totals of every book per asset; all six sum to zero per asset at all times.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,8 +54,6 @@ pub(crate) struct Totals {
     pub journal_seq: u64,
     pub event_seq: u64,
     pub books: BTreeMap<AssetCode, BookTotals>,
-    /// Ledger-wide aggregates by month, then by asset.
-    pub reports: BTreeMap<Month, BTreeMap<AssetCode, ReportAgg>>,
 }
 
 pub(crate) struct Out<'a> {
@@ -122,14 +119,5 @@ impl Out<'_> {
             account: account.clone(),
             kind,
         });
-    }
-
-    /// The ledger-wide aggregate of `month` for `asset`.
-    pub fn ledger_report(&mut self, month: Month, asset: &AssetCode) -> &mut ReportAgg {
-        let by_asset = self.totals.reports.entry(month).or_default();
-        if !by_asset.contains_key(asset) {
-            by_asset.insert(asset.clone(), ReportAgg::default());
-        }
-        by_asset.get_mut(asset).expect("inserted above")
     }
 }

@@ -10,17 +10,14 @@ use crate::ids::{AssetCode, Meter};
 use crate::money::Amount;
 use crate::view::{MeterReportView, ReportView};
 
+/// One account's figures for one month. Usage totals live only per meter (the account's totals
+/// are their sum, computed when a report is read) so settling an event updates one small record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ReportAgg {
-    /// In the asset of the account (or of the ledger-wide key).
-    pub charged: Amount,
     /// Reporting currency.
-    pub revenue: Amount,
-    pub cost: Amount,
     pub breakage: Amount,
-    /// Indexed allowance, promotional, purchased.
+    /// In the account's asset; indexed allowance, promotional, purchased.
     pub granted: [Amount; 3],
-    pub events: u64,
     pub meters: VecMap<Meter, MeterAgg>,
 }
 
@@ -68,10 +65,6 @@ impl ReportAgg {
         revenue: Amount,
         cost: Amount,
     ) {
-        self.charged = plus(self.charged, charged);
-        self.revenue = plus(self.revenue, revenue);
-        self.cost = plus(self.cost, cost);
-        self.events += 1;
         let entry = self.meters.get_or_insert_with(meter, MeterAgg::default);
         entry.quantity = plus(entry.quantity, quantity);
         entry.charged = plus(entry.charged, charged);
@@ -79,52 +72,51 @@ impl ReportAgg {
         entry.cost = plus(entry.cost, cost);
         entry.events += 1;
     }
-
-    pub fn merge(&mut self, other: &ReportAgg) {
-        self.charged = plus(self.charged, other.charged);
-        self.revenue = plus(self.revenue, other.revenue);
-        self.cost = plus(self.cost, other.cost);
-        self.breakage = plus(self.breakage, other.breakage);
-        for i in 0..3 {
-            self.granted[i] = plus(self.granted[i], other.granted[i]);
-        }
-        self.events += other.events;
-        for (meter, agg) in other.meters.iter() {
-            let entry = self.meters.get_or_insert_with(meter, MeterAgg::default);
-            entry.quantity = plus(entry.quantity, agg.quantity);
-            entry.charged = plus(entry.charged, agg.charged);
-            entry.revenue = plus(entry.revenue, agg.revenue);
-            entry.cost = plus(entry.cost, agg.cost);
-            entry.events += agg.events;
-        }
-    }
 }
 
-/// Folds per-asset aggregates into one view. Revenue, cost and breakage are in the reporting
-/// currency, so they add across assets; charged and granted stay per asset.
+/// Folds aggregates (each in the given asset) into one view. Revenue, cost and breakage are in
+/// the reporting currency, so they add across assets; charged and granted stay per asset.
 pub(crate) fn to_view<'a>(
     parts: impl Iterator<Item = (&'a AssetCode, &'a ReportAgg)>,
 ) -> ReportView {
-    let mut view = ReportView::default();
-    let mut by_asset: BTreeMap<AssetCode, ReportAgg> = BTreeMap::new();
-    for (asset, agg) in parts {
-        by_asset.entry(asset.clone()).or_default().merge(agg);
+    #[derive(Default)]
+    struct PerAsset {
+        charged: Amount,
+        granted: [Amount; 3],
+        meters: BTreeMap<Meter, MeterAgg>,
     }
-    for (asset, agg) in &by_asset {
-        view.charged.push((asset.clone(), agg.charged));
-        view.revenue = plus(view.revenue, agg.revenue);
-        view.cost = plus(view.cost, agg.cost);
+    let mut view = ReportView::default();
+    let mut by_asset: BTreeMap<AssetCode, PerAsset> = BTreeMap::new();
+    for (asset, agg) in parts {
+        let per_asset = by_asset.entry(asset.clone()).or_default();
         view.breakage = plus(view.breakage, agg.breakage);
-        view.events += agg.events;
-        for (index, category) in CATEGORIES.iter().enumerate() {
-            if !agg.granted[index].is_zero() {
-                view.granted
-                    .push((*category, asset.clone(), agg.granted[index]));
-            }
+        for i in 0..3 {
+            per_asset.granted[i] = plus(per_asset.granted[i], agg.granted[i]);
         }
         for (meter, m) in agg.meters.iter() {
+            let entry = per_asset.meters.entry(meter.clone()).or_default();
+            entry.quantity = plus(entry.quantity, m.quantity);
+            entry.charged = plus(entry.charged, m.charged);
+            entry.revenue = plus(entry.revenue, m.revenue);
+            entry.cost = plus(entry.cost, m.cost);
+            entry.events += m.events;
+            per_asset.charged = plus(per_asset.charged, m.charged);
+            view.revenue = plus(view.revenue, m.revenue);
+            view.cost = plus(view.cost, m.cost);
+            view.events += m.events;
+        }
+    }
+    for (asset, per_asset) in by_asset {
+        view.charged.push((asset.clone(), per_asset.charged));
+        for (index, category) in CATEGORIES.iter().enumerate() {
+            if !per_asset.granted[index].is_zero() {
+                view.granted
+                    .push((*category, asset.clone(), per_asset.granted[index]));
+            }
+        }
+        for (meter, m) in per_asset.meters {
             view.meters.push(MeterReportView {
-                meter: meter.clone(),
+                meter,
                 asset: asset.clone(),
                 quantity: m.quantity,
                 charged: m.charged,

@@ -166,7 +166,7 @@ impl LedgerState {
 
     /// Rebuilds the original result of a remembered event.
     pub(crate) fn remembered_settlement(
-        &self,
+        book_ids: &[BookId],
         account: &Account,
         id: &AccountId,
         event_id: &EventId,
@@ -195,7 +195,7 @@ impl LedgerState {
                 .expect("bounded amounts"),
             price_book: match remembered.price_book {
                 0 => None,
-                n => Some(self.book_ids[n as usize - 1].clone()),
+                n => Some(book_ids[n as usize - 1].clone()),
             },
             price_version: remembered.price_version,
             settled_at: remembered.settled_at,
@@ -339,13 +339,15 @@ impl LedgerState {
                 view.account = Some(id.clone());
                 view
             }
-            None => crate::report::to_view(
-                self.totals
+            // Ledger-wide figures are the sum of every account's: computed when asked, so
+            // settling an event updates one record instead of two.
+            None => crate::report::to_view(self.accounts.values().flat_map(|account| {
+                account
                     .reports
                     .iter()
                     .filter(|(m, _)| in_month(m))
-                    .flat_map(|(_, by_asset)| by_asset.iter()),
-            ),
+                    .map(move |(_, agg)| (&account.asset, agg))
+            })),
         };
         view.month = month;
         Some(view)

@@ -1,18 +1,23 @@
 //! Settling usage events: capture, price, draw down, book revenue, cost and margin, and update
 //! every aggregate, in one step. Everything that can reject is checked before anything changes.
 
+use std::collections::BTreeMap;
+
 use crate::account::{Account, HoldEnd};
 use crate::calendar::month_of;
+use crate::command::AccountStatus;
 use crate::command::{
     UsageEvent, BATCH_EVENTS_MAX, FUTURE_TOLERANCE_MS, PAIRS_MAX, PAIR_VALUE_LEN_MAX,
 };
 use crate::effects::{Out, Totals};
 use crate::error::InvalidInput;
 use crate::ids::AccountId;
+use crate::ids::BookId;
 use crate::journal::{Book, JournalKind};
 use crate::money::Amount;
 use crate::outcome::{Draw, Outcome, Reason, Rejection, Settlement};
 use crate::pricing::exact_charge;
+use crate::pricing::PriceBook;
 use crate::report::{minus, plus};
 use crate::state::{reschedule, ApplyResult, LedgerState, Remembered};
 use crate::validate::{check_amount, check_pairs};
@@ -63,6 +68,7 @@ struct Priced {
     price_book: u32,
     price_version: u32,
     from_hold: Amount,
+    balance_before: Amount,
 }
 
 impl LedgerState {
@@ -79,11 +85,18 @@ impl LedgerState {
         }
         Ok(())
     }
+}
 
-    /// Prices an event and checks funds, changing nothing.
-    fn price(&self, account: &Account, event: &UsageEvent) -> Result<Priced, Reason> {
-        let now = self.now_ms;
-        let reporting_scale = self.params().reporting_scale;
+/// Prices an event and checks funds, changing nothing.
+fn price(
+    account: &Account,
+    price_books: &BTreeMap<BookId, PriceBook>,
+    cost_book: Option<&PriceBook>,
+    event: &UsageEvent,
+    now: u64,
+    reporting_scale: u32,
+) -> Result<Priced, Reason> {
+    {
         let overflow = |field: &str| Reason::Overflow {
             field: field.to_string(),
         };
@@ -91,7 +104,7 @@ impl LedgerState {
             meter: event.meter.to_string(),
         };
         let book_id = account.price_book.as_ref().ok_or_else(no_rate)?;
-        let book = self.price_books.get(book_id).ok_or_else(no_rate)?;
+        let book = price_books.get(book_id).ok_or_else(no_rate)?;
         let version = book.version_at(now).ok_or_else(no_rate)?;
         let rate = version
             .rate_for(&event.meter, &event.dimensions)
@@ -115,9 +128,7 @@ impl LedgerState {
             .ok_or_else(|| overflow("quantity"))?;
         let exact_cost = match event.cost {
             Some(cost) => cost,
-            None => self
-                .cost_book
-                .as_ref()
+            None => cost_book
                 .and_then(|book| book.version_at(now))
                 .and_then(|version| version.rate_for(&event.meter, &event.dimensions))
                 .map(|rate| exact_charge(&rate.model, event.quantity, month_quantity))
@@ -143,8 +154,9 @@ impl LedgerState {
         };
         let need = minus(charge, from_hold);
         let balance = account.balance();
+        let held = account.held();
         if need.is_positive() {
-            let spendable = plus(minus(balance, account.held()), account.credit_limit);
+            let spendable = plus(minus(balance, held), account.credit_limit);
             if need > spendable {
                 return Err(Reason::InsufficientFunds {
                     available: spendable,
@@ -177,20 +189,27 @@ impl LedgerState {
             price_book: book.ordinal + 1,
             price_version: version.version,
             from_hold,
+            balance_before: balance,
         })
     }
+}
 
-    /// Settles one usage event.
+impl LedgerState {
+    /// Settles one usage event. The account is looked up once; the other parts of the state
+    /// are borrowed field by field beside it.
     pub(crate) fn settle(&mut self, event: &UsageEvent, result: &mut ApplyResult) -> Outcome {
         let rejected = |reason: Reason| Outcome::Rejected(Rejection { reason });
         if let Err(error) = self.validate_event(event) {
             return rejected(Reason::InvalidInput(error));
         }
-        let Some(account) = self.accounts.get(&event.account) else {
+        let now = self.now_ms;
+        let params = self.params();
+        let Some(account) = self.accounts.get_mut(&event.account) else {
             return rejected(Reason::UnknownAccount {
                 account: event.account.clone(),
             });
         };
+        let account: &mut Account = account;
         let ordinal = account.ordinal;
         let fingerprint = fingerprint(event);
         if let Some(remembered) = self
@@ -199,7 +218,8 @@ impl LedgerState {
             .and_then(|per_account| per_account.get(&event.event_id))
         {
             return if remembered.fingerprint == fingerprint {
-                Outcome::Duplicate(self.remembered_settlement(
+                Outcome::Duplicate(LedgerState::remembered_settlement(
+                    &self.book_ids,
                     account,
                     &event.account,
                     &event.event_id,
@@ -213,20 +233,18 @@ impl LedgerState {
             };
         }
         match account.status {
-            crate::command::AccountStatus::Active => {}
-            crate::command::AccountStatus::Frozen => {
+            AccountStatus::Active => {}
+            AccountStatus::Frozen => {
                 return rejected(Reason::AccountFrozen {
                     account: event.account.clone(),
                 })
             }
-            crate::command::AccountStatus::Closed => {
+            AccountStatus::Closed => {
                 return rejected(Reason::AccountClosed {
                     account: event.account.clone(),
                 })
             }
         }
-        let now = self.now_ms;
-        let params = self.params();
         let earliest = now.saturating_sub(params.dedup_window_ms);
         let latest = now.saturating_add(FUTURE_TOLERANCE_MS);
         if event.occurred_at < earliest || event.occurred_at > latest {
@@ -236,19 +254,27 @@ impl LedgerState {
                 latest,
             });
         }
-        self.touch(&event.account, result);
-        let account = &self.accounts[&event.account];
-        let priced = match self.price(account, event) {
+        let mut out = Out {
+            result,
+            totals: &mut self.totals,
+        };
+        if account.due_at.is_some_and(|at| at <= now) {
+            account.run_due(&event.account, now, params, &mut out);
+            reschedule(&mut self.due, account, params);
+        }
+        let priced = match price(
+            account,
+            &self.price_books,
+            self.cost_book.as_ref(),
+            event,
+            now,
+            params.reporting_scale,
+        ) {
             Ok(priced) => priced,
             Err(reason) => return rejected(reason),
         };
 
         // From here on nothing can reject: apply.
-        let account = self.accounts.get_mut(&event.account).expect("checked");
-        let mut out = Out {
-            result,
-            totals: &mut self.totals,
-        };
         let (settlement, draws) = apply_charge(
             account,
             &event.account,
@@ -258,6 +284,10 @@ impl LedgerState {
             params,
             &mut out,
         );
+        if event.hold.is_some() {
+            // A capture may have ended the hold, which changes the account's due time.
+            reschedule(&mut self.due, account, params);
+        }
         let remembered = Remembered {
             fingerprint,
             charged: settlement.charged,
@@ -271,7 +301,6 @@ impl LedgerState {
             settled_at: now,
             draws,
         };
-        reschedule(&mut self.due, account, params);
         self.dedup
             .entry(ordinal)
             .or_default()
@@ -338,7 +367,7 @@ fn apply_charge(
     params: crate::account::Params,
     out: &mut Out<'_>,
 ) -> (Settlement, Vec<(u32, Amount)>) {
-    let balance_before = account.balance();
+    let balance_before = priced.balance_before;
     let mut draws = Vec::new();
     let mut left = priced.charge;
     let mut revenue = Amount::ZERO;
@@ -413,13 +442,7 @@ fn apply_charge(
             revenue,
             priced.cost,
         );
-    out.ledger_report(month, &account.asset).add_usage(
-        &event.meter,
-        event.quantity,
-        priced.charge,
-        revenue,
-        priced.cost,
-    );
+
     out.journal(
         now,
         id,
