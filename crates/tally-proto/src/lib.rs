@@ -13,7 +13,8 @@
 //!   (`consistency`, `history_limit`, `parse_month`); core -> wire for outcomes
 //!   (`usage_result`, `record_usage_reply`, `add_grant_reply`, ... which turn non-usage
 //!   rejections into a [`TallyError`]), views (`account`, `asset`, `report`, `price_version`),
-//!   `journal_entry` and `ledger_event`.
+//!   `journal_entry` and `ledger_event`; the lower-case names of wire enums both ways
+//!   (`grant_category_name`, `parse_grant_category`, `account_status_name`, `node_role_name`...).
 //!
 //! Wire conventions: amounts are exact decimal strings in canonical form (no exponent, no
 //! trailing zeros: `"1.5"`, `"-3"`); times are `*_ms` since the Unix epoch.

@@ -6,12 +6,17 @@
 
 mod command;
 mod fields;
+mod names;
 mod outcome;
 mod read;
 mod view;
 
 pub use command::ToCommand;
 pub use fields::{amount_text, month_text, parse_month};
+pub use names::{
+    account_status_name, consistency_name, grant_category_name, node_role_name,
+    parse_account_status, parse_grant_category, parse_reset_period, reset_period_name,
+};
 pub use outcome::{
     add_grant_reply, authorize_reply, create_account_reply, create_asset_reply, expect_applied,
     publish_costs_reply, publish_prices_reply, reason_details, record_usage_batch_reply,
