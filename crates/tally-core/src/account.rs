@@ -24,14 +24,11 @@ pub(crate) struct Account {
     pub price_book: Option<BookId>,
     pub credit_limit: Amount,
     pub list_price: Amount,
-    pub metadata: Vec<(Key, String)>,
-    /// Sorted ascending, unique.
-    pub thresholds: Vec<Amount>,
-    pub auto_recharge: Option<AutoRecharge>,
+    /// Metadata and alert rules; `None` when the account has none (most accounts), which
+    /// keeps every account's fixed size small.
+    pub settings: Option<Box<AccountSettings>>,
     /// A recharge was requested and no purchased grant has arrived since.
     pub recharge_pending: bool,
-    /// Thresholds whose `balance_low` fired and whose `balance_recovered` has not yet.
-    pub low_thresholds: Vec<Amount>,
     /// `balance_depleted` fired and the balance has not come back above zero since.
     pub depleted: bool,
     /// Every grant ever added, in the order added (indices are stable: the dedup table
@@ -46,6 +43,32 @@ pub(crate) struct Account {
     pub reports: VecMap<Month, ReportAgg>,
     /// When this account next has a due transition (mirrors the ledger's due index).
     pub due_at: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct AccountSettings {
+    pub metadata: Vec<(Key, String)>,
+    /// Sorted ascending, unique.
+    pub thresholds: Vec<Amount>,
+    pub auto_recharge: Option<AutoRecharge>,
+    /// Thresholds whose `balance_low` fired and whose `balance_recovered` has not yet.
+    pub low_thresholds: Vec<Amount>,
+}
+
+static NO_SETTINGS: AccountSettings = AccountSettings {
+    metadata: Vec::new(),
+    thresholds: Vec::new(),
+    auto_recharge: None,
+    low_thresholds: Vec::new(),
+};
+
+impl AccountSettings {
+    pub fn is_empty(&self) -> bool {
+        self.metadata.is_empty()
+            && self.thresholds.is_empty()
+            && self.auto_recharge.is_none()
+            && self.low_thresholds.is_empty()
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,6 +227,15 @@ enum Transition {
 }
 
 impl Account {
+    pub fn settings(&self) -> &AccountSettings {
+        self.settings.as_deref().unwrap_or(&NO_SETTINGS)
+    }
+
+    /// Replaces the settings, keeping `None` for empty ones (one canonical form).
+    pub fn set_settings(&mut self, settings: AccountSettings) {
+        self.settings = (!settings.is_empty()).then(|| Box::new(settings));
+    }
+
     pub fn held(&self) -> Amount {
         self.holds
             .values()
@@ -546,36 +578,35 @@ impl Account {
         if after < before {
             self.trim_holds();
         }
-        if self.thresholds.is_empty()
-            && self.auto_recharge.is_none()
-            && after.is_positive()
-            && !self.depleted
-        {
+        if self.settings.is_none() && after.is_positive() && !self.depleted {
             return;
         }
-        for index in 0..self.thresholds.len() {
-            let threshold = self.thresholds[index];
-            let is_low = self.low_thresholds.contains(&threshold);
-            if after < threshold && !is_low {
-                self.low_thresholds.push(threshold);
-                out.emit(
-                    at,
-                    id,
-                    LedgerEventKind::BalanceLow {
-                        threshold,
-                        balance: after,
-                    },
-                );
-            } else if after >= threshold && is_low {
-                self.low_thresholds.retain(|t| *t != threshold);
-                out.emit(
-                    at,
-                    id,
-                    LedgerEventKind::BalanceRecovered {
-                        threshold,
-                        balance: after,
-                    },
-                );
+        let mut settings = self.settings.take();
+        if let Some(settings) = settings.as_deref_mut() {
+            for index in 0..settings.thresholds.len() {
+                let threshold = settings.thresholds[index];
+                let is_low = settings.low_thresholds.contains(&threshold);
+                if after < threshold && !is_low {
+                    settings.low_thresholds.push(threshold);
+                    out.emit(
+                        at,
+                        id,
+                        LedgerEventKind::BalanceLow {
+                            threshold,
+                            balance: after,
+                        },
+                    );
+                } else if after >= threshold && is_low {
+                    settings.low_thresholds.retain(|t| *t != threshold);
+                    out.emit(
+                        at,
+                        id,
+                        LedgerEventKind::BalanceRecovered {
+                            threshold,
+                            balance: after,
+                        },
+                    );
+                }
             }
         }
         if !after.is_positive() && !self.depleted {
@@ -592,7 +623,7 @@ impl Account {
                 },
             );
         }
-        if let Some(rule) = &self.auto_recharge {
+        if let Some(rule) = settings.as_ref().and_then(|s| s.auto_recharge.as_ref()) {
             if !self.recharge_pending && after < rule.below {
                 self.recharge_pending = true;
                 out.emit(
@@ -605,6 +636,7 @@ impl Account {
                 );
             }
         }
+        self.settings = settings;
     }
 }
 

@@ -155,9 +155,9 @@ impl LedgerState {
                 && existing.price_book == spec.price_book
                 && existing.credit_limit == credit_limit
                 && existing.list_price == list_price
-                && existing.metadata == spec.metadata
-                && existing.thresholds == thresholds
-                && existing.auto_recharge == spec.auto_recharge;
+                && existing.settings().metadata == spec.metadata
+                && existing.settings().thresholds == thresholds
+                && existing.settings().auto_recharge == spec.auto_recharge;
             return if same {
                 Ok(Applied::AlreadyApplied)
             } else {
@@ -181,11 +181,8 @@ impl LedgerState {
                 price_book: spec.price_book.clone(),
                 credit_limit,
                 list_price,
-                metadata: spec.metadata.clone(),
-                thresholds,
-                auto_recharge: spec.auto_recharge.clone(),
+                settings: None,
                 recharge_pending: false,
-                low_thresholds: Vec::new(),
                 depleted: false,
                 grants: Vec::new(),
                 debt: Amount::ZERO,
@@ -196,6 +193,15 @@ impl LedgerState {
                 due_at: None,
             }),
         );
+        self.accounts
+            .get_mut(&spec.id)
+            .expect("inserted above")
+            .set_settings(crate::account::AccountSettings {
+                metadata: spec.metadata.clone(),
+                thresholds,
+                auto_recharge: spec.auto_recharge.clone(),
+                low_thresholds: Vec::new(),
+            });
         Ok(Applied::AccountCreated)
     }
 
@@ -236,17 +242,19 @@ impl LedgerState {
         if let Some(price) = update.list_price {
             account.list_price = price;
         }
+        let mut settings = account.settings().clone();
         if let Some(metadata) = &update.metadata {
-            account.metadata = metadata.clone();
+            settings.metadata = metadata.clone();
         }
         if let Some(thresholds) = thresholds {
-            account.low_thresholds.retain(|t| thresholds.contains(t));
-            account.thresholds = thresholds;
+            settings.low_thresholds.retain(|t| thresholds.contains(t));
+            settings.thresholds = thresholds;
         }
         if let Some(rule) = &update.auto_recharge {
-            account.auto_recharge = rule.clone();
+            settings.auto_recharge = rule.clone();
             account.recharge_pending = false;
         }
+        account.set_settings(settings);
         Ok(Applied::AccountUpdated)
     }
 
