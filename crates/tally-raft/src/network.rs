@@ -15,7 +15,7 @@
 //!   refuses it as too large: OUT_OF_RANGE or RESOURCE_EXHAUSTED);
 //! - anything else (undecodable reply, INTERNAL...): `NetworkError`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::error::Error;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,6 +58,20 @@ pub struct NetworkConfig {
     /// First and largest wait before retrying an unreachable peer (doubling in between).
     pub unreachable_backoff_ms_min: u64,
     pub unreachable_backoff_ms_max: u64,
+    /// Where to dial a peer instead of the address the membership gives for it. Empty in
+    /// production; the fault-injection tests point each directed link A->B at a proxy they
+    /// control, so one link can be cut or slowed without touching the others.
+    pub peer_dial_overrides: BTreeMap<NodeId, String>,
+}
+
+impl NetworkConfig {
+    /// The address to dial for peer `target` whose membership address is `membership_addr`.
+    pub fn dial_addr<'a>(&'a self, target: NodeId, membership_addr: &'a str) -> &'a str {
+        self.peer_dial_overrides
+            .get(&target)
+            .map(String::as_str)
+            .unwrap_or(membership_addr)
+    }
 }
 
 impl Default for NetworkConfig {
@@ -66,9 +80,10 @@ impl Default for NetworkConfig {
             connect_timeout_ms: 1_000,
             request_timeout_ms_max: 30_000,
             message_bytes_max: MESSAGE_BYTES_MAX,
-            keep_alive_interval_ms: 2_000,
+            keep_alive_interval_ms: 1_000,
             unreachable_backoff_ms_min: 100,
             unreachable_backoff_ms_max: 1_000,
+            peer_dial_overrides: BTreeMap::new(),
         }
     }
 }
@@ -140,7 +155,8 @@ impl RaftNetworkFactory<TypeConfig> for TallyNetwork {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerNetwork {
-        let client = self.channel(target, &node.addr).map(|channel| {
+        let addr = self.config.dial_addr(target, &node.addr).to_string();
+        let client = self.channel(target, &addr).map(|channel| {
             RaftClient::new(channel)
                 .max_decoding_message_size(self.config.message_bytes_max)
                 .max_encoding_message_size(self.config.message_bytes_max)
