@@ -62,7 +62,12 @@ async fn a_peer_with_an_override_is_dialled_there() {
 
     let mut plain = TallyNetwork::new(1, NetworkConfig::default());
     let mut peer = plain
-        .new_client(2, &BasicNode { addr: dead_addr.clone() })
+        .new_client(
+            2,
+            &BasicNode {
+                addr: dead_addr.clone(),
+            },
+        )
         .await;
     let error = peer.vote(vote_request(), option.clone()).await.unwrap_err();
     assert!(matches!(error, RPCError::Unreachable(_)), "{error:?}");

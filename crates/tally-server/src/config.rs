@@ -7,7 +7,7 @@
 //! carries). When both are the same address, one listener serves all three services.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -68,6 +68,11 @@ pub struct RaftConfig {
     pub peer_connect_timeout_ms: u64,
     /// Deadline of one snapshot chunk transfer (and of installing the last one).
     pub install_snapshot_timeout_ms: u64,
+    /// Testing aid, empty in production: dial peer `id` (a TOML key, e.g. `2 = "127.0.0.1:19012"`)
+    /// at this `host:port` instead of the peer address the membership holds, for Raft traffic and
+    /// for writes forwarded to it. The fault-injection tests route every directed link A->B
+    /// through a proxy this way, so one link can be cut, blackholed or slowed alone.
+    pub peer_dial_overrides: BTreeMap<String, String>,
 }
 
 impl Default for RaftConfig {
@@ -81,6 +86,7 @@ impl Default for RaftConfig {
             append_entries_max: 256,
             peer_connect_timeout_ms: 1_000,
             install_snapshot_timeout_ms: 10_000,
+            peer_dial_overrides: BTreeMap::new(),
         }
     }
 }
@@ -272,6 +278,22 @@ impl Config {
         }
     }
 
+    /// `raft.peer_dial_overrides` with its keys parsed as node ids.
+    pub fn peer_dial_overrides(&self) -> Result<BTreeMap<u64, String>, ConfigError> {
+        let mut overrides = BTreeMap::new();
+        for (key, addr) in &self.raft.peer_dial_overrides {
+            let field = format!("raft.peer_dial_overrides.{key}");
+            let id = key
+                .parse::<u64>()
+                .ok()
+                .filter(|id| *id > 0)
+                .ok_or_else(|| invalid(&field, "the key must be a node id (at least 1)"))?;
+            check_host_port(&field, addr)?;
+            overrides.insert(id, addr.clone());
+        }
+        Ok(overrides)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.node_id == 0 {
             return Err(invalid("node_id", "must be at least 1"));
@@ -352,6 +374,7 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        self.peer_dial_overrides()?;
 
         let limits = &self.limits;
         if limits.request_bytes_max < 1024 {
@@ -542,6 +565,31 @@ group_commit_wait_ms = 2
             }
             other => panic!("expected a parse error, got {other}"),
         }
+    }
+
+    #[test]
+    fn peer_dial_overrides_parse_and_are_checked() {
+        let with = |table: &str| format!("{THREE_NODES}\n[raft.peer_dial_overrides]\n{table}\n");
+        let text = with("1 = \"127.0.0.1:19021\"");
+        // `[raft]` is already open in THREE_NODES; a sub-table after it is fine in TOML.
+        let config = Config::from_toml(&text).unwrap();
+        assert_eq!(
+            config.peer_dial_overrides().unwrap(),
+            BTreeMap::from([(1, "127.0.0.1:19021".to_string())])
+        );
+        assert!(Config::from_toml(THREE_NODES)
+            .unwrap()
+            .peer_dial_overrides()
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            error_field(&with("x = \"127.0.0.1:1\"")),
+            "raft.peer_dial_overrides.x"
+        );
+        assert_eq!(
+            error_field(&with("3 = \"nowhere\"")),
+            "raft.peer_dial_overrides.3"
+        );
     }
 
     #[test]

@@ -120,8 +120,12 @@ impl NodeContext {
         }
     }
 
-    /// The Raft (peer) address of node `id` from the membership.
+    /// Where to dial node `id`'s peer listener: its `raft.peer_dial_overrides` entry (tests
+    /// route links through a fault proxy), else its Raft address from the membership.
     pub fn peer_addr_of(&self, id: NodeId) -> Option<String> {
+        if let Some(addr) = self.config.raft.peer_dial_overrides.get(&id.to_string()) {
+            return Some(addr.clone());
+        }
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
         metrics

@@ -95,6 +95,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         node_id,
         NetworkConfig {
             connect_timeout_ms: config.raft.peer_connect_timeout_ms,
+            peer_dial_overrides: config.peer_dial_overrides()?,
             ..NetworkConfig::default()
         },
     );
