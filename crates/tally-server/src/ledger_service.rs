@@ -21,6 +21,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::node::{NodeContext, FORWARDED_METADATA_KEY};
+use crate::precheck::precheck;
 use crate::proposer::{BoxFuture, ProposeError};
 
 /// Ledger events sent to a stream before the next read of the store.
@@ -125,6 +126,27 @@ impl LedgerService {
                 "the cluster has not applied its Init entry yet; retry in a moment",
             )
             .to_status());
+        }
+        // What cannot succeed is answered from the applied state and never reaches the log.
+        // `log_index` then names the applied index the command was checked against.
+        let refused = ctx.reader.with_applied_state(|state, applied| {
+            precheck(&command, state).map(|outcome| {
+                let write = v1::WriteInfo {
+                    log_index: applied.map(|log_id| log_id.index).unwrap_or(0),
+                    at_ms: state.now_ms(),
+                    leader_id: ctx.node_id(),
+                };
+                (outcome, write)
+            })
+        });
+        if let Some((outcome, write)) = refused {
+            if let Some(rejection) = outcome.rejection() {
+                ctx.metrics.record_rejection(rejection.code());
+            }
+            let reply = reply(&outcome, write).map_err(|error| error.to_status())?;
+            let mut response = Response::new(reply);
+            self.name_leader(response.metadata_mut());
+            return Ok(response);
         }
         match ctx.proposer.propose(command, size_bytes).await {
             Ok(committed) => {

@@ -30,6 +30,9 @@
 //! - The lowest-id initial member creates the cluster when its store is empty; a leader
 //!   proposes `Command::Init` until the ledger has applied it, and refuses other writes with
 //!   `not_initialized` before that. A leader proposes `Command::Tick` every `tick_interval_ms`.
+//! - Bad input never reaches the log: tally-proto validates the wire, then the leader answers
+//!   from its applied state what cannot succeed (unknown account or asset, an amount with more
+//!   digits than its asset allows; see `precheck.rs`). So bad input leaves the state hash alone.
 
 pub mod admin_service;
 pub mod config;
@@ -38,6 +41,7 @@ pub mod incoming;
 pub mod ledger_service;
 pub mod metrics;
 pub mod node;
+pub mod precheck;
 pub mod proposer;
 pub mod raft_sink;
 pub mod server;

@@ -1,0 +1,389 @@
+//! A real 3-node cluster serving the ledger: writes through the leader and through a follower,
+//! linearizable reads from every node, and bad input refused without touching the state.
+
+use tally_tests::requests::{
+    create_account, create_asset, per_unit_prices, purchased_grant, usage,
+};
+use tally_tests::tally_proto::error::{CODE_METADATA_KEY, LEADER_ID_METADATA_KEY};
+use tally_tests::tally_proto::v1;
+use tally_tests::tally_proto::{ErrorCode, TallyError};
+use tally_tests::{now_ms, settlement, Cluster, ClusterSpec};
+use tonic::{Code, Request, Status};
+
+fn linearizable() -> i32 {
+    v1::Consistency::Linearizable as i32
+}
+
+#[tokio::test]
+async fn ledger_round_trip_through_leader_and_follower() {
+    let cluster = Cluster::start(ClusterSpec::default()).await;
+    let leader = cluster.leader().await;
+    let follower = *cluster
+        .running()
+        .iter()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    let mut via_leader = cluster.ledger(leader);
+    let mut via_follower = cluster.ledger(follower);
+
+    // Setup, alternating entry points. A write through a follower is forwarded and the reply
+    // names the leader, in the WriteInfo and in the metadata.
+    let created = via_follower
+        .create_asset(create_asset("CREDITS", 0))
+        .await
+        .expect("create asset");
+    assert_eq!(
+        created
+            .metadata()
+            .get(LEADER_ID_METADATA_KEY)
+            .and_then(|v| v.to_str().ok()),
+        Some(leader.to_string().as_str())
+    );
+    let created = created.into_inner();
+    assert!(!created.already_existed);
+    assert_eq!(created.write.expect("write info").leader_id, leader);
+    via_leader
+        .publish_prices(per_unit_prices("std", "CREDITS", "tokens", "1"))
+        .await
+        .expect("publish prices");
+    via_follower
+        .create_account(create_account("acme", "CREDITS", "std"))
+        .await
+        .expect("create account");
+    let granted = via_leader
+        .add_grant(purchased_grant("acme", "topup-1", "1000", "10"))
+        .await
+        .expect("add grant")
+        .into_inner();
+    assert_eq!(granted.balance_after, "1000");
+
+    // Usage through the follower, then through the leader.
+    let occurred = now_ms();
+    let first = via_follower
+        .record_usage(usage("evt-1", "acme", "tokens", "100", occurred))
+        .await
+        .expect("usage via follower")
+        .into_inner();
+    let (kind, first_settlement) = settlement(&first.result);
+    assert_eq!(kind, "settled");
+    assert_eq!(first_settlement.charged, "100");
+    assert_eq!(first_settlement.balance_after, "900");
+    let second = via_leader
+        .record_usage(usage("evt-2", "acme", "tokens", "250", occurred))
+        .await
+        .expect("usage via leader")
+        .into_inner();
+    let (kind, second_settlement) = settlement(&second.result);
+    assert_eq!(kind, "settled");
+    assert_eq!(second_settlement.balance_after, "650");
+    let last_write = second.write.expect("write info");
+
+    // The same event again, through another node: the original result, nothing charged.
+    let retried = via_leader
+        .record_usage(usage("evt-1", "acme", "tokens", "100", occurred))
+        .await
+        .expect("retry")
+        .into_inner();
+    let (kind, retried_settlement) = settlement(&retried.result);
+    assert_eq!(kind, "duplicate");
+    assert_eq!(retried_settlement, first_settlement);
+
+    // Linearizable reads from every node see both charges, served by that node.
+    for id in cluster.running() {
+        let reply = cluster
+            .ledger(id)
+            .get_account(v1::GetAccountRequest {
+                account: "acme".to_string(),
+                consistency: linearizable(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("read on node {id}: {status}"))
+            .into_inner();
+        let account = reply.account.expect("account");
+        assert_eq!(account.balance, "650", "balance read on node {id}");
+        let read = reply.read.expect("read info");
+        assert_eq!(read.node_id, id);
+        assert_eq!(read.consistency, v1::Consistency::Linearizable as i32);
+        assert!(
+            read.applied_index >= last_write.log_index,
+            "node {id} read a stale state: {read:?}"
+        );
+
+        let report = cluster
+            .ledger(id)
+            .report(v1::ReportRequest {
+                account: Some("acme".to_string()),
+                month: None,
+                consistency: linearizable(),
+            })
+            .await
+            .expect("report")
+            .into_inner()
+            .report
+            .expect("report body");
+        assert_eq!(report.events, 2, "events in the report of node {id}");
+    }
+
+    // A follower read says what it is.
+    let follower_read = via_follower
+        .get_account(v1::GetAccountRequest {
+            account: "acme".to_string(),
+            consistency: v1::Consistency::Follower as i32,
+        })
+        .await
+        .expect("follower read")
+        .into_inner()
+        .read
+        .expect("read info");
+    assert_eq!(follower_read.consistency, v1::Consistency::Follower as i32);
+    assert_eq!(follower_read.node_id, follower);
+
+    let history = via_follower
+        .history(v1::HistoryRequest {
+            account: "acme".to_string(),
+            before_seq: None,
+            limit: 10,
+            consistency: linearizable(),
+        })
+        .await
+        .expect("history")
+        .into_inner();
+    assert!(
+        history.entries.len() >= 3,
+        "grant and two charges: {history:?}"
+    );
+
+    // Every replica reaches the same state.
+    cluster.converged_hash(&cluster.running()).await;
+
+    // The leader counted the settled events; the follower counted a forwarded request.
+    let (status, metrics) = cluster.http_get(leader, "/metrics").await.expect("metrics");
+    assert_eq!(status, 200);
+    let settled_line = format!("tally_events_settled_total{{node=\"{leader}\"}} 2");
+    assert!(metrics.contains(&settled_line), "{metrics}");
+    let (_, follower_metrics) = cluster
+        .http_get(follower, "/metrics")
+        .await
+        .expect("metrics");
+    assert!(!follower_metrics.contains(&format!(
+        "tally_requests_forwarded_total{{node=\"{follower}\"}} 0"
+    )));
+}
+
+/// The field named by an `invalid_argument` status.
+fn invalid_field(status: &Status) -> String {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(
+        status
+            .metadata()
+            .get(CODE_METADATA_KEY)
+            .and_then(|v| v.to_str().ok()),
+        Some("invalid_argument")
+    );
+    let error = TallyError::from_status(status);
+    assert_eq!(error.code, ErrorCode::InvalidArgument);
+    assert!(!error.message.is_empty());
+    error
+        .field()
+        .unwrap_or_else(|| panic!("no field named in {error:?}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_the_state_hash_does_not_move() {
+    // No ticks: the applied index then moves only if something reaches the log.
+    let cluster = Cluster::start(ClusterSpec {
+        tick_interval_ms: 3_600_000,
+        ..ClusterSpec::default()
+    })
+    .await;
+    let leader = cluster.leader().await;
+    let follower = *cluster
+        .running()
+        .iter()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    let mut setup = cluster.ledger(leader);
+    setup
+        .create_asset(create_asset("USDC", 2))
+        .await
+        .expect("asset");
+    setup
+        .publish_prices(per_unit_prices("std", "USDC", "tokens", "0.01"))
+        .await
+        .expect("prices");
+    setup
+        .create_account(create_account("acme", "USDC", "std"))
+        .await
+        .expect("account");
+    setup
+        .add_grant(purchased_grant("acme", "g1", "100", "100"))
+        .await
+        .expect("grant");
+    let before = cluster.converged_hash(&cluster.running()).await;
+
+    for via in [follower, leader] {
+        let mut client = cluster.ledger(via);
+        let case = |what: &str, result: Result<(), Status>, field: &str| {
+            let status = result.expect_err(&format!("{what} through node {via} must fail"));
+            let named = invalid_field(&status);
+            assert!(
+                named.contains(field),
+                "{what}: expected field {field}, got {named} ({status:?})"
+            );
+        };
+        case(
+            "empty account id",
+            client
+                .create_account(create_account("", "USDC", "std"))
+                .await
+                .map(drop),
+            "id",
+        );
+        case(
+            "oversized account id",
+            client
+                .create_account(create_account(&"x".repeat(129), "USDC", "std"))
+                .await
+                .map(drop),
+            "id",
+        );
+        case(
+            "account id with a space",
+            client
+                .create_account(create_account("bad id", "USDC", "std"))
+                .await
+                .map(drop),
+            "id",
+        );
+        case(
+            "negative grant",
+            client
+                .add_grant(purchased_grant("acme", "g2", "-5", "1"))
+                .await
+                .map(drop),
+            "amount",
+        );
+        case(
+            "over-precise grant",
+            client
+                .add_grant(purchased_grant("acme", "g2", "1.234", "1"))
+                .await
+                .map(drop),
+            "amount",
+        );
+        case(
+            "not a number",
+            client
+                .add_grant(purchased_grant("acme", "g2", "ten", "1"))
+                .await
+                .map(drop),
+            "amount",
+        );
+        let mut no_category = purchased_grant("acme", "g2", "5", "1");
+        no_category.category = v1::GrantCategory::Unspecified as i32;
+        case(
+            "grant without category",
+            client.add_grant(no_category).await.map(drop),
+            "category",
+        );
+        case(
+            "negative quantity",
+            client
+                .record_usage(usage("e-1", "acme", "tokens", "-1", now_ms()))
+                .await
+                .map(drop),
+            "quantity",
+        );
+        case(
+            "empty event id",
+            client
+                .record_usage(usage("", "acme", "tokens", "1", now_ms()))
+                .await
+                .map(drop),
+            "event_id",
+        );
+        case(
+            "usage without event",
+            client
+                .record_usage(v1::RecordUsageRequest { event: None })
+                .await
+                .map(drop),
+            "event",
+        );
+        case(
+            "hold too short",
+            client
+                .authorize(v1::AuthorizeRequest {
+                    account: "acme".to_string(),
+                    hold_id: "h1".to_string(),
+                    amount: "1".to_string(),
+                    expires_in_ms: 0,
+                })
+                .await
+                .map(drop),
+            "expires_in_ms",
+        );
+        case(
+            "read with an empty account",
+            client
+                .get_account(v1::GetAccountRequest {
+                    account: String::new(),
+                    consistency: linearizable(),
+                })
+                .await
+                .map(drop),
+            "account",
+        );
+
+        // Unknown account: an error for a grant, a rejected result for a usage event.
+        let status = client
+            .add_grant(purchased_grant("ghost", "g1", "5", "1"))
+            .await
+            .expect_err("grant to an unknown account");
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(
+            TallyError::from_status(&status).code,
+            ErrorCode::UnknownAccount
+        );
+        let reply = client
+            .record_usage(usage("e-ghost", "ghost", "tokens", "1", now_ms()))
+            .await
+            .expect("usage for an unknown account is a normal reply")
+            .into_inner();
+        match reply.result.and_then(|result| result.outcome) {
+            Some(v1::usage_result::Outcome::Rejected(rejection)) => {
+                assert_eq!(rejection.code, "unknown_account")
+            }
+            other => panic!("expected unknown_account, got {other:?}"),
+        }
+
+        // A batch above the limit.
+        let events: Vec<v1::UsageEvent> = (0..8_191)
+            .map(|index| {
+                usage(&format!("b-{index}"), "acme", "tokens", "1", now_ms())
+                    .event
+                    .expect("event")
+            })
+            .collect();
+        let status = client
+            .record_usage_batch(Request::new(v1::RecordUsageBatchRequest {
+                events,
+                atomic: false,
+            }))
+            .await
+            .expect_err("a batch of 8,191 events");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert_eq!(
+            TallyError::from_status(&status).code,
+            ErrorCode::RequestTooLarge
+        );
+    }
+
+    let after = cluster.converged_hash(&cluster.running()).await;
+    assert_eq!(
+        after.applied_index, before.applied_index,
+        "bad input reached the log"
+    );
+    assert_eq!(after.hash_hex, before.hash_hex);
+}
