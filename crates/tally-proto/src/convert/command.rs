@@ -10,7 +10,7 @@ use tally_core::{
 
 use super::fields::{
     amount, amount_non_negative, amount_positive, optional_amount_non_negative, pairs, path,
-    required_enum, required_time_ms, within,
+    required_enum, required_time_ms,
 };
 use crate::error::TallyError;
 use crate::v1;
@@ -415,23 +415,23 @@ impl ToCommand for v1::PublishCostsRequest {
     }
 }
 
-/// One usage event; `parent` prefixes every field path (`event`, `events[3]`).
-pub(crate) fn usage_event(parent: &str, wire: &v1::UsageEvent) -> Result<UsageEvent, InvalidInput> {
-    let id = |error: InvalidInput| within(error, parent);
+/// One usage event. Errors name the field within the event (`quantity`); the caller prefixes
+/// the event's own path (`event`, `events[3]`) only when there is an error, because this runs
+/// for every event of every batch.
+pub(crate) fn usage_event(wire: &v1::UsageEvent) -> Result<UsageEvent, InvalidInput> {
     Ok(UsageEvent {
-        event_id: EventId::parse_as("event_id", wire.event_id.as_str()).map_err(id)?,
-        account: AccountId::parse_as("account", wire.account.as_str()).map_err(id)?,
-        meter: Meter::parse_as("meter", wire.meter.as_str()).map_err(id)?,
-        quantity: amount_non_negative(&path(parent, "quantity"), &wire.quantity)?,
-        dimensions: pairs(&path(parent, "dimensions"), &wire.dimensions)?,
-        occurred_at: required_time_ms(&path(parent, "occurred_at_ms"), wire.occurred_at_ms)?,
-        cost: optional_amount_non_negative(&path(parent, "cost"), wire.cost.as_ref())?,
+        event_id: EventId::parse_as("event_id", wire.event_id.as_str())?,
+        account: AccountId::parse_as("account", wire.account.as_str())?,
+        meter: Meter::parse_as("meter", wire.meter.as_str())?,
+        quantity: amount_non_negative("quantity", &wire.quantity)?,
+        dimensions: pairs("dimensions", &wire.dimensions)?,
+        occurred_at: required_time_ms("occurred_at_ms", wire.occurred_at_ms)?,
+        cost: optional_amount_non_negative("cost", wire.cost.as_ref())?,
         hold: wire
             .hold_id
             .as_ref()
             .map(|hold| HoldId::parse_as("hold_id", hold.as_str()))
-            .transpose()
-            .map_err(id)?,
+            .transpose()?,
     })
 }
 
@@ -441,7 +441,9 @@ impl ToCommand for v1::RecordUsageRequest {
             .event
             .as_ref()
             .ok_or_else(|| InvalidInput::new("event", "is required"))?;
-        Ok(Command::Usage(usage_event("event", event)?))
+        Ok(Command::Usage(
+            usage_event(event).map_err(|e| e.within("event"))?,
+        ))
     }
 }
 
@@ -462,7 +464,9 @@ impl ToCommand for v1::RecordUsageBatchRequest {
             .events
             .iter()
             .enumerate()
-            .map(|(index, event)| usage_event(&format!("events[{index}]"), event))
+            .map(|(index, event)| {
+                usage_event(event).map_err(|e| e.within(&format!("events[{index}]")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Command::UsageBatch {
             events,

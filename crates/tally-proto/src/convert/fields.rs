@@ -48,15 +48,6 @@ pub(crate) fn path(parent: &str, field: &str) -> String {
     }
 }
 
-/// Prefixes an error's field with `parent` (no-op for an empty parent).
-pub(crate) fn within(error: InvalidInput, parent: &str) -> InvalidInput {
-    if parent.is_empty() {
-        error
-    } else {
-        error.within(parent)
-    }
-}
-
 pub(crate) fn amount(field: &str, text: &str) -> Result<Amount, InvalidInput> {
     Amount::parse(field, text)
 }
@@ -91,11 +82,12 @@ pub(crate) fn pairs(
     }
     let mut pairs = Vec::with_capacity(wire.len());
     for (index, pair) in wire.iter().enumerate() {
-        let item = format!("{field}[{index}]");
-        let key = Key::parse_as("key", pair.key.as_str()).map_err(|e| e.within(&item))?;
+        // Field paths are built only on error: this runs for every event of every batch.
+        let item = || format!("{field}[{index}]");
+        let key = Key::parse_as("key", pair.key.as_str()).map_err(|e| e.within(&item()))?;
         if pair.value.len() > PAIR_VALUE_LEN_MAX {
             return Err(InvalidInput::new(
-                format!("{item}.value"),
+                format!("{}.value", item()),
                 format!(
                     "is {} bytes long; at most {PAIR_VALUE_LEN_MAX} allowed",
                     pair.value.len()
@@ -104,7 +96,7 @@ pub(crate) fn pairs(
         }
         if pair.value.chars().any(char::is_control) {
             return Err(InvalidInput::new(
-                format!("{item}.value"),
+                format!("{}.value", item()),
                 "must not contain control characters",
             ));
         }
