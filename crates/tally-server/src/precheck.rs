@@ -13,23 +13,19 @@ use tally_core::{
     AccountId, Amount, AssetCode, Command, InvalidInput, LedgerState, Outcome, Reason, Rejection,
 };
 
-fn reject(reason: Reason) -> Option<Outcome> {
-    Some(Outcome::Rejected(Rejection::from(reason)))
-}
-
-fn scale_of_account(state: &LedgerState, account: &AccountId) -> Result<u32, Outcome> {
+fn scale_of_account(state: &LedgerState, account: &AccountId) -> Result<u32, Reason> {
     match state.account(account) {
         Some(view) => Ok(view.scale),
-        None => Err(Outcome::Rejected(Rejection::from(Reason::UnknownAccount {
+        None => Err(Reason::UnknownAccount {
             account: account.clone(),
-        }))),
+        }),
     }
 }
 
-fn check_scale(field: &str, value: Option<Amount>, scale: u32) -> Result<(), Outcome> {
+fn check_scale(field: &str, value: Option<Amount>, scale: u32) -> Result<(), Reason> {
     match value {
         Some(value) => check_magnitude(field, value, scale)
-            .map_err(|error: InvalidInput| Outcome::Rejected(Rejection::from(error))),
+            .map_err(|error: InvalidInput| Reason::InvalidInput(error)),
         None => Ok(()),
     }
 }
@@ -60,15 +56,15 @@ pub fn precheck(command: &Command, state: &LedgerState) -> Option<Outcome> {
             .and_then(|scale| check_scale("credit_limit", update.credit_limit, scale)),
         Command::CreateAccount(spec) => match asset_scale(state, &spec.asset) {
             Some(scale) => check_scale("credit_limit", spec.credit_limit, scale),
-            None => {
-                return reject(Reason::UnknownAsset {
-                    asset: spec.asset.to_string(),
-                })
-            }
+            None => Err(Reason::UnknownAsset {
+                asset: spec.asset.to_string(),
+            }),
         },
         _ => Ok(()),
     };
-    result.err()
+    result
+        .err()
+        .map(|reason| Outcome::Rejected(Rejection::from(reason)))
 }
 
 fn asset_scale(state: &LedgerState, asset: &AssetCode) -> Option<u32> {
