@@ -6,7 +6,9 @@
 //!   for `tally_store::TypeConfig`. Hand it to `openraft::Raft::new`. One lazily-connected tonic
 //!   channel per peer (address from `BasicNode.addr`, `host:port`), connect and request
 //!   timeouts, message limit [`MESSAGE_BYTES_MAX`], transport errors mapped so openraft backs off
-//!   from unreachable peers and shrinks oversized appends (see `network.rs`).
+//!   from unreachable peers and shrinks oversized appends (see `network.rs`). HTTP/2 keep-alive
+//!   (1 s) notices a dead or blackholed connection, so a healed link carries traffic again
+//!   within about two seconds.
 //!   [`TallyNetwork::stats`] returns [`NetworkStats`] (RPCs, bytes, split batches, failures by
 //!   kind) for `/metrics`; keep a clone of the factory to read them.
 //! - [`RaftService::new`]`(raft).into_server(`[`MESSAGE_BYTES_MAX`]`)`: the `tally.v1.Raft`
@@ -18,6 +20,15 @@
 //! Snapshots travel in chunks of `RaftSettings::snapshot_chunk_bytes_max` (openraft 0.9 sends
 //! `SnapshotData = Cursor<Vec<u8>>` through repeated `InstallSnapshot` calls); keep the chunk
 //! well below the message limit (`raft_config` enforces at most half of it).
+//!
+//! Timing caveat: openraft 0.9 uses `heartbeat_interval_ms` as the deadline of every
+//! AppendEntries RPC, so it must cover a follower's fsync of one batch; a timed-out append is
+//! simply sent again at the next heartbeat.
+//!
+//! Tests (`cargo test -p tally-raft`) run real Raft nodes on the sled store over loopback gRPC:
+//! election, replication and failover with restart; catch-up by chunked snapshot; appends above
+//! 4 MiB split to the limit; a follower cut off by a blackholing or connection-dropping TCP proxy
+//! catching up after the link heals; and how each transport failure reaches openraft.
 
 pub mod codec;
 mod config;
