@@ -1,0 +1,87 @@
+//! The client's error: always carries one of the stable codes and a sentence a person understands.
+
+use std::collections::BTreeMap;
+
+use tally_proto::{ErrorCode, TallyError};
+
+/// What a client call can fail with. [`ClientError::code`] is the stable code to switch on.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// The cluster (or the client's own validation, before anything was sent) refused the call.
+    #[error("{0}")]
+    Api(TallyError),
+    /// Every attempt failed with a transient error (no leader, unreachable nodes, deadlines).
+    /// The outcome of a write is unknown; retrying it with the same ids is safe.
+    #[error("{}: gave up after {attempts} attempts in {elapsed_ms} ms; last error from {endpoint}: {}", last.code, last.message)]
+    RetriesExhausted {
+        attempts: u32,
+        elapsed_ms: u64,
+        endpoint: String,
+        last: TallyError,
+    },
+    /// An endpoint given to the client is not a usable address.
+    #[error("invalid_argument: endpoint {endpoint:?} {reason}")]
+    Endpoint { endpoint: String, reason: String },
+    /// A reply that breaks the API contract (a missing field, an amount that does not parse).
+    #[error("internal: the server's reply is malformed: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The stable code (`insufficient_funds`, `not_leader`, `unavailable`...).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ClientError::Api(error) => error.code,
+            ClientError::RetriesExhausted { last, .. } => last.code,
+            ClientError::Endpoint { .. } => ErrorCode::InvalidArgument,
+            ClientError::Protocol(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The message without the code prefix.
+    pub fn message(&self) -> String {
+        match self {
+            ClientError::Api(error) => error.message.clone(),
+            ClientError::RetriesExhausted {
+                attempts,
+                elapsed_ms,
+                endpoint,
+                last,
+            } => format!(
+                "gave up after {attempts} attempts in {elapsed_ms} ms; last error from {endpoint}: {}",
+                last.message
+            ),
+            ClientError::Endpoint { endpoint, reason } => format!("endpoint {endpoint:?} {reason}"),
+            ClientError::Protocol(message) => {
+                format!("the server's reply is malformed: {message}")
+            }
+        }
+    }
+
+    /// Machine-readable details (`field`/`reason`, `available`/`required`...), when any.
+    pub fn details(&self) -> BTreeMap<String, String> {
+        match self {
+            ClientError::Api(error) | ClientError::RetriesExhausted { last: error, .. } => {
+                error.details.clone()
+            }
+            _ => BTreeMap::new(),
+        }
+    }
+
+    /// Whether retrying the same call later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ClientError::RetriesExhausted { .. }) || self.code().is_transient()
+    }
+}
+
+impl From<TallyError> for ClientError {
+    fn from(error: TallyError) -> Self {
+        ClientError::Api(error)
+    }
+}
+
+impl From<tally_core::InvalidInput> for ClientError {
+    fn from(error: tally_core::InvalidInput) -> Self {
+        ClientError::Api(error.into())
+    }
+}
