@@ -255,7 +255,7 @@ impl Client {
                 Err(error) => error,
             };
             if !is_retryable(error.code) {
-                return Err(ClientError::Api(error));
+                return Err(ClientError::Api(Box::new(error)));
             }
             self.forget(&endpoint);
             let elapsed = started.elapsed();
@@ -269,7 +269,7 @@ impl Client {
                     attempts: attempt,
                     elapsed_ms: elapsed.as_millis() as u64,
                     endpoint,
-                    last: error,
+                    last: Box::new(error),
                 });
             }
             let redirect = error
@@ -574,7 +574,7 @@ impl Client {
             .ok_or_else(|| ClientError::Protocol("RecordUsage reply without a result".into()))?;
         let outcome = UsageOutcome::from_wire(result)?;
         Ok(if answer.attempts > 1 {
-            outcome.as_retried()
+            outcome.into_retried()
         } else {
             outcome
         })
@@ -613,7 +613,7 @@ impl Client {
                     event_id: event.event_id,
                     account: event.account,
                     outcome: if answer.attempts > 1 {
-                        outcome.as_retried()
+                        outcome.into_retried()
                     } else {
                         outcome
                     },

@@ -9,7 +9,7 @@ use tally_proto::{ErrorCode, TallyError};
 pub enum ClientError {
     /// The cluster (or the client's own validation, before anything was sent) refused the call.
     #[error("{0}")]
-    Api(TallyError),
+    Api(Box<TallyError>),
     /// Every attempt failed with a transient error (no leader, unreachable nodes, deadlines).
     /// The outcome of a write is unknown; retrying it with the same ids is safe.
     #[error("{}: gave up after {attempts} attempts in {elapsed_ms} ms; last error from {endpoint}: {}", last.code, last.message)]
@@ -17,7 +17,7 @@ pub enum ClientError {
         attempts: u32,
         elapsed_ms: u64,
         endpoint: String,
-        last: TallyError,
+        last: Box<TallyError>,
     },
     /// An endpoint given to the client is not a usable address.
     #[error("invalid_argument: endpoint {endpoint:?} {reason}")]
@@ -76,12 +76,12 @@ impl ClientError {
 
 impl From<TallyError> for ClientError {
     fn from(error: TallyError) -> Self {
-        ClientError::Api(error)
+        ClientError::Api(Box::new(error))
     }
 }
 
 impl From<tally_core::InvalidInput> for ClientError {
     fn from(error: tally_core::InvalidInput) -> Self {
-        ClientError::Api(error.into())
+        ClientError::Api(Box::new(error.into()))
     }
 }

@@ -72,7 +72,7 @@ impl EventSubscription {
                 Err(status) => {
                     let error = tally_proto::TallyError::from_status(&status);
                     if !error.code.is_transient() {
-                        return Err(ClientError::Api(error));
+                        return Err(ClientError::Api(Box::new(error)));
                     }
                     self.reopen().await?;
                 }
@@ -84,11 +84,11 @@ impl EventSubscription {
         self.stream = None;
         self.reopens_in_a_row += 1;
         if self.reopens_in_a_row > REOPENS_IN_A_ROW_MAX {
-            return Err(ClientError::Api(tally_proto::TallyError::unavailable(
-                format!(
+            return Err(ClientError::Api(Box::new(
+                tally_proto::TallyError::unavailable(format!(
                     "the event stream broke {REOPENS_IN_A_ROW_MAX} times in a row at seq {}",
                     self.next_seq
-                ),
+                )),
             )));
         }
         tokio::time::sleep(std::time::Duration::from_millis(

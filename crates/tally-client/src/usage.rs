@@ -104,7 +104,7 @@ impl UsageOutcome {
     }
 
     /// A duplicate seen on a retry is this call's own earlier attempt: report it as settled.
-    pub(crate) fn as_retried(self) -> UsageOutcome {
+    pub(crate) fn into_retried(self) -> UsageOutcome {
         match self {
             UsageOutcome::Duplicate(settlement) => UsageOutcome::Settled(settlement),
             other => other,
@@ -200,7 +200,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(duplicate.kind(), "duplicate");
-        assert_eq!(duplicate.clone().as_retried().kind(), "settled");
+        assert_eq!(duplicate.clone().into_retried().kind(), "settled");
         assert_eq!(duplicate.settlement(), settled.settlement());
 
         let rejected = UsageOutcome::from_wire(v1::UsageResult {
@@ -223,7 +223,7 @@ mod tests {
             account: "a".into(),
             event_id: "e".into(),
         };
-        assert_eq!(conflict.clone().as_retried(), conflict);
+        assert_eq!(conflict.clone().into_retried(), conflict);
     }
 
     #[test]
