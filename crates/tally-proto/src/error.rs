@@ -140,11 +140,15 @@ impl ErrorCode {
     }
 
     /// Whether retrying the same call (with the same ids) may succeed without changing it.
-    /// Always safe for writes: the ledger deduplicates by id.
+    /// Always safe for writes: the ledger deduplicates by id. `not_initialized` is included:
+    /// a new cluster applies its Init entry by itself moments after electing a leader.
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::DeadlineExceeded
+            ErrorCode::NotLeader
+                | ErrorCode::Unavailable
+                | ErrorCode::DeadlineExceeded
+                | ErrorCode::NotInitialized
         )
     }
 

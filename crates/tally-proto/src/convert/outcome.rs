@@ -327,6 +327,13 @@ pub fn authorize_reply(
         } => Ok(v1::AuthorizeReply {
             expires_at_ms: *expires_at,
             available_after: amount_text(*available_after),
+            already_existed: false,
+            write: Some(write),
+        }),
+        Applied::AlreadyApplied => Ok(v1::AuthorizeReply {
+            expires_at_ms: 0,
+            available_after: String::new(),
+            already_existed: true,
             write: Some(write),
         }),
         other => Err(unexpected("authorize", other)),
@@ -344,6 +351,13 @@ pub fn release_reply(
         } => Ok(v1::ReleaseReply {
             released: amount_text(*released),
             available_after: amount_text(*available_after),
+            already_ended: false,
+            write: Some(write),
+        }),
+        Applied::AlreadyApplied => Ok(v1::ReleaseReply {
+            released: "0".to_string(),
+            available_after: String::new(),
+            already_ended: true,
             write: Some(write),
         }),
         other => Err(unexpected("release", other)),
@@ -476,6 +490,12 @@ mod tests {
         let reply = add_grant_reply(&outcome, write).unwrap();
         assert_eq!(reply.balance_after, "8");
         assert_eq!(reply.write.unwrap().log_index, 7);
+
+        let reply = release_reply(&Outcome::Applied(Applied::AlreadyApplied), write).unwrap();
+        assert!(reply.already_ended);
+        assert_eq!(reply.released, "0");
+        let reply = authorize_reply(&Outcome::Applied(Applied::AlreadyApplied), write).unwrap();
+        assert!(reply.already_existed);
 
         let reply = create_asset_reply(&Outcome::Applied(Applied::AlreadyApplied), write).unwrap();
         assert!(reply.already_existed);
