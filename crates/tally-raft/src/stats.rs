@@ -55,6 +55,8 @@ impl Counters {
             (Ok(_), RPCTypes::AppendEntries) => {
                 self.append_entries_bytes
                     .fetch_add(request_bytes as u64, Ordering::Relaxed);
+                self.append_entries_bytes_max
+                    .fetch_max(request_bytes as u64, Ordering::Relaxed);
                 &self.append_entries_ok
             }
             (Ok(_), RPCTypes::Vote) => &self.votes_ok,

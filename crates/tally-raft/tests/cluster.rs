@@ -242,6 +242,16 @@ async fn appends_above_4_mib_replicate_and_oversized_batches_are_split() {
         learner.raft.metrics().borrow().snapshot.is_none(),
         "caught up from the log, not a snapshot"
     );
+    let stats = by_id(&nodes, leader).network.stats();
+    assert!(
+        stats.append_batches_split >= 1,
+        "no batch was split: {stats:?}"
+    );
+    assert!(
+        stats.append_entries_bytes_max > 4 * 1024 * 1024,
+        "{stats:?}"
+    );
+    assert!(stats.append_entries_bytes_max <= LIMIT as u64, "{stats:?}");
     assert_eq!(
         learner.reader.state_hash(),
         by_id(&nodes, leader).reader.state_hash()
