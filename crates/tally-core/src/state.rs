@@ -234,6 +234,11 @@ impl LedgerState {
             .collect()
     }
 
+    /// The scale of an account's asset, if the account exists: a cheap check for the edge.
+    pub fn account_scale(&self, id: &AccountId) -> Option<u32> {
+        self.accounts.get(id).map(|account| account.scale)
+    }
+
     /// Number of accounts.
     pub fn account_count(&self) -> usize {
         self.accounts.len()
