@@ -32,6 +32,8 @@ use tonic::{Response, Status};
 
 pub use tally_proto;
 
+pub mod faults;
+
 /// Per-request deadline of the test's clients.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the harness waits for a cluster to reach a state (leader, readiness, convergence).
@@ -681,5 +683,104 @@ pub fn settlement(result: &Option<v1::UsageResult>) -> (&'static str, v1::Settle
         Some(Outcome::Settled(settlement)) => ("settled", settlement.clone()),
         Some(Outcome::Duplicate(settlement)) => ("duplicate", settlement.clone()),
         other => panic!("expected a settlement, got {other:?}"),
+    }
+}
+
+/// Records one usage event through `clients` in turn until one answers, retrying transient
+/// failures with the same request (so with the same event id). For spawned writers, which
+/// cannot borrow the `Cluster`.
+pub async fn record_usage_retrying(
+    clients: &[LedgerClient<Channel>],
+    request: v1::RecordUsageRequest,
+) -> v1::RecordUsageReply {
+    let started = Instant::now();
+    let mut attempt = 0usize;
+    let mut last_error = String::new();
+    while started.elapsed() < WAIT_TIMEOUT {
+        let mut client = clients[attempt % clients.len()].clone();
+        attempt += 1;
+        match client.record_usage(request.clone()).await {
+            Ok(reply) => return reply.into_inner(),
+            Err(status) => {
+                let error = TallyError::from_status(&status);
+                assert!(
+                    is_transient(error.code),
+                    "usage failed: {} {}",
+                    error.code,
+                    error.message
+                );
+                last_error = format!("{} {}", error.code, error.message);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    panic!("usage never answered within {WAIT_TIMEOUT:?}; last error {last_error}");
+}
+
+impl Cluster {
+    /// Asset `CREDITS` (scale 0), price book `std` charging 1 per `tokens`, and `account` with
+    /// a purchased grant of `grant` credits. Retried across nodes, so it works during faults.
+    pub async fn setup_credits_account(&self, account: &str, grant: u64) {
+        use requests::*;
+        self.retry("create asset", |mut client| async move {
+            client.create_asset(create_asset("CREDITS", 0)).await
+        })
+        .await;
+        self.retry("publish prices", |mut client| async move {
+            client
+                .publish_prices(per_unit_prices("std", "CREDITS", "tokens", "1"))
+                .await
+        })
+        .await;
+        let account = account.to_string();
+        self.retry("create account", |mut client| {
+            let request = create_account(&account, "CREDITS", "std");
+            async move { client.create_account(request).await }
+        })
+        .await;
+        self.retry("add grant", |mut client| {
+            let request = purchased_grant(&account, "initial", &grant.to_string(), "100");
+            async move { client.add_grant(request).await }
+        })
+        .await;
+    }
+
+    /// A linearizable read of `account` through some running node.
+    pub async fn account(&self, account: &str) -> v1::Account {
+        let account = account.to_string();
+        self.retry("get account", |mut client| {
+            let request = v1::GetAccountRequest {
+                account: account.clone(),
+                consistency: v1::Consistency::Linearizable as i32,
+            };
+            async move { client.get_account(request).await }
+        })
+        .await
+        .account
+        .expect("account in reply")
+    }
+
+    /// A linearizable all-time report of `account` through some running node.
+    pub async fn report(&self, account: &str) -> v1::Report {
+        let account = account.to_string();
+        self.retry("report", |mut client| {
+            let request = v1::ReportRequest {
+                account: Some(account.clone()),
+                month: None,
+                consistency: v1::Consistency::Linearizable as i32,
+            };
+            async move { client.report(request).await }
+        })
+        .await
+        .report
+        .expect("report in reply")
+    }
+
+    /// Clients for every running node.
+    pub fn clients(&self) -> Vec<LedgerClient<Channel>> {
+        self.running()
+            .into_iter()
+            .map(|id| self.ledger(id))
+            .collect()
     }
 }

@@ -1,0 +1,310 @@
+//! Faults against a real cluster: kill -9 of the leader, of every node at once, a node that
+//! falls behind a compacted log, and membership changes under load. Every test ends by
+//! checking that each acknowledged usage event settled exactly once (by the balance, the
+//! report's event count and, where it matters, a replay that must come back `duplicate`) and
+//! that every replica reaches the same state hash.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tally_tests::requests::usage;
+use tally_tests::tally_proto::v1;
+use tally_tests::{now_ms, record_usage_retrying, settlement, Cluster, ClusterSpec};
+
+const GRANT: u64 = 1_000_000;
+
+/// Records `count` events `{prefix}-{n}` of quantity `n % 7 + 1` one after the other, each
+/// retried across nodes until acknowledged. Returns the sum of quantities and the requests
+/// with their settlements (a replay must send exactly the same content).
+async fn write_events_recorded(
+    cluster: &Cluster,
+    prefix: &str,
+    count: u64,
+) -> (u64, Vec<(v1::RecordUsageRequest, v1::Settlement)>) {
+    let clients = cluster.clients();
+    let mut total = 0;
+    let mut recorded = Vec::new();
+    for n in 0..count {
+        let quantity = n % 7 + 1;
+        let request = usage(
+            &format!("{prefix}-{n}"),
+            "acme",
+            "tokens",
+            &quantity.to_string(),
+            now_ms(),
+        );
+        let reply = record_usage_retrying(&clients, request.clone()).await;
+        let (_, settled) = settlement(&reply.result);
+        assert_eq!(settled.charged, quantity.to_string());
+        total += quantity;
+        recorded.push((request, settled));
+    }
+    (total, recorded)
+}
+
+async fn write_events(cluster: &Cluster, prefix: &str, count: u64) -> u64 {
+    write_events_recorded(cluster, prefix, count).await.0
+}
+
+async fn assert_charged_exactly(cluster: &Cluster, events: u64, charged: u64) {
+    let account = cluster.account("acme").await;
+    assert_eq!(
+        account.balance,
+        (GRANT - charged).to_string(),
+        "balance after {events} events"
+    );
+    let report = cluster.report("acme").await;
+    assert_eq!(report.events, events, "settled event count");
+}
+
+#[tokio::test]
+async fn leader_killed_new_leader_takes_over_and_old_leader_catches_up() {
+    let mut cluster = Cluster::start(ClusterSpec::default()).await;
+    cluster.setup_credits_account("acme", GRANT).await;
+    let mut charged = write_events(&cluster, "before", 20).await;
+
+    let old_leader = cluster.leader().await;
+    cluster.kill9(old_leader);
+    let others = cluster.running();
+    let new_leader = cluster.leader_among(&others).await;
+    assert_ne!(new_leader, old_leader);
+    charged += write_events(&cluster, "during", 20).await;
+
+    cluster.restart(old_leader);
+    cluster.wait_ready(old_leader).await;
+    charged += write_events(&cluster, "after", 10).await;
+    let all = cluster.running();
+    assert_eq!(all.len(), 3);
+    cluster.converged_hash(&all).await;
+    assert_charged_exactly(&cluster, 50, charged).await;
+}
+
+#[tokio::test]
+async fn every_node_killed_at_once_keeps_every_acknowledged_event_once() {
+    let mut cluster = Cluster::start(ClusterSpec::default()).await;
+    cluster.setup_credits_account("acme", GRANT).await;
+    let (acknowledged_total, acknowledged) = write_events_recorded(&cluster, "acked", 30).await;
+
+    // Ten more in flight while every node dies: their fate is unknown to the client.
+    let clients = cluster.clients();
+    let mut in_flight = Vec::new();
+    let in_flight_requests: Vec<v1::RecordUsageRequest> = (0..10u64)
+        .map(|n| usage(&format!("inflight-{n}"), "acme", "tokens", "1", now_ms()))
+        .collect();
+    for n in 0..10u64 {
+        let mut client = clients[(n as usize) % clients.len()].clone();
+        let request = in_flight_requests[n as usize].clone();
+        in_flight.push((
+            request.clone(),
+            tokio::spawn(async move { client.record_usage(request).await }),
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for id in cluster.running() {
+        cluster.kill9(id);
+    }
+    let mut acknowledged_in_flight = Vec::new();
+    for (request, task) in in_flight {
+        if let Ok(Ok(reply)) = task.await {
+            acknowledged_in_flight.push((request, reply.into_inner()));
+        }
+    }
+
+    for id in 1..=3 {
+        cluster.restart(id);
+    }
+    for id in 1..=3 {
+        cluster.wait_ready(id).await;
+    }
+
+    // Every acknowledged event is still there: replaying it answers `duplicate` with the
+    // original settlement.
+    let clients = cluster.clients();
+    for (request, original) in &acknowledged {
+        let reply = record_usage_retrying(&clients, request.clone()).await;
+        let (kind, replayed) = settlement(&reply.result);
+        assert_eq!(
+            kind, "duplicate",
+            "acknowledged event {} was lost",
+            original.event_id
+        );
+        assert_eq!(&replayed, original);
+    }
+    for (request, original) in &acknowledged_in_flight {
+        let reply = record_usage_retrying(&clients, request.clone()).await;
+        let (kind, replayed) = settlement(&reply.result);
+        assert_eq!(kind, "duplicate");
+        assert_eq!(replayed, settlement(&original.result).1);
+    }
+    // The in-flight events whose outcome was unknown: a retry settles each at most once.
+    for request in in_flight_requests {
+        let reply = record_usage_retrying(&clients, request).await;
+        settlement(&reply.result);
+    }
+    assert_charged_exactly(&cluster, 40, acknowledged_total + 10).await;
+    cluster.converged_hash(&[1, 2, 3]).await;
+}
+
+#[tokio::test]
+async fn a_node_behind_a_compacted_log_catches_up_by_snapshot() {
+    let mut cluster = Cluster::start(ClusterSpec {
+        snapshot_logs_since_last: 40,
+        logs_to_keep_after_snapshot: 5,
+        ..ClusterSpec::default()
+    })
+    .await;
+    cluster.setup_credits_account("acme", GRANT).await;
+    let leader = cluster.leader().await;
+    let lagging = *cluster
+        .running()
+        .iter()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    cluster.stop(lagging);
+    let lagging_applied = {
+        // Its last applied index, as the leader saw it replicated.
+        let status = cluster.status(leader).await.expect("leader status");
+        status
+            .replication_matched_index
+            .get(&lagging)
+            .copied()
+            .unwrap_or(0)
+    };
+
+    let charged = write_events(&cluster, "while-away", 150).await;
+    for id in cluster.running() {
+        cluster
+            .admin(id)
+            .trigger_snapshot(v1::TriggerSnapshotRequest {})
+            .await
+            .expect("trigger snapshot");
+    }
+    let leader_status = cluster.status(leader).await.expect("leader status");
+    assert!(
+        leader_status.snapshot_index > lagging_applied + 5,
+        "the leader's snapshot ({}) must cover entries the lagging node lacks ({lagging_applied})",
+        leader_status.snapshot_index
+    );
+
+    cluster.restart(lagging);
+    cluster.wait_ready(lagging).await;
+    let all = cluster.running();
+    cluster.converged_hash(&all).await;
+    let status = cluster.status(lagging).await.expect("status");
+    assert!(
+        status.snapshot_index >= leader_status.snapshot_index,
+        "node {lagging} should hold the leader's snapshot: {status:?}"
+    );
+    let (_, metrics) = cluster
+        .http_get(lagging, "/metrics")
+        .await
+        .expect("metrics");
+    assert!(
+        !metrics.contains(&format!("tally_snapshots_total{{node=\"{lagging}\"}} 0")),
+        "{metrics}"
+    );
+    assert_charged_exactly(&cluster, 150, charged).await;
+}
+
+#[tokio::test]
+async fn add_learner_promote_and_remove_under_light_load() {
+    let mut cluster = Cluster::start(ClusterSpec::default()).await;
+    cluster.setup_credits_account("acme", GRANT).await;
+
+    // Light load: one writer, one event every 20 ms, through every initial node in turn.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let clients = cluster.clients();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut count = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let reply = record_usage_retrying(
+                    &clients,
+                    usage(&format!("load-{count}"), "acme", "tokens", "1", now_ms()),
+                )
+                .await;
+                settlement(&reply.result);
+                count += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            count
+        })
+    };
+
+    let peer_addr = cluster.spawn_joiner(4).await;
+    let leader = cluster.leader_among(&[1, 2, 3]).await;
+    let follower = *cluster
+        .running()
+        .iter()
+        .find(|id| **id != leader && **id != 4)
+        .expect("a follower");
+    // Through a follower: the change is forwarded to the leader.
+    cluster
+        .admin(follower)
+        .add_learner(v1::AddLearnerRequest {
+            id: 4,
+            addr: peer_addr,
+            blocking: false,
+        })
+        .await
+        .expect("add learner");
+    cluster.wait_ready(4).await;
+    let promoted = cluster
+        .admin(leader)
+        .promote(v1::PromoteRequest { id: 4 })
+        .await
+        .expect("promote")
+        .into_inner();
+    assert!(
+        promoted
+            .members
+            .iter()
+            .any(|member| member.id == 4 && member.voter),
+        "{promoted:?}"
+    );
+
+    let leader = cluster.leader().await;
+    let removed = *cluster
+        .running()
+        .iter()
+        .find(|id| **id != leader && **id != 4)
+        .expect("a voter to remove");
+    let after_removal = cluster
+        .admin(leader)
+        .remove_node(v1::RemoveNodeRequest { id: removed })
+        .await
+        .expect("remove node")
+        .into_inner();
+    assert!(
+        after_removal
+            .members
+            .iter()
+            .all(|member| member.id != removed),
+        "{after_removal:?}"
+    );
+    cluster.kill9(removed);
+
+    // Writes go on with the new membership.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.await.expect("writer");
+    assert!(written > 0);
+    let remaining = cluster.running();
+    assert_eq!(remaining.len(), 3);
+    let leader = cluster.leader_among(&remaining).await;
+    let status = cluster.status(leader).await.expect("status");
+    let voters: Vec<u64> = status
+        .members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.id)
+        .collect();
+    assert!(
+        voters.contains(&4) && !voters.contains(&removed),
+        "voters {voters:?}"
+    );
+    cluster.converged_hash(&remaining).await;
+    assert_charged_exactly(&cluster, written, written).await;
+}

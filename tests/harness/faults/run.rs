@@ -1,0 +1,318 @@
+//! One fault run: start a proxied cluster, set the ledger up, run the workload while the nemesis
+//! works, heal, read the final state back, check the history. Panics with the checker's report
+//! (seed, schedule, offending operations) on any violation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rust_decimal::Decimal;
+use tally_proto::v1;
+
+use super::checker::{self, CheckStats};
+use super::cluster::{FaultCluster, FaultSpec};
+use super::history::{AccountFinal, HashSample, JournalRec, PostingRec, Recorder, RunRecord};
+use super::nemesis::{Fault, Nemesis};
+use super::workload::{self, account_name, Clients, WorkloadSpec};
+
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    pub name: String,
+    pub seed: u64,
+    /// How long the nemesis works (the workload runs from before it until after the heal).
+    pub duration: Duration,
+    /// The faults drawn from (one for a single-fault scenario).
+    pub faults: Vec<Fault>,
+    pub cluster: FaultSpec,
+    pub workload: WorkloadSpec,
+}
+
+impl RunSpec {
+    pub fn new(name: &str, seed: u64, duration: Duration, faults: Vec<Fault>) -> RunSpec {
+        let mut cluster = FaultSpec::default();
+        if faults.contains(&Fault::SnapshotCatchUp) {
+            // Small enough that the lagging node's entries are purged while it is down.
+            cluster.snapshot_logs_since_last = 100;
+            cluster.logs_to_keep_after_snapshot = 20;
+        }
+        RunSpec {
+            name: name.to_string(),
+            seed,
+            duration,
+            faults,
+            cluster,
+            workload: WorkloadSpec::default(),
+        }
+    }
+}
+
+/// `FAULT_SEED` / `FAULT_DURATION_S` from the environment override the scenario's own (for
+/// `make test-faults` and for reproducing a failure).
+pub fn seed_from_env(default: u64) -> u64 {
+    std::env::var("FAULT_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or(default)
+}
+
+pub fn duration_from_env(default: Duration) -> Duration {
+    std::env::var("FAULT_DURATION_S")
+        .ok()
+        .and_then(|seconds| seconds.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(default)
+}
+
+/// Samples every node's state hash every 300 ms until stopped.
+fn start_hash_sampler(endpoints: BTreeMap<u64, String>, stop: Arc<AtomicBool>) -> (Arc<Mutex<Vec<HashSample>>>, tokio::task::JoinHandle<()>) {
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let out = samples.clone();
+    let task = tokio::spawn(async move {
+        let admins: BTreeMap<u64, _> = endpoints
+            .iter()
+            .map(|(id, addr)| {
+                let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    .expect("endpoint")
+                    .connect_timeout(Duration::from_millis(500))
+                    .timeout(Duration::from_secs(1))
+                    .connect_lazy();
+                (*id, v1::admin_client::AdminClient::new(channel))
+            })
+            .collect();
+        while !stop.load(Ordering::SeqCst) {
+            for (id, admin) in &admins {
+                let mut admin = admin.clone();
+                let request = v1::StateHashRequest {
+                    consistency: v1::Consistency::Follower as i32,
+                };
+                if let Ok(reply) = admin.state_hash(request).await {
+                    let reply = reply.into_inner();
+                    out.lock().unwrap_or_else(|p| p.into_inner()).push(HashSample {
+                        node: *id,
+                        applied_index: reply.applied_index,
+                        hash_hex: reply.hash_hex,
+                    });
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    (samples, task)
+}
+
+fn dec(text: &str) -> Decimal {
+    text.parse().unwrap_or_else(|_| panic!("bad decimal {text:?}"))
+}
+
+fn journal_rec(entry: &v1::JournalEntry) -> JournalRec {
+    JournalRec {
+        seq: entry.seq,
+        kind: entry.kind.clone(),
+        event_id: entry.event_id.clone(),
+        grant_id: entry.grant_id.clone(),
+        postings: entry
+            .postings
+            .iter()
+            .map(|posting| PostingRec {
+                book: posting.book.as_ref().map(|book| book.kind.clone()).unwrap_or_default(),
+                asset: posting.asset.clone(),
+                amount: dec(&posting.amount),
+            })
+            .collect(),
+    }
+}
+
+/// Reads one account (linearizable) and its whole history, retrying across `nodes`.
+async fn read_account(clients: &Clients, nodes: &[u64], account: &str) -> AccountFinal {
+    let started = Instant::now();
+    let mut attempt = 0usize;
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(60), "final read of {account} kept failing");
+        let node = nodes[attempt % nodes.len()];
+        attempt += 1;
+        let mut client = clients.get(node);
+        let linearizable = v1::Consistency::Linearizable as i32;
+        let Ok(view) = client
+            .get_account(v1::GetAccountRequest {
+                account: account.to_string(),
+                consistency: linearizable,
+            })
+            .await
+        else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let balance = dec(&view.into_inner().account.unwrap_or_default().balance);
+        let mut journal = Vec::new();
+        let mut before_seq = None;
+        let mut complete = true;
+        loop {
+            let page = client
+                .history(v1::HistoryRequest {
+                    account: account.to_string(),
+                    before_seq,
+                    limit: 1_000,
+                    consistency: linearizable,
+                })
+                .await;
+            let Ok(page) = page else {
+                complete = false;
+                break;
+            };
+            let page = page.into_inner();
+            journal.extend(page.entries.iter().map(journal_rec));
+            match page.next_before_seq {
+                Some(next) => before_seq = Some(next),
+                None => break,
+            }
+        }
+        if !complete {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        journal.sort_by_key(|entry| entry.seq);
+        return AccountFinal { balance, journal };
+    }
+}
+
+/// Waits until every member reports the same applied index (sampling them together, as ticks
+/// keep moving it), recording every sample.
+async fn converge(cluster: &FaultCluster, members: &[u64], hashes: &mut Vec<HashSample>) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        let mut replies = Vec::new();
+        for id in members {
+            let mut admin = cluster.admin(*id);
+            let request = v1::StateHashRequest {
+                consistency: v1::Consistency::Follower as i32,
+            };
+            if let Ok(reply) = admin.state_hash(request).await {
+                let reply = reply.into_inner();
+                hashes.push(HashSample {
+                    node: *id,
+                    applied_index: reply.applied_index,
+                    hash_hex: reply.hash_hex.clone(),
+                });
+                replies.push(reply);
+            }
+        }
+        if replies.len() == members.len() && replies.iter().all(|reply| reply.applied_index == replies[0].applied_index) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// The outcome of a passing run, for the report.
+#[derive(Debug)]
+pub struct RunSummary {
+    pub name: String,
+    pub seed: u64,
+    pub wall: Duration,
+    pub stats: CheckStats,
+    pub schedule: Vec<String>,
+}
+
+pub async fn run(spec: RunSpec) -> RunSummary {
+    let wall = Instant::now();
+    eprintln!(
+        "[faults] scenario {} seed {} duration {:?} faults {:?} (reproduce: make test-faults SEED={} DURATION={} FAULTS={})",
+        spec.name,
+        spec.seed,
+        spec.duration,
+        spec.faults.iter().map(|fault| fault.name()).collect::<Vec<_>>(),
+        spec.seed,
+        spec.duration.as_secs(),
+        spec.faults.iter().map(|fault| fault.name()).collect::<Vec<_>>().join(","),
+    );
+    let mut cluster = FaultCluster::start(spec.cluster.clone()).await;
+    let endpoints = cluster.endpoints();
+    let clients = Clients::new(&endpoints);
+    let recorder = Recorder::default();
+    workload::setup(&recorder, &clients, &spec.workload).await;
+
+    let stop_sampler = Arc::new(AtomicBool::new(false));
+    let (samples, sampler) = start_hash_sampler(endpoints.clone(), stop_sampler.clone());
+    let running = workload::start(&recorder, &clients, &spec.workload, spec.seed, spec.duration / 2);
+    let members: BTreeSet<u64> = (1..=spec.cluster.voters).collect();
+    let mut nemesis = Nemesis::new(SmallRng::seed_from_u64(spec.seed), members);
+    nemesis.log(format!("scenario {} seed {}", spec.name, spec.seed));
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let mut steps = 0;
+    while nemesis.started.elapsed() < spec.duration || steps == 0 {
+        let fault = *spec.faults.choose(&mut nemesis.rng).expect("at least one fault");
+        nemesis.apply(&mut cluster, fault).await;
+        steps += 1;
+        // Quiet time between faults, so the cluster can recover and the workload make progress.
+        let quiet = Duration::from_millis(rand::Rng::gen_range(&mut nemesis.rng, 500..=1_500));
+        tokio::time::sleep(quiet).await;
+    }
+    nemesis.heal_all(&mut cluster);
+    let members: Vec<u64> = nemesis.members.iter().copied().collect();
+    let leader = cluster.agreed_leader(&members, Duration::from_secs(60)).await;
+    nemesis.log(format!("after heal: leader {leader:?} among {members:?}"));
+    // Load goes on a little on the healed cluster, then stops.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    running.stop().await;
+    stop_sampler.store(true, Ordering::SeqCst);
+    let _ = sampler.await;
+    nemesis.log("workload stopped");
+
+    let mut hashes = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let converged = converge(&cluster, &members, &mut hashes).await;
+    let mut accounts = BTreeMap::new();
+    for index in 0..spec.workload.accounts {
+        let account = account_name(index);
+        let state = read_account(&clients, &members, &account).await;
+        accounts.insert(account, state);
+    }
+    let record = RunRecord {
+        seed: spec.seed,
+        schedule: nemesis.schedule.clone(),
+        ops: recorder.ops(),
+        accounts,
+        hashes,
+    };
+    let (stats, mut violations) = checker::check(&record);
+    if leader.is_none() {
+        violations.push(checker::Violation {
+            rule: "no_leader_after_heal",
+            detail: format!("members {members:?} agreed on no leader within 60 s of the heal"),
+            ops: Vec::new(),
+        });
+    }
+    if !converged {
+        violations.push(checker::Violation {
+            rule: "no_convergence",
+            detail: format!("members {members:?} never reported the same applied index within 60 s"),
+            ops: Vec::new(),
+        });
+    }
+    for line in &nemesis.schedule {
+        if line.contains("did NOT catch up") || line.contains("failed for 30 s") {
+            violations.push(checker::Violation {
+                rule: "nemesis_step_failed",
+                detail: line.clone(),
+                ops: Vec::new(),
+            });
+        }
+    }
+    if !violations.is_empty() {
+        let report = checker::report(&record, &violations);
+        if let Some(kept) = cluster.keep_dir() {
+            eprintln!("[faults] data and logs kept in {}", kept.display());
+        }
+        panic!("{report}");
+    }
+    let summary = RunSummary {
+        name: spec.name.clone(),
+        seed: spec.seed,
+        wall: wall.elapsed(),
+        stats,
+        schedule: nemesis.schedule,
+    };
+    eprintln!("[faults] scenario {} seed {} passed in {:.1}s: {:?}", summary.name, summary.seed, summary.wall.as_secs_f64(), summary.stats);
+    summary
+}
