@@ -24,17 +24,25 @@ trap stop_all INT TERM
 
 for config in "$@"; do
     name="$(basename "$config" .toml)"
-    # Each node runs in its own subshell that prefixes its output; the node's pid is the one
-    # to signal, so it is started with exec inside a process substitution-free pipeline.
+    # The subshell execs tallyd, so $! is the node's own pid (the one to signal); its output
+    # goes through a process substitution that prefixes each line.
     (
         exec "$tallyd" --config "$config" 2>&1
     ) > >(sed -u "s/^/[$name] /") &
     pids+=("$!")
 done
 
-client_addrs=$(grep -h '^client_addr' "$@" | sed 's/.*"\(.*\)".*/\1/' | paste -sd, -)
-metrics_addrs=$(grep -h '^metrics_addr' "$@" | sed 's/.*"\(.*\)".*/\1/' | paste -sd, -)
-data_dirs=$(grep -h '^data_dir' "$@" | sed 's/.*"\(.*\)".*/\1/' | paste -sd' ' -)
+# The node's own top-level setting (the first match; initial_members repeats client_addr).
+setting() {
+    local key="$1" separator="$2"
+    shift 2
+    for config in "$@"; do
+        awk -v key="$key" '$1 == key { gsub(/"/, "", $3); print $3; exit }' "$config"
+    done | paste -sd"$separator" -
+}
+client_addrs=$(setting client_addr , "$@")
+metrics_addrs=$(setting metrics_addr , "$@")
+data_dirs=$(setting data_dir ' ' "$@")
 cat <<MSG
 ================================================================================
  Tally is starting: ${#pids[@]} node(s)
@@ -42,8 +50,9 @@ cat <<MSG
    HTTP metrics/health:   $metrics_addrs   (GET /metrics, /health/ready)
    data:                  $data_dirs   (kept across runs; make clean-data wipes it)
  First command to try, in another terminal:
-   curl -s http://${metrics_addrs%%,*}/health/ready
-   target/release/tally cluster status      (once the CLI exists)
+   curl -s http://${metrics_addrs%%,*}/health/ready        (200 "ready" once a leader has initialized the ledger)
+   curl -s http://${metrics_addrs%%,*}/metrics | grep tally_raft
+   target/release/tally --endpoint ${client_addrs%%,*} cluster status   (with the tally CLI)
  Ctrl-C stops all nodes.
 ================================================================================
 MSG
