@@ -83,8 +83,12 @@ pub fn check(record: &RunRecord) -> (CheckStats, Vec<Violation>) {
     let mut grants: BTreeMap<(&str, &str), Vec<&Op>> = BTreeMap::new();
     for op in &record.ops {
         match &op.kind {
-            OpKind::Usage { account, event_id, .. } => events.entry((account, event_id)).or_default().push(op),
-            OpKind::Grant { account, grant_id, .. } => grants.entry((account, grant_id)).or_default().push(op),
+            OpKind::Usage {
+                account, event_id, ..
+            } => events.entry((account, event_id)).or_default().push(op),
+            OpKind::Grant {
+                account, grant_id, ..
+            } => grants.entry((account, grant_id)).or_default().push(op),
             _ => {}
         }
         if matches!(&op.outcome, OpOutcome::Failed { code } if code == "insufficient_funds") {
@@ -101,11 +105,17 @@ pub fn check(record: &RunRecord) -> (CheckStats, Vec<Violation>) {
             match entry.kind.as_str() {
                 "usage" => {
                     let event = entry.event_id.as_deref().unwrap_or("");
-                    settled.entry((account, event)).or_default().push(entry.usage_charge());
+                    settled
+                        .entry((account, event))
+                        .or_default()
+                        .push(entry.usage_charge());
                 }
                 "grant_added" => {
                     let grant = entry.grant_id.as_deref().unwrap_or("");
-                    granted.entry((account, grant)).or_default().push(entry.grant_amount());
+                    granted
+                        .entry((account, grant))
+                        .or_default()
+                        .push(entry.grant_amount());
                 }
                 _ => {}
             }
@@ -127,14 +137,25 @@ pub fn check(record: &RunRecord) -> (CheckStats, Vec<Violation>) {
 
     for ((account, event), attempts) in &events {
         let ids: Vec<u64> = attempts.iter().map(|op| op.id).collect();
-        let in_journal = settled.get(&(*account, *event)).cloned().unwrap_or_default();
+        let in_journal = settled
+            .get(&(*account, *event))
+            .cloned()
+            .unwrap_or_default();
         let class = classify(attempts.iter().copied());
         if !in_journal.is_empty() {
             stats.events_settled += 1;
         }
         let fresh_acks = attempts
             .iter()
-            .filter(|op| matches!(op.outcome, OpOutcome::Settled { duplicate: false, .. }))
+            .filter(|op| {
+                matches!(
+                    op.outcome,
+                    OpOutcome::Settled {
+                        duplicate: false,
+                        ..
+                    }
+                )
+            })
             .count();
         if fresh_acks > 1 {
             violate(
@@ -149,7 +170,14 @@ pub fn check(record: &RunRecord) -> (CheckStats, Vec<Violation>) {
                 if in_journal.is_empty() {
                     violate("lost_event", format!("event {event} of {account} was acknowledged settled but is not in the journal"), ids.clone());
                 } else if in_journal.len() > 1 {
-                    violate("applied_twice", format!("event {event} of {account} is in the journal {} times", in_journal.len()), ids.clone());
+                    violate(
+                        "applied_twice",
+                        format!(
+                            "event {event} of {account} is in the journal {} times",
+                            in_journal.len()
+                        ),
+                        ids.clone(),
+                    );
                 }
                 for op in attempts {
                     if let OpOutcome::Settled { charged, .. } = &op.outcome {
@@ -181,21 +209,35 @@ pub fn check(record: &RunRecord) -> (CheckStats, Vec<Violation>) {
     }
     for (account, event) in settled.keys() {
         if !events.contains_key(&(*account, *event)) {
-            violate("phantom_event", format!("event {event} of {account} is in the journal but no client sent it"), Vec::new());
+            violate(
+                "phantom_event",
+                format!("event {event} of {account} is in the journal but no client sent it"),
+                Vec::new(),
+            );
         }
     }
 
     for ((account, grant), attempts) in &grants {
         let ids: Vec<u64> = attempts.iter().map(|op| op.id).collect();
-        let in_journal = granted.get(&(*account, *grant)).cloned().unwrap_or_default();
+        let in_journal = granted
+            .get(&(*account, *grant))
+            .cloned()
+            .unwrap_or_default();
         let sent = attempts.iter().find_map(|op| match &op.kind {
             OpKind::Grant { amount, .. } => Some(*amount),
             _ => None,
         });
         match classify(attempts.iter().copied()) {
             Attempts::Acknowledged if in_journal.len() != 1 => violate(
-                if in_journal.is_empty() { "lost_grant" } else { "applied_twice" },
-                format!("grant {grant} of {account} was acknowledged; the journal holds it {} times", in_journal.len()),
+                if in_journal.is_empty() {
+                    "lost_grant"
+                } else {
+                    "applied_twice"
+                },
+                format!(
+                    "grant {grant} of {account} was acknowledged; the journal holds it {} times",
+                    in_journal.len()
+                ),
                 ids.clone(),
             ),
             Attempts::DefinitelyFailed if !in_journal.is_empty() => violate(
@@ -205,20 +247,31 @@ pub fn check(record: &RunRecord) -> (CheckStats, Vec<Violation>) {
             ),
             Attempts::Unknown if in_journal.len() > 1 => violate(
                 "applied_twice",
-                format!("grant {grant} of {account} is in the journal {} times", in_journal.len()),
+                format!(
+                    "grant {grant} of {account} is in the journal {} times",
+                    in_journal.len()
+                ),
                 ids.clone(),
             ),
             _ => {}
         }
         for amount in &in_journal {
             if Some(*amount) != sent {
-                violate("grant_amount_mismatch", format!("grant {grant} of {account}: sent {sent:?}, journal {amount}"), ids.clone());
+                violate(
+                    "grant_amount_mismatch",
+                    format!("grant {grant} of {account}: sent {sent:?}, journal {amount}"),
+                    ids.clone(),
+                );
             }
         }
     }
     for (account, grant) in granted.keys() {
         if !grants.contains_key(&(*account, *grant)) {
-            violate("phantom_grant", format!("grant {grant} of {account} is in the journal but no client sent it"), Vec::new());
+            violate(
+                "phantom_grant",
+                format!("grant {grant} of {account} is in the journal but no client sent it"),
+                Vec::new(),
+            );
         }
     }
 
@@ -230,7 +283,10 @@ pub fn check(record: &RunRecord) -> (CheckStats, Vec<Violation>) {
             if grant_account != account {
                 continue;
             }
-            let times = granted.get(&(*grant_account, *grant)).map(Vec::len).unwrap_or(0) as i64;
+            let times = granted
+                .get(&(*grant_account, *grant))
+                .map(Vec::len)
+                .unwrap_or(0) as i64;
             if let Some(OpKind::Grant { amount, .. }) = attempts.first().map(|op| &op.kind) {
                 expected += *amount * Decimal::from(times);
             }
@@ -243,7 +299,10 @@ pub fn check(record: &RunRecord) -> (CheckStats, Vec<Violation>) {
         if final_state.balance != expected {
             violate(
                 "wrong_balance",
-                format!("account {account}: balance {} but grants minus settled charges is {expected}", final_state.balance),
+                format!(
+                    "account {account}: balance {} but grants minus settled charges is {expected}",
+                    final_state.balance
+                ),
                 Vec::new(),
             );
         }
@@ -255,7 +314,9 @@ pub fn check(record: &RunRecord) -> (CheckStats, Vec<Violation>) {
         .ops
         .iter()
         .filter_map(|op| match op.outcome {
-            OpOutcome::Settled { log_index, .. } | OpOutcome::Applied { log_index, .. } => Some((op.end_us, log_index, op.id)),
+            OpOutcome::Settled { log_index, .. } | OpOutcome::Applied { log_index, .. } => {
+                Some((op.end_us, log_index, op.id))
+            }
             _ => None,
         })
         .collect();
@@ -263,7 +324,15 @@ pub fn check(record: &RunRecord) -> (CheckStats, Vec<Violation>) {
     let mut reads: Vec<&Op> = record
         .ops
         .iter()
-        .filter(|op| matches!(op.kind, OpKind::Read { linearizable: true, .. }) && matches!(op.outcome, OpOutcome::Read { .. }))
+        .filter(|op| {
+            matches!(
+                op.kind,
+                OpKind::Read {
+                    linearizable: true,
+                    ..
+                }
+            ) && matches!(op.outcome, OpOutcome::Read { .. })
+        })
         .collect();
     reads.sort_by_key(|op| op.start_us);
     let mut next_write = 0;
@@ -273,12 +342,22 @@ pub fn check(record: &RunRecord) -> (CheckStats, Vec<Violation>) {
         stats.reads_checked += 1;
         while next_write < acked_writes.len() && acked_writes[next_write].0 < read.start_us {
             let (_, index, id) = acked_writes[next_write];
-            if highest_acked.map(|(highest, _)| index > highest).unwrap_or(true) {
+            if highest_acked
+                .map(|(highest, _)| index > highest)
+                .unwrap_or(true)
+            {
                 highest_acked = Some((index, id));
             }
             next_write += 1;
         }
-        let OpOutcome::Read { applied_index, node, .. } = read.outcome else { continue };
+        let OpOutcome::Read {
+            applied_index,
+            node,
+            ..
+        } = read.outcome
+        else {
+            continue;
+        };
         if let Some((index, write_id)) = highest_acked {
             if applied_index < index {
                 violate(
@@ -289,11 +368,18 @@ pub fn check(record: &RunRecord) -> (CheckStats, Vec<Violation>) {
             }
         }
         if let Some(previous) = last_read_per_client.get(&read.client) {
-            if let OpOutcome::Read { applied_index: before, .. } = previous.outcome {
+            if let OpOutcome::Read {
+                applied_index: before,
+                ..
+            } = previous.outcome
+            {
                 if previous.end_us < read.start_us && applied_index < before {
                     violate(
                         "read_went_backwards",
-                        format!("client {} read applied index {before}, then {applied_index}", read.client),
+                        format!(
+                            "client {} read applied index {before}, then {applied_index}",
+                            read.client
+                        ),
                         vec![previous.id, read.id],
                     );
                 }
@@ -305,7 +391,12 @@ pub fn check(record: &RunRecord) -> (CheckStats, Vec<Violation>) {
     // State hashes: one hash per applied index across nodes.
     let mut by_index: BTreeMap<u64, BTreeMap<&str, BTreeSet<u64>>> = BTreeMap::new();
     for sample in &record.hashes {
-        by_index.entry(sample.applied_index).or_default().entry(&sample.hash_hex).or_default().insert(sample.node);
+        by_index
+            .entry(sample.applied_index)
+            .or_default()
+            .entry(&sample.hash_hex)
+            .or_default()
+            .insert(sample.node);
     }
     for (index, hashes) in &by_index {
         let nodes: BTreeSet<u64> = hashes.values().flatten().copied().collect();
@@ -313,7 +404,11 @@ pub fn check(record: &RunRecord) -> (CheckStats, Vec<Violation>) {
             stats.hash_indexes_compared += 1;
         }
         if hashes.len() > 1 {
-            violate("state_hash_diverged", format!("at applied index {index} nodes report different state hashes: {hashes:?}"), Vec::new());
+            violate(
+                "state_hash_diverged",
+                format!("at applied index {index} nodes report different state hashes: {hashes:?}"),
+                Vec::new(),
+            );
         }
     }
 
@@ -323,8 +418,17 @@ pub fn check(record: &RunRecord) -> (CheckStats, Vec<Violation>) {
 /// The failure report: the seed, the fault schedule and each violation with its operations.
 pub fn report(record: &RunRecord, violations: &[Violation]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "fault run FAILED: {} violation(s); seed {}", violations.len(), record.seed);
-    let _ = writeln!(out, "reproduce: make test-faults SEED={}  (see tests/README.md)", record.seed);
+    let _ = writeln!(
+        out,
+        "fault run FAILED: {} violation(s); seed {}",
+        violations.len(),
+        record.seed
+    );
+    let _ = writeln!(
+        out,
+        "reproduce: make test-faults SEED={}  (see tests/README.md)",
+        record.seed
+    );
     let _ = writeln!(out, "fault schedule:");
     for step in &record.schedule {
         let _ = writeln!(out, "  {step}");
@@ -371,7 +475,10 @@ mod tests {
             kind: "grant_added".into(),
             event_id: None,
             grant_id: Some(grant.into()),
-            postings: vec![posting("customer_grant", amount), posting("funding", &format!("-{amount}"))],
+            postings: vec![
+                posting("customer_grant", amount),
+                posting("funding", &format!("-{amount}")),
+            ],
         }
     }
 
@@ -381,11 +488,21 @@ mod tests {
             kind: "usage".into(),
             event_id: Some(event.into()),
             grant_id: None,
-            postings: vec![posting("customer_grant", &format!("-{charge}")), posting("usage_revenue", charge)],
+            postings: vec![
+                posting("customer_grant", &format!("-{charge}")),
+                posting("usage_revenue", charge),
+            ],
         }
     }
 
-    fn op(id: u64, client: usize, start_us: u64, end_us: u64, kind: OpKind, outcome: OpOutcome) -> Op {
+    fn op(
+        id: u64,
+        client: usize,
+        start_us: u64,
+        end_us: u64,
+        kind: OpKind,
+        outcome: OpOutcome,
+    ) -> Op {
         Op {
             id,
             client,
@@ -422,7 +539,9 @@ mod tests {
             duplicate: false,
             log_index: index,
         };
-        let unknown = || OpOutcome::Unknown { reason: "timeout".into() };
+        let unknown = || OpOutcome::Unknown {
+            reason: "timeout".into(),
+        };
         let ops = vec![
             op(
                 0,
@@ -442,7 +561,16 @@ mod tests {
             op(1, 0, 20, 30, usage_kind("e1"), settled(4)),
             op(2, 1, 20, 40, usage_kind("e2"), unknown()),
             op(3, 1, 50, 60, usage_kind("e3"), unknown()),
-            op(4, 0, 70, 80, usage_kind("e4"), OpOutcome::Failed { code: "insufficient_funds".into() }),
+            op(
+                4,
+                0,
+                70,
+                80,
+                usage_kind("e4"),
+                OpOutcome::Failed {
+                    code: "insufficient_funds".into(),
+                },
+            ),
             op(5, 1, 70, 90, usage_kind("e5"), unknown()),
             op(
                 6,
@@ -481,7 +609,12 @@ mod tests {
                 },
             ),
         ];
-        let journal = vec![grant_entry(1, "g1", "100"), usage_entry(2, "e1", "10"), usage_entry(3, "e2", "10"), usage_entry(4, "e5", "10")];
+        let journal = vec![
+            grant_entry(1, "g1", "100"),
+            usage_entry(2, "e1", "10"),
+            usage_entry(3, "e2", "10"),
+            usage_entry(4, "e5", "10"),
+        ];
         RunRecord {
             seed: 42,
             schedule: vec!["t=0s kill -9 leader".into()],
@@ -509,7 +642,11 @@ mod tests {
     }
 
     fn rules(record: &RunRecord) -> Vec<&'static str> {
-        check(record).1.into_iter().map(|violation| violation.rule).collect()
+        check(record)
+            .1
+            .into_iter()
+            .map(|violation| violation.rule)
+            .collect()
     }
 
     #[test]
@@ -527,7 +664,9 @@ mod tests {
     fn a_lost_event_is_caught() {
         let mut record = clean();
         let account = record.accounts.get_mut("a").unwrap();
-        account.journal.retain(|entry| entry.event_id.as_deref() != Some("e1"));
+        account
+            .journal
+            .retain(|entry| entry.event_id.as_deref() != Some("e1"));
         account.balance = dec("80");
         assert_eq!(rules(&record), vec!["lost_event"]);
         let report = report(&record, &check(&record).1);
@@ -606,7 +745,12 @@ mod tests {
         assert_eq!(rules(&record), vec!["charge_mismatch"]);
 
         let mut record = clean();
-        record.accounts.get_mut("a").unwrap().journal.push(usage_entry(9, "nobody-sent-this", "0"));
+        record
+            .accounts
+            .get_mut("a")
+            .unwrap()
+            .journal
+            .push(usage_entry(9, "nobody-sent-this", "0"));
         assert_eq!(rules(&record), vec!["phantom_event"]);
     }
 }

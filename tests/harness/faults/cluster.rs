@@ -100,7 +100,10 @@ impl FaultCluster {
         assert!(spec.voters >= 1 && spec.max_nodes >= spec.voters);
         let binary = tallyd_binary();
         assert!(binary.exists(), "{} missing", binary.display());
-        let dir = tempfile::Builder::new().prefix("tally-faults-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("tally-faults-")
+            .tempdir()
+            .expect("temp dir");
         let ids: Vec<u64> = (1..=spec.max_nodes).collect();
         let addrs: BTreeMap<u64, NodeAddrs> = ids
             .iter()
@@ -121,9 +124,10 @@ impl FaultCluster {
                     continue;
                 }
                 let port = free_ports(1)[0];
-                let proxy = LinkProxy::start(*from, *to, &format!("127.0.0.1:{port}"), &addrs[to].peer)
-                    .await
-                    .expect("starting a link proxy");
+                let proxy =
+                    LinkProxy::start(*from, *to, &format!("127.0.0.1:{port}"), &addrs[to].peer)
+                        .await
+                        .expect("starting a link proxy");
                 links.insert((*from, *to), proxy);
             }
         }
@@ -210,12 +214,18 @@ impl FaultCluster {
     }
 
     pub fn node(&self, id: u64) -> &FaultNode {
-        self.nodes.get(&id).unwrap_or_else(|| panic!("no node {id}"))
+        self.nodes
+            .get(&id)
+            .unwrap_or_else(|| panic!("no node {id}"))
     }
 
     /// Nodes with a live process (paused ones included).
     pub fn running(&self) -> Vec<u64> {
-        self.nodes.values().filter(|node| node.is_running()).map(|node| node.id).collect()
+        self.nodes
+            .values()
+            .filter(|node| node.is_running())
+            .map(|node| node.id)
+            .collect()
     }
 
     pub fn start_node(&mut self, id: u64) {
@@ -229,7 +239,10 @@ impl FaultCluster {
         let child = Command::new(tallyd_binary())
             .arg("--config")
             .arg(&node.config_path)
-            .env("RUST_LOG", "info,openraft=warn,sled=warn,h2=warn,tonic=warn")
+            .env(
+                "RUST_LOG",
+                "info,openraft=warn,sled=warn,h2=warn,tonic=warn",
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
@@ -339,7 +352,10 @@ impl FaultCluster {
 
     /// Client endpoints of every node, for workload tasks that outlive a borrow of the cluster.
     pub fn endpoints(&self) -> BTreeMap<u64, String> {
-        self.nodes.iter().map(|(id, node)| (*id, node.addrs.client.clone())).collect()
+        self.nodes
+            .iter()
+            .map(|(id, node)| (*id, node.addrs.client.clone()))
+            .collect()
     }
 
     pub async fn status(&self, id: u64) -> Option<v1::ClusterStatusReply> {
@@ -354,7 +370,9 @@ impl FaultCluster {
     async fn http_ok(&self, id: u64, path: &str) -> bool {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let attempt = async {
-            let mut stream = tokio::net::TcpStream::connect(&self.node(id).addrs.metrics).await.ok()?;
+            let mut stream = tokio::net::TcpStream::connect(&self.node(id).addrs.metrics)
+                .await
+                .ok()?;
             stream
                 .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
                 .await
@@ -363,7 +381,10 @@ impl FaultCluster {
             stream.read_to_string(&mut response).await.ok()?;
             Some(response.split_whitespace().nth(1) == Some("200"))
         };
-        matches!(tokio::time::timeout(Duration::from_secs(2), attempt).await, Ok(Some(true)))
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), attempt).await,
+            Ok(Some(true))
+        )
     }
 
     pub async fn wait_ready(&self, id: u64) {
@@ -374,7 +395,10 @@ impl FaultCluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("node {id} not ready after 60 s:\n{}", self.node(id).log_tail(30));
+        panic!(
+            "node {id} not ready after 60 s:\n{}",
+            self.node(id).log_tail(30)
+        );
     }
 
     pub async fn wait_live(&self, id: u64) {
@@ -385,7 +409,10 @@ impl FaultCluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("node {id} not live after 60 s:\n{}", self.node(id).log_tail(30));
+        panic!(
+            "node {id} not live after 60 s:\n{}",
+            self.node(id).log_tail(30)
+        );
     }
 
     /// The leader as node `id` sees it right now.
@@ -433,7 +460,11 @@ impl FaultCluster {
         let mut out = String::new();
         for node in self.nodes.values() {
             if node.log_path.exists() {
-                out.push_str(&format!("----- last lines of node {} ({}) -----\n", node.id, node.log_path.display()));
+                out.push_str(&format!(
+                    "----- last lines of node {} ({}) -----\n",
+                    node.id,
+                    node.log_path.display()
+                ));
                 out.push_str(&node.log_tail(lines));
                 out.push('\n');
             }

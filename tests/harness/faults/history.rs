@@ -58,7 +58,10 @@ pub enum OpOutcome {
         log_index: u64,
     },
     /// Any other acknowledged write (grant, hold, prices); `already_existed` for a repeat.
-    Applied { log_index: u64, already_existed: bool },
+    Applied {
+        log_index: u64,
+        already_existed: bool,
+    },
     /// A business answer that changed nothing: a usage rejection (`insufficient_funds`...) or
     /// conflict, or an error status with a definite code.
     Failed { code: String },

@@ -4,7 +4,7 @@
 pub mod checker;
 pub mod cluster;
 pub mod history;
-pub mod proxy;
 pub mod nemesis;
+pub mod proxy;
 pub mod run;
 pub mod workload;

@@ -87,7 +87,11 @@ impl Nemesis {
     }
 
     pub fn log(&mut self, what: impl AsRef<str>) {
-        let line = format!("t={:.1}s {}", self.started.elapsed().as_secs_f64(), what.as_ref());
+        let line = format!(
+            "t={:.1}s {}",
+            self.started.elapsed().as_secs_f64(),
+            what.as_ref()
+        );
         eprintln!("[nemesis] {line}");
         self.schedule.push(line);
     }
@@ -122,16 +126,24 @@ impl Nemesis {
     pub async fn apply(&mut self, cluster: &mut FaultCluster, fault: Fault) {
         match fault {
             Fault::KillLeader | Fault::KillFollower => {
-                let Some(leader) = self.leader(cluster).await else { return };
+                let Some(leader) = self.leader(cluster).await else {
+                    return;
+                };
                 let target = if fault == Fault::KillLeader {
                     Some(leader)
                 } else {
-                    let followers: Vec<u64> = self.live(cluster).into_iter().filter(|id| *id != leader).collect();
+                    let followers: Vec<u64> = self
+                        .live(cluster)
+                        .into_iter()
+                        .filter(|id| *id != leader)
+                        .collect();
                     self.pick(&followers)
                 };
                 let Some(target) = target else { return };
                 let hold = self.hold();
-                self.log(format!("kill -9 node {target} (leader was {leader}), restart in {hold:?}"));
+                self.log(format!(
+                    "kill -9 node {target} (leader was {leader}), restart in {hold:?}"
+                ));
                 cluster.kill9(target);
                 tokio::time::sleep(hold).await;
                 cluster.start_node(target);
@@ -139,7 +151,9 @@ impl Nemesis {
             }
             Fault::PauseNode => {
                 let live = self.live(cluster);
-                let Some(target) = self.pick(&live) else { return };
+                let Some(target) = self.pick(&live) else {
+                    return;
+                };
                 let hold = self.hold();
                 self.log(format!("SIGSTOP node {target} for {hold:?}"));
                 cluster.pause(target);
@@ -148,10 +162,19 @@ impl Nemesis {
                 self.log(format!("SIGCONT node {target}"));
             }
             Fault::IsolateLeader => {
-                let Some(leader) = self.leader(cluster).await else { return };
-                let others: Vec<u64> = self.members.iter().copied().filter(|id| *id != leader).collect();
+                let Some(leader) = self.leader(cluster).await else {
+                    return;
+                };
+                let others: Vec<u64> = self
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|id| *id != leader)
+                    .collect();
                 let hold = self.hold() + Duration::from_millis(1_500);
-                self.log(format!("isolate leader {leader} from {others:?} (connections refused) for {hold:?}"));
+                self.log(format!(
+                    "isolate leader {leader} from {others:?} (connections refused) for {hold:?}"
+                ));
                 cluster.split(&[leader], &others, LinkMode::REFUSE);
                 tokio::time::sleep(hold).await;
                 cluster.heal();
@@ -159,22 +182,41 @@ impl Nemesis {
             }
             Fault::SplitMinority => {
                 let members: Vec<u64> = self.members.iter().copied().collect();
-                let Some(alone) = self.pick(&members) else { return };
+                let Some(alone) = self.pick(&members) else {
+                    return;
+                };
                 let rest: Vec<u64> = members.iter().copied().filter(|id| *id != alone).collect();
                 let hold = self.hold() + Duration::from_millis(1_500);
-                self.log(format!("split {{{alone}}} | {rest:?} (blackholed) for {hold:?}"));
+                self.log(format!(
+                    "split {{{alone}}} | {rest:?} (blackholed) for {hold:?}"
+                ));
                 cluster.split(&[alone], &rest, LinkMode::BLACKHOLE);
                 tokio::time::sleep(hold).await;
                 cluster.heal();
                 self.log("heal all links");
             }
             Fault::OneWayLoss => {
-                let Some(leader) = self.leader(cluster).await else { return };
-                let others: Vec<u64> = self.members.iter().copied().filter(|id| *id != leader).collect();
-                let Some(other) = self.pick(&others) else { return };
-                let (from, to) = if self.rng.gen_bool(0.5) { (leader, other) } else { (other, leader) };
+                let Some(leader) = self.leader(cluster).await else {
+                    return;
+                };
+                let others: Vec<u64> = self
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|id| *id != leader)
+                    .collect();
+                let Some(other) = self.pick(&others) else {
+                    return;
+                };
+                let (from, to) = if self.rng.gen_bool(0.5) {
+                    (leader, other)
+                } else {
+                    (other, leader)
+                };
                 let hold = self.hold() + Duration::from_millis(1_000);
-                self.log(format!("one-way loss {from} -> {to} (leader {leader}) for {hold:?}"));
+                self.log(format!(
+                    "one-way loss {from} -> {to} (leader {leader}) for {hold:?}"
+                ));
                 cluster.lose_one_way(from, to);
                 tokio::time::sleep(hold).await;
                 cluster.heal();
@@ -190,9 +232,16 @@ impl Nemesis {
                 self.log("heal all links");
             }
             Fault::KillAll => {
-                let running: Vec<u64> = self.members.iter().copied().filter(|id| cluster.node(*id).is_running()).collect();
+                let running: Vec<u64> = self
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|id| cluster.node(*id).is_running())
+                    .collect();
                 let down = Duration::from_millis(self.rng.gen_range(200..=1_500));
-                self.log(format!("kill -9 every node {running:?}, restart in {down:?}"));
+                self.log(format!(
+                    "kill -9 every node {running:?}, restart in {down:?}"
+                ));
                 for id in &running {
                     cluster.kill9(*id);
                 }
@@ -221,7 +270,12 @@ impl Nemesis {
         self.log("final heal: links pass, every member runs");
     }
 
-    async fn admin_call<T, F, Fut>(&mut self, cluster: &FaultCluster, what: &str, mut call: F) -> Option<T>
+    async fn admin_call<T, F, Fut>(
+        &mut self,
+        cluster: &FaultCluster,
+        what: &str,
+        mut call: F,
+    ) -> Option<T>
     where
         F: FnMut(v1::admin_client::AdminClient<tonic::transport::Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -279,18 +333,31 @@ impl Nemesis {
         }
         self.log(format!("promote node {new_id}"));
         if self
-            .admin_call(cluster, "promote", |mut admin| async move { admin.promote(v1::PromoteRequest { id: new_id }).await })
+            .admin_call(cluster, "promote", |mut admin| async move {
+                admin.promote(v1::PromoteRequest { id: new_id }).await
+            })
             .await
             .is_none()
         {
             return;
         }
         self.members.insert(new_id);
-        let old: Vec<u64> = self.members.iter().copied().filter(|id| *id != new_id).collect();
-        let Some(removed) = self.pick(&old) else { return };
+        let old: Vec<u64> = self
+            .members
+            .iter()
+            .copied()
+            .filter(|id| *id != new_id)
+            .collect();
+        let Some(removed) = self.pick(&old) else {
+            return;
+        };
         self.log(format!("remove node {removed}"));
         if self
-            .admin_call(cluster, "remove node", |mut admin| async move { admin.remove_node(v1::RemoveNodeRequest { id: removed }).await })
+            .admin_call(cluster, "remove node", |mut admin| async move {
+                admin
+                    .remove_node(v1::RemoveNodeRequest { id: removed })
+                    .await
+            })
             .await
             .is_none()
         {
@@ -301,13 +368,24 @@ impl Nemesis {
         // Give the removed node a moment to learn it is out, then stop it for good.
         tokio::time::sleep(Duration::from_millis(500)).await;
         cluster.kill9(removed);
-        self.log(format!("node {removed} removed and stopped; members now {:?}", self.members));
+        self.log(format!(
+            "node {removed} removed and stopped; members now {:?}",
+            self.members
+        ));
     }
 
     async fn snapshot_catch_up(&mut self, cluster: &mut FaultCluster) {
-        let Some(leader) = self.leader(cluster).await else { return };
-        let followers: Vec<u64> = self.live(cluster).into_iter().filter(|id| *id != leader).collect();
-        let Some(lagger) = self.pick(&followers) else { return };
+        let Some(leader) = self.leader(cluster).await else {
+            return;
+        };
+        let followers: Vec<u64> = self
+            .live(cluster)
+            .into_iter()
+            .filter(|id| *id != leader)
+            .collect();
+        let Some(lagger) = self.pick(&followers) else {
+            return;
+        };
         let down = Duration::from_millis(self.rng.gen_range(2_500..=4_000));
         self.log(format!("kill -9 follower {lagger}, writes go on for {down:?}, then snapshot + purge on the others"));
         cluster.kill9(lagger);
@@ -319,11 +397,20 @@ impl Nemesis {
                     async move { admin.trigger_snapshot(v1::TriggerSnapshotRequest {}).await }
                 })
                 .await;
-            self.log(format!("node {id} snapshot at index {:?}", reply.map(|reply| reply.snapshot_index)));
+            self.log(format!(
+                "node {id} snapshot at index {:?}",
+                reply.map(|reply| reply.snapshot_index)
+            ));
         }
-        let target = cluster.status(leader).await.map(|status| status.applied_index).unwrap_or(0);
+        let target = cluster
+            .status(leader)
+            .await
+            .map(|status| status.applied_index)
+            .unwrap_or(0);
         cluster.start_node(lagger);
-        self.log(format!("restarted node {lagger}; it must reach index {target}"));
+        self.log(format!(
+            "restarted node {lagger}; it must reach index {target}"
+        ));
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(30) {
             if let Some(status) = cluster.status(lagger).await {
@@ -337,6 +424,8 @@ impl Nemesis {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        self.log(format!("node {lagger} did NOT catch up to {target} within 30 s"));
+        self.log(format!(
+            "node {lagger} did NOT catch up to {target} within 30 s"
+        ));
     }
 }

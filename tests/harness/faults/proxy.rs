@@ -87,14 +87,23 @@ pub struct LinkProxy {
 
 impl LinkProxy {
     /// Listens on `listen_addr` (e.g. `127.0.0.1:PORT`) and forwards to `target_addr`.
-    pub async fn start(from: u64, to: u64, listen_addr: &str, target_addr: &str) -> std::io::Result<LinkProxy> {
+    pub async fn start(
+        from: u64,
+        to: u64,
+        listen_addr: &str,
+        target_addr: &str,
+    ) -> std::io::Result<LinkProxy> {
         let listener = TcpListener::bind(listen_addr).await?;
         let (generation, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
             mode: Mutex::new(LinkMode::PASS),
             generation,
         });
-        let accept_task = tokio::spawn(accept_loop(listener, target_addr.to_string(), shared.clone()));
+        let accept_task = tokio::spawn(accept_loop(
+            listener,
+            target_addr.to_string(),
+            shared.clone(),
+        ));
         Ok(LinkProxy {
             from,
             to,
@@ -116,7 +125,9 @@ impl LinkProxy {
             return;
         }
         *current = mode;
-        self.shared.generation.send_modify(|generation| *generation += 1);
+        self.shared
+            .generation
+            .send_modify(|generation| *generation += 1);
     }
 }
 
@@ -124,7 +135,9 @@ impl Drop for LinkProxy {
     fn drop(&mut self) {
         self.accept_task.abort();
         // Ends every connection task.
-        self.shared.generation.send_modify(|generation| *generation += 1);
+        self.shared
+            .generation
+            .send_modify(|generation| *generation += 1);
     }
 }
 
@@ -140,7 +153,12 @@ async fn accept_loop(listener: TcpListener, target: String, shared: Arc<Shared>)
             continue;
         }
         let generation = shared.generation.subscribe();
-        tokio::spawn(serve_connection(inbound, target.clone(), shared.clone(), generation));
+        tokio::spawn(serve_connection(
+            inbound,
+            target.clone(),
+            shared.clone(),
+            generation,
+        ));
     }
 }
 
@@ -151,7 +169,10 @@ async fn serve_connection(
     mut generation: watch::Receiver<u64>,
 ) {
     let opened_at = *generation.borrow_and_update();
-    let connect = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), TcpStream::connect(&target));
+    let connect = tokio::time::timeout(
+        Duration::from_millis(CONNECT_TIMEOUT_MS),
+        TcpStream::connect(&target),
+    );
     let outbound = match connect.await {
         Ok(Ok(stream)) => stream,
         // The target is down: the dialler sees its connection closed, like a refused connect.
@@ -178,7 +199,12 @@ async fn serve_connection(
 }
 
 /// Copies one direction until either side closes, applying the link's current flow per chunk.
-async fn pump(mut from: OwnedReadHalf, to: OwnedWriteHalf, shared: Arc<Shared>, towards_target: bool) {
+async fn pump(
+    mut from: OwnedReadHalf,
+    to: OwnedWriteHalf,
+    shared: Arc<Shared>,
+    towards_target: bool,
+) {
     let (queue, mut queued) = mpsc::channel::<(Instant, Vec<u8>)>(DELAY_QUEUE_CHUNKS_MAX);
     let writer = async move {
         let mut to = to;
@@ -197,7 +223,11 @@ async fn pump(mut from: OwnedReadHalf, to: OwnedWriteHalf, shared: Arc<Shared>, 
                 Ok(read) => read,
             };
             let mode = *shared.mode.lock().unwrap_or_else(|p| p.into_inner());
-            let flow = if towards_target { mode.to_target } else { mode.to_dialer };
+            let flow = if towards_target {
+                mode.to_target
+            } else {
+                mode.to_dialer
+            };
             let due = match flow {
                 Flow::Blackhole => continue,
                 Flow::Pass => Instant::now(),

@@ -53,7 +53,10 @@ impl RunSpec {
 /// `FAULT_SEED` / `FAULT_DURATION_S` from the environment override the scenario's own (for
 /// `make test-faults` and for reproducing a failure).
 pub fn seed_from_env(default: u64) -> u64 {
-    std::env::var("FAULT_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or(default)
+    std::env::var("FAULT_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or(default)
 }
 
 pub fn duration_from_env(default: Duration) -> Duration {
@@ -65,7 +68,10 @@ pub fn duration_from_env(default: Duration) -> Duration {
 }
 
 /// Samples every node's state hash every 300 ms until stopped.
-fn start_hash_sampler(endpoints: BTreeMap<u64, String>, stop: Arc<AtomicBool>) -> (Arc<Mutex<Vec<HashSample>>>, tokio::task::JoinHandle<()>) {
+fn start_hash_sampler(
+    endpoints: BTreeMap<u64, String>,
+    stop: Arc<AtomicBool>,
+) -> (Arc<Mutex<Vec<HashSample>>>, tokio::task::JoinHandle<()>) {
     let samples = Arc::new(Mutex::new(Vec::new()));
     let out = samples.clone();
     let task = tokio::spawn(async move {
@@ -88,11 +94,13 @@ fn start_hash_sampler(endpoints: BTreeMap<u64, String>, stop: Arc<AtomicBool>) -
                 };
                 if let Ok(reply) = admin.state_hash(request).await {
                     let reply = reply.into_inner();
-                    out.lock().unwrap_or_else(|p| p.into_inner()).push(HashSample {
-                        node: *id,
-                        applied_index: reply.applied_index,
-                        hash_hex: reply.hash_hex,
-                    });
+                    out.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(HashSample {
+                            node: *id,
+                            applied_index: reply.applied_index,
+                            hash_hex: reply.hash_hex,
+                        });
                 }
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -102,7 +110,8 @@ fn start_hash_sampler(endpoints: BTreeMap<u64, String>, stop: Arc<AtomicBool>) -
 }
 
 fn dec(text: &str) -> Decimal {
-    text.parse().unwrap_or_else(|_| panic!("bad decimal {text:?}"))
+    text.parse()
+        .unwrap_or_else(|_| panic!("bad decimal {text:?}"))
 }
 
 fn journal_rec(entry: &v1::JournalEntry) -> JournalRec {
@@ -115,7 +124,11 @@ fn journal_rec(entry: &v1::JournalEntry) -> JournalRec {
             .postings
             .iter()
             .map(|posting| PostingRec {
-                book: posting.book.as_ref().map(|book| book.kind.clone()).unwrap_or_default(),
+                book: posting
+                    .book
+                    .as_ref()
+                    .map(|book| book.kind.clone())
+                    .unwrap_or_default(),
                 asset: posting.asset.clone(),
                 amount: dec(&posting.amount),
             })
@@ -128,7 +141,10 @@ async fn read_account(clients: &Clients, nodes: &[u64], account: &str) -> Accoun
     let started = Instant::now();
     let mut attempt = 0usize;
     loop {
-        assert!(started.elapsed() < Duration::from_secs(60), "final read of {account} kept failing");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "final read of {account} kept failing"
+        );
         let node = nodes[attempt % nodes.len()];
         attempt += 1;
         let mut client = clients.get(node);
@@ -197,7 +213,11 @@ async fn converge(cluster: &FaultCluster, members: &[u64], hashes: &mut Vec<Hash
                 replies.push(reply);
             }
         }
-        if replies.len() == members.len() && replies.iter().all(|reply| reply.applied_index == replies[0].applied_index) {
+        if replies.len() == members.len()
+            && replies
+                .iter()
+                .all(|reply| reply.applied_index == replies[0].applied_index)
+        {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -235,14 +255,23 @@ pub async fn run(spec: RunSpec) -> RunSummary {
 
     let stop_sampler = Arc::new(AtomicBool::new(false));
     let (samples, sampler) = start_hash_sampler(endpoints.clone(), stop_sampler.clone());
-    let running = workload::start(&recorder, &clients, &spec.workload, spec.seed, spec.duration / 2);
+    let running = workload::start(
+        &recorder,
+        &clients,
+        &spec.workload,
+        spec.seed,
+        spec.duration / 2,
+    );
     let members: BTreeSet<u64> = (1..=spec.cluster.voters).collect();
     let mut nemesis = Nemesis::new(SmallRng::seed_from_u64(spec.seed), members);
     nemesis.log(format!("scenario {} seed {}", spec.name, spec.seed));
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let mut steps = 0;
     while nemesis.started.elapsed() < spec.duration || steps == 0 {
-        let fault = *spec.faults.choose(&mut nemesis.rng).expect("at least one fault");
+        let fault = *spec
+            .faults
+            .choose(&mut nemesis.rng)
+            .expect("at least one fault");
         nemesis.apply(&mut cluster, fault).await;
         steps += 1;
         // Quiet time between faults, so the cluster can recover and the workload make progress.
@@ -251,7 +280,9 @@ pub async fn run(spec: RunSpec) -> RunSummary {
     }
     nemesis.heal_all(&mut cluster);
     let members: Vec<u64> = nemesis.members.iter().copied().collect();
-    let leader = cluster.agreed_leader(&members, Duration::from_secs(60)).await;
+    let leader = cluster
+        .agreed_leader(&members, Duration::from_secs(60))
+        .await;
     nemesis.log(format!("after heal: leader {leader:?} among {members:?}"));
     // Load goes on a little on the healed cluster, then stops.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -286,7 +317,9 @@ pub async fn run(spec: RunSpec) -> RunSummary {
     if !converged {
         violations.push(checker::Violation {
             rule: "no_convergence",
-            detail: format!("members {members:?} never reported the same applied index within 60 s"),
+            detail: format!(
+                "members {members:?} never reported the same applied index within 60 s"
+            ),
             ops: Vec::new(),
         });
     }
@@ -313,6 +346,12 @@ pub async fn run(spec: RunSpec) -> RunSummary {
         stats,
         schedule: nemesis.schedule,
     };
-    eprintln!("[faults] scenario {} seed {} passed in {:.1}s: {:?}", summary.name, summary.seed, summary.wall.as_secs_f64(), summary.stats);
+    eprintln!(
+        "[faults] scenario {} seed {} passed in {:.1}s: {:?}",
+        summary.name,
+        summary.seed,
+        summary.wall.as_secs_f64(),
+        summary.stats
+    );
     summary
 }

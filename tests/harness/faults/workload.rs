@@ -39,6 +39,10 @@ pub struct WorkloadSpec {
     pub attempts_max: usize,
     /// Pause between a client's operations.
     pub think_ms: u64,
+    /// Share (percent) of operations on the first `hot_accounts` accounts, so those run out of
+    /// funds within seconds while the rest stay solvent.
+    pub hot_percent: u32,
+    pub hot_accounts: usize,
 }
 
 impl Default for WorkloadSpec {
@@ -48,8 +52,10 @@ impl Default for WorkloadSpec {
             initial_grant: 60,
             top_up: 40,
             clients: 4,
-            attempts_max: 3,
+            attempts_max: 5,
             think_ms: 5,
+            hot_percent: 60,
+            hot_accounts: 20,
         }
     }
 }
@@ -77,7 +83,13 @@ impl Clients {
         Clients {
             by_node: endpoints
                 .iter()
-                .map(|(id, addr)| (*id, LedgerClient::new(channel(addr)).max_decoding_message_size(64 * 1024 * 1024)))
+                .map(|(id, addr)| {
+                    (
+                        *id,
+                        LedgerClient::new(channel(addr))
+                            .max_decoding_message_size(64 * 1024 * 1024),
+                    )
+                })
                 .collect(),
         }
     }
@@ -93,13 +105,21 @@ impl Clients {
 fn is_definite(code: ErrorCode) -> bool {
     !matches!(
         code,
-        ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::DeadlineExceeded | ErrorCode::Internal | ErrorCode::NotInitialized
+        ErrorCode::NotLeader
+            | ErrorCode::Unavailable
+            | ErrorCode::DeadlineExceeded
+            | ErrorCode::Internal
+            | ErrorCode::NotInitialized
     )
 }
 
 pub fn outcome_of_status(status: &tonic::Status) -> OpOutcome {
     let error = TallyError::from_status(status);
-    let from_server = status.metadata().get(tally_proto::error::CODE_METADATA_KEY).is_some() || !status.details().is_empty();
+    let from_server = status
+        .metadata()
+        .get(tally_proto::error::CODE_METADATA_KEY)
+        .is_some()
+        || !status.details().is_empty();
     if from_server && is_definite(error.code) {
         OpOutcome::Failed {
             code: error.code.as_str().to_string(),
@@ -112,13 +132,22 @@ pub fn outcome_of_status(status: &tonic::Status) -> OpOutcome {
 }
 
 fn dec(text: &str) -> Decimal {
-    text.parse().unwrap_or_else(|_| panic!("server sent a bad decimal {text:?}"))
+    text.parse()
+        .unwrap_or_else(|_| panic!("server sent a bad decimal {text:?}"))
 }
 
 fn usage_outcome(reply: &v1::RecordUsageReply) -> OpOutcome {
     use v1::usage_result::Outcome;
-    let log_index = reply.write.as_ref().map(|write| write.log_index).unwrap_or(0);
-    match reply.result.as_ref().and_then(|result| result.outcome.as_ref()) {
+    let log_index = reply
+        .write
+        .as_ref()
+        .map(|write| write.log_index)
+        .unwrap_or(0);
+    match reply
+        .result
+        .as_ref()
+        .and_then(|result| result.outcome.as_ref())
+    {
         Some(Outcome::Settled(settlement)) => OpOutcome::Settled {
             charged: dec(&settlement.charged),
             duplicate: false,
@@ -129,7 +158,9 @@ fn usage_outcome(reply: &v1::RecordUsageReply) -> OpOutcome {
             duplicate: true,
             log_index,
         },
-        Some(Outcome::Conflict(_)) => OpOutcome::Failed { code: "conflict".into() },
+        Some(Outcome::Conflict(_)) => OpOutcome::Failed {
+            code: "conflict".into(),
+        },
         Some(Outcome::Rejected(rejection)) => OpOutcome::Failed {
             code: rejection.code.clone(),
         },
@@ -156,21 +187,36 @@ async fn send_once(mut client: LedgerClient<Channel>, request: WriteReq) -> OpOu
         },
         WriteReq::Grant(request) => match client.add_grant(request).await {
             Ok(reply) => OpOutcome::Applied {
-                log_index: reply.get_ref().write.as_ref().map(|write| write.log_index).unwrap_or(0),
+                log_index: reply
+                    .get_ref()
+                    .write
+                    .as_ref()
+                    .map(|write| write.log_index)
+                    .unwrap_or(0),
                 already_existed: reply.get_ref().already_existed,
             },
             Err(status) => outcome_of_status(&status),
         },
         WriteReq::Authorize(request) => match client.authorize(request).await {
             Ok(reply) => OpOutcome::Applied {
-                log_index: reply.get_ref().write.as_ref().map(|write| write.log_index).unwrap_or(0),
+                log_index: reply
+                    .get_ref()
+                    .write
+                    .as_ref()
+                    .map(|write| write.log_index)
+                    .unwrap_or(0),
                 already_existed: false,
             },
             Err(status) => outcome_of_status(&status),
         },
         WriteReq::Prices(request) => match client.publish_prices(request).await {
             Ok(reply) => OpOutcome::Applied {
-                log_index: reply.get_ref().write.as_ref().map(|write| write.log_index).unwrap_or(0),
+                log_index: reply
+                    .get_ref()
+                    .write
+                    .as_ref()
+                    .map(|write| write.log_index)
+                    .unwrap_or(0),
                 already_existed: false,
             },
             Err(status) => outcome_of_status(&status),
@@ -203,7 +249,8 @@ async fn write(
         }
         position += 1;
         if attempt + 1 < attempts_max {
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            // Long enough in total (~2.5 s) to outlast an election.
+            tokio::time::sleep(Duration::from_millis(150 * (attempt as u64 + 1))).await;
         }
     }
     outcome
@@ -248,7 +295,9 @@ where
         let node = ids[attempt % ids.len()];
         match call(clients.get(node)).await {
             Ok(_) => return,
-            Err(status) if TallyError::from_status(&status).code == ErrorCode::AlreadyExists => return,
+            Err(status) if TallyError::from_status(&status).code == ErrorCode::AlreadyExists => {
+                return
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
@@ -267,7 +316,10 @@ pub async fn setup(recorder: &Recorder, clients: &Clients, spec: &WorkloadSpec) 
             .await
     })
     .await;
-    setup_call(clients, "publish prices", |mut client| async move { client.publish_prices(prices_request("1")).await }).await;
+    setup_call(clients, "publish prices", |mut client| async move {
+        client.publish_prices(prices_request("1")).await
+    })
+    .await;
     // Eight parallel lanes: setup is a few hundred writes.
     let lanes = 8;
     let mut tasks = Vec::new();
@@ -299,10 +351,23 @@ pub async fn setup(recorder: &Recorder, clients: &Clients, spec: &WorkloadSpec) 
                     grant_id: grant_id.clone(),
                     amount: Decimal::from(spec.initial_grant),
                 };
-                let request = WriteReq::Grant(grant_request(&account, &grant_id, spec.initial_grant));
+                let request =
+                    WriteReq::Grant(grant_request(&account, &grant_id, spec.initial_grant));
                 let ids = clients.ids();
-                let outcome = write(&recorder, &clients, SETUP_CLIENT, ids[index % ids.len()], kind, request, 20).await;
-                assert!(matches!(outcome, OpOutcome::Applied { .. }), "setup grant of {account}: {outcome:?}");
+                let outcome = write(
+                    &recorder,
+                    &clients,
+                    SETUP_CLIENT,
+                    ids[index % ids.len()],
+                    kind,
+                    request,
+                    20,
+                )
+                .await;
+                assert!(
+                    matches!(outcome, OpOutcome::Applied { .. }),
+                    "setup grant of {account}: {outcome:?}"
+                );
             }
         }));
     }
@@ -329,7 +394,13 @@ impl Running {
 
 /// Starts `spec.clients` clients; client `n` draws from `SmallRng(seed + n)`. Client 0 also
 /// publishes a price change once `price_change_after` has passed.
-pub fn start(recorder: &Recorder, clients: &Clients, spec: &WorkloadSpec, seed: u64, price_change_after: Duration) -> Running {
+pub fn start(
+    recorder: &Recorder,
+    clients: &Clients,
+    spec: &WorkloadSpec,
+    seed: u64,
+    price_change_after: Duration,
+) -> Running {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for client_no in 0..spec.clients {
@@ -347,14 +418,24 @@ pub fn start(recorder: &Recorder, clients: &Clients, spec: &WorkloadSpec, seed: 
             while !stop.load(Ordering::SeqCst) {
                 serial += 1;
                 let node = ids[rng.gen_range(0..ids.len())];
-                let account = account_name(rng.gen_range(0..spec.accounts));
+                let hot = rng.gen_range(0..100) < spec.hot_percent;
+                let account = account_name(rng.gen_range(0..if hot { spec.hot_accounts } else { spec.accounts }));
                 if !price_changed && started.elapsed() >= price_change_after {
                     price_changed = true;
                     let kind = OpKind::PublishPrices {
                         book: BOOK.into(),
                         unit_price: Decimal::from(2),
                     };
-                    write(&recorder, &clients, client_no, node, kind, WriteReq::Prices(prices_request("2")), spec.attempts_max).await;
+                    write(
+                        &recorder,
+                        &clients,
+                        client_no,
+                        node,
+                        kind,
+                        WriteReq::Prices(prices_request("2")),
+                        spec.attempts_max,
+                    )
+                    .await;
                     continue;
                 }
                 let roll = rng.gen_range(0..100);
@@ -365,9 +446,12 @@ pub fn start(recorder: &Recorder, clients: &Clients, spec: &WorkloadSpec, seed: 
                     } else {
                         None
                     };
-                    let account = hold.as_ref().map(|(account, _)| account.clone()).unwrap_or(account);
+                    let account = hold
+                        .as_ref()
+                        .map(|(account, _)| account.clone())
+                        .unwrap_or(account);
                     let hold_id = hold.map(|(_, hold)| hold);
-                    let quantity = rng.gen_range(1..=9u64);
+                    let quantity = rng.gen_range(1..=12u64);
                     let event_id = format!("ev-c{client_no}-{serial}");
                     let kind = OpKind::Usage {
                         account: account.clone(),
@@ -387,7 +471,16 @@ pub fn start(recorder: &Recorder, clients: &Clients, spec: &WorkloadSpec, seed: 
                             hold_id,
                         }),
                     };
-                    write(&recorder, &clients, client_no, node, kind, WriteReq::Usage(request), spec.attempts_max).await;
+                    write(
+                        &recorder,
+                        &clients,
+                        client_no,
+                        node,
+                        kind,
+                        WriteReq::Usage(request),
+                        spec.attempts_max,
+                    )
+                    .await;
                 } else if roll < 58 {
                     let hold_id = format!("hold-c{client_no}-{serial}");
                     let kind = OpKind::Authorize {
@@ -401,7 +494,16 @@ pub fn start(recorder: &Recorder, clients: &Clients, spec: &WorkloadSpec, seed: 
                         amount: "5".to_string(),
                         expires_in_ms: 30_000,
                     };
-                    let outcome = write(&recorder, &clients, client_no, node, kind, WriteReq::Authorize(request), spec.attempts_max).await;
+                    let outcome = write(
+                        &recorder,
+                        &clients,
+                        client_no,
+                        node,
+                        kind,
+                        WriteReq::Authorize(request),
+                        spec.attempts_max,
+                    )
+                    .await;
                     if matches!(outcome, OpOutcome::Applied { .. }) {
                         holds.push((account, hold_id));
                         if holds.len() > 16 {
@@ -416,7 +518,16 @@ pub fn start(recorder: &Recorder, clients: &Clients, spec: &WorkloadSpec, seed: 
                         amount: Decimal::from(spec.top_up),
                     };
                     let request = WriteReq::Grant(grant_request(&account, &grant_id, spec.top_up));
-                    write(&recorder, &clients, client_no, node, kind, request, spec.attempts_max).await;
+                    write(
+                        &recorder,
+                        &clients,
+                        client_no,
+                        node,
+                        kind,
+                        request,
+                        spec.attempts_max,
+                    )
+                    .await;
                 } else {
                     let linearizable = rng.gen_bool(0.8);
                     let kind = OpKind::Read {
@@ -424,7 +535,11 @@ pub fn start(recorder: &Recorder, clients: &Clients, spec: &WorkloadSpec, seed: 
                         linearizable,
                     };
                     let op = recorder.sent(client_no, node, kind);
-                    let consistency = if linearizable { v1::Consistency::Linearizable } else { v1::Consistency::Follower };
+                    let consistency = if linearizable {
+                        v1::Consistency::Linearizable
+                    } else {
+                        v1::Consistency::Follower
+                    };
                     let reply = clients
                         .get(node)
                         .get_account(v1::GetAccountRequest {
