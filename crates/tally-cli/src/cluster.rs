@@ -1,0 +1,268 @@
+//! `tally cluster ...`: what each node reports, membership changes, snapshots, state hashes.
+
+use serde_json::{json, Value};
+use tally_client::{v1, Client, ClientError};
+
+use crate::args::ClusterCommand;
+use crate::ledger::{role, CommandResult};
+use crate::output::{time_text, Failure, Output, Table, EXIT_REFUSED, EXIT_UNAVAILABLE};
+
+/// Rounds of `cluster hash` spent waiting for every node to stand at the same applied index
+/// (ticks move it about once a second).
+const HASH_ROUNDS_MAX: u32 = 40;
+
+fn members_json(members: &[v1::Member]) -> Value {
+    json!(members
+        .iter()
+        .map(|m| json!({"id": m.id, "addr": m.addr, "voter": m.voter}))
+        .collect::<Vec<_>>())
+}
+
+fn members_text(members: &[v1::Member]) -> String {
+    let mut table = Table::new(&["MEMBER", "PEER ADDR", "ROLE"]);
+    for member in members {
+        table.row(vec![
+            member.id.to_string(),
+            member.addr.clone(),
+            if member.voter { "voter" } else { "learner" }.to_string(),
+        ]);
+    }
+    table.render()
+}
+
+fn unreachable(what: &str, errors: &[(String, ClientError)]) -> Failure {
+    let list: Vec<String> = errors
+        .iter()
+        .map(|(endpoint, error)| format!("{endpoint}: {}", error.code()))
+        .collect();
+    Failure {
+        code: "unavailable".into(),
+        message: format!("no node answered {what} ({})", list.join("; ")),
+        details: serde_json::Map::new(),
+        exit: EXIT_UNAVAILABLE,
+    }
+}
+
+pub async fn cluster(client: &Client, out: Output, command: ClusterCommand) -> CommandResult {
+    match command {
+        ClusterCommand::Status => status(client, out).await,
+        ClusterCommand::AddLearner { id, addr, no_wait } => {
+            let reply = client.add_learner(id, &addr, !no_wait).await?;
+            membership(
+                out,
+                &format!("added node {id} ({addr}) as a learner"),
+                &reply,
+            )
+        }
+        ClusterCommand::Promote { id } => {
+            let reply = client.promote(id).await?;
+            membership(out, &format!("node {id} is now a voter"), &reply)
+        }
+        ClusterCommand::Remove { id } => {
+            let reply = client.remove_node(id).await?;
+            membership(out, &format!("removed node {id}"), &reply)
+        }
+        ClusterCommand::Snapshot => snapshot(client, out).await,
+        ClusterCommand::Hash => hash(client, out).await,
+    }
+}
+
+fn membership(out: Output, done: &str, reply: &v1::MembershipReply) -> CommandResult {
+    if out.json {
+        out.json(&json!({"members": members_json(&reply.members), "log_index": reply.log_index}));
+    } else {
+        println!("{done} (log index {})\n", reply.log_index);
+        print!("{}", members_text(&reply.members));
+    }
+    Ok(0)
+}
+
+async fn status(client: &Client, out: Output) -> CommandResult {
+    let mut answers = Vec::new();
+    let mut errors = Vec::new();
+    for endpoint in client.endpoints() {
+        match client.cluster_status_of(endpoint).await {
+            Ok(status) => answers.push((endpoint.clone(), status)),
+            Err(error) => errors.push((endpoint.clone(), error)),
+        }
+    }
+    if answers.is_empty() {
+        return Err(unreachable("cluster status", &errors));
+    }
+    // Membership as the leader sees it, else as the first node that answered.
+    let reference = answers
+        .iter()
+        .find(|(_, status)| role(status) == "leader")
+        .unwrap_or(&answers[0])
+        .1
+        .clone();
+    if out.json {
+        let mut nodes: Vec<Value> = answers
+            .iter()
+            .map(|(endpoint, s)| {
+                json!({
+                    "endpoint": endpoint, "node_id": s.node_id, "role": role(s), "term": s.term,
+                    "leader_id": s.leader_id, "leader_addr": s.leader_addr,
+                    "last_log_index": s.last_log_index, "committed_index": s.committed_index,
+                    "applied_index": s.applied_index, "snapshot_index": s.snapshot_index,
+                    "ledger_time": crate::output::time_json(Some(s.ledger_time_ms)),
+                })
+            })
+            .collect();
+        nodes.extend(errors.iter().map(|(endpoint, error)| {
+            json!({"endpoint": endpoint, "error": {"code": error.code().as_str(), "message": error.message()}})
+        }));
+        out.json(&json!({
+            "leader_id": reference.leader_id,
+            "members": members_json(&reference.members),
+            "joint": reference.joint,
+            "nodes": nodes,
+        }));
+    } else {
+        let mut table = Table::new(&[
+            "ENDPOINT",
+            "NODE",
+            "ROLE",
+            "TERM",
+            "LEADER",
+            "LAST LOG",
+            "COMMITTED",
+            "APPLIED",
+            "SNAPSHOT",
+            "LEDGER TIME",
+        ]);
+        for (endpoint, s) in &answers {
+            table.row(vec![
+                endpoint.clone(),
+                s.node_id.to_string(),
+                role(s).to_string(),
+                s.term.to_string(),
+                s.leader_id
+                    .map(|id| id.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                s.last_log_index.to_string(),
+                s.committed_index.to_string(),
+                s.applied_index.to_string(),
+                s.snapshot_index.to_string(),
+                time_text(Some(s.ledger_time_ms)),
+            ]);
+        }
+        for (endpoint, error) in &errors {
+            table.row(vec![
+                endpoint.clone(),
+                "-".into(),
+                format!("unreachable ({})", error.code()),
+            ]);
+        }
+        print!("{}", table.render());
+        println!();
+        print!("{}", members_text(&reference.members));
+        if reference.joint {
+            println!("(a membership change is in progress: joint consensus)");
+        }
+    }
+    Ok(0)
+}
+
+async fn snapshot(client: &Client, out: Output) -> CommandResult {
+    let mut nodes = Vec::new();
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for endpoint in client.endpoints() {
+        match client.trigger_snapshot_at(endpoint).await {
+            Ok(reply) => {
+                nodes.push(json!({"endpoint": endpoint, "snapshot_index": reply.snapshot_index}));
+                rows.push(vec![endpoint.clone(), reply.snapshot_index.to_string()]);
+            }
+            Err(error) => {
+                nodes.push(json!({"endpoint": endpoint, "error": {"code": error.code().as_str(), "message": error.message()}}));
+                rows.push(vec![endpoint.clone(), format!("failed: {error}")]);
+                errors.push((endpoint.clone(), error));
+            }
+        }
+    }
+    if errors.len() == client.endpoints().len() {
+        return Err(unreachable("snapshot", &errors));
+    }
+    if out.json {
+        out.json(&json!({"nodes": nodes}));
+    } else {
+        let mut table = Table::new(&["ENDPOINT", "SNAPSHOT INDEX"]);
+        for row in rows {
+            table.row(row);
+        }
+        print!("{}", table.render());
+    }
+    Ok(0)
+}
+
+async fn hash(client: &Client, out: Output) -> CommandResult {
+    let mut last = (Vec::new(), Vec::new());
+    for _ in 0..HASH_ROUNDS_MAX {
+        let mut answers = Vec::new();
+        let mut errors = Vec::new();
+        for endpoint in client.endpoints() {
+            match client.state_hash_at(endpoint).await {
+                Ok(reply) => answers.push((endpoint.clone(), reply)),
+                Err(error) => errors.push((endpoint.clone(), error)),
+            }
+        }
+        let aligned = answers
+            .windows(2)
+            .all(|pair| pair[0].1.applied_index == pair[1].1.applied_index);
+        last = (answers, errors);
+        if aligned {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (answers, errors) = last;
+    if answers.is_empty() {
+        return Err(unreachable("state hash", &errors));
+    }
+    let aligned = answers
+        .windows(2)
+        .all(|pair| pair[0].1.applied_index == pair[1].1.applied_index);
+    let same_hash = answers
+        .windows(2)
+        .all(|pair| pair[0].1.hash_hex == pair[1].1.hash_hex);
+    // Agreement is only decidable between nodes standing at the same applied index.
+    let agree = if aligned { Some(same_hash) } else { None };
+    if out.json {
+        let mut nodes: Vec<Value> = answers
+            .iter()
+            .map(|(endpoint, r)| json!({"endpoint": endpoint, "node_id": r.node_id, "applied_index": r.applied_index, "hash": r.hash_hex, "ledger_time": crate::output::time_json(Some(r.ledger_time_ms))}))
+            .collect();
+        nodes.extend(errors.iter().map(|(endpoint, error)| json!({"endpoint": endpoint, "error": {"code": error.code().as_str(), "message": error.message()}})));
+        out.json(&json!({"agree": agree, "nodes": nodes}));
+    } else {
+        let mut table = Table::new(&["ENDPOINT", "NODE", "APPLIED", "STATE HASH"]);
+        for (endpoint, r) in &answers {
+            table.row(vec![
+                endpoint.clone(),
+                r.node_id.to_string(),
+                r.applied_index.to_string(),
+                r.hash_hex.clone(),
+            ]);
+        }
+        for (endpoint, error) in &errors {
+            table.row(vec![
+                endpoint.clone(),
+                "-".into(),
+                "-".into(),
+                format!("unreachable ({})", error.code()),
+            ]);
+        }
+        print!("{}", table.render());
+        match agree {
+            Some(true) => println!("\nall {} nodes agree", answers.len()),
+            Some(false) => println!("\nDIVERGED: nodes at the same applied index disagree"),
+            None => println!("\nnodes were at different applied indexes; run again to compare"),
+        }
+    }
+    Ok(if agree == Some(false) {
+        EXIT_REFUSED
+    } else {
+        0
+    })
+}
