@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: build release test verify fix purity clean-data run run-single
+.PHONY: build release test verify fix purity clean-data run run-single demo
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -43,3 +43,11 @@ run-single:
 # Wipes the data of `make run` and `make run-single`.
 clean-data:
 	rm -rf ./data/node-1 ./data/node-2 ./data/node-3 ./data/dev
+
+# Against a running `make run` cluster (another terminal): creates the pitch's customers (monthly
+# allowance of 10,000 that resets + purchased top-up of 5,000), a per-token price book for two
+# models, streams 4,000 usage events with provider cost, changes a price half-way, and prints each
+# customer's balance, revenue, cost and margin as they move. Options: `make demo DEMO_ARGS="--events 10000"`.
+demo:
+	$(CARGO) build --release -p tally-cli --bin tally
+	target/release/tally demo $(DEMO_ARGS)
