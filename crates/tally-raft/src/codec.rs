@@ -1,8 +1,9 @@
 //! The bincode encoding of openraft messages inside the `Raft` peer service's `bytes` fields.
 //!
 //! One fixed set of options on both ends (bincode 1.3's defaults: fixed-width integers, little
-//! endian, trailing bytes allowed) plus a size limit when decoding, so a corrupt or hostile
-//! length prefix cannot make a node allocate gigabytes.
+//! endian, trailing bytes allowed) plus a size limit: when decoding, so a corrupt or hostile
+//! length prefix cannot make a node allocate gigabytes; when encoding, so an oversized append
+//! batch is noticed as soon as it passes the limit instead of after allocating all of it.
 
 use bincode::Options;
 use serde::de::DeserializeOwned;
@@ -19,27 +20,81 @@ pub struct CodecError {
     pub source: bincode::Error,
 }
 
-fn options() -> impl Options {
+impl CodecError {
+    /// The value did not fit in the size limit.
+    pub fn is_size_limit(&self) -> bool {
+        matches!(*self.source, bincode::ErrorKind::SizeLimit)
+    }
+}
+
+fn options(bytes_max: usize) -> impl Options {
     bincode::DefaultOptions::new()
         .with_fixint_encoding()
         .allow_trailing_bytes()
-        .with_limit(MESSAGE_BYTES_MAX as u64)
+        .with_limit(bytes_max as u64)
 }
 
-/// Encodes `value`; `what` names it in the error.
+/// Encodes `value` within [`MESSAGE_BYTES_MAX`]; `what` names it in the error.
 pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, CodecError> {
-    options().serialize(value).map_err(|source| CodecError {
-        action: "encode",
-        what,
-        source,
-    })
+    encode_within(what, value, MESSAGE_BYTES_MAX)
+}
+
+/// Encodes `value` in at most `bytes_max` bytes ([`CodecError::is_size_limit`] otherwise).
+pub fn encode_within<T: Serialize>(
+    what: &'static str,
+    value: &T,
+    bytes_max: usize,
+) -> Result<Vec<u8>, CodecError> {
+    options(bytes_max)
+        .serialize(value)
+        .map_err(|source| CodecError {
+            action: "encode",
+            what,
+            source,
+        })
 }
 
 /// Decodes a `T` from `bytes`; `what` names it in the error.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, CodecError> {
-    options().deserialize(bytes).map_err(|source| CodecError {
-        action: "decode",
-        what,
-        source,
-    })
+    options(MESSAGE_BYTES_MAX)
+        .deserialize(bytes)
+        .map_err(|source| CodecError {
+            action: "decode",
+            what,
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_limits() {
+        let value = (7u64, "seven".to_string(), vec![1u8; 100]);
+        let bytes = encode("value", &value).unwrap();
+        assert_eq!(
+            decode::<(u64, String, Vec<u8>)>("value", &bytes).unwrap(),
+            value
+        );
+        let error = encode_within("value", &value, 50).unwrap_err();
+        assert!(error.is_size_limit(), "{error}");
+        assert!(error.to_string().starts_with("cannot encode value"));
+        let error = decode::<(u64, String, Vec<u8>)>("value", &bytes[..20]).unwrap_err();
+        assert!(!error.is_size_limit());
+    }
+
+    #[test]
+    fn a_hostile_length_prefix_is_refused_without_allocating() {
+        // A Vec<u8> whose length prefix claims u64::MAX bytes.
+        let mut bytes = u64::MAX.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[0; 8]);
+        // bincode preallocates cautiously and the limit caps what it may read: an error, not
+        // an attempt to allocate 16 EiB.
+        let error = decode::<Vec<u8>>("vec", &bytes).unwrap_err();
+        assert!(
+            error.to_string().starts_with("cannot decode vec"),
+            "{error}"
+        );
+    }
 }

@@ -41,6 +41,9 @@ use crate::codec;
 use crate::stats::{Counters, NetworkStats};
 use crate::MESSAGE_BYTES_MAX;
 
+/// Bytes a `RaftRequest` adds around its payload (field tag and length), rounded up.
+const ENVELOPE_BYTES: usize = 64;
+
 /// Transport settings of the peer network.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetworkConfig {
@@ -308,32 +311,37 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
         let entries = rpc.entries.len() as u64;
-        let data =
-            codec::encode("append entries", &rpc).map_err(|e| self.network_error(e.to_string()))?;
-        let request_bytes = data.len();
-        let result = if request_bytes > self.config.message_bytes_max {
-            if entries > 1 {
-                // openraft retries at once with at most this many entries per request.
+        // Room for the protobuf envelope around the bytes, so the gRPC message stays within
+        // the limit both ends enforce.
+        let bytes_max = self.config.message_bytes_max.saturating_sub(ENVELOPE_BYTES);
+        let (request_bytes, result) = match codec::encode_within("append entries", &rpc, bytes_max)
+        {
+            Ok(data) => {
+                let request_bytes = data.len();
+                let shrink_to_entries = (entries > 1).then_some(entries / 2);
+                let result = self
+                    .call(RPCTypes::AppendEntries, data, &option, shrink_to_entries)
+                    .await;
+                (request_bytes, result)
+            }
+            // Too large: openraft retries at once with at most half the entries.
+            Err(error) if error.is_size_limit() && entries > 1 => (
+                0,
                 Err(RPCError::PayloadTooLarge(
                     PayloadTooLarge::new_entries_hint(entries / 2),
-                ))
-            } else {
+                )),
+            ),
+            Err(error) if error.is_size_limit() => {
                 // One entry alone is above the limit: it can never be replicated. The proposer
                 // bounds entry size to prevent exactly this; say so loudly.
                 tracing::error!(
-                    bytes = request_bytes,
-                    limit = self.config.message_bytes_max,
+                    limit = bytes_max,
                     "a single log entry exceeds the peer message limit"
                 );
-                Err(self.network_error(format!(
-                    "one log entry encodes to {request_bytes} bytes, above the peer message limit of {}",
-                    self.config.message_bytes_max
-                )))
+                let reason = format!("one log entry encodes to more than the peer message limit of {bytes_max} bytes");
+                (0, Err(self.network_error(reason)))
             }
-        } else {
-            let shrink_to_entries = (entries > 1).then_some(entries / 2);
-            self.call(RPCTypes::AppendEntries, data, &option, shrink_to_entries)
-                .await
+            Err(error) => (0, Err(self.network_error(error.to_string()))),
         };
         self.counters
             .record(RPCTypes::AppendEntries, request_bytes, &result);

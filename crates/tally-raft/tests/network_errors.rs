@@ -114,6 +114,46 @@ async fn oversized_appends_ask_openraft_for_smaller_batches() {
 }
 
 #[tokio::test]
+async fn a_batch_above_the_default_limit_is_split_not_failed() {
+    // 48 entries of 1.5 MiB: above MESSAGE_BYTES_MAX, which also bounds the encoder.
+    let mut factory = TallyNetwork::new(1, NetworkConfig::default());
+    let mut peer = factory
+        .new_client(
+            2,
+            &BasicNode {
+                addr: "127.0.0.1:1".into(),
+            },
+        )
+        .await;
+    let payload = vec![b'x'; 1_500_000];
+    let entries = (1..=48)
+        .map(|index| openraft::Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Entry {
+                at_ms: 1,
+                commands: vec![Command::VoidGrant {
+                    account: tally_core::AccountId::new("acme").unwrap(),
+                    grant: tally_core::GrantId::new("g").unwrap(),
+                    reason: String::from_utf8(payload.clone()).unwrap(),
+                }],
+            }),
+        })
+        .collect();
+    let request = AppendEntriesRequest {
+        vote: Vote::new_committed(1, 1),
+        prev_log_id: None,
+        leader_commit: None,
+        entries,
+    };
+    let error = peer.append_entries(request, option()).await.unwrap_err();
+    let RPCError::PayloadTooLarge(too_large) = error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(too_large.entries_hint(), 24);
+    assert!(MESSAGE_BYTES_MAX < 48 * 1_500_000);
+}
+
+#[tokio::test]
 async fn the_peers_raft_errors_come_back_as_remote_errors() {
     let dir = tempfile::tempdir().unwrap();
     let (log, state_machine) = tally_store::open(dir.path()).unwrap();
