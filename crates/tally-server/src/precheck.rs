@@ -14,8 +14,8 @@ use tally_core::{
 };
 
 fn scale_of_account(state: &LedgerState, account: &AccountId) -> Result<u32, Reason> {
-    match state.account(account) {
-        Some(view) => Ok(view.scale),
+    match state.account_scale(account) {
+        Some(scale) => Ok(scale),
         None => Err(Reason::UnknownAccount {
             account: account.clone(),
         }),
