@@ -153,13 +153,55 @@ async fn ledger_round_trip_through_leader_and_follower() {
         "grant and two charges: {history:?}"
     );
 
+    // Ledger events: an account with a low-balance threshold crosses it; every node can stream
+    // the event once it has applied it.
+    via_follower
+        .create_account(v1::CreateAccountRequest {
+            thresholds: vec!["50".to_string()],
+            ..create_account("beta", "CREDITS", "std")
+        })
+        .await
+        .expect("account with threshold");
+    via_follower
+        .add_grant(purchased_grant("beta", "g1", "100", "1"))
+        .await
+        .expect("grant");
+    let crossed = via_follower
+        .record_usage(usage("beta-1", "beta", "tokens", "60", occurred))
+        .await
+        .expect("usage")
+        .into_inner();
+    assert_eq!(settlement(&crossed.result).1.balance_after, "40");
+
     // Every replica reaches the same state.
     cluster.converged_hash(&cluster.running()).await;
+    for id in cluster.running() {
+        let mut stream = cluster
+            .ledger(id)
+            .stream_events(v1::StreamEventsRequest {
+                from_seq: 0,
+                follow: false,
+            })
+            .await
+            .expect("stream events")
+            .into_inner();
+        let mut events = Vec::new();
+        while let Some(event) = stream.message().await.expect("stream item") {
+            events.push(event);
+        }
+        assert!(
+            events
+                .iter()
+                .any(|event| event.account == "beta" && event.kind == "balance_low"),
+            "node {id} streamed {events:?}"
+        );
+        assert!(events.windows(2).all(|pair| pair[0].seq < pair[1].seq));
+    }
 
-    // The leader counted the settled events; the follower counted a forwarded request.
+    // The leader counted the three settled events; the follower counted forwarded requests.
     let (status, metrics) = cluster.http_get(leader, "/metrics").await.expect("metrics");
     assert_eq!(status, 200);
-    let settled_line = format!("tally_events_settled_total{{node=\"{leader}\"}} 2");
+    let settled_line = format!("tally_events_settled_total{{node=\"{leader}\"}} 3");
     assert!(metrics.contains(&settled_line), "{metrics}");
     let (_, follower_metrics) = cluster
         .http_get(follower, "/metrics")
