@@ -84,6 +84,9 @@ fn client_for(cli: &Cli) -> Result<Client, Failure> {
         request_timeout_ms: cli.timeout,
         // Room for a leader election or two inside one command.
         call_timeout_ms: (cli.timeout * 3).max(30_000),
+        // About 8 s of backoff in all: enough to ride out an election, short enough that a
+        // person at a dead cluster hears about it quickly.
+        attempts_max: 15,
         ..ClientConfig::default()
     };
     Client::new(config).map_err(|error| Failure::usage("--endpoint", error.message()))

@@ -56,10 +56,9 @@ struct Route {
     channels: HashMap<String, Channel>,
 }
 
-/// A reply and how many attempts it took.
+/// A reply (a struct so that call metadata can join it without touching every caller).
 pub(crate) struct Answer<T> {
     pub reply: T,
-    pub attempts: u32,
 }
 
 impl Client {
@@ -249,7 +248,6 @@ impl Client {
                     }
                     return Ok(Answer {
                         reply: response.into_inner(),
-                        attempts: attempt,
                     });
                 }
                 Err(error) => error,
@@ -559,7 +557,8 @@ impl Client {
     // ---- Usage ------------------------------------------------------------------------------
 
     /// Records one event. Retried attempts send the same event (same id): the ledger settles it
-    /// at most once, and a `duplicate` answer to a retry is reported as `Settled`.
+    /// at most once. When an earlier attempt (of this call or of an earlier one) settled it, the
+    /// answer is `Duplicate` carrying that original settlement: treat it like `Settled`.
     pub async fn record_usage(&self, event: v1::UsageEvent) -> Result<UsageOutcome, ClientError> {
         let request = v1::RecordUsageRequest { event: Some(event) };
         request.to_command()?;
@@ -572,12 +571,7 @@ impl Client {
             .reply
             .result
             .ok_or_else(|| ClientError::Protocol("RecordUsage reply without a result".into()))?;
-        let outcome = UsageOutcome::from_wire(result)?;
-        Ok(if answer.attempts > 1 {
-            outcome.into_retried()
-        } else {
-            outcome
-        })
+        UsageOutcome::from_wire(result)
     }
 
     /// Records up to 8,190 events in one log entry; one outcome per event, in order. With
@@ -612,11 +606,7 @@ impl Client {
                 Ok(EventOutcome {
                     event_id: event.event_id,
                     account: event.account,
-                    outcome: if answer.attempts > 1 {
-                        outcome.into_retried()
-                    } else {
-                        outcome
-                    },
+                    outcome,
                 })
             })
             .collect()

@@ -10,7 +10,8 @@
 //!     `not_initialized` are retried with exponential backoff and jitter
 //!     (`backoff_ms_initial`..`backoff_ms_max`), always with the same request, within
 //!     `attempts_max` and `call_timeout_ms`. Usage events keep their ids, so a retry never
-//!     charges twice; a `duplicate` answer to a retried attempt is reported as `Settled`.
+//!     charges twice; when an earlier attempt settled it, the answer is `Duplicate` carrying the
+//!     original settlement (treat it like `Settled`).
 //!   - Deadlines: `request_timeout_ms` per attempt (also sent as `grpc-timeout`);
 //!     [`Client::with_request_timeout`] for one call site.
 //!   - Requests are validated locally (tally-proto's `ToCommand`) before anything is sent, so bad

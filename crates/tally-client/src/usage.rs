@@ -44,10 +44,10 @@ pub struct Rejection {
 /// The outcome of one usage event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UsageOutcome {
-    /// Settled by this call. After a retry this may be the event's original settlement (the
-    /// first attempt settled it but its answer was lost), which is what the caller asked for.
+    /// Settled now, by this call.
     Settled(Settlement),
-    /// The same event id and content settled before this call: the original result.
+    /// The same event id and content settled before (by an earlier call, or by an earlier
+    /// attempt of this call whose answer was lost): the original settlement; nothing changed.
     Duplicate(Settlement),
     /// The same event id settled before with different content; nothing changed.
     Conflict {
@@ -100,14 +100,6 @@ impl UsageOutcome {
             None => Err(ClientError::Protocol(
                 "a usage result without an outcome".to_string(),
             )),
-        }
-    }
-
-    /// A duplicate seen on a retry is this call's own earlier attempt: report it as settled.
-    pub(crate) fn into_retried(self) -> UsageOutcome {
-        match self {
-            UsageOutcome::Duplicate(settlement) => UsageOutcome::Settled(settlement),
-            other => other,
         }
     }
 }
@@ -200,7 +192,6 @@ mod tests {
         })
         .unwrap();
         assert_eq!(duplicate.kind(), "duplicate");
-        assert_eq!(duplicate.clone().into_retried().kind(), "settled");
         assert_eq!(duplicate.settlement(), settled.settlement());
 
         let rejected = UsageOutcome::from_wire(v1::UsageResult {
@@ -218,12 +209,6 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        // Rejections stay rejections when retried.
-        let conflict = UsageOutcome::Conflict {
-            account: "a".into(),
-            event_id: "e".into(),
-        };
-        assert_eq!(conflict.clone().into_retried(), conflict);
     }
 
     #[test]

@@ -1,0 +1,1315 @@
+//! The real `tally` binary against a real local cluster of `tallyd` processes: every command in
+//! human and `--json` form, bad flags and values refused before any request, and a usage event
+//! retried through a different node (after its first node died) settled exactly once.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tally_tests::{free_ports, Cluster, ClusterSpec};
+
+static TALLY: OnceLock<PathBuf> = OnceLock::new();
+
+/// The `tally` binary, built once with this test's profile (`$TALLY_BIN` overrides).
+fn tally_binary() -> PathBuf {
+    TALLY
+        .get_or_init(|| {
+            if let Ok(path) = std::env::var("TALLY_BIN") {
+                return PathBuf::from(path);
+            }
+            // The test executable lives in target/<profile>/deps/; binaries in target/<profile>/.
+            let exe = std::env::current_exe().expect("current_exe");
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("target/<profile>")
+                .to_path_buf();
+            let release = profile_dir
+                .file_name()
+                .is_some_and(|name| name == "release");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+            let mut build = Command::new(cargo);
+            build.args(["build", "-p", "tally-cli", "--bin", "tally"]);
+            if release {
+                build.arg("--release");
+            }
+            let status = build.status().expect("running cargo build for tally");
+            assert!(
+                status.success(),
+                "cargo build -p tally-cli --bin tally failed"
+            );
+            let path = profile_dir.join("tally");
+            assert!(path.exists(), "{} missing after the build", path.display());
+            path
+        })
+        .clone()
+}
+
+struct Run {
+    args: Vec<String>,
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "tally {:?} failed:\n{}\n{}",
+            self.args, self.stdout, self.stderr
+        );
+        self
+    }
+
+    fn code(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "tally {:?}: expected exit {code}:\nstdout: {}\nstderr: {}",
+            self.args, self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// The one JSON object a `--json` command prints.
+    fn json(&self) -> Value {
+        let lines: Vec<&str> = self
+            .stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "tally {:?}: expected one JSON line, got:\n{}",
+            self.args,
+            self.stdout
+        );
+        serde_json::from_str(lines[0])
+            .unwrap_or_else(|e| panic!("tally {:?}: not JSON ({e}): {}", self.args, lines[0]))
+    }
+
+    /// Whether stdout contains `text`, runs of spaces counting as one (tables align columns).
+    fn has(self, text: &str) -> Run {
+        assert!(
+            collapse(&self.stdout).contains(&collapse(text)),
+            "tally {:?}: stdout lacks {text:?}:\n{}\nstderr: {}",
+            self.args,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    fn err_has(self, text: &str) -> Run {
+        assert!(
+            self.stderr.contains(text),
+            "tally {:?}: stderr lacks {text:?}:\n{}",
+            self.args,
+            self.stderr
+        );
+        self
+    }
+}
+
+fn collapse(text: &str) -> String {
+    text.split(' ')
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn endpoint_args(endpoints: &[String]) -> Vec<String> {
+    endpoints
+        .iter()
+        .flat_map(|e| ["--endpoint".to_string(), e.clone()])
+        .collect()
+}
+
+fn tally(endpoints: &[String], args: &[&str]) -> Run {
+    let mut all = endpoint_args(endpoints);
+    all.extend(args.iter().map(|a| a.to_string()));
+    let output = Command::new(tally_binary())
+        .args(&all)
+        .env_remove("TALLY_ENDPOINT")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running tally");
+    Run {
+        args: all,
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn all_endpoints(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .nodes
+        .values()
+        .map(|node| node.addrs.client.clone())
+        .collect()
+}
+
+fn s<'a>(value: &'a Value, key: &str) -> &'a str {
+    value[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} is not a string in {value}"))
+}
+
+/// Written in the form `price show --json` prints back (every field explicit).
+const RATES: &str = r#"{"rates": [
+  {"meter": "tokens", "match": {"model": "small"}, "per_unit": {"unit_price": "0.002", "per": "1"}},
+  {"meter": "tokens", "match": {"model": "large"}, "per_unit": {"unit_price": "0.01", "per": "1"}},
+  {"meter": "images", "match": {}, "package": {"size": "10", "price": "1.5"}},
+  {"meter": "storage", "match": {}, "graduated": {"tiers": [{"up_to": "100", "unit_price": "1"}, {"up_to": null, "unit_price": "0.5"}], "per": "1"}},
+  {"meter": "calls", "match": {}, "flat": {"amount": "0.1"}}
+]}"#;
+
+/// Rates in a canonical order, to compare what was published with what is shown.
+fn sorted_rates(rates: &Value) -> Vec<String> {
+    let mut texts: Vec<String> = rates
+        .as_array()
+        .expect("rates array")
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    texts.sort();
+    texts
+}
+
+#[tokio::test]
+async fn every_command_in_human_and_json_form() {
+    let mut cluster = Cluster::start(ClusterSpec::default()).await;
+    let all = all_endpoints(&cluster);
+    let e = all.as_slice();
+    let dir = cluster.dir().to_path_buf();
+    let rates_path = dir.join("rates.json");
+    std::fs::write(&rates_path, RATES).unwrap();
+    let rates = rates_path.to_str().unwrap();
+
+    // Assets.
+    tally(e, &["asset", "create", "CREDITS", "--scale", "4"])
+        .ok()
+        .has("created asset CREDITS");
+    let json = tally(e, &["--json", "asset", "create", "CREDITS", "--scale", "4"])
+        .ok()
+        .json();
+    assert_eq!(json["already_existed"], true);
+    tally(e, &["asset", "list"]).ok().has("CREDITS").has("USD");
+    let json = tally(e, &["--json", "asset", "list"]).ok().json();
+    assert!(json["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["code"] == "CREDITS" && a["scale"] == 4));
+
+    // Prices: publish twice (human, json), show both ways; the JSON mirrors the rates file.
+    tally(
+        e,
+        &[
+            "price", "publish", "llm", "--asset", "CREDITS", "--file", rates,
+        ],
+    )
+    .ok()
+    .has("published llm version 1");
+    let json = tally(
+        e,
+        &[
+            "--json", "price", "publish", "llm", "--asset", "CREDITS", "--file", rates,
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(json["version"], 2);
+    tally(e, &["price", "show", "llm"])
+        .ok()
+        .has("model=large")
+        .has("graduated per 1: 100@1, inf@0.5")
+        .has("version         2");
+    let json = tally(e, &["--json", "price", "show", "llm"]).ok().json();
+    let file: Value = serde_json::from_str(RATES).unwrap();
+    assert_eq!(
+        sorted_rates(&json["rates"]),
+        sorted_rates(&file["rates"]),
+        "price show --json gives back the rates file"
+    );
+    assert_eq!(json["asset"], "CREDITS");
+
+    // Accounts and grants: the pitch's customer.
+    tally(
+        e,
+        &[
+            "account",
+            "create",
+            "acme",
+            "--asset",
+            "CREDITS",
+            "--price-book",
+            "llm",
+            "--threshold",
+            "14900",
+            "--metadata",
+            "plan=pro",
+        ],
+    )
+    .ok()
+    .has("created account acme");
+    let json = tally(
+        e,
+        &[
+            "--json",
+            "account",
+            "create",
+            "globex",
+            "--asset",
+            "CREDITS",
+            "--price-book",
+            "llm",
+            "--credit-limit",
+            "50",
+            "--list-price",
+            "0.01",
+            "--auto-recharge-below",
+            "100",
+            "--auto-recharge-amount",
+            "1000",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(json["already_existed"], false);
+    tally(
+        e,
+        &[
+            "grant",
+            "add",
+            "acme",
+            "--id",
+            "monthly",
+            "--category",
+            "allowance",
+            "--amount",
+            "10000",
+            "--reset-every",
+            "month",
+            "--paid",
+            "100",
+        ],
+    )
+    .ok()
+    .has("balance after  10000");
+    let json = tally(
+        e,
+        &[
+            "--json",
+            "grant",
+            "add",
+            "acme",
+            "--id",
+            "topup",
+            "--category",
+            "purchased",
+            "--amount",
+            "5000",
+            "--paid",
+            "60",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(s(&json, "balance_after"), "15000");
+    assert_eq!(s(&json, "debt_repaid"), "0");
+    tally(
+        e,
+        &[
+            "grant",
+            "add",
+            "acme",
+            "--id",
+            "promo",
+            "--category",
+            "promotional",
+            "--amount",
+            "5",
+            "--priority",
+            "90",
+            "--expires-at",
+            "2099-01-01T00:00:00Z",
+        ],
+    )
+    .ok();
+
+    tally(e, &["account", "show", "acme"])
+        .ok()
+        .has("balance       15005")
+        .has("monthly")
+        .has("allowance")
+        .has("purchased");
+    let json = tally(e, &["--json", "account", "show", "acme"]).ok().json();
+    for key in [
+        "account",
+        "asset",
+        "balance",
+        "available",
+        "held",
+        "debt",
+        "credit_limit",
+    ] {
+        assert!(
+            json[key].is_string(),
+            "account show --json lacks {key}: {json}"
+        );
+    }
+    assert_eq!(s(&json, "balance"), "15005");
+    let grants = json["grants"].as_array().unwrap();
+    assert_eq!(
+        grants[0]["id"], "monthly",
+        "the allowance is drawn first: {json}"
+    );
+    for key in [
+        "id",
+        "category",
+        "remaining",
+        "priority",
+        "expires_at",
+        "next_reset",
+    ] {
+        assert!(
+            grants[0].get(key).is_some(),
+            "grant lacks {key}: {}",
+            grants[0]
+        );
+    }
+    assert!(grants[0]["next_reset"].is_string());
+    assert_eq!(
+        grants.iter().find(|g| g["id"] == "promo").unwrap()["expires_at"],
+        "2099-01-01T00:00:00.000Z"
+    );
+
+    // Usage: a generated id (human), then a given id in JSON.
+    tally(
+        e,
+        &[
+            "usage",
+            "record",
+            "acme",
+            "--meter",
+            "tokens",
+            "--quantity",
+            "1500",
+            "--dim",
+            "model=large",
+            "--cost",
+            "0.03",
+        ],
+    )
+    .ok()
+    .has("outcome        settled")
+    .has("charged        15")
+    .has("drawdown       monthly 15")
+    .err_has("event id evt-");
+    let json = tally(
+        e,
+        &[
+            "--json",
+            "usage",
+            "record",
+            "acme",
+            "--meter",
+            "tokens",
+            "--quantity",
+            "1000",
+            "--dim",
+            "model=small",
+            "--event-id",
+            "e-1",
+            "--cost",
+            "0.01",
+            "--occurred-at",
+            &tally_core_now(),
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(s(&json, "outcome"), "settled");
+    assert_eq!(s(&json, "event_id"), "e-1");
+    assert_eq!(s(&json, "charged"), "2");
+    assert_eq!(s(&json, "balance_after"), "14988");
+    assert_eq!(json["drawdown"][0]["grant"], "monthly");
+    assert_eq!(s(&json, "revenue"), "0.02");
+    assert_eq!(s(&json, "cost"), "0.01");
+    assert_eq!(s(&json, "margin"), "0.01");
+    assert_eq!(json["price_version"], 2);
+    let generated = tally(
+        e,
+        &[
+            "--json",
+            "usage",
+            "record",
+            "acme",
+            "--meter",
+            "calls",
+            "--quantity",
+            "1",
+        ],
+    )
+    .ok()
+    .json();
+    assert!(s(&generated, "event_id").starts_with("evt-"));
+    assert_eq!(generated["event_id_generated"], true);
+    assert_eq!(s(&generated, "charged"), "0.1");
+
+    // A rejection is an answer with its reason, and a non-zero exit.
+    tally(
+        e,
+        &[
+            "usage",
+            "record",
+            "acme",
+            "--meter",
+            "tokens",
+            "--quantity",
+            "99999999",
+            "--dim",
+            "model=large",
+        ],
+    )
+    .code(1)
+    .has("insufficient_funds");
+    let json = tally(
+        e,
+        &[
+            "--json",
+            "usage",
+            "record",
+            "acme",
+            "--meter",
+            "video",
+            "--quantity",
+            "1",
+        ],
+    )
+    .code(1)
+    .json();
+    assert_eq!(s(&json, "outcome"), "rejected");
+    assert_eq!(s(&json, "reason"), "no_rate");
+
+    // Import: 20 events in batches of 7, then the same file again changes nothing.
+    let occurred = tally_core_now();
+    let lines: Vec<String> = (0..20)
+        .map(|i| format!(r#"{{"event_id": "imp-{i}", "account": "acme", "meter": "tokens", "quantity": "1000", "dimensions": {{"model": "large"}}, "occurred_at": "{occurred}", "cost": "0.02"}}"#))
+        .collect();
+    let import_path = dir.join("usage.jsonl");
+    std::fs::write(&import_path, lines.join("\n") + "\n").unwrap();
+    let import = import_path.to_str().unwrap();
+    tally(e, &["usage", "import", import, "--batch", "7"])
+        .ok()
+        .has("settled    20")
+        .has("batches    3")
+        .err_has("20/20 events");
+    let json = tally(
+        e,
+        &[
+            "--json", "usage", "import", import, "--batch", "50", "--atomic",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(json["duplicate"], 20);
+    assert_eq!(json["settled"], 0);
+
+    // Holds.
+    tally(
+        e,
+        &[
+            "hold",
+            "authorize",
+            "acme",
+            "--id",
+            "job-1",
+            "--amount",
+            "100",
+            "--expires-in",
+            "10m",
+        ],
+    )
+    .ok()
+    .has("available after 14687.9");
+    let json = tally(
+        e,
+        &[
+            "--json",
+            "hold",
+            "authorize",
+            "acme",
+            "--id",
+            "job-2",
+            "--amount",
+            "50",
+            "--expires-in",
+            "90s",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(s(&json, "available_after"), "14637.9");
+    let json = tally(
+        e,
+        &[
+            "--json",
+            "usage",
+            "record",
+            "acme",
+            "--meter",
+            "tokens",
+            "--quantity",
+            "500",
+            "--dim",
+            "model=large",
+            "--hold",
+            "job-1",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(s(&json, "from_hold"), "5");
+    tally(e, &["hold", "release", "acme", "job-2"])
+        .ok()
+        .has("50 of hold job-2");
+    let json = tally(e, &["--json", "hold", "release", "acme", "job-1"])
+        .ok()
+        .json();
+    assert_eq!(s(&json, "released"), "95");
+
+    // Reports and history.
+    tally(e, &["report", "acme"])
+        .ok()
+        .has("revenue")
+        .has("tokens")
+        .has("margin");
+    let json = tally(
+        e,
+        &[
+            "--json",
+            "report",
+            "acme",
+            "--month",
+            &tally_core_now()[..7],
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(json["events"], 24);
+    assert_eq!(json["account"], "acme");
+    let json = tally(e, &["--json", "report"]).ok().json();
+    assert!(json["account"].is_null());
+    assert_eq!(json["events"], 24);
+    tally(e, &["history", "acme", "--limit", "3"])
+        .ok()
+        .has("usage")
+        .has("(more: tally history acme --before");
+    let json = tally(e, &["--json", "history", "acme", "--limit", "2"])
+        .ok()
+        .json();
+    let entries = json["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert!(
+        entries[0]["seq"].as_u64() > entries[1]["seq"].as_u64(),
+        "newest first"
+    );
+
+    // Events: the balance fell below the 14,900 threshold.
+    tally(e, &["events"]).ok().has("balance_low").has("acme");
+    let json = tally(e, &["--json", "events", "--from", "1"]).ok().json();
+    let events = json["events"].as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|ev| ev["kind"] == "balance_low" && ev["detail"]["threshold"] == "14900"),
+        "{json}"
+    );
+    // --follow prints as events arrive and keeps running.
+    let mut follow = Command::new(tally_binary())
+        .args(endpoint_args(e))
+        .args(["--json", "events", "--follow", "--from", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(follow.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let first: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(first["seq"], 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        follow.try_wait().unwrap().is_none(),
+        "events --follow exited by itself"
+    );
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+
+    // Void, freeze, unfreeze, close.
+    tally(
+        e,
+        &[
+            "grant",
+            "void",
+            "acme",
+            "promo",
+            "--reason",
+            "campaign ended",
+        ],
+    )
+    .ok()
+    .has("5 of grant promo");
+    tally(
+        e,
+        &[
+            "grant",
+            "add",
+            "globex",
+            "--id",
+            "p",
+            "--category",
+            "promotional",
+            "--amount",
+            "10",
+        ],
+    )
+    .ok();
+    let json = tally(
+        e,
+        &["--json", "grant", "void", "globex", "p", "--reason", "test"],
+    )
+    .ok()
+    .json();
+    assert_eq!(s(&json, "voided"), "10");
+    tally(e, &["account", "freeze", "acme"])
+        .ok()
+        .has("now frozen");
+    tally(
+        e,
+        &[
+            "usage",
+            "record",
+            "acme",
+            "--meter",
+            "calls",
+            "--quantity",
+            "1",
+        ],
+    )
+    .code(1)
+    .has("account_frozen");
+    let json = tally(e, &["--json", "account", "unfreeze", "acme"])
+        .ok()
+        .json();
+    assert_eq!(s(&json, "status"), "active");
+    tally(e, &["account", "close", "globex"])
+        .ok()
+        .has("now closed");
+    tally(e, &["account", "create", "initech", "--asset", "CREDITS"]).ok();
+    let json = tally(e, &["--json", "account", "close", "initech"])
+        .ok()
+        .json();
+    assert_eq!(s(&json, "status"), "closed");
+
+    // Ledger errors: the stable code and a sentence; JSON errors are one object.
+    tally(e, &["account", "show", "nobody"])
+        .code(1)
+        .err_has("error: unknown_account: ");
+    let json = tally(e, &["--json", "account", "show", "nobody"])
+        .code(1)
+        .json();
+    assert_eq!(json["error"]["code"], "unknown_account");
+    tally(
+        e,
+        &[
+            "grant",
+            "add",
+            "acme",
+            "--id",
+            "x",
+            "--category",
+            "purchased",
+            "--amount",
+            "1.00001",
+            "--paid",
+            "1",
+        ],
+    )
+    .code(1)
+    .err_has("invalid_argument");
+
+    // Cluster commands.
+    let leader = cluster.leader().await;
+    tally(e, &["cluster", "status"])
+        .ok()
+        .has("leader")
+        .has("follower")
+        .has("voter");
+    let json = tally(e, &["--json", "cluster", "status"]).ok().json();
+    assert_eq!(json["nodes"].as_array().unwrap().len(), 3);
+    assert_eq!(json["leader_id"], leader);
+    assert_eq!(
+        json["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["role"] == "leader")
+            .count(),
+        1
+    );
+    tally(e, &["cluster", "hash"]).ok().has("all 3 nodes agree");
+    let json = tally(e, &["--json", "cluster", "hash"]).ok().json();
+    assert_eq!(json["agree"], true);
+    tally(e, &["cluster", "snapshot"])
+        .ok()
+        .has("SNAPSHOT INDEX");
+    let json = tally(e, &["--json", "cluster", "snapshot"]).ok().json();
+    assert!(json["nodes"][0]["snapshot_index"].as_u64().unwrap() > 0);
+
+    let peer4 = cluster.spawn_joiner(4).await;
+    tally(e, &["cluster", "add-learner", "4", &peer4])
+        .ok()
+        .has("added node 4")
+        .has("learner");
+    let json = tally(e, &["--json", "cluster", "promote", "4"]).ok().json();
+    assert!(
+        json["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == 4 && m["voter"] == true),
+        "{json}"
+    );
+    tally(e, &["cluster", "remove", "4"])
+        .ok()
+        .has("removed node 4");
+    let peer5 = cluster.spawn_joiner(5).await;
+    let json = tally(e, &["--json", "cluster", "add-learner", "5", &peer5])
+        .ok()
+        .json();
+    assert!(
+        json["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == 5 && m["voter"] == false),
+        "{json}"
+    );
+    tally(e, &["cluster", "promote", "5"])
+        .ok()
+        .has("node 5 is now a voter");
+    let json = tally(e, &["--json", "cluster", "remove", "5"]).ok().json();
+    assert!(
+        !json["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == 5),
+        "{json}"
+    );
+
+    // The demo runs end to end (small), human and JSON.
+    tally(
+        e,
+        &[
+            "demo",
+            "--customers",
+            "2",
+            "--events",
+            "300",
+            "--batch",
+            "50",
+        ],
+    )
+    .ok()
+    .has("price change")
+    .has("MARGIN USD");
+    let json = tally(
+        e,
+        &["--json", "demo", "--customers", "2", "--events", "100"],
+    )
+    .ok()
+    .json();
+    assert_eq!(json["events"], 100);
+    assert_eq!(json["customers"].as_array().unwrap().len(), 2);
+
+    cluster.converged_hash(&[1, 2, 3]).await;
+}
+
+/// Now as RFC 3339 with second precision (this crate does not depend on tally-core's calendar).
+fn tally_core_now() -> String {
+    let secs = tally_tests::now_ms() / 1000;
+    let days = secs / 86_400;
+    let (y, m, d) = civil(days as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn civil(days: i64) -> (i64, u32, u32) {
+    // Howard Hinnant's days -> civil date.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[test]
+fn bad_flags_and_values_are_refused_before_any_request() {
+    // Nothing listens here: a command that sent anything would exit 3 (unavailable), not 2.
+    let closed = vec![format!("127.0.0.1:{}", free_ports(1)[0])];
+    let e = closed.as_slice();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "grant",
+                "add",
+                "acme",
+                "--id",
+                "g",
+                "--category",
+                "gift",
+                "--amount",
+                "5",
+            ],
+            "--category",
+        ),
+        (
+            &[
+                "grant",
+                "add",
+                "acme",
+                "--id",
+                "g",
+                "--category",
+                "purchased",
+                "--amount",
+                "-5",
+                "--paid",
+                "1",
+            ],
+            "--amount",
+        ),
+        (
+            &[
+                "grant",
+                "add",
+                "acme",
+                "--id",
+                "g",
+                "--category",
+                "purchased",
+                "--amount",
+                "5",
+            ],
+            "--paid",
+        ),
+        (
+            &[
+                "grant",
+                "add",
+                "acme",
+                "--id",
+                "g",
+                "--category",
+                "purchased",
+                "--amount",
+                "5",
+                "--paid",
+                "1",
+                "--reset-every",
+                "month",
+            ],
+            "--reset-every",
+        ),
+        (
+            &[
+                "grant",
+                "add",
+                "acme",
+                "--id",
+                "g",
+                "--category",
+                "allowance",
+                "--amount",
+                "5",
+                "--priority",
+                "101",
+            ],
+            "--priority",
+        ),
+        (
+            &[
+                "grant",
+                "add",
+                "acme",
+                "--id",
+                "g",
+                "--category",
+                "allowance",
+                "--amount",
+                "1e3",
+            ],
+            "--amount",
+        ),
+        (
+            &[
+                "grant",
+                "add",
+                "acme",
+                "--id",
+                "g",
+                "--category",
+                "allowance",
+                "--amount",
+                "5",
+                "--expires-at",
+                "tomorrow",
+            ],
+            "--expires-at",
+        ),
+        (
+            &[
+                "hold",
+                "authorize",
+                "acme",
+                "--id",
+                "h",
+                "--amount",
+                "5",
+                "--expires-in",
+                "10",
+            ],
+            "--expires-in",
+        ),
+        (
+            &[
+                "hold",
+                "authorize",
+                "acme",
+                "--id",
+                "h",
+                "--amount",
+                "5",
+                "--expires-in",
+                "48h",
+            ],
+            "--expires-in",
+        ),
+        (
+            &[
+                "usage",
+                "record",
+                "bad id",
+                "--meter",
+                "t",
+                "--quantity",
+                "1",
+            ],
+            "<ACCOUNT>",
+        ),
+        (
+            &[
+                "usage",
+                "record",
+                "acme",
+                "--meter",
+                "t",
+                "--quantity",
+                "abc",
+            ],
+            "--quantity",
+        ),
+        (
+            &[
+                "usage",
+                "record",
+                "acme",
+                "--meter",
+                "t",
+                "--quantity",
+                "1",
+                "--dim",
+                "model",
+            ],
+            "--dim",
+        ),
+        (
+            &[
+                "usage",
+                "record",
+                "acme",
+                "--meter",
+                "t",
+                "--quantity",
+                "1",
+                "--occurred-at",
+                "2026-13-01T00:00:00Z",
+            ],
+            "--occurred-at",
+        ),
+        (&["usage", "record", "acme", "--quantity", "1"], "--meter"),
+        (&["usage", "import", "/nonexistent/usage.jsonl"], "FILE"),
+        (&["usage", "import", "x.jsonl", "--batch", "0"], "--batch"),
+        (&["report", "--month", "2026-13"], "--month"),
+        (&["asset", "create", "usd", "--scale", "2"], "<CODE>"),
+        (&["asset", "create", "USD", "--scale", "19"], "--scale"),
+        (
+            &[
+                "account",
+                "create",
+                "x",
+                "--asset",
+                "USD",
+                "--auto-recharge-below",
+                "5",
+            ],
+            "--auto-recharge-amount",
+        ),
+        (
+            &[
+                "account",
+                "create",
+                "x",
+                "--asset",
+                "USD",
+                "--credit-limit",
+                "-1",
+            ],
+            "--credit-limit",
+        ),
+        (
+            &[
+                "price",
+                "publish",
+                "b",
+                "--asset",
+                "USD",
+                "--file",
+                "/nonexistent.json",
+            ],
+            "--file",
+        ),
+        (&["history", "acme", "--limit", "0"], "--limit"),
+        (&["cluster", "promote", "four"], "<ID>"),
+        (&["--timeout", "soon", "cluster", "status"], "--timeout"),
+        (&["account", "frobnicate", "x"], "frobnicate"),
+    ];
+    for (args, flag) in cases {
+        let run = tally(e, args).code(2);
+        assert!(
+            run.stderr.contains(flag),
+            "tally {args:?}: the error should name {flag}:\n{}",
+            run.stderr
+        );
+        assert!(
+            run.stdout.is_empty(),
+            "tally {args:?} printed {}",
+            run.stdout
+        );
+    }
+    let run = Command::new(tally_binary())
+        .args(["--endpoint", "nope", "report"])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--endpoint"));
+
+    // A bad rates file and a bad import line name where the problem is; nothing is sent.
+    let dir = tempfile::tempdir().unwrap();
+    let bad_rates = dir.path().join("rates.json");
+    std::fs::write(
+        &bad_rates,
+        r#"{"rates": [{"meter": "t", "per_unit": {"unit_price": 0.1}}]}"#,
+    )
+    .unwrap();
+    tally(
+        e,
+        &[
+            "price",
+            "publish",
+            "b",
+            "--asset",
+            "USD",
+            "--file",
+            bad_rates.to_str().unwrap(),
+        ],
+    )
+    .code(2)
+    .err_has("decimal strings");
+    let bad_import = dir.path().join("usage.jsonl");
+    std::fs::write(&bad_import, "{\"account\": \"a\", \"meter\": \"t\", \"quantity\": \"1\"}\n{\"account\": \"a\", \"meter\": \"t\", \"quantity\": \"-1\"}\n").unwrap();
+    tally(e, &["usage", "import", bad_import.to_str().unwrap()])
+        .code(2)
+        .err_has("usage.jsonl:2")
+        .err_has("quantity");
+    let json = tally(
+        e,
+        &["--json", "usage", "import", bad_import.to_str().unwrap()],
+    )
+    .code(2)
+    .json();
+    assert_eq!(json["error"]["code"], "invalid_argument");
+
+    // With the values right, the same closed endpoint is reported as unreachable (exit 3).
+    tally(e, &["--timeout", "1s", "account", "show", "acme"])
+        .code(3)
+        .err_has("unavailable");
+}
+
+#[tokio::test]
+async fn a_retry_through_another_node_settles_the_event_once() {
+    let mut cluster = Cluster::start(ClusterSpec::default()).await;
+    let all = all_endpoints(&cluster);
+    let e = all.as_slice();
+    let rates = cluster.dir().join("rates.json");
+    std::fs::write(&rates, RATES).unwrap();
+    tally(e, &["asset", "create", "CREDITS", "--scale", "4"]).ok();
+    tally(
+        e,
+        &[
+            "price",
+            "publish",
+            "llm",
+            "--asset",
+            "CREDITS",
+            "--file",
+            rates.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    tally(
+        e,
+        &[
+            "account",
+            "create",
+            "acme",
+            "--asset",
+            "CREDITS",
+            "--price-book",
+            "llm",
+        ],
+    )
+    .ok();
+    tally(
+        e,
+        &[
+            "grant",
+            "add",
+            "acme",
+            "--id",
+            "topup",
+            "--category",
+            "purchased",
+            "--amount",
+            "1000",
+            "--paid",
+            "10",
+        ],
+    )
+    .ok();
+
+    let leader = cluster.leader().await;
+    let follower = *cluster.running().iter().find(|id| **id != leader).unwrap();
+    let occurred = tally_core_now();
+    let event = [
+        "--json",
+        "usage",
+        "record",
+        "acme",
+        "--meter",
+        "tokens",
+        "--quantity",
+        "700",
+        "--dim",
+        "model=large",
+        "--event-id",
+        "evt-retry-1",
+        "--occurred-at",
+        &occurred,
+    ];
+
+    // First through the leader only.
+    let leader_endpoint = vec![cluster.node(leader).addrs.client.clone()];
+    let first = tally(&leader_endpoint, &event).ok().json();
+    assert_eq!(s(&first, "outcome"), "settled");
+    assert_eq!(s(&first, "charged"), "7");
+
+    // The answer "was lost": the leader dies; the same event goes through a follower.
+    cluster.kill9(leader);
+    let follower_endpoint = vec![cluster.node(follower).addrs.client.clone()];
+    let started = Instant::now();
+    let second = tally(&follower_endpoint, &event).ok().json();
+    assert_eq!(s(&second, "outcome"), "duplicate");
+    for key in ["charged", "balance_after", "revenue", "settled_at"] {
+        assert_eq!(
+            second[key], first[key],
+            "{key}: the duplicate carries the original result"
+        );
+    }
+    eprintln!(
+        "retry through node {follower} answered in {:?}",
+        started.elapsed()
+    );
+
+    // And through every endpoint, the dead one first: the client routes around it.
+    let mut dead_first = vec![cluster.node(leader).addrs.client.clone()];
+    dead_first.extend(
+        cluster
+            .running()
+            .iter()
+            .map(|id| cluster.node(*id).addrs.client.clone()),
+    );
+    let third = tally(&dead_first, &event).ok().json();
+    assert_eq!(s(&third, "outcome"), "duplicate");
+    let account = tally(&dead_first, &["--json", "account", "show", "acme"])
+        .ok()
+        .json();
+    assert_eq!(s(&account, "balance"), "993", "charged once: {account}");
+    let report = tally(&dead_first, &["--json", "report", "acme"])
+        .ok()
+        .json();
+    assert_eq!(report["events"], 1);
+
+    // A new event through the dead node and a live one settles (retry across endpoints).
+    let new_event = tally(
+        &dead_first,
+        &[
+            "--json",
+            "usage",
+            "record",
+            "acme",
+            "--meter",
+            "tokens",
+            "--quantity",
+            "100",
+            "--dim",
+            "model=large",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(s(&new_event, "outcome"), "settled");
+    assert_eq!(s(&new_event, "balance_after"), "992");
+    let running = cluster.running();
+    cluster.converged_hash(&running).await;
+}
