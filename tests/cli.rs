@@ -1313,3 +1313,128 @@ async fn a_retry_through_another_node_settles_the_event_once() {
     let running = cluster.running();
     cluster.converged_hash(&running).await;
 }
+
+/// The client library itself (what the CLI is built on): leader routing from a follower-only
+/// endpoint list, the batching helper with per-event outcomes, and the event subscription.
+#[tokio::test]
+async fn client_library_routes_batches_and_streams() {
+    use tally_client::{usage_event, v1, Client, ClientConfig, UsageBatcher, UsageOutcome};
+
+    let cluster = Cluster::start(ClusterSpec::default()).await;
+    let leader = cluster.leader().await;
+    let followers: Vec<String> = cluster
+        .running()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .map(|id| cluster.node(id).addrs.client.clone())
+        .collect();
+    let dead = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let mut endpoints = vec![dead];
+    endpoints.extend(followers);
+    let client = Client::new(ClientConfig::with_endpoints(endpoints)).unwrap();
+
+    client.create_asset("CREDITS", 0).await.unwrap();
+    // A follower forwarded the write and named the leader; the client now goes there first.
+    assert_eq!(
+        client.known_leader().as_deref(),
+        Some(cluster.node(leader).addrs.client.as_str())
+    );
+    client
+        .publish_prices(v1::PublishPricesRequest {
+            book: "std".into(),
+            asset: "CREDITS".into(),
+            effective_from_ms: None,
+            rates: vec![v1::Rate {
+                meter: "tokens".into(),
+                dimensions: Vec::new(),
+                model: Some(v1::rate::Model::PerUnit(v1::PerUnit {
+                    unit_price: "1".into(),
+                    per: "1".into(),
+                })),
+            }],
+        })
+        .await
+        .unwrap();
+    client
+        .create_account(v1::CreateAccountRequest {
+            id: "acme".into(),
+            asset: "CREDITS".into(),
+            price_book: Some("std".into()),
+            thresholds: vec!["50".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    client
+        .add_grant(v1::AddGrantRequest {
+            account: "acme".into(),
+            grant_id: "g".into(),
+            category: v1::GrantCategory::Purchased as i32,
+            amount: "100".into(),
+            paid: Some("1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // 23 events through a batcher of 7: three full batches sent by `push`, two left for `flush`;
+    // outcomes come back per event, in order.
+    let occurred = tally_tests::now_ms();
+    let mut batcher = UsageBatcher::new(client.clone(), 7, false);
+    let mut outcomes = Vec::new();
+    for i in 0..23 {
+        let event = usage_event(&format!("b-{i}"), "acme", "tokens", "4", occurred);
+        if let Some(done) = batcher.push(event).await.unwrap() {
+            outcomes.extend(done);
+        }
+    }
+    assert_eq!(batcher.pending_len(), 2);
+    outcomes.extend(batcher.flush().await.unwrap());
+    assert_eq!(outcomes.len(), 23);
+    for (i, outcome) in outcomes.iter().enumerate() {
+        assert_eq!(outcome.event_id, format!("b-{i}"));
+        assert_eq!(
+            outcome.outcome.kind(),
+            "settled",
+            "event {i}: {:?}",
+            outcome.outcome
+        );
+    }
+    let last = outcomes[22].outcome.settlement().unwrap();
+    assert_eq!(last.balance_after.to_string(), "8");
+
+    // The same events again: every one a duplicate carrying its original settlement.
+    let again = client
+        .record_usage_batch(
+            (0..23)
+                .map(|i| usage_event(&format!("b-{i}"), "acme", "tokens", "4", occurred))
+                .collect(),
+            true,
+        )
+        .await
+        .unwrap();
+    assert!(again.iter().all(|o| o.outcome.kind() == "duplicate"));
+    assert_eq!(again[22].outcome.settlement(), Some(last));
+    // Overdrawing is a rejection with its details, not an error.
+    match client
+        .record_usage(usage_event("big", "acme", "tokens", "9", occurred))
+        .await
+        .unwrap()
+    {
+        UsageOutcome::Rejected(rejection) => {
+            assert_eq!(rejection.code.as_str(), "insufficient_funds");
+            assert_eq!(rejection.details["available"], "8");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The subscription delivers the threshold crossing, in order, and ends when caught up.
+    let mut events = client.events(1, false);
+    let mut kinds = Vec::new();
+    while let Some(event) = events.next().await.unwrap() {
+        kinds.push(event.kind);
+    }
+    assert!(kinds.contains(&"balance_low".to_string()), "{kinds:?}");
+    let account = client.get_account("acme").await.unwrap();
+    assert_eq!(account.balance, "8");
+}
