@@ -371,3 +371,150 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=8190))]
     pub batch: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tally").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags() {
+        let cli = parse(&["account", "show", "acme"]).unwrap();
+        assert_eq!(
+            cli.endpoints,
+            ["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"]
+        );
+        assert!(!cli.json);
+        assert_eq!(cli.timeout, 10_000);
+        let cli = parse(&[
+            "--endpoint",
+            "10.0.0.1:7101,10.0.0.2:7101",
+            "--endpoint",
+            "http://10.0.0.3:7101",
+            "account",
+            "show",
+            "acme",
+            "--json",
+            "--timeout",
+            "2s",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.endpoints,
+            ["10.0.0.1:7101", "10.0.0.2:7101", "10.0.0.3:7101"]
+        );
+        assert!(cli.json);
+        assert_eq!(cli.timeout, 2_000);
+    }
+
+    #[test]
+    fn values_are_parsed_and_checked() {
+        let cli = parse(&[
+            "usage",
+            "record",
+            "acme",
+            "--meter",
+            "tokens",
+            "--quantity",
+            "1.50",
+            "--dim",
+            "model=m1",
+            "--dim",
+            "region=eu",
+            "--occurred-at",
+            "2026-01-31T12:00:00Z",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Usage(UsageCommand::Record(args)) => {
+                assert_eq!(args.quantity, "1.5");
+                assert_eq!(args.dims.len(), 2);
+                assert_eq!(
+                    args.occurred_at,
+                    crate::values::parse_time("2026-01-31T12:00:00Z").ok()
+                );
+                assert!(args.event_id.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = parse(&[
+            "hold",
+            "authorize",
+            "acme",
+            "--id",
+            "h",
+            "--amount",
+            "5",
+            "--expires-in",
+            "90s",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Hold(HoldCommand::Authorize {
+                expires_in: 90_000,
+                ..
+            })
+        ));
+        for bad in [
+            &[
+                "grant",
+                "add",
+                "a",
+                "--id",
+                "g",
+                "--category",
+                "x",
+                "--amount",
+                "1",
+            ][..],
+            &[
+                "grant",
+                "add",
+                "a",
+                "--id",
+                "g",
+                "--category",
+                "allowance",
+                "--amount",
+                "0",
+            ],
+            &["usage", "record", "a", "--meter", "t", "--quantity", "-1"],
+            &[
+                "account",
+                "create",
+                "a",
+                "--asset",
+                "USD",
+                "--auto-recharge-amount",
+                "5",
+            ],
+            &[
+                "grant",
+                "add",
+                "a",
+                "--id",
+                "g",
+                "--category",
+                "allowance",
+                "--amount",
+                "1",
+                "--rollover-max",
+                "1",
+            ],
+            &["usage", "import", "f.jsonl", "--batch", "8191"],
+        ] {
+            let error = parse(bad).unwrap_err();
+            assert_ne!(error.kind(), clap::error::ErrorKind::DisplayHelp, "{bad:?}");
+        }
+    }
+}
