@@ -258,13 +258,21 @@ fn answer(
         }
         Ok(applied) => {
             // One outcome per command is the state machine's contract; a mismatch means the
-            // applied entry is not the one proposed, which must never happen.
-            panic!(
-                "entry at index {} answered {} outcomes for {} commands",
+            // applied entry is not the one proposed, which must never happen. A broken
+            // invariant stops the node loudly (a panic here would only end this task).
+            tracing::error!(
+                log_index = applied.log_index,
+                outcomes = applied.outcomes.len(),
+                commands = replies.len(),
+                "an applied entry answered a different number of outcomes than it had commands; stopping"
+            );
+            eprintln!(
+                "tallyd: invariant broken: entry at index {} answered {} outcomes for {} commands",
                 applied.log_index,
                 applied.outcomes.len(),
                 replies.len()
             );
+            std::process::abort();
         }
         Err(error) => {
             for reply in replies {
