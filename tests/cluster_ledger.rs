@@ -422,6 +422,27 @@ async fn bad_input_is_refused_and_the_state_hash_does_not_move() {
         );
     }
 
+    // A request above limits.request_bytes_max (4 MiB): refused whole, with the limit named.
+    let status = cluster
+        .ledger(follower)
+        .create_account(v1::CreateAccountRequest {
+            metadata: vec![v1::KeyValue {
+                key: "blob".to_string(),
+                value: "x".repeat(5 * 1024 * 1024),
+            }],
+            ..create_account("big", "USDC", "std")
+        })
+        .await
+        .expect_err("a 5 MiB request");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let error = TallyError::from_status(&status);
+    assert_eq!(error.code, ErrorCode::RequestTooLarge);
+    assert!(
+        error.message.contains("request_bytes_max"),
+        "{}",
+        error.message
+    );
+
     let after = cluster.converged_hash(&cluster.running()).await;
     assert_eq!(
         after.applied_index, before.applied_index,

@@ -135,10 +135,17 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         shutdown.subscribe(),
     ));
 
-    // A forwarded request is at most a client request; replies (a batch's results) may be
-    // larger than the request.
+    // tonic refuses a message above its decoding limit with a bare OUT_OF_RANGE; the service
+    // itself refuses anything above `request_bytes_max` with `request_too_large`, naming the
+    // limit. So tonic's limit sits well above ours and only stops absurd sizes. Replies (a
+    // batch's results) may be larger than the request.
     let ledger = LedgerServer::new(LedgerService::new(ctx.clone()))
-        .max_decoding_message_size(limits.request_bytes_max)
+        .max_decoding_message_size(
+            limits
+                .request_bytes_max
+                .saturating_mul(4)
+                .min(MESSAGE_BYTES_MAX),
+        )
         .max_encoding_message_size(MESSAGE_BYTES_MAX);
     let admin = AdminServer::new(AdminService::new(ctx.clone()));
     let raft_service = RaftService::new(raft.clone()).into_server(MESSAGE_BYTES_MAX);
