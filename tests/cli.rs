@@ -1207,6 +1207,8 @@ async fn a_retry_through_another_node_settles_the_event_once() {
             "CREDITS",
             "--price-book",
             "llm",
+            "--threshold",
+            "950",
         ],
     )
     .ok();
@@ -1253,6 +1255,27 @@ async fn a_retry_through_another_node_settles_the_event_once() {
     let first = tally(&leader_endpoint, &event).ok().json();
     assert_eq!(s(&first, "outcome"), "settled");
     assert_eq!(s(&first, "charged"), "7");
+
+    // A follower of the event stream, connected to the leader first.
+    let mut stream_endpoints = vec![cluster.node(leader).addrs.client.clone()];
+    stream_endpoints.push(cluster.node(follower).addrs.client.clone());
+    let mut follow = Command::new(tally_binary())
+        .args(endpoint_args(&stream_endpoints))
+        .args(["--json", "events", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let follow_stdout = follow.stdout.take().unwrap();
+    let (lines_sender, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(follow_stdout).lines().map_while(Result::ok) {
+            if lines_sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
 
     // The answer "was lost": the leader dies; the same event goes through a follower.
     cluster.kill9(leader);
@@ -1301,7 +1324,7 @@ async fn a_retry_through_another_node_settles_the_event_once() {
             "--meter",
             "tokens",
             "--quantity",
-            "100",
+            "5000",
             "--dim",
             "model=large",
         ],
@@ -1309,7 +1332,40 @@ async fn a_retry_through_another_node_settles_the_event_once() {
     .ok()
     .json();
     assert_eq!(s(&new_event, "outcome"), "settled");
-    assert_eq!(s(&new_event, "balance_after"), "992");
+    assert_eq!(s(&new_event, "balance_after"), "943");
+
+    // The event stream survived its node's death: it resumed elsewhere and saw the crossing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines.recv_timeout(left).unwrap_or_else(|_| {
+            panic!("events --follow never showed the crossing after its node died; saw {seen:?}")
+        });
+        let event: Value = serde_json::from_str(&line).unwrap();
+        if event["kind"] == "balance_low" && event["detail"]["balance"] == "943" {
+            break;
+        }
+        seen.push(event);
+    }
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+
+    // Operators still see the cluster with a node down.
+    tally(&dead_first, &["cluster", "status"])
+        .ok()
+        .has("unreachable (unavailable)")
+        .has("leader");
+    let status = tally(&dead_first, &["--json", "cluster", "status"])
+        .ok()
+        .json();
+    let nodes = status["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(nodes.iter().filter(|n| n.get("error").is_some()).count(), 1);
+    let hash = tally(&dead_first, &["--json", "cluster", "hash"])
+        .ok()
+        .json();
+    assert_eq!(hash["agree"], true, "{hash}");
     let running = cluster.running();
     cluster.converged_hash(&running).await;
 }
