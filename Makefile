@@ -51,3 +51,14 @@ clean-data:
 demo:
 	$(CARGO) build --release -p tally-cli --bin tally
 	target/release/tally demo $(DEMO_ARGS)
+
+# Long fault-injection run (tests/fault_scenarios.rs `mixed`): every fault drawn at random from
+# SEED for DURATION seconds; FAULTS=kill_leader,slow_links restricts the pool. A failure prints
+# the seed and the fault schedule; the same command with that SEED replays the same schedule.
+SEED ?= $(shell date +%s)
+DURATION ?= 120
+FAULTS ?=
+.PHONY: test-faults
+test-faults:
+	FAULT_SEED=$(SEED) FAULT_DURATION_S=$(DURATION) FAULT_FAULTS=$(FAULTS) \
+		$(CARGO) test -p tally-tests --test fault_scenarios -- --exact mixed --nocapture

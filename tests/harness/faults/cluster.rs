@@ -84,6 +84,10 @@ fn signal(pid: libc::pid_t, signal: libc::c_int) {
     }
 }
 
+/// One fault cluster at a time per test binary: cargo runs a binary's tests in parallel, and
+/// two clusters on two cores would make elections fire for no reason but CPU.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub struct FaultCluster {
     pub spec: FaultSpec,
     /// Every node that may ever run (ids 1..=max_nodes); only some are started.
@@ -91,6 +95,7 @@ pub struct FaultCluster {
     /// Proxy per directed link (from, to).
     pub links: BTreeMap<(u64, u64), LinkProxy>,
     dir: Option<tempfile::TempDir>,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl FaultCluster {
@@ -98,6 +103,7 @@ impl FaultCluster {
     /// voter is ready (leader known, Init applied).
     pub async fn start(spec: FaultSpec) -> FaultCluster {
         assert!(spec.voters >= 1 && spec.max_nodes >= spec.voters);
+        let serial = SERIAL.lock().await;
         let binary = tallyd_binary();
         assert!(binary.exists(), "{} missing", binary.display());
         let dir = tempfile::Builder::new()
@@ -136,6 +142,7 @@ impl FaultCluster {
             nodes: BTreeMap::new(),
             links,
             dir: Some(dir),
+            _serial: serial,
         };
         for id in &ids {
             let node = cluster.write_config(*id, &addrs);

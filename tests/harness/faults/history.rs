@@ -107,6 +107,11 @@ impl Default for Recorder {
 }
 
 impl Recorder {
+    /// When the recording started: the nemesis' schedule uses the same clock.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     pub fn now_us(&self) -> u64 {
         self.started.elapsed().as_micros() as u64
     }
@@ -204,6 +209,10 @@ pub struct RunRecord {
     /// The nemesis' schedule as it ran, one line per step.
     pub schedule: Vec<String>,
     pub ops: Vec<Op>,
+    /// Balances (linearizable) and the union of every replica's history per account.
     pub accounts: BTreeMap<String, AccountFinal>,
+    /// Each member's own history per account (node -> account -> oldest first), read after
+    /// the members converged; compared with the union.
+    pub replica_histories: BTreeMap<u64, BTreeMap<String, Vec<JournalRec>>>,
     pub hashes: Vec<HashSample>,
 }

@@ -75,10 +75,12 @@ pub struct Nemesis {
 }
 
 impl Nemesis {
-    pub fn new(rng: SmallRng, members: BTreeSet<u64>) -> Nemesis {
+    /// `started`: the clock of the schedule's `t=` (the recorder's, so operations' times line
+    /// up with the faults).
+    pub fn new(rng: SmallRng, members: BTreeSet<u64>, started: Instant) -> Nemesis {
         Nemesis {
             rng,
-            started: Instant::now(),
+            started,
             schedule: Vec::new(),
             members,
             retired: BTreeSet::new(),
@@ -142,10 +144,28 @@ impl Nemesis {
                 let Some(target) = target else { return };
                 let hold = self.hold();
                 self.log(format!(
-                    "kill -9 node {target} (leader was {leader}), restart in {hold:?}"
+                    "kill -9 node {target} (leader was {leader}), restart in {hold:?} (after a new leader is up)"
                 ));
+                let killed_at = Instant::now();
                 cluster.kill9(target);
-                tokio::time::sleep(hold).await;
+                if target == leader {
+                    // Failover: the survivors must elect one of themselves before the old leader
+                    // comes back (else it could simply win again and nothing was tested).
+                    let survivors = self.live(cluster);
+                    match cluster
+                        .agreed_leader(&survivors, Duration::from_secs(15))
+                        .await
+                    {
+                        Some(new_leader) => self.log(format!(
+                            "new leader {new_leader} after {} ms",
+                            killed_at.elapsed().as_millis()
+                        )),
+                        None => self.log(format!(
+                            "FAILOVER: survivors {survivors:?} elected no leader within 15 s"
+                        )),
+                    }
+                }
+                tokio::time::sleep(hold.saturating_sub(killed_at.elapsed())).await;
                 cluster.start_node(target);
                 self.log(format!("restarted node {target}"));
             }

@@ -79,6 +79,7 @@ struct Shared {
 pub struct LinkProxy {
     pub from: u64,
     pub to: u64,
+    /// Where the dialling node connects (bound; never port 0).
     pub listen_addr: String,
     pub target_addr: String,
     shared: Arc<Shared>,
@@ -94,6 +95,8 @@ impl LinkProxy {
         target_addr: &str,
     ) -> std::io::Result<LinkProxy> {
         let listener = TcpListener::bind(listen_addr).await?;
+        // The address really bound (the caller may ask for port 0).
+        let bound_addr = listener.local_addr()?.to_string();
         let (generation, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
             mode: Mutex::new(LinkMode::PASS),
@@ -107,7 +110,7 @@ impl LinkProxy {
         Ok(LinkProxy {
             from,
             to,
-            listen_addr: listen_addr.to_string(),
+            listen_addr: bound_addr,
             target_addr: target_addr.to_string(),
             shared,
             accept_task,
@@ -240,4 +243,129 @@ async fn pump(
     };
     // The reader ending drops the queue, so the writer drains what is queued, then ends.
     tokio::join!(reader, writer);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An echo server; returns its address.
+    async fn echo_server() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 1024];
+                    while let Ok(read) = stream.read(&mut buffer).await {
+                        if read == 0 || stream.write_all(&buffer[..read]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    async fn proxy() -> LinkProxy {
+        let target = echo_server().await;
+        LinkProxy::start(1, 2, "127.0.0.1:0", &target)
+            .await
+            .unwrap()
+    }
+
+    /// The proxy's real port (it was asked for port 0).
+    async fn connect(proxy: &LinkProxy) -> TcpStream {
+        TcpStream::connect(&proxy.listen_addr).await.unwrap()
+    }
+
+    /// Sends `ping`; returns what came back within `wait` (None: nothing, Some(empty): closed).
+    async fn round_trip(stream: &mut TcpStream, wait: Duration) -> Option<Vec<u8>> {
+        if stream.write_all(b"ping").await.is_err() {
+            return Some(Vec::new());
+        }
+        let mut buffer = [0u8; 4];
+        match tokio::time::timeout(wait, stream.read_exact(&mut buffer)).await {
+            Err(_) => None,
+            Ok(Err(_)) => Some(Vec::new()),
+            Ok(Ok(_)) => Some(buffer.to_vec()),
+        }
+    }
+
+    #[tokio::test]
+    async fn pass_forwards_both_ways() {
+        let proxy = proxy().await;
+        let mut stream = connect(&proxy).await;
+        assert_eq!(
+            round_trip(&mut stream, Duration::from_secs(5)).await,
+            Some(b"ping".to_vec())
+        );
+    }
+
+    #[tokio::test]
+    async fn blackhole_swallows_and_refuse_closes() {
+        let proxy = proxy().await;
+        proxy.set(LinkMode::BLACKHOLE);
+        let mut stream = connect(&proxy).await;
+        assert_eq!(
+            round_trip(&mut stream, Duration::from_millis(500)).await,
+            None
+        );
+
+        proxy.set(LinkMode::REFUSE);
+        // The blackholed connection was severed by the change...
+        let mut buffer = [0u8; 4];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .unwrap();
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        // ...and a new one is closed at once.
+        let mut stream = connect(&proxy).await;
+        assert_eq!(
+            round_trip(&mut stream, Duration::from_secs(5)).await,
+            Some(Vec::new())
+        );
+
+        proxy.set(LinkMode::PASS);
+        let mut stream = connect(&proxy).await;
+        assert_eq!(
+            round_trip(&mut stream, Duration::from_secs(5)).await,
+            Some(b"ping".to_vec())
+        );
+    }
+
+    #[tokio::test]
+    async fn one_direction_can_be_cut_alone() {
+        let proxy = proxy().await;
+        proxy.set(LinkMode {
+            refuse: false,
+            to_target: Flow::Pass,
+            to_dialer: Flow::Blackhole,
+        });
+        let mut stream = connect(&proxy).await;
+        // The echo server gets the bytes (it answers), but the answer never comes back.
+        assert_eq!(
+            round_trip(&mut stream, Duration::from_millis(500)).await,
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn delay_holds_each_chunk() {
+        let proxy = proxy().await;
+        proxy.set(LinkMode::delay_ms(200));
+        let mut stream = connect(&proxy).await;
+        let started = std::time::Instant::now();
+        assert_eq!(
+            round_trip(&mut stream, Duration::from_secs(5)).await,
+            Some(b"ping".to_vec())
+        );
+        // 200 ms each way.
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 }

