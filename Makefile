@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: build release test verify fix purity clean-data run run-single demo
+.PHONY: build release test verify fix purity clean-data run run-single demo bench bench-peers
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -43,6 +43,19 @@ run-single:
 # Wipes the data of `make run` and `make run-single`.
 clean-data:
 	rm -rf ./data/node-1 ./data/node-2 ./data/node-3 ./data/dev
+
+# Benchmarks (never part of `make test`). `make bench` starts a fresh 3-node cluster under
+# target/, runs the standard shapes (1x1, 64x1, 16x100, 4x8190), prints one table and writes
+# target/bench/tally.json; BENCH_SECONDS=5 make bench for a quick look (see scripts/bench/tally.sh).
+bench:
+	$(CARGO) build --release -p tally-server --bin tallyd -p tally-bench --bin tally-bench
+	scripts/bench/tally.sh
+
+# The same debit on PostgreSQL 15 (single node and with two synchronous standbys); writes
+# target/bench/postgres.json and prints Tally / PostgreSQL (see scripts/bench/postgres.sh).
+bench-peers:
+	$(CARGO) build --release -p tally-bench --bin tally-bench
+	scripts/bench/postgres.sh
 
 # Against a running `make run` cluster (another terminal): creates the pitch's customers (monthly
 # allowance of 10,000 that resets + purchased top-up of 5,000), a per-token price book for two

@@ -1,0 +1,234 @@
+//! Sending the load: closed loop (each client sends its next request when the previous one is
+//! answered) or open loop (requests leave on a fixed schedule and latency counts from the
+//! scheduled time, so a stalled server cannot hide its stall by slowing the sender down).
+//! Results of requests sent during the warm-up are left out of the figures.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tally_proto::v1::{self, ledger_client::LedgerClient, usage_result::Outcome};
+use tally_proto::TallyError;
+use tokio::sync::Semaphore;
+use tonic::transport::Channel;
+
+use crate::summary::Recorder;
+use crate::workload::EventSource;
+
+/// When measuring starts and stops; what every client reads.
+pub struct Schedule {
+    pub measure_from: Instant,
+    /// `None` when the run ends on an event count instead.
+    pub stop_at: Option<Instant>,
+    /// Events still to send in the measured part (`--events`).
+    pub events_left: Option<AtomicI64>,
+    pub stopped: AtomicBool,
+}
+
+impl Schedule {
+    /// Claims `events` for one request; false when the run is over.
+    fn claim(&self, events: u32, at: Instant) -> bool {
+        if self.stopped.load(Ordering::Relaxed) {
+            return false;
+        }
+        if let Some(stop_at) = self.stop_at {
+            if at >= stop_at {
+                return false;
+            }
+        }
+        if at >= self.measure_from {
+            if let Some(left) = &self.events_left {
+                if left.fetch_sub(i64::from(events), Ordering::Relaxed) < i64::from(events) {
+                    self.stopped.store(true, Ordering::Relaxed);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Totals since the start, warm-up included, for the progress line.
+#[derive(Default)]
+pub struct Progress {
+    pub settled: AtomicU64,
+    pub rejected: AtomicU64,
+    pub errors: AtomicU64,
+    pub in_flight: AtomicI64,
+}
+
+/// What one request came back with, counted into `recorder`.
+fn count_reply(
+    recorder: &mut Recorder,
+    progress: &Progress,
+    events: u32,
+    reply: Result<Vec<v1::UsageResult>, tonic::Status>,
+) {
+    recorder.requests += 1;
+    recorder.events_sent += u64::from(events);
+    match reply {
+        Ok(results) => {
+            let mut settled = 0;
+            let mut rejected = 0;
+            for result in results {
+                match result.outcome {
+                    Some(Outcome::Settled(_)) => settled += 1,
+                    Some(Outcome::Duplicate(_)) => recorder.duplicates += 1,
+                    Some(Outcome::Conflict(_)) => recorder.conflicts += 1,
+                    Some(Outcome::Rejected(rejection)) => {
+                        rejected += 1;
+                        recorder.reject(&rejection.code);
+                    }
+                    None => recorder.error("empty_result", 1),
+                }
+            }
+            recorder.settled += settled;
+            progress.settled.fetch_add(settled, Ordering::Relaxed);
+            progress.rejected.fetch_add(rejected, Ordering::Relaxed);
+        }
+        Err(status) => {
+            let error = TallyError::from_status(&status);
+            recorder.error(error.code.as_str(), u64::from(events));
+            progress.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Sends one request of `events.len()` events: RecordUsage for one, RecordUsageBatch for more.
+async fn send(
+    client: &mut LedgerClient<Channel>,
+    mut events: Vec<v1::UsageEvent>,
+    timeout: Duration,
+) -> Result<Vec<v1::UsageResult>, tonic::Status> {
+    if events.len() == 1 {
+        let event = events.pop();
+        let mut request = tonic::Request::new(v1::RecordUsageRequest { event });
+        request.set_timeout(timeout);
+        let reply = client.record_usage(request).await?.into_inner();
+        Ok(reply.result.into_iter().collect())
+    } else {
+        let mut request = tonic::Request::new(v1::RecordUsageBatchRequest {
+            events,
+            atomic: false,
+        });
+        request.set_timeout(timeout);
+        Ok(client
+            .record_usage_batch(request)
+            .await?
+            .into_inner()
+            .results)
+    }
+}
+
+/// One closed-loop client. Returns its measured figures and when its last measured request
+/// completed.
+pub async fn closed_loop_client(
+    mut client: LedgerClient<Channel>,
+    mut source: EventSource,
+    events_per_request: u32,
+    timeout: Duration,
+    schedule: Arc<Schedule>,
+    progress: Arc<Progress>,
+) -> (Recorder, Option<Instant>) {
+    let mut measured = Recorder::default();
+    let mut warmup = Recorder::default();
+    let mut last_completed = None;
+    loop {
+        let sent_at = Instant::now();
+        if !schedule.claim(events_per_request, sent_at) {
+            break;
+        }
+        let events = source.next_events(events_per_request);
+        progress.in_flight.fetch_add(1, Ordering::Relaxed);
+        let reply = send(&mut client, events, timeout).await;
+        progress.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let completed = Instant::now();
+        let recorder = if sent_at >= schedule.measure_from {
+            last_completed = Some(completed);
+            &mut measured
+        } else {
+            &mut warmup
+        };
+        recorder.record_latency_us(completed.duration_since(sent_at).as_micros() as u64);
+        count_reply(recorder, &progress, events_per_request, reply);
+    }
+    (measured, last_completed)
+}
+
+/// One connection's figures in the open loop and when its last measured request completed.
+type Shard = Mutex<(Recorder, Option<Instant>)>;
+
+/// The open-loop sender: requests of `events_per_request` events every `interval`, spread over
+/// `clients` round robin, at most `in_flight_max` outstanding.
+#[allow(clippy::too_many_arguments)]
+pub async fn open_loop(
+    clients: Vec<LedgerClient<Channel>>,
+    mut sources: Vec<EventSource>,
+    events_per_request: u32,
+    interval: Duration,
+    in_flight_max: u32,
+    timeout: Duration,
+    schedule: Arc<Schedule>,
+    progress: Arc<Progress>,
+) -> (Recorder, Option<Instant>) {
+    let shards: Arc<Vec<Shard>> = Arc::new(
+        (0..clients.len())
+            .map(|_| Mutex::new((Recorder::default(), None)))
+            .collect(),
+    );
+    let permits = Arc::new(Semaphore::new(in_flight_max as usize));
+    let start = Instant::now();
+    let mut sequence: u64 = 0;
+    loop {
+        let scheduled = start + interval.mul_f64(sequence as f64);
+        if !schedule.claim(events_per_request, scheduled) {
+            break;
+        }
+        if scheduled > Instant::now() {
+            tokio::time::sleep_until(scheduled.into()).await;
+        }
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let shard = (sequence % clients.len() as u64) as usize;
+        let events = sources[shard].next_events(events_per_request);
+        let mut client = clients[shard].clone();
+        let shards = shards.clone();
+        let progress = progress.clone();
+        let measuring = scheduled >= schedule.measure_from;
+        progress.in_flight.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let reply = send(&mut client, events, timeout).await;
+            let completed = Instant::now();
+            progress.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let mut scratch = Recorder::default();
+            let mut guard = shards[shard].lock().expect("no panics while holding it");
+            let (recorder, last_completed) = &mut *guard;
+            let recorder = if measuring {
+                *last_completed =
+                    Some(last_completed.map_or(completed, |last| last.max(completed)));
+                recorder
+            } else {
+                &mut scratch
+            };
+            recorder.record_latency_us(completed.duration_since(scheduled).as_micros() as u64);
+            count_reply(recorder, &progress, events_per_request, reply);
+            drop(permit);
+        });
+        sequence += 1;
+    }
+    // Wait for every outstanding request.
+    let _all = permits
+        .acquire_many(in_flight_max)
+        .await
+        .expect("the semaphore is never closed");
+    let mut total = Recorder::default();
+    let mut last = None;
+    for shard in shards.iter() {
+        let guard = shard.lock().expect("no panics while holding it");
+        total.merge(&guard.0);
+        last = last.max(guard.1);
+    }
+    (total, last)
+}
