@@ -828,6 +828,8 @@ async fn every_command_in_human_and_json_form() {
             "300",
             "--batch",
             "50",
+            "--pause",
+            "1ms",
         ],
     )
     .ok()

@@ -372,6 +372,9 @@ pub struct DemoArgs {
     /// Events per batch.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=8190))]
     pub batch: u64,
+    /// Pause after each progress table, so that a person can watch the numbers move.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "700ms")]
+    pub pause: u64,
 }
 
 #[cfg(test)]

@@ -306,6 +306,9 @@ pub async fn demo(client: &Client, out: Output, args: DemoArgs) -> CommandResult
             let rows = snapshot(client, &customers).await?;
             if !out.json {
                 print_snapshot(&format!("after {sent} events:"), &rows);
+                if sent < args.events {
+                    tokio::time::sleep(std::time::Duration::from_millis(args.pause)).await;
+                }
             }
             snapshots.push(rows);
         }
