@@ -391,27 +391,38 @@ async fn every_command_in_human_and_json_form() {
     );
 
     // Usage: a generated id (human), then a given id in JSON.
-    tally(
-        e,
-        &[
-            "usage",
-            "record",
-            "acme",
-            "--meter",
-            "tokens",
-            "--quantity",
-            "1500",
-            "--dim",
-            "model=large",
-            "--cost",
-            "0.03",
-        ],
-    )
-    .ok()
-    .has("outcome        settled")
-    .has("charged        15")
-    .has("drawdown       monthly 15")
-    .err_has("event id evt-");
+    let human_usage = [
+        "usage",
+        "record",
+        "acme",
+        "--meter",
+        "tokens",
+        "--quantity",
+        "1500",
+        "--dim",
+        "model=large",
+        "--cost",
+        "0.03",
+    ];
+    let first = tally(e, &human_usage)
+        .ok()
+        .has("outcome        settled")
+        .has("charged        15")
+        .has("drawdown       monthly 15")
+        .err_has("to retry this event: --event-id evt-");
+    // The printed hint retries the very same event: a duplicate, nothing charged again.
+    let hint = first
+        .stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("to retry this event: "))
+        .expect("retry hint")
+        .to_string();
+    let mut retry: Vec<&str> = human_usage.to_vec();
+    retry.extend(hint.split(' '));
+    tally(e, &retry)
+        .ok()
+        .has("outcome        duplicate")
+        .has("balance after  14990");
     let json = tally(
         e,
         &[

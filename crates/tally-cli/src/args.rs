@@ -267,7 +267,8 @@ pub struct UsageRecordArgs {
     /// A dimension (repeatable), e.g. --dim model=m1.
     #[arg(long = "dim", value_name = "K=V", value_parser = parse_pair)]
     pub dims: Vec<(String, String)>,
-    /// Retries must reuse it; generated (and printed) when not given.
+    /// Unique per account; a retry must reuse it (and the same --occurred-at). Generated and
+    /// printed when not given.
     #[arg(long, value_name = "ID", value_parser = parse_event_id)]
     pub event_id: Option<String>,
     /// What the event cost the operator, in the reporting currency.

@@ -40,24 +40,28 @@ fn pairs(dims: impl IntoIterator<Item = (String, String)>) -> Vec<v1::KeyValue> 
 pub async fn record(client: &Client, out: Output, args: UsageRecordArgs) -> CommandResult {
     let generated = args.event_id.is_none();
     let event_id = args.event_id.clone().unwrap_or_else(new_event_id);
+    let occurred_at_ms = args.occurred_at.unwrap_or_else(now_ms);
     let event = v1::UsageEvent {
         event_id: event_id.clone(),
         account: args.account.clone(),
         meter: args.meter.clone(),
         quantity: args.quantity.clone(),
         dimensions: pairs(args.dims.clone()),
-        occurred_at_ms: args.occurred_at.unwrap_or_else(now_ms),
+        occurred_at_ms,
         cost: args.cost.clone(),
         hold_id: args.hold.clone(),
     };
-    if generated && !out.json {
-        // Printed first so that a person can retry with the same id if the answer is lost.
-        eprintln!("event id {event_id} (generated; pass --event-id {event_id} to retry it)");
+    if (generated || args.occurred_at.is_none()) && !out.json {
+        // Printed first so that a person can retry the very same event if the answer is lost:
+        // the id and the time are both part of it (another time would be a conflict).
+        let occurred_at = tally_core::format_utc(occurred_at_ms);
+        eprintln!("to retry this event: --event-id {event_id} --occurred-at {occurred_at}");
     }
     let outcome = client.record_usage(event).await?;
     if out.json {
         let mut value = views::usage_json(&event_id, &outcome);
         value["event_id_generated"] = json!(generated);
+        value["occurred_at"] = json!(tally_core::format_utc(occurred_at_ms));
         out.json(&value);
     } else {
         print!("{}", views::usage_text(&event_id, &outcome));
