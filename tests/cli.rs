@@ -731,6 +731,51 @@ async fn every_command_in_human_and_json_form() {
         .json();
     assert_eq!(s(&json, "status"), "closed");
 
+    // The cost book prices what an event without its own cost cost the operator.
+    let costs_path = dir.join("costs.json");
+    std::fs::write(
+        &costs_path,
+        r#"{"rates": [{"meter": "tokens", "per_unit": {"unit_price": "0.00001"}}]}"#,
+    )
+    .unwrap();
+    let costs = costs_path.to_str().unwrap();
+    tally(e, &["price", "publish-costs", "--file", costs])
+        .ok()
+        .has("published cost book version 1");
+    let json = tally(e, &["--json", "price", "publish-costs", "--file", costs])
+        .ok()
+        .json();
+    assert_eq!(json["version"], 2);
+    let json = tally(
+        e,
+        &[
+            "--json",
+            "usage",
+            "record",
+            "acme",
+            "--meter",
+            "tokens",
+            "--quantity",
+            "1000",
+            "--dim",
+            "model=large",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(s(&json, "cost"), "0.01", "{json}");
+    // Prices at a time: the book in force then.
+    let json = tally(
+        e,
+        &["--json", "price", "show", "llm", "--at", &tally_core_now()],
+    )
+    .ok()
+    .json();
+    assert_eq!(json["version"], 2);
+    tally(e, &["price", "show", "llm", "--at", "2000-01-01T00:00:00Z"])
+        .code(1)
+        .err_has("error: ");
+
     // Ledger errors: the stable code and a sentence; JSON errors are one object.
     tally(e, &["account", "show", "nobody"])
         .code(1)
