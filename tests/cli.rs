@@ -390,6 +390,29 @@ async fn every_command_in_human_and_json_form() {
         "2099-01-01T00:00:00.000Z"
     );
 
+    // Update: what is given changes, the rest stays.
+    tally(e, &["account", "update", "acme", "--list-price", "0.01"])
+        .ok()
+        .has("updated account acme")
+        .has("balance 15005");
+    let json = tally(
+        e,
+        &[
+            "--json",
+            "account",
+            "update",
+            "globex",
+            "--clear-price-book",
+            "--credit-limit",
+            "20",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(s(&json, "credit_limit"), "20");
+    assert!(json["price_book"].is_null(), "{json}");
+    assert_eq!(json["thresholds"], Value::Array(Vec::new()));
+
     // Usage: a generated id (human), then a given id in JSON.
     let human_usage = [
         "usage",
@@ -1168,6 +1191,18 @@ fn bad_flags_and_values_are_refused_before_any_request() {
             "--file",
         ),
         (&["history", "acme", "--limit", "0"], "--limit"),
+        (&["account", "update", "acme"], "nothing to change"),
+        (
+            &[
+                "account",
+                "update",
+                "acme",
+                "--price-book",
+                "b",
+                "--clear-price-book",
+            ],
+            "--clear-price-book",
+        ),
         (&["cluster", "promote", "four"], "<ID>"),
         (&["--timeout", "soon", "cluster", "status"], "--timeout"),
         (&["account", "frobnicate", "x"], "frobnicate"),

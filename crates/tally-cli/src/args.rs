@@ -91,6 +91,8 @@ pub enum AssetCommand {
 pub enum AccountCommand {
     /// Create an account (one customer balance in one asset).
     Create(AccountCreateArgs),
+    /// Change an account's settings; what is not given stays as it is.
+    Update(AccountUpdateArgs),
     /// Balance, available, held, debt, grants and holds of an account.
     Show {
         #[arg(value_parser = parse_account_id)]
@@ -139,6 +141,37 @@ pub struct AccountCreateArgs {
     #[arg(long, value_name = "A", allow_hyphen_values = true, value_parser = parse_amount_positive, requires = "auto_recharge_below")]
     pub auto_recharge_amount: Option<String>,
     /// A metadata pair (repeatable, at most 16).
+    #[arg(long = "metadata", value_name = "K=V", value_parser = parse_pair)]
+    pub metadata: Vec<(String, String)>,
+}
+
+#[derive(Args, Debug)]
+pub struct AccountUpdateArgs {
+    #[arg(value_parser = parse_account_id)]
+    pub id: String,
+    #[arg(long, value_name = "BOOK", value_parser = parse_book_id, conflicts_with = "clear_price_book")]
+    pub price_book: Option<String>,
+    /// The account no longer uses a price book.
+    #[arg(long)]
+    pub clear_price_book: bool,
+    #[arg(long, value_name = "A", allow_hyphen_values = true, value_parser = parse_amount_non_negative)]
+    pub credit_limit: Option<String>,
+    #[arg(long, value_name = "P", allow_hyphen_values = true, value_parser = parse_amount_non_negative)]
+    pub list_price: Option<String>,
+    /// Replaces every threshold (repeatable).
+    #[arg(long = "threshold", value_name = "A", allow_hyphen_values = true, value_parser = parse_amount, conflicts_with = "clear_thresholds")]
+    pub thresholds: Vec<String>,
+    /// Removes every threshold.
+    #[arg(long)]
+    pub clear_thresholds: bool,
+    #[arg(long, value_name = "A", allow_hyphen_values = true, value_parser = parse_amount, requires = "auto_recharge_amount", conflicts_with = "clear_auto_recharge")]
+    pub auto_recharge_below: Option<String>,
+    #[arg(long, value_name = "A", allow_hyphen_values = true, value_parser = parse_amount_positive, requires = "auto_recharge_below")]
+    pub auto_recharge_amount: Option<String>,
+    /// Turns auto-recharge off.
+    #[arg(long)]
+    pub clear_auto_recharge: bool,
+    /// Replaces all metadata (repeatable).
     #[arg(long = "metadata", value_name = "K=V", value_parser = parse_pair)]
     pub metadata: Vec<(String, String)>,
 }

@@ -6,8 +6,8 @@ use tally_client::{v1, Client};
 use tally_proto::convert::{account_status_name, node_role_name};
 
 use crate::args::{
-    AccountCommand, AccountCreateArgs, AssetCommand, Category, EventsArgs, GrantAddArgs,
-    GrantCommand, HistoryArgs, HoldCommand, Period, PriceCommand, ReportArgs,
+    AccountCommand, AccountCreateArgs, AccountUpdateArgs, AssetCommand, Category, EventsArgs,
+    GrantAddArgs, GrantCommand, HistoryArgs, HoldCommand, Period, PriceCommand, ReportArgs,
 };
 use crate::output::{key_values, time_json, time_text, Failure, Output, Table};
 use crate::rates::{model_text, rate_json, read_rates_file};
@@ -80,6 +80,62 @@ fn create_account_request(args: &AccountCreateArgs) -> v1::CreateAccountRequest 
     }
 }
 
+fn update_account_request(args: &AccountUpdateArgs) -> Result<v1::UpdateAccountRequest, Failure> {
+    use v1::update_account_request::{AutoRechargeChange, PriceBookChange};
+    let request = v1::UpdateAccountRequest {
+        account: args.id.clone(),
+        price_book_change: match (&args.price_book, args.clear_price_book) {
+            (Some(book), _) => Some(PriceBookChange::SetPriceBook(book.clone())),
+            (None, true) => Some(PriceBookChange::ClearPriceBook(true)),
+            (None, false) => None,
+        },
+        credit_limit: args.credit_limit.clone(),
+        list_price: args.list_price.clone(),
+        metadata: (!args.metadata.is_empty()).then(|| v1::KeyValueList {
+            pairs: args
+                .metadata
+                .iter()
+                .map(|(key, value)| v1::KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+        }),
+        thresholds: if args.clear_thresholds {
+            Some(v1::AmountList::default())
+        } else {
+            (!args.thresholds.is_empty()).then(|| v1::AmountList {
+                amounts: args.thresholds.clone(),
+            })
+        },
+        auto_recharge_change: match (
+            &args.auto_recharge_below,
+            &args.auto_recharge_amount,
+            args.clear_auto_recharge,
+        ) {
+            (Some(below), Some(amount), _) => {
+                Some(AutoRechargeChange::SetAutoRecharge(v1::AutoRecharge {
+                    below: below.clone(),
+                    amount: amount.clone(),
+                }))
+            }
+            (_, _, true) => Some(AutoRechargeChange::ClearAutoRecharge(true)),
+            _ => None,
+        },
+    };
+    let unchanged = v1::UpdateAccountRequest {
+        account: args.id.clone(),
+        ..Default::default()
+    };
+    if request == unchanged {
+        return Err(Failure::usage(
+            "account update",
+            "nothing to change; give at least one of --price-book, --clear-price-book, --credit-limit, --list-price, --threshold, --clear-thresholds, --auto-recharge-below/--auto-recharge-amount, --clear-auto-recharge, --metadata",
+        ));
+    }
+    Ok(request)
+}
+
 pub async fn account(client: &Client, out: Output, command: AccountCommand) -> CommandResult {
     let (id, status) = match command {
         AccountCommand::Create(args) => {
@@ -90,6 +146,20 @@ pub async fn account(client: &Client, out: Output, command: AccountCommand) -> C
                 println!("account {} already existed; nothing changed", args.id);
             } else {
                 println!("created account {} in {}", args.id, args.asset);
+            }
+            return Ok(0);
+        }
+        AccountCommand::Update(args) => {
+            let request = update_account_request(&args)?;
+            let reply = client.update_account(request).await?;
+            let account = client.get_account(&args.id).await?;
+            if out.json {
+                let mut value = views::account_json(&account);
+                value["log_index"] = log_index(&reply.write);
+                out.json(&value);
+            } else {
+                println!("updated account {}\n", args.id);
+                print!("{}", views::account_text(&account));
             }
             return Ok(0);
         }

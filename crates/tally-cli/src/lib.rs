@@ -6,7 +6,7 @@
 //!   prints the result. Exit status: 0 ok, 1 refused by the ledger (including a rejected or
 //!   conflicting usage event, a failed hash comparison), 2 bad command line or value,
 //!   3 cluster unreachable or outcome unknown (retrying the same command is safe).
-//! - [`args::Cli`]: the command tree (asset, account, grant, price, usage, hold, report,
+//! - [`args::Cli`]: the command tree (asset, account (incl. update), grant, price, usage, hold, report,
 //!   history, events, cluster, demo) and the global flags `--endpoint ADDR` (repeatable or
 //!   comma-separated; env `TALLY_ENDPOINT`; default the `make run` cluster on
 //!   127.0.0.1:7101..7103), `--json`, `--timeout DURATION`.
