@@ -311,24 +311,43 @@ pub async fn run(spec: RunSpec) -> RunSummary {
         read_order.retain(|id| *id != leader);
         read_order.insert(0, leader);
     }
+    // Eight lanes of accounts read in parallel: a few hundred accounts times every member.
+    let lanes = 8;
+    let mut tasks = Vec::new();
+    for lane in 0..lanes {
+        let clients = clients.clone();
+        let members = members.clone();
+        let read_order = read_order.clone();
+        let accounts = spec.workload.accounts;
+        tasks.push(tokio::spawn(async move {
+            let mut read = Vec::new();
+            for index in (lane..accounts).step_by(lanes) {
+                let account = account_name(index);
+                let balance = read_balance(&clients, &read_order, &account).await;
+                let mut per_node = Vec::new();
+                for node in &members {
+                    per_node.push((*node, read_history(&clients, *node, &account).await));
+                }
+                read.push((account, balance, per_node));
+            }
+            read
+        }));
+    }
     let mut accounts = BTreeMap::new();
     let mut replica_histories: BTreeMap<u64, BTreeMap<String, Vec<JournalRec>>> = BTreeMap::new();
-    for index in 0..spec.workload.accounts {
-        let account = account_name(index);
-        let balance = read_balance(&clients, &read_order, &account).await;
-        for node in &members {
-            let history = read_history(&clients, *node, &account).await;
-            replica_histories
-                .entry(*node)
-                .or_default()
-                .insert(account.clone(), history);
+    for task in tasks {
+        for (account, balance, per_node) in task.await.expect("final read lane") {
+            let histories: Vec<&Vec<JournalRec>> =
+                per_node.iter().map(|(_, history)| history).collect();
+            let journal = checker::union_of(&histories);
+            for (node, history) in per_node {
+                replica_histories
+                    .entry(node)
+                    .or_default()
+                    .insert(account.clone(), history);
+            }
+            accounts.insert(account, AccountFinal { balance, journal });
         }
-        let histories: Vec<&Vec<JournalRec>> = members
-            .iter()
-            .map(|node| &replica_histories[node][&account])
-            .collect();
-        let journal = checker::union_of(&histories);
-        accounts.insert(account, AccountFinal { balance, journal });
     }
     let record = RunRecord {
         seed: spec.seed,

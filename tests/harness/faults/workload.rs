@@ -42,6 +42,8 @@ pub struct WorkloadSpec {
     /// Share (percent) of operations on the first `hot_accounts` accounts, so those run out of
     /// funds within seconds while the rest stay solvent.
     pub hot_percent: u32,
+    /// Share (percent) of usage events sent through two nodes at the same time.
+    pub hedge_percent: u32,
     pub hot_accounts: usize,
 }
 
@@ -55,6 +57,7 @@ impl Default for WorkloadSpec {
             attempts_max: 5,
             think_ms: 5,
             hot_percent: 60,
+            hedge_percent: 10,
             hot_accounts: 5,
         }
     }
@@ -477,16 +480,44 @@ pub fn start(
                             hold_id,
                         }),
                     };
-                    write(
-                        &recorder,
-                        &clients,
-                        client_no,
-                        node,
-                        kind,
-                        WriteReq::Usage(request),
-                        spec.attempts_max,
-                    )
-                    .await;
+                    if rng.gen_range(0..100) < spec.hedge_percent {
+                        // A hedged request: the same event through two nodes at once, so two
+                        // copies race through forwarding and the log; one settles, one is a
+                        // duplicate.
+                        let other = ids
+                            [(ids.iter().position(|id| *id == node).unwrap_or(0) + 1) % ids.len()];
+                        tokio::join!(
+                            write(
+                                &recorder,
+                                &clients,
+                                client_no,
+                                node,
+                                kind.clone(),
+                                WriteReq::Usage(request.clone()),
+                                spec.attempts_max,
+                            ),
+                            write(
+                                &recorder,
+                                &clients,
+                                client_no,
+                                other,
+                                kind,
+                                WriteReq::Usage(request),
+                                spec.attempts_max,
+                            )
+                        );
+                    } else {
+                        write(
+                            &recorder,
+                            &clients,
+                            client_no,
+                            node,
+                            kind,
+                            WriteReq::Usage(request),
+                            spec.attempts_max,
+                        )
+                        .await;
+                    }
                 } else if roll < 58 {
                     let hold_id = format!("hold-c{client_no}-{serial}");
                     let kind = OpKind::Authorize {
