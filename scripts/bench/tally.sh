@@ -10,6 +10,8 @@
 #   BENCH_SHAPES="1x1 64x1 16x100 4x8190"   CLIENTSxEVENTS_PER_REQUEST
 #   BENCH_PORT_BASE=7400      node N listens on BASE+N (client), BASE+100+N (peer), BASE+200+N (metrics)
 #   BENCH_HEARTBEAT_MS=250, BENCH_ELECTION_TIMEOUT_MS_MIN=1500 (max is twice the min)
+#   BENCH_PERF_SHAPE=64x1     record a perf profile of the leader during that shape
+#                             (target/bench/perf-SHAPE.data; perf report -i it)
 #   BENCH_KEEP=1              keep the cluster's directory (data and logs) afterwards
 #   TALLYD, TALLY_BENCH       binaries (default target/release/...; `make bench` builds them)
 set -euo pipefail
@@ -132,8 +134,24 @@ for n in "${nodes[@]}"; do
 done
 echo "bench: cluster ready"
 
+# A counter from a node's /metrics (integer part), empty when unavailable.
+metric() {
+    [ -n "$1" ] || return 0
+    curl -sf "http://127.0.0.1:$((port_base + 200 + $1))/metrics" 2>/dev/null |
+        awk -v name="$2" '{split($1, parts, "{")} parts[1] == name {printf "%d\n", $2}' || true
+}
+# The node that says it leads.
+leader_node() {
+    for n in "${nodes[@]}"; do
+        if [ "$(metric "$n" tally_raft_is_leader)" = 1 ]; then echo "$n"; return; fi
+    done
+}
+
+# Funding first, on its own, so that every shape (and a profile of one) measures usage only.
+echo "bench: funding $accounts accounts"
+"$bench" "${endpoints[@]}" --accounts "$accounts" --setup-only
+
 results=()
-setup=()
 failed_shapes=()
 for shape in $shapes; do
     clients="${shape%x*}"
@@ -142,19 +160,31 @@ for shape in $shapes; do
     echo
     echo "bench: $shape ($clients clients x $per_request events/request, ${seconds} s)"
     rm -f "$result"
+    leader_node="$(leader_node)"
+    before_entries="$(metric "$leader_node" tally_entries_proposed_total)"
+    before_commands="$(metric "$leader_node" tally_commands_proposed_total)"
+    perf_pid=""
+    if [ "${BENCH_PERF_SHAPE:-}" = "$shape" ] && [ -n "$leader_node" ]; then
+        perf_data="$out_dir/perf-$shape.data"
+        perf record -F 499 -g -o "$perf_data" -p "${pids[$((leader_node - 1))]}" \
+            -- sleep "$((seconds + warmup + 5))" >"$work/perf.log" 2>&1 &
+        perf_pid=$!
+        echo "bench: profiling node $leader_node (the leader) into $perf_data"
+    fi
     if ! RUST_BACKTRACE=0 "$bench" "${endpoints[@]}" --accounts "$accounts" --clients "$clients" \
         --events-per-request "$per_request" --duration "${seconds}s" --warmup "${warmup}s" \
-        --label "$shape" --out "$result" "${setup[@]}"; then
+        --label "$shape" --out "$result" --skip-setup; then
         failed_shapes+=("$shape")
     fi
-    if [ -f "$result" ]; then
-        results+=("$result")
-    elif [ -z "${setup[*]}" ]; then
-        echo "bench: setup failed; stopping" >&2
-        exit 1
+    if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
+    after_entries="$(metric "$leader_node" tally_entries_proposed_total)"
+    after_commands="$(metric "$leader_node" tally_commands_proposed_total)"
+    if [ -n "$before_entries" ] && [ -n "$after_entries" ] && [ "$after_entries" -gt "$before_entries" ]; then
+        entries=$((after_entries - before_entries))
+        commands=$((after_commands - before_commands))
+        echo "bench: group commit on node $leader_node: $commands commands in $entries log entries ($((commands / entries)) per entry)"
     fi
-    # Later shapes reuse the funded accounts.
-    setup=(--skip-setup)
+    if [ -f "$result" ]; then results+=("$result"); fi
 done
 
 memory=()

@@ -2,7 +2,7 @@
 //! settled events/s, rejections, errors and request latency (p50, p90, p99, p99.9, max).
 //!
 //! # Public API
-//! - [`run`]`(RunOptions) -> Summary`: one benchmark run against a running cluster: finds the
+//! - [`run`]`(RunOptions) -> Option<Summary>` (`None` with `--setup-only`): one benchmark run against a running cluster: finds the
 //!   leader (`Admin.ClusterStatus`), funds the accounts unless `--skip-setup` (see
 //!   [`setup`]), sends the load ([`driver`]), prints progress on stderr and the result on
 //!   stdout, writes it as JSON with `--out`.
@@ -16,7 +16,10 @@
 //!   price matched on two dimensions, an allowance and a purchased grant per account, events on
 //!   uniformly random accounts with unique ids).
 //!
-//! The crate talks to the cluster with the generated tonic clients of `tally_proto::v1`.
+//! The crate talks to the cluster with the generated tonic clients of `tally_proto::v1`, not
+//! through `tally-client`, on purpose: that client retries transient errors (a benchmark must
+//! count them, not hide them) and parses every settlement's amounts into `Amount`s (client CPU
+//! that competes with the nodes when both run on one machine).
 //! Benchmarks are measurements, never tests: nothing here runs in `make test` except unit
 //! tests of the bench's own logic.
 
@@ -39,7 +42,8 @@ use summary::{Recorder, Summary};
 use workload::EventSource;
 
 /// One benchmark run; see the crate docs.
-pub async fn run(options: RunOptions) -> anyhow::Result<Summary> {
+/// Returns `None` with `--setup-only`.
+pub async fn run(options: RunOptions) -> anyhow::Result<Option<Summary>> {
     if options.events == Some(0) {
         bail!("--events must be at least 1");
     }
@@ -82,6 +86,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Summary> {
             accounts.len(),
             took.as_secs_f64()
         ));
+    }
+
+    if options.setup_only {
+        return Ok(None);
     }
 
     let mut clients = Vec::with_capacity(options.clients as usize);
@@ -187,7 +195,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Summary> {
     if let Some(path) = &options.out {
         write_json(path, &summary)?;
     }
-    Ok(summary)
+    Ok(Some(summary))
 }
 
 async fn report_progress(started: Instant, schedule: Arc<Schedule>, progress: Arc<Progress>) {

@@ -15,7 +15,7 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             let summary = runtime.block_on(tally_bench::run(cli.run))?;
-            if summary.settled == 0 {
+            if summary.is_some_and(|summary| summary.settled == 0) {
                 anyhow::bail!("no event settled");
             }
             Ok(())

@@ -82,6 +82,10 @@ pub struct RunOptions {
     #[arg(long)]
     pub skip_setup: bool,
 
+    /// Only create the asset, price book and accounts, then exit.
+    #[arg(long, conflicts_with = "skip_setup")]
+    pub setup_only: bool,
+
     /// Account ids are `PREFIX-000000`, `PREFIX-000001`, ...
     #[arg(long, default_value = "bench")]
     pub account_prefix: String,
