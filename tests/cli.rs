@@ -548,7 +548,15 @@ async fn every_command_in_human_and_json_form() {
     let json = tally(
         e,
         &[
-            "--json", "usage", "import", import, "--batch", "50", "--atomic",
+            "--json",
+            "usage",
+            "import",
+            import,
+            "--batch",
+            "3",
+            "--atomic",
+            "--in-flight",
+            "4",
         ],
     )
     .ok()
@@ -1526,16 +1534,14 @@ async fn client_library_routes_batches_and_streams() {
         .await
         .unwrap();
 
-    // 23 events through a batcher of 7: three full batches sent by `push`, two left for `flush`;
-    // outcomes come back per event, in order.
+    // 23 events through a batcher of 7 with 3 batches in flight: three full batches sent by
+    // `push`, two events left for `flush`; outcomes come back per event, in push order.
     let occurred = tally_tests::now_ms();
-    let mut batcher = UsageBatcher::new(client.clone(), 7, false);
+    let mut batcher = UsageBatcher::new(client.clone(), 7, false).with_in_flight(3);
     let mut outcomes = Vec::new();
     for i in 0..23 {
         let event = usage_event(&format!("b-{i}"), "acme", "tokens", "4", occurred);
-        if let Some(done) = batcher.push(event).await.unwrap() {
-            outcomes.extend(done);
-        }
+        outcomes.extend(batcher.push(event).await.unwrap());
     }
     assert_eq!(batcher.pending_len(), 2);
     outcomes.extend(batcher.flush().await.unwrap());

@@ -286,6 +286,10 @@ pub enum UsageCommand {
         /// Each batch settles all or nothing.
         #[arg(long)]
         atomic: bool,
+        /// Batches sent concurrently, 1..=64. More is faster; with 1 the events settle in
+        /// file order (which matters when an account runs out of funds).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+        in_flight: u64,
     },
 }
 

@@ -104,7 +104,18 @@ async fn execute(cli: Cli, out: Output) -> Result<u8, Failure> {
             file,
             batch,
             atomic,
-        }) => usage::import(&client, out, &file, batch as usize, atomic).await,
+            in_flight,
+        }) => {
+            usage::import(
+                &client,
+                out,
+                &file,
+                batch as usize,
+                atomic,
+                in_flight as usize,
+            )
+            .await
+        }
         Command::Hold(command) => ledger::hold(&client, out, command).await,
         Command::Report(args) => ledger::report(&client, out, args).await,
         Command::History(args) => ledger::history(&client, out, args).await,

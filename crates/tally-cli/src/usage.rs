@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tally_client::{new_event_id, v1, Client, UsageOutcome};
+use tally_client::{
+    new_event_id, v1, Client, ClientError, EventOutcome, UsageBatcher, UsageOutcome,
+};
 use tally_proto::ToCommand;
 
 use crate::args::UsageRecordArgs;
@@ -247,6 +249,7 @@ pub async fn import(
     path: &Path,
     batch: usize,
     atomic: bool,
+    in_flight: usize,
 ) -> CommandResult {
     let events = read_events(path)?;
     let total = events.len();
@@ -258,25 +261,14 @@ pub async fn import(
         last: None,
         terminal: std::io::stderr().is_terminal(),
     };
-    let mut batches = 0u64;
-    for chunk in events.chunks(batch) {
-        let wire: Vec<v1::UsageEvent> = chunk.iter().map(|(_, event)| event.clone()).collect();
-        let outcomes = match client.record_usage_batch(wire, atomic).await {
-            Ok(outcomes) => outcomes,
-            Err(error) => {
-                progress.show(&tally, true);
-                let mut failure = Failure::from(error);
-                failure.message = format!(
-                    "{} (stopped at line {}; {} of {total} events answered; importing the file again is safe)",
-                    failure.message,
-                    chunk[0].0,
-                    tally.done()
-                );
-                return Err(failure);
-            }
-        };
-        batches += 1;
-        for ((line, _), outcome) in chunk.iter().zip(outcomes) {
+    let batches = total.div_ceil(batch);
+    let mut batcher = UsageBatcher::new(client.clone(), batch, atomic).with_in_flight(in_flight);
+    // Outcomes come back in push order, so the n-th outcome is the n-th event of the file.
+    let mut answered = 0usize;
+    let mut record = |outcomes: Vec<EventOutcome>, tally: &mut Tally| {
+        for outcome in outcomes {
+            let line = events.get(answered).map(|(line, _)| *line).unwrap_or(0);
+            answered += 1;
             match &outcome.outcome {
                 UsageOutcome::Settled(_) => tally.settled += 1,
                 UsageOutcome::Duplicate(_) => tally.duplicate += 1,
@@ -293,7 +285,33 @@ pub async fn import(
                 rejections.push(value);
             }
         }
+    };
+    let stopped = |error: ClientError, line: usize, tally: &Tally| {
+        let mut failure = Failure::from(error);
+        failure.message = format!(
+            "{} (stopped near line {line}; {} of {total} events answered; importing the file again is safe)",
+            failure.message,
+            tally.done()
+        );
+        failure
+    };
+    for (line, event) in &events {
+        match batcher.push(event.clone()).await {
+            Ok(outcomes) => record(outcomes, &mut tally),
+            Err(error) => {
+                progress.show(&tally, true);
+                return Err(stopped(error, *line, &tally));
+            }
+        }
         progress.show(&tally, false);
+    }
+    match batcher.flush().await {
+        Ok(outcomes) => record(outcomes, &mut tally),
+        Err(error) => {
+            progress.show(&tally, true);
+            let line = events.last().map(|(line, _)| *line).unwrap_or(0);
+            return Err(stopped(error, line, &tally));
+        }
     }
     progress.show(&tally, true);
     let seconds = progress.started.elapsed().as_secs_f64();

@@ -25,7 +25,8 @@
 //!   - Admin calls: `cluster_status_of(endpoint)`, `add_learner`, `promote`, `remove_node`,
 //!     `trigger_snapshot_at(endpoint)`, `state_hash_at(endpoint)`.
 //! - [`UsageBatcher`]: buffers events and sends `RecordUsageBatch` calls of up to N events,
-//!   returning per-event outcomes.
+//!   `with_in_flight(k)` batches concurrently, returning per-event outcomes in push order;
+//!   failed batches are kept and re-sent (same ids) by `flush`.
 //! - [`UsageOutcome`] / [`Settlement`] / [`Rejection`]: typed usage results with exact
 //!   [`tally_core::Amount`]s.
 //! - [`ClientError`] (thiserror): `code()` is always one of the stable [`ErrorCode`]s;
