@@ -672,6 +672,7 @@ mod tests {
             event_id: event.into(),
             quantity: dec("10"),
             hold_id: None,
+            occurred_at_ms: 1,
         }
     }
 

@@ -17,6 +17,8 @@ pub enum OpKind {
         event_id: String,
         quantity: Decimal,
         hold_id: Option<String>,
+        /// Part of the event's content: a retry must send the same value.
+        occurred_at_ms: u64,
     },
     /// A purchased grant (initial funds and top-ups).
     Grant {

@@ -298,9 +298,14 @@ pub async fn run(spec: RunSpec) -> RunSummary {
     // Load goes on a little on the healed cluster, then stops.
     tokio::time::sleep(Duration::from_secs(2)).await;
     running.stop().await;
+    nemesis.log("workload stopped");
+    let resent =
+        workload::resolve_unknown_events(&recorder, &clients, leader.unwrap_or(members[0])).await;
+    nemesis.log(format!(
+        "resent {resent} usage events whose outcome was unknown"
+    ));
     stop_sampler.store(true, Ordering::SeqCst);
     let _ = sampler.await;
-    nemesis.log("workload stopped");
 
     let mut hashes = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let converged = converge(&cluster, &members, &mut hashes).await;

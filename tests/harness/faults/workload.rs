@@ -379,6 +379,77 @@ pub async fn setup(recorder: &Recorder, clients: &Clients, spec: &WorkloadSpec) 
     }
 }
 
+/// The request of a recorded usage operation (the same content on every attempt).
+pub fn usage_request(kind: &OpKind) -> v1::RecordUsageRequest {
+    let OpKind::Usage {
+        account,
+        event_id,
+        quantity,
+        hold_id,
+        occurred_at_ms,
+    } = kind
+    else {
+        panic!("not a usage operation: {kind:?}")
+    };
+    v1::RecordUsageRequest {
+        event: Some(v1::UsageEvent {
+            event_id: event_id.clone(),
+            account: account.clone(),
+            meter: METER.to_string(),
+            quantity: quantity.to_string(),
+            dimensions: Vec::new(),
+            occurred_at_ms: *occurred_at_ms,
+            cost: None,
+            hold_id: hold_id.clone(),
+        }),
+    }
+}
+
+/// The recorder's client number of the resolver (see [`resolve_unknown_events`]).
+pub const RESOLVER_CLIENT: usize = 1_001;
+
+/// After the heal: every usage event whose every attempt ended unknown is sent once more (same
+/// content, leader first). An event an earlier attempt did settle must come back `duplicate`,
+/// however many leaders, restarts and snapshots lie in between. Returns how many were resent.
+pub async fn resolve_unknown_events(
+    recorder: &Recorder,
+    clients: &Clients,
+    first_node: u64,
+) -> usize {
+    let mut by_event: BTreeMap<(String, String), (OpKind, bool)> = BTreeMap::new();
+    for op in recorder.ops() {
+        if let OpKind::Usage {
+            account, event_id, ..
+        } = &op.kind
+        {
+            let unknown = matches!(op.outcome, OpOutcome::Unknown { .. } | OpOutcome::Pending);
+            let entry = by_event
+                .entry((account.clone(), event_id.clone()))
+                .or_insert((op.kind.clone(), true));
+            entry.1 &= unknown;
+        }
+    }
+    let mut resent = 0;
+    for (kind, all_unknown) in by_event.into_values() {
+        if !all_unknown {
+            continue;
+        }
+        resent += 1;
+        let request = WriteReq::Usage(usage_request(&kind));
+        write(
+            recorder,
+            clients,
+            RESOLVER_CLIENT,
+            first_node,
+            kind,
+            request,
+            5,
+        )
+        .await;
+    }
+    resent
+}
+
 /// Handle on the running clients.
 pub struct Running {
     stop: Arc<AtomicBool>,
@@ -463,23 +534,13 @@ pub fn start(
                     let quantity = rng.gen_range(1..=12u64);
                     let event_id = format!("ev-c{client_no}-{serial}");
                     let kind = OpKind::Usage {
-                        account: account.clone(),
-                        event_id: event_id.clone(),
+                        account,
+                        event_id,
                         quantity: Decimal::from(quantity),
-                        hold_id: hold_id.clone(),
+                        hold_id,
+                        occurred_at_ms: now_ms(),
                     };
-                    let request = v1::RecordUsageRequest {
-                        event: Some(v1::UsageEvent {
-                            event_id,
-                            account,
-                            meter: METER.to_string(),
-                            quantity: quantity.to_string(),
-                            dimensions: Vec::new(),
-                            occurred_at_ms: now_ms(),
-                            cost: None,
-                            hold_id,
-                        }),
-                    };
+                    let request = usage_request(&kind);
                     if rng.gen_range(0..100) < spec.hedge_percent {
                         // A hedged request: the same event through two nodes at once, so two
                         // copies race through forwarding and the log; one settles, one is a
