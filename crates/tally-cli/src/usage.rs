@@ -90,14 +90,19 @@ struct ImportLine {
     hold: Option<String>,
 }
 
-/// An event id derived from the line's text: importing the same file twice is a no-op.
-fn line_event_id(line: &str) -> String {
-    let digest = Sha256::digest(line.trim().as_bytes());
+/// An event id derived from the line's number and text: importing the same file twice is a
+/// no-op, while two identical lines are still two events.
+fn line_event_id(number: usize, line: &str) -> String {
+    let digest = Sha256::digest(format!("{number}:{}", line.trim()).as_bytes());
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     format!("imp-{hex}")
 }
 
-fn parse_line(line: &str, default_occurred_at_ms: u64) -> Result<v1::UsageEvent, String> {
+fn parse_line(
+    number: usize,
+    line: &str,
+    default_occurred_at_ms: u64,
+) -> Result<v1::UsageEvent, String> {
     let parsed: ImportLine = serde_json::from_str(line).map_err(|error| {
         let hint = if error.to_string().contains("expected a string") {
             " (quantity and cost are decimal strings such as \"12.5\")"
@@ -115,7 +120,9 @@ fn parse_line(line: &str, default_occurred_at_ms: u64) -> Result<v1::UsageEvent,
         (None, None) => default_occurred_at_ms,
     };
     let event = v1::UsageEvent {
-        event_id: parsed.event_id.unwrap_or_else(|| line_event_id(line)),
+        event_id: parsed
+            .event_id
+            .unwrap_or_else(|| line_event_id(number, line)),
         account: parsed.account,
         meter: parsed.meter,
         quantity: parsed.quantity,
@@ -153,7 +160,7 @@ fn read_events(path: &Path) -> Result<Vec<(usize, v1::UsageEvent)>, Failure> {
                 format!("{shown} has more than {IMPORT_EVENTS_MAX} events; split it"),
             ));
         }
-        match parse_line(&line, default_occurred_at_ms) {
+        match parse_line(number, &line, default_occurred_at_ms) {
             Ok(event) => events.push((number, event)),
             Err(reason) => bad.push(format!("{shown}:{number}: {reason}")),
         }
@@ -366,9 +373,11 @@ mod tests {
     #[test]
     fn import_lines() {
         let line = r#"{"account": "acme", "meter": "tokens", "quantity": "12", "dimensions": {"model": "m1"}, "occurred_at": "2026-01-31T12:00:00Z"}"#;
-        let event = parse_line(line, 1).unwrap();
-        assert_eq!(event.event_id, line_event_id(line));
-        assert_eq!(event.event_id, parse_line(line, 1).unwrap().event_id);
+        let event = parse_line(1, line, 1).unwrap();
+        assert_eq!(event.event_id, line_event_id(1, line));
+        // The same text on another line is another event.
+        assert_ne!(event.event_id, parse_line(2, line, 1).unwrap().event_id);
+        assert_eq!(event.event_id, parse_line(1, line, 1).unwrap().event_id);
         assert!(event.event_id.len() <= 128);
         assert_eq!(event.dimensions[0].key, "model");
         assert_eq!(
@@ -377,6 +386,7 @@ mod tests {
         );
 
         let with_id = parse_line(
+            1,
             r#"{"event_id": "e-1", "account": "acme", "meter": "tokens", "quantity": "1", "occurred_at_ms": 5}"#,
             1,
         )
@@ -385,6 +395,7 @@ mod tests {
         assert_eq!(with_id.occurred_at_ms, 5);
         assert_eq!(
             parse_line(
+                1,
                 r#"{"account": "acme", "meter": "tokens", "quantity": "1"}"#,
                 77
             )
@@ -394,30 +405,35 @@ mod tests {
         );
 
         let error = parse_line(
+            1,
             r#"{"account": "acme", "meter": "tokens", "quantity": 1}"#,
             1,
         )
         .unwrap_err();
         assert!(error.contains("decimal strings"), "{error}");
         let error = parse_line(
+            1,
             r#"{"account": "acme", "meter": "tokens", "quantity": "-1"}"#,
             1,
         )
         .unwrap_err();
         assert!(error.contains("quantity"), "{error}");
         let error = parse_line(
+            1,
             r#"{"account": "a b", "meter": "tokens", "quantity": "1"}"#,
             1,
         )
         .unwrap_err();
         assert!(error.contains("account"), "{error}");
         let error = parse_line(
+            1,
             r#"{"account": "a", "meter": "tokens", "quantity": "1", "occurred_at": "yesterday"}"#,
             1,
         )
         .unwrap_err();
         assert!(error.contains("occurred_at"), "{error}");
         assert!(parse_line(
+            1,
             r#"{"account": "a", "meter": "t", "quantity": "1", "x": 1}"#,
             1
         )
