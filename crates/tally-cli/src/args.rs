@@ -275,9 +275,9 @@ pub enum UsageCommand {
     Import {
         /// One event per line: {"account", "meter", "quantity", "event_id"?, "dimensions"?:
         /// {K: V}, "occurred_at"?: TIME, "cost"?, "hold"?}; amounts are strings. Without
-        /// event_id, one is derived from the line's number and text, so importing the same file again
-        /// settles nothing twice (with occurred_at in every line the second import answers
-        /// duplicate; without it, the time defaults to now and the answer is conflict).
+        /// event_id, one is derived from the line's number and text, so importing the same
+        /// file again settles nothing twice (with occurred_at in every line the second import
+        /// answers duplicate; without it, the time defaults to now and the answer is conflict).
         #[arg(value_name = "FILE.jsonl")]
         file: PathBuf,
         /// Events per batch (one log entry each), 1..=8190.

@@ -67,7 +67,7 @@ impl Client {
         if config.endpoints.is_empty() {
             return Err(ClientError::Endpoint {
                 endpoint: String::new(),
-                reason: "list is empty; give at least one node address".to_string(),
+                reason: "is missing: give at least one node address".to_string(),
             });
         }
         let mut endpoints = Vec::new();
