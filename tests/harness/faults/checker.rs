@@ -145,6 +145,20 @@ pub fn check(record: &RunRecord) -> (CheckStats, Vec<Violation>) {
         if !in_journal.is_empty() {
             stats.events_settled += 1;
         }
+        // Every attempt of an event sends the same content: `conflict` means the ledger saw a
+        // difference that is not there (or mixed up two events).
+        let conflicts: Vec<u64> = attempts
+            .iter()
+            .filter(|op| matches!(&op.outcome, OpOutcome::Failed { code } if code == "conflict"))
+            .map(|op| op.id)
+            .collect();
+        if !conflicts.is_empty() {
+            violate(
+                "retry_conflict",
+                format!("event {event} of {account}: a retry with the same content was answered `conflict`"),
+                conflicts,
+            );
+        }
         let fresh_acks = attempts
             .iter()
             .filter(|op| {
@@ -925,6 +939,15 @@ mod tests {
             .replica_histories
             .insert(2, BTreeMap::from([("a".to_string(), changed)]));
         assert_eq!(rules(&record), vec!["history_diverged"]);
+    }
+
+    #[test]
+    fn a_conflict_on_an_identical_retry_is_caught() {
+        let mut record = clean();
+        record.ops[6].outcome = OpOutcome::Failed {
+            code: "conflict".into(),
+        };
+        assert_caught(&record, "retry_conflict");
     }
 
     #[test]
