@@ -308,3 +308,43 @@ async fn add_learner_promote_and_remove_under_light_load() {
     cluster.converged_hash(&remaining).await;
     assert_charged_exactly(&cluster, written, written).await;
 }
+
+#[tokio::test]
+async fn leader_stopped_gracefully_under_load_loses_nothing() {
+    let mut cluster = Cluster::start(ClusterSpec::default()).await;
+    cluster.setup_credits_account("acme", GRANT).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let clients = cluster.clients();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut count = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let reply = record_usage_retrying(
+                    &clients,
+                    usage(&format!("term-{count}"), "acme", "tokens", "2", now_ms()),
+                )
+                .await;
+                settlement(&reply.result);
+                count += 1;
+            }
+            count
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let leader = cluster.leader().await;
+    // SIGTERM: the node stops accepting, answers what is in flight, shuts Raft down and exits 0
+    // (`stop` asserts the clean exit).
+    cluster.stop(leader);
+    let others = cluster.running();
+    cluster.leader_among(&others).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.restart(leader);
+    cluster.wait_ready(leader).await;
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.await.expect("writer");
+    assert!(written > 0);
+    cluster.converged_hash(&[1, 2, 3]).await;
+    assert_charged_exactly(&cluster, written, 2 * written).await;
+}
