@@ -53,7 +53,7 @@ impl Default for WorkloadSpec {
             accounts: 200,
             initial_grant: 60,
             top_up: 40,
-            clients: 4,
+            clients: 6,
             attempts_max: 5,
             think_ms: 5,
             hot_percent: 60,
