@@ -240,13 +240,14 @@ async fn add_learner_promote_and_remove_under_light_load() {
         .iter()
         .find(|id| **id != leader && **id != 4)
         .expect("a follower");
-    // Through a follower: the change is forwarded to the leader.
+    // Through a follower: the change is forwarded to the leader, which answers once node 4
+    // has caught up.
     cluster
         .admin(follower)
         .add_learner(v1::AddLearnerRequest {
             id: 4,
             addr: peer_addr,
-            blocking: false,
+            blocking: true,
         })
         .await
         .expect("add learner");

@@ -232,55 +232,55 @@ impl v1::admin_server::Admin for AdminService {
             ))
             .to_status());
         }
-        if message.blocking {
-            // Blocking: openraft waits until the learner has caught up with the leader.
-            let ctx = self.ctx.clone();
-            if ctx.is_leader() {
-                let message = message.clone();
-                let deadline = ctx.request_deadline();
-                let result = tokio::time::timeout(
-                    deadline,
-                    ctx.raft.add_learner(
+        let blocking = message.blocking;
+        let id = message.id;
+        let handled_here = self.ctx.is_leader();
+        let reply = self
+            .change(
+                "add_learner",
+                request,
+                |mut client, request| Box::pin(async move { client.add_learner(request).await }),
+                |message| {
+                    let nodes = BTreeMap::from([(
                         message.id,
                         BasicNode {
                             addr: message.addr.clone(),
                         },
-                        true,
-                    ),
+                    )]);
+                    Ok((ChangeMembers::AddNodes(nodes), true))
+                },
+            )
+            .await?;
+        if blocking && handled_here {
+            // Blocking: answer once the learner's log has caught up with the leader's log as it
+            // was when the change committed (a forwarding node leaves this to the leader).
+            let target = reply.get_ref().log_index;
+            let caught_up = self
+                .ctx
+                .raft
+                .wait(Some(self.ctx.request_deadline()))
+                .metrics(
+                    |metrics| {
+                        metrics
+                            .replication
+                            .as_ref()
+                            .and_then(|replication| replication.get(&id).cloned().flatten())
+                            .is_some_and(|matched| matched.index >= target)
+                    },
+                    "learner caught up",
                 )
                 .await;
-                return match result {
-                    Ok(Ok(response)) => {
-                        let (members, _) = self.members();
-                        Ok(Response::new(v1::MembershipReply {
-                            members,
-                            log_index: response.log_id.index,
-                        }))
-                    }
-                    Ok(Err(error)) => Err(TallyError::unavailable(error.to_string()).to_status()),
-                    Err(_) => Err(TallyError::new(
-                        ErrorCode::DeadlineExceeded,
-                        "the learner was added but did not catch up before the deadline",
-                    )
-                    .to_status()),
-                };
+            if caught_up.is_err() {
+                return Err(TallyError::new(
+                    ErrorCode::DeadlineExceeded,
+                    format!(
+                        "node {id} was added as a learner but did not catch up before the deadline"
+                    ),
+                )
+                .to_status());
             }
         }
-        self.change(
-            "add_learner",
-            request,
-            |mut client, request| Box::pin(async move { client.add_learner(request).await }),
-            |message| {
-                let nodes = BTreeMap::from([(
-                    message.id,
-                    BasicNode {
-                        addr: message.addr.clone(),
-                    },
-                )]);
-                Ok((ChangeMembers::AddNodes(nodes), true))
-            },
-        )
-        .await
+        Ok(reply)
     }
 
     async fn promote(
