@@ -135,6 +135,13 @@ impl AdminService {
                 )) if Instant::now() + Duration::from_millis(MEMBERSHIP_RETRY_MS) < deadline => {
                     tokio::time::sleep(Duration::from_millis(MEMBERSHIP_RETRY_MS)).await;
                 }
+                RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                )) => {
+                    return Err(TallyError::unavailable(
+                        "another membership change is still in progress; retry later",
+                    ))
+                }
                 RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
                     return Err(ctx.not_leader_error())
                 }
