@@ -433,6 +433,11 @@ impl v1::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<v1::ListAssetsRequest>,
     ) -> Result<Response<v1::ListAssetsReply>, Status> {
+        // A follower's read barrier arrives here marked as forwarded: only the leader can
+        // answer it; a node that lost leadership says so instead of asking yet another node.
+        if request.metadata().get(FORWARDED_METADATA_KEY).is_some() && !self.ctx.is_leader() {
+            return Err(self.ctx.not_leader_error().to_status());
+        }
         let request = request.into_inner();
         let (assets, read) = self
             .read("list_assets", request.consistency, |state| {
