@@ -12,6 +12,7 @@
 #   BENCH_HEARTBEAT_MS=250, BENCH_ELECTION_TIMEOUT_MS_MIN=1500 (max is twice the min)
 #   BENCH_PERF_SHAPE=64x1     record a perf profile of the leader during that shape
 #                             (target/bench/perf-SHAPE.data; perf report -i it)
+#   BENCH_OUT=FILE            where the table goes (default target/bench/tally.json)
 #   BENCH_KEEP=1              keep the cluster's directory (data and logs) afterwards
 #   TALLYD, TALLY_BENCH       binaries (default target/release/...; `make bench` builds them)
 set -euo pipefail
@@ -30,6 +31,7 @@ election_ms_min="${BENCH_ELECTION_TIMEOUT_MS_MIN:-1500}"
 tallyd="${TALLYD:-$root/target/release/tallyd}"
 bench="${TALLY_BENCH:-$root/target/release/tally-bench}"
 out_dir="$root/target/bench"
+out_file="${BENCH_OUT:-$out_dir/tally.json}"
 nodes=(1 2 3)
 
 for binary in "$tallyd" "$bench"; do
@@ -197,8 +199,8 @@ done
 echo
 "$bench" table --system tally \
     --note "3 tallyd nodes on this machine, every write committed (fsynced) on a majority; raft heartbeat ${heartbeat_ms} ms, election timeout ${election_ms_min}-$((election_ms_min * 2)) ms; $accounts accounts; ${seconds} s per shape after ${warmup} s warm-up" \
-    "${memory[@]}" --out "$out_dir/tally.json" "${results[@]}"
-echo "bench: wrote $out_dir/tally.json"
+    "${memory[@]}" --out "$out_file" "${results[@]}"
+echo "bench: wrote $out_file"
 if [ "${#failed_shapes[@]}" -gt 0 ]; then
     echo "bench: these shapes failed or settled nothing: ${failed_shapes[*]} (node logs: BENCH_KEEP=1)" >&2
     exit 1
