@@ -210,6 +210,83 @@ async fn ledger_round_trip_through_leader_and_follower() {
     assert!(!follower_metrics.contains(&format!(
         "tally_requests_forwarded_total{{node=\"{follower}\"}} 0"
     )));
+
+    // Group commit: a burst of concurrent requests shares log entries, and each waiter still
+    // gets its own outcome.
+    let counter = |text: &str, name: &str| -> u64 {
+        let prefix = format!("{name}{{node=\"{leader}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from {text}"))
+    };
+    let before = cluster
+        .http_get(leader, "/metrics")
+        .await
+        .expect("metrics")
+        .1;
+    let burst = 200u64;
+    let mut waiters = Vec::new();
+    for n in 0..burst {
+        let mut client = via_leader.clone();
+        waiters.push(tokio::spawn(async move {
+            client
+                .record_usage(usage(
+                    &format!("burst-{n}"),
+                    "acme",
+                    "tokens",
+                    "1",
+                    occurred,
+                ))
+                .await
+                .map(|reply| reply.into_inner())
+        }));
+    }
+    for (n, waiter) in waiters.into_iter().enumerate() {
+        let reply = waiter.await.expect("task").expect("burst usage");
+        let (kind, settled) = settlement(&reply.result);
+        assert_eq!(kind, "settled");
+        assert_eq!(settled.event_id, format!("burst-{n}"));
+    }
+    let after = cluster
+        .http_get(leader, "/metrics")
+        .await
+        .expect("metrics")
+        .1;
+    let commands = counter(&after, "tally_commands_proposed_total")
+        - counter(&before, "tally_commands_proposed_total");
+    let entries = counter(&after, "tally_entries_proposed_total")
+        - counter(&before, "tally_entries_proposed_total");
+    assert!(
+        commands >= burst,
+        "{commands} commands proposed for {burst} requests"
+    );
+    assert!(
+        entries < commands,
+        "no coalescing: {entries} entries for {commands} commands"
+    );
+    let expected_balance = (650 - burst).to_string();
+    assert_eq!(cluster.account("acme").await.balance, expected_balance);
+
+    // A burst of concurrent linearizable reads on every node (they share read-index rounds):
+    // each sees every write acknowledged before it.
+    let mut readers = Vec::new();
+    for n in 0..90usize {
+        let mut client = cluster.ledger(cluster.running()[n % 3]);
+        readers.push(tokio::spawn(async move {
+            client
+                .get_account(v1::GetAccountRequest {
+                    account: "acme".to_string(),
+                    consistency: v1::Consistency::Linearizable as i32,
+                })
+                .await
+                .map(|reply| reply.into_inner())
+        }));
+    }
+    for reader in readers {
+        let reply = reader.await.expect("task").expect("concurrent read");
+        assert_eq!(reply.account.expect("account").balance, expected_balance);
+    }
 }
 
 /// The field named by an `invalid_argument` status.

@@ -10,6 +10,7 @@ use openraft::{RaftMetrics, ServerState};
 use tally_proto::v1;
 use tally_proto::TallyError;
 use tally_store::{LedgerReader, NodeId, TypeConfig};
+use tokio::sync::oneshot;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::Config;
@@ -39,6 +40,14 @@ pub struct NodeContext {
     commit_index_hint: AtomicU64,
     /// Turns true when the node starts shutting down (long-lived streams end on it).
     shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Reads waiting for the next read-index round (see `read_barrier`).
+    read_rounds: Mutex<ReadRounds>,
+}
+
+#[derive(Default)]
+struct ReadRounds {
+    waiting: Vec<oneshot::Sender<Result<u64, TallyError>>>,
+    running: bool,
 }
 
 impl NodeContext {
@@ -66,6 +75,7 @@ impl NodeContext {
             peer_channels: Mutex::new(BTreeMap::new()),
             commit_index_hint: AtomicU64::new(0),
             shutdown,
+            read_rounds: Mutex::new(ReadRounds::default()),
         }
     }
 
@@ -173,17 +183,84 @@ impl NodeContext {
     }
 
     /// Makes the applied state at least as fresh as every write acknowledged before this call
-    /// (a read index): on the leader through `ensure_linearizable` (heartbeats to a quorum),
-    /// on a follower by asking the leader for its linearizable applied index and waiting until
-    /// this node has applied that far. Both under the request deadline, since openraft's
-    /// `ensure_linearizable` has no timeout of its own.
-    pub async fn read_barrier(&self) -> Result<(), TallyError> {
+    /// (a read index): on the leader by confirming leadership with a quorum (openraft's
+    /// `get_read_log_id`, the first half of `ensure_linearizable`), on a follower by asking the
+    /// leader for its linearizable applied index; then waiting until this node has applied that
+    /// far. Everything under the request deadline, since openraft's confirmation has no timeout
+    /// of its own.
+    ///
+    /// Concurrent reads share confirmation rounds: a read joins the next round that starts
+    /// after it arrived (never one already under way, which could predate a write it must see),
+    /// so a burst of reads costs one quorum round trip, not one each.
+    pub async fn read_barrier(self: &Arc<Self>) -> Result<(), TallyError> {
+        let deadline = self.request_deadline();
+        let (sender, receiver) = oneshot::channel();
+        let start_rounds = {
+            let mut rounds = self.read_rounds.lock().unwrap_or_else(|p| p.into_inner());
+            rounds.waiting.push(sender);
+            !std::mem::replace(&mut rounds.running, true)
+        };
+        if start_rounds {
+            let ctx = self.clone();
+            tokio::spawn(async move { ctx.run_read_rounds().await });
+        }
+        let index = match tokio::time::timeout(deadline, receiver).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_)) => return Err(TallyError::unavailable("the read barrier was abandoned")),
+            Err(_) => {
+                return Err(TallyError::new(
+                    tally_proto::ErrorCode::DeadlineExceeded,
+                    "could not confirm a read index with the leader before the deadline",
+                ))
+            }
+        };
+        if self.applied_index() >= index {
+            return Ok(());
+        }
+        self.raft
+            .wait(Some(deadline))
+            .applied_index_at_least(Some(index), "read barrier")
+            .await
+            .map(|_| ())
+            .map_err(|error| {
+                TallyError::new(
+                    tally_proto::ErrorCode::DeadlineExceeded,
+                    format!(
+                        "this node did not apply up to the read index {index} in time: {error}"
+                    ),
+                )
+            })
+    }
+
+    /// Runs confirmation rounds while reads wait; each round answers every read that was
+    /// waiting when it started.
+    async fn run_read_rounds(self: Arc<Self>) {
+        loop {
+            let waiters = {
+                let mut rounds = self.read_rounds.lock().unwrap_or_else(|p| p.into_inner());
+                if rounds.waiting.is_empty() {
+                    rounds.running = false;
+                    return;
+                }
+                std::mem::take(&mut rounds.waiting)
+            };
+            let result = self.read_index().await;
+            for waiter in waiters {
+                let _ = waiter.send(result.clone());
+            }
+        }
+    }
+
+    /// One confirmation round: the log index a linearizable read must wait for.
+    async fn read_index(&self) -> Result<u64, TallyError> {
         let deadline = self.request_deadline();
         if self.is_leader() {
-            return match tokio::time::timeout(deadline, self.raft.ensure_linearizable()).await {
-                Ok(Ok(_)) => Ok(()),
+            return match tokio::time::timeout(deadline, self.raft.get_read_log_id()).await {
+                Ok(Ok((read_log_id, _applied))) => {
+                    Ok(read_log_id.map(|log_id| log_id.index).unwrap_or(0))
+                }
                 Ok(Err(error)) => {
-                    tracing::debug!(%error, "ensure_linearizable failed");
+                    tracing::debug!(%error, "confirming leadership for a read failed");
                     Err(self.not_leader_error())
                 }
                 Err(_) => Err(TallyError::new(
@@ -208,24 +285,9 @@ impl NodeContext {
                 "leader {leader} sent no read info"
             )));
         };
-        let index = read.applied_index;
-        self.commit_index_hint.fetch_max(index, Ordering::Relaxed);
-        if self.applied_index() >= index {
-            return Ok(());
-        }
-        self.raft
-            .wait(Some(deadline))
-            .applied_index_at_least(Some(index), "read barrier")
-            .await
-            .map(|_| ())
-            .map_err(|error| {
-                TallyError::new(
-                    tally_proto::ErrorCode::DeadlineExceeded,
-                    format!(
-                        "this node did not apply up to the leader's index {index} in time: {error}"
-                    ),
-                )
-            })
+        self.commit_index_hint
+            .fetch_max(read.applied_index, Ordering::Relaxed);
+        Ok(read.applied_index)
     }
 
     /// Marks a request as forwarded by this node.
