@@ -23,10 +23,12 @@
 //! - Writes on a follower are forwarded to the leader (once; a forwarded request is never
 //!   forwarded again). Replies from the leader carry `tally-leader-id` / `tally-leader-addr`
 //!   metadata. With no known leader: `not_leader` (gRPC UNAVAILABLE) with `tally-code`.
-//! - Reads are linearizable by default: the leader confirms leadership with a quorum
-//!   (`ensure_linearizable` under the request deadline); a follower asks the leader for its
-//!   read index (a linearizable `ListAssets`) and waits until it has applied that far, then
-//!   reads locally. `CONSISTENCY_FOLLOWER` skips that; `ReadInfo` gives node and applied index.
+//! - Reads are linearizable by default (a read index): the leader confirms leadership with a
+//!   quorum (openraft's `get_read_log_id`, the first half of `ensure_linearizable`, under the
+//!   request deadline); a follower asks the leader for its read index (a linearizable
+//!   `ListAssets` over the peer listener); either waits until it has applied that far, then
+//!   reads locally. Concurrent reads share confirmation rounds (`NodeContext::read_barrier`).
+//!   `CONSISTENCY_FOLLOWER` skips all that; `ReadInfo` gives node and applied index.
 //! - The lowest-id initial member creates the cluster when its store is empty; a leader
 //!   proposes `Command::Init` until the ledger has applied it, and refuses other writes with
 //!   `not_initialized` before that. A leader proposes `Command::Tick` every `tick_interval_ms`.
