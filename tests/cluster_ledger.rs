@@ -175,6 +175,7 @@ async fn ledger_round_trip_through_leader_and_follower() {
 
     // Every replica reaches the same state.
     cluster.converged_hash(&cluster.running()).await;
+    let mut last_seq = 0;
     for id in cluster.running() {
         let mut stream = cluster
             .ledger(id)
@@ -196,12 +197,37 @@ async fn ledger_round_trip_through_leader_and_follower() {
             "node {id} streamed {events:?}"
         );
         assert!(events.windows(2).all(|pair| pair[0].seq < pair[1].seq));
+        last_seq = last_seq.max(events.last().map(|event| event.seq).unwrap_or(0));
     }
 
-    // The leader counted the three settled events; the follower counted forwarded requests.
+    // A follow stream on a follower, resumed after the last event seen, delivers the next one
+    // as soon as that node applies it.
+    let mut following = via_follower
+        .stream_events(v1::StreamEventsRequest {
+            from_seq: last_seq + 1,
+            follow: true,
+        })
+        .await
+        .expect("follow stream")
+        .into_inner();
+    let depleted = via_leader
+        .record_usage(usage("beta-2", "beta", "tokens", "40", occurred))
+        .await
+        .expect("usage")
+        .into_inner();
+    assert_eq!(settlement(&depleted.result).1.balance_after, "0");
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), following.message())
+        .await
+        .expect("an event within 10 s")
+        .expect("stream item")
+        .expect("stream open");
+    assert!(next.seq > last_seq, "{next:?} after {last_seq}");
+    assert_eq!(next.account, "beta");
+
+    // The leader counted the four settled events; the follower counted forwarded requests.
     let (status, metrics) = cluster.http_get(leader, "/metrics").await.expect("metrics");
     assert_eq!(status, 200);
-    let settled_line = format!("tally_events_settled_total{{node=\"{leader}\"}} 3");
+    let settled_line = format!("tally_events_settled_total{{node=\"{leader}\"}} 4");
     assert!(metrics.contains(&settled_line), "{metrics}");
     let (_, follower_metrics) = cluster
         .http_get(follower, "/metrics")
