@@ -31,7 +31,7 @@ purity:
 # The local 3-node cluster from cluster-config/, in the foreground, each line prefixed [node-N].
 # Data lives in ./data/node-N and is kept between runs; Ctrl-C stops all three.
 run:
-	$(CARGO) build --release -p tally-server --bin tallyd
+	$(CARGO) build --release -p tally-server --bin tallyd -p tally-cli --bin tally
 	@mkdir -p data
 	scripts/run-cluster.sh target/release/tallyd cluster-config/node-1.toml cluster-config/node-2.toml cluster-config/node-3.toml
 
