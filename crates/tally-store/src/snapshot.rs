@@ -3,7 +3,11 @@
 //! Format (all integers big-endian):
 //! `b"TALLYSNP"`, format version (u8), header length (u32), header (versioned bincode of the
 //! `SnapshotMeta`: last applied log id, membership, snapshot id), state length (u64), the
-//! state (`LedgerState::encode_snapshot()`), then SHA-256 of everything before it. The same
+//! state (`LedgerState::encode_snapshot()`), history length (u64), the history (bincode of the
+//! journal, account-index and ledger-event rows the state covers), then SHA-256 of everything
+//! before it. Carrying the history means a node that catches up by snapshot serves the same
+//! `History` and event stream as the nodes that applied every entry (found by the fault suite:
+//! without it, a node that joined by snapshot had a hole in its history). The same
 //! bytes are the `SnapshotData` sent to followers, so a snapshot received is checked end to
 //! end before it replaces anything.
 //!
@@ -26,25 +30,28 @@ use crate::types::NodeId;
 pub(crate) type Meta = SnapshotMeta<NodeId, BasicNode>;
 
 const MAGIC: &[u8; 8] = b"TALLYSNP";
-const SNAPSHOT_VERSION: u8 = 1;
+const SNAPSHOT_VERSION: u8 = 2;
 const HASH_LEN: usize = 32;
 const CURRENT: &str = "current.snap";
 const TEMP: &str = "current.snap.tmp";
 
-pub(crate) fn encode(meta: &Meta, state: &[u8]) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode(meta: &Meta, state: &[u8], history: &[u8]) -> Result<Vec<u8>, StoreError> {
     let header = codec::encode("snapshot header", meta)?;
     let header_len = u32::try_from(header.len()).map_err(|_| StoreError::Encode {
         what: "snapshot header",
         reason: format!("{} bytes is over the u32 length field", header.len()),
     })?;
-    let mut out =
-        Vec::with_capacity(MAGIC.len() + 1 + 4 + header.len() + 8 + state.len() + HASH_LEN);
+    let mut out = Vec::with_capacity(
+        MAGIC.len() + 1 + 4 + header.len() + 8 + state.len() + 8 + history.len() + HASH_LEN,
+    );
     out.extend_from_slice(MAGIC);
     out.push(SNAPSHOT_VERSION);
     out.extend_from_slice(&header_len.to_be_bytes());
     out.extend_from_slice(&header);
     out.extend_from_slice(&(state.len() as u64).to_be_bytes());
     out.extend_from_slice(state);
+    out.extend_from_slice(&(history.len() as u64).to_be_bytes());
+    out.extend_from_slice(history);
     let hash = Sha256::digest(&out);
     out.extend_from_slice(&hash);
     Ok(out)
@@ -57,8 +64,8 @@ fn corrupt(reason: impl Into<String>) -> StoreError {
     }
 }
 
-/// Checks and splits snapshot bytes into the meta and the state bytes.
-pub(crate) fn decode(bytes: &[u8]) -> Result<(Meta, &[u8]), StoreError> {
+/// Checks and splits snapshot bytes into the meta, the state bytes and the history bytes.
+pub(crate) fn decode(bytes: &[u8]) -> Result<(Meta, &[u8], &[u8]), StoreError> {
     let fixed = MAGIC.len() + 1 + 4;
     if bytes.len() < fixed + 8 + HASH_LEN {
         return Err(corrupt(format!("{} bytes is too short", bytes.len())));
@@ -90,14 +97,22 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(Meta, &[u8]), StoreError> {
             .try_into()
             .expect("8 bytes"),
     );
-    let state = &body[header_end + 8..];
-    if state.len() as u64 != state_len {
+    let rest = &body[header_end + 8..];
+    let state_end = usize::try_from(state_len)
+        .ok()
+        .filter(|end| end.checked_add(8).is_some_and(|e| e <= rest.len()))
+        .ok_or_else(|| corrupt(format!("state length {state_len} runs past the end")))?;
+    let state = &rest[..state_end];
+    let history_len =
+        u64::from_be_bytes(rest[state_end..state_end + 8].try_into().expect("8 bytes"));
+    let history = &rest[state_end + 8..];
+    if history.len() as u64 != history_len {
         return Err(corrupt(format!(
-            "state length field says {state_len} bytes, {} present",
-            state.len()
+            "history length field says {history_len} bytes, {} present",
+            history.len()
         )));
     }
-    Ok((meta, state))
+    Ok((meta, state, history))
 }
 
 /// The snapshot directory. The mutex serializes writers (a build finishing while a received
@@ -185,10 +200,11 @@ mod tests {
 
     #[test]
     fn round_trip_and_damage_detected() {
-        let bytes = encode(&meta(9), b"state bytes").unwrap();
-        let (m, state) = decode(&bytes).unwrap();
+        let bytes = encode(&meta(9), b"state bytes", b"history rows").unwrap();
+        let (m, state, history) = decode(&bytes).unwrap();
         assert_eq!(m, meta(9));
         assert_eq!(state, b"state bytes");
+        assert_eq!(history, b"history rows");
 
         for i in [0, 8, 12, bytes.len() / 2, bytes.len() - 1] {
             let mut bad = bytes.clone();
@@ -205,10 +221,10 @@ mod tests {
         let (files, none) = SnapshotFiles::open(dir.path()).unwrap();
         assert!(none.is_none());
         assert!(files
-            .save(&meta(10), &encode(&meta(10), b"ten").unwrap())
+            .save(&meta(10), &encode(&meta(10), b"ten", b"").unwrap())
             .unwrap());
         assert!(!files
-            .save(&meta(5), &encode(&meta(5), b"five").unwrap())
+            .save(&meta(5), &encode(&meta(5), b"five", b"").unwrap())
             .unwrap());
         drop(files);
         let (files, bytes) = SnapshotFiles::open(dir.path()).unwrap();

@@ -14,10 +14,10 @@
 //! Tree `sm` keys: `j`+seq (journal entry), `a`+len(u16)+account+seq (history index, empty
 //! value), `e`+seq (ledger event), `m:last_applied`, `m:membership`. Integers big-endian.
 //!
-//! After a snapshot is *installed* (received from the leader), this node has no journal rows
-//! or events for the entries the snapshot covers that it had not applied itself: history and
-//! `events_from` may have a gap there. Balances and reports are unaffected (they live in the
-//! state).
+//! A snapshot carries, besides the state, every journal, history-index and event row the state
+//! covers (read under the same lock as the state, so they agree). Installing one writes those
+//! rows, so a node that caught up by snapshot serves the same history and event stream as one
+//! that applied every entry. The cost: a snapshot grows with the journal.
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,7 +141,7 @@ impl StateMachineStore {
         let (snapshots, current) = SnapshotFiles::open(snapshot_dir)?;
         let applied = match current {
             Some(bytes) => {
-                let (meta, state_bytes) = snapshot::decode(&bytes)?;
+                let (meta, state_bytes, _history) = snapshot::decode(&bytes)?;
                 let state = decode_state("snapshot state", state_bytes)?;
                 Applied {
                     state,
@@ -249,7 +249,7 @@ impl StateMachineStore {
     }
 
     async fn install(&self, meta: &Meta, bytes: Vec<u8>) -> Result<(), StoreError> {
-        let (header, state_bytes) = snapshot::decode(&bytes)?;
+        let (header, state_bytes, history_bytes) = snapshot::decode(&bytes)?;
         if header != *meta {
             return Err(StoreError::Corrupt {
                 what: "received snapshot",
@@ -257,6 +257,8 @@ impl StateMachineStore {
             });
         }
         let state = decode_state("received snapshot state", state_bytes)?;
+        let history: Vec<(Vec<u8>, Vec<u8>)> =
+            codec::decode("received snapshot history", history_bytes)?;
         let shared = self.shared.clone();
         let meta_owned = meta.clone();
         // Durable first: once the state is replaced, a restart must find this snapshot.
@@ -265,6 +267,15 @@ impl StateMachineStore {
             .await
             .map_err(|e| StoreError::Task(e.to_string()))??;
         let mut batch = sled::Batch::default();
+        // Rows for entries this node already applied are the same bytes (deterministic seqs),
+        // so writing all of them over is safe and fills any gap.
+        let mut max_event = None;
+        for (key, value) in &history {
+            if key.first() == Some(&PREFIX_EVENT) && key.len() == 9 {
+                max_event = max_event.max(Some(codec::key_u64("event key", &key[1..])?));
+            }
+            batch.insert(key.as_slice(), value.as_slice());
+        }
         batch.insert(
             KEY_LAST_APPLIED,
             codec::encode("last applied", &meta.last_log_id)?,
@@ -282,6 +293,15 @@ impl StateMachineStore {
             .apply_batch(batch)
             .map_err(StoreError::sled("write installed snapshot meta"))?;
         drop(applied);
+        if let Some(seq) = max_event {
+            self.shared.event_seq.send_if_modified(|cur| {
+                let newer = seq > *cur;
+                if newer {
+                    *cur = seq;
+                }
+                newer
+            });
+        }
         Ok(())
     }
 
@@ -305,15 +325,25 @@ impl StateMachineStore {
 
 impl SnapshotBuilder {
     async fn build(&self) -> Result<Snapshot<TypeConfig>, StoreError> {
-        // Encode under the read lock so state, last_applied and membership agree.
-        let (last_applied, membership, state_bytes) = {
+        // Encode under the read lock so state, last_applied, membership and the history rows
+        // agree (apply writes its rows before releasing the write lock).
+        let (last_applied, membership, state_bytes, history) = {
             let applied = self.shared.read();
+            let mut rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            for prefix in [PREFIX_JOURNAL, PREFIX_ACCOUNT, PREFIX_EVENT] {
+                for row in self.shared.sm.scan_prefix([prefix]) {
+                    let (key, value) = row.map_err(StoreError::sled("read history rows"))?;
+                    rows.push((key.to_vec(), value.to_vec()));
+                }
+            }
             (
                 applied.last_applied,
                 applied.membership.clone(),
                 applied.state.encode_snapshot(),
+                rows,
             )
         };
+        let history_bytes = codec::encode("snapshot history", &history)?;
         let n = self.shared.snapshot_counter.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match last_applied {
             Some(id) => format!(
@@ -327,7 +357,7 @@ impl SnapshotBuilder {
             last_membership: membership,
             snapshot_id,
         };
-        let bytes = snapshot::encode(&meta, &state_bytes)?;
+        let bytes = snapshot::encode(&meta, &state_bytes, &history_bytes)?;
         let shared = self.shared.clone();
         let meta_for_disk = meta.clone();
         let bytes_for_disk = bytes.clone();

@@ -234,12 +234,22 @@ async fn snapshot_transfers_to_another_store_and_survives_its_restart() {
         follower.reader().state_hash(),
         (snap.meta.last_log_id, want_hash)
     );
-    // History before an installed snapshot is not on this node (documented): empty here.
-    assert!(follower
-        .reader()
-        .history(&account(0), None, 10)
-        .unwrap()
-        .is_empty());
+    // The snapshot carried the history and events it covers: the node that caught up by
+    // snapshot serves the same history and event stream as the one that applied every entry.
+    let leader_history = leader.reader().history(&account(0), None, 100).unwrap();
+    assert!(!leader_history.is_empty());
+    assert_eq!(
+        follower.reader().history(&account(0), None, 100).unwrap(),
+        leader_history
+    );
+    assert_eq!(
+        follower.reader().events_from(1, 1000).unwrap(),
+        leader.reader().events_from(1, 1000).unwrap()
+    );
+    assert_eq!(
+        follower.reader().latest_event_seq(),
+        leader.reader().latest_event_seq()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
