@@ -2,8 +2,9 @@
 //!
 //! # Public API
 //! - [`open`]`(dir) -> Result<(`[`LogStore`]`, `[`StateMachineStore`]`), `[`StoreError`]`>`:
-//!   opens (or creates) a node's data directory: `dir/sled` (log, vote, committed index,
-//!   journal, events) and `dir/snapshots/current.snap`. Get a [`LedgerReader`] with
+//!   opens (or creates) a node's data directory: `dir/sled` (the Raft log, vote, committed
+//!   index), `dir/state` (journal, history index, events, last applied; a separate sled
+//!   database so an append's sync does not wait for them) and `dir/snapshots/current.snap`. Get a [`LedgerReader`] with
 //!   `sm.reader()`, then hand both halves to `openraft::Raft::new`. One process per directory:
 //!   a second open while another is live fails (after [`SLED_LOCK_WAIT_MS_MAX`]).
 //! - [`LogStore`]: `RaftLogStorage` + `RaftLogReader` (storage-v2). An append is acknowledged
@@ -64,9 +65,10 @@ pub use reader::{LedgerReader, EVENTS_LIMIT_MAX, HISTORY_LIMIT_MAX};
 pub use state_machine::{SnapshotBuilder, StateMachineStore};
 pub use types::{EntryResponse, NodeId, TypeConfig};
 
-/// sled's page cache budget. sled's default is 1 GiB; the state lives in memory anyway and the
-/// log is read mostly at its tail, so a smaller cache suffices.
-pub const SLED_CACHE_BYTES_MAX: u64 = 128 * 1024 * 1024;
+/// sled's page cache budget, per database (the log's and the state machine's). sled's default is
+/// 1 GiB; the state lives in memory anyway and the log is read mostly at its tail, so a smaller
+/// cache suffices.
+pub const SLED_CACHE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
 /// How long `open` waits for sled's directory lock. sled 0.34 releases it only when its last
 /// background job has dropped the database, a few milliseconds after the last handle is
@@ -77,11 +79,18 @@ pub const SLED_LOCK_WAIT_MS_MAX: u64 = 2_000;
 /// Opens or creates the store in `dir`.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create dir", dir, e))?;
-    let sled_dir = dir.join("sled");
-    let db = open_sled(&sled_dir)?;
-    let disk = Arc::new(durable::DiskSync::new(&sled_dir)?);
-    let log = LogStore::open(db.clone(), disk.clone())?;
-    let sm = StateMachineStore::open(db, disk, &dir.join("snapshots"))?;
+    // Two sled databases: sled's `flush()` writes every dirty buffer of its database, so with
+    // the state machine's journal rows in the log's database each acknowledged append also
+    // waited for rows that never need to be durable (they are rebuilt from the log). Apart,
+    // an append syncs only the log.
+    let log_dir = dir.join("sled");
+    let log_db = open_sled(&log_dir)?;
+    let log_disk = Arc::new(durable::DiskSync::new(&log_dir)?);
+    let state_dir = dir.join("state");
+    let state_db = open_sled(&state_dir)?;
+    let state_disk = Arc::new(durable::DiskSync::new(&state_dir)?);
+    let log = LogStore::open(log_db, log_disk)?;
+    let sm = StateMachineStore::open(state_db, state_disk, &dir.join("snapshots"))?;
     Ok((log, sm))
 }
 
