@@ -64,7 +64,15 @@ while true; do
         if kill -0 "$pid" 2>/dev/null; then alive=$((alive + 1)); fi
     done
     if [ "$alive" -eq 0 ]; then
-        echo "run-cluster: every node has exited"
+        # Ctrl-C in a terminal reaches the nodes too, and they may finish before the trap
+        # runs: a clean exit of every node is a clean stop.
+        failed=0
+        for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || failed=$((failed + 1)); done
+        if [ "$failed" -eq 0 ]; then
+            echo "run-cluster: all nodes stopped; data is kept (make clean-data wipes it)"
+            exit 0
+        fi
+        echo "run-cluster: every node has exited, $failed with an error"
         exit 1
     fi
     sleep 1
