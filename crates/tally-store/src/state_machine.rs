@@ -257,8 +257,7 @@ impl StateMachineStore {
             });
         }
         let state = decode_state("received snapshot state", state_bytes)?;
-        let history: Vec<(Vec<u8>, Vec<u8>)> =
-            codec::decode("received snapshot history", history_bytes)?;
+        let history = snapshot::decode_rows(history_bytes)?;
         let shared = self.shared.clone();
         let meta_owned = meta.clone();
         // Durable first: once the state is replaced, a restart must find this snapshot.
@@ -343,7 +342,7 @@ impl SnapshotBuilder {
                 rows,
             )
         };
-        let history_bytes = codec::encode("snapshot history", &history)?;
+        let history_bytes = snapshot::encode_rows(&history);
         let n = self.shared.snapshot_counter.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match last_applied {
             Some(id) => format!(
