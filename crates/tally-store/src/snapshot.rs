@@ -57,11 +57,14 @@ pub(crate) fn encode(meta: &Meta, state: &[u8], history: &[u8]) -> Result<Vec<u8
     Ok(out)
 }
 
+/// One stored row: key and value bytes.
+pub(crate) type Row = (Vec<u8>, Vec<u8>);
+
 /// Encodes history rows as `count (u64)`, then per row `key length (u32), key, value length
 /// (u32), value`, big-endian. Written by hand rather than with the value codec because it must
 /// never fail: the history has no size limit of its own, and a failed snapshot build stops the
 /// Raft core.
-pub(crate) fn encode_rows(rows: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+pub(crate) fn encode_rows(rows: &[Row]) -> Vec<u8> {
     let total: usize = rows.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
     let mut out = Vec::with_capacity(8 + total);
     out.extend_from_slice(&(rows.len() as u64).to_be_bytes());
@@ -75,7 +78,7 @@ pub(crate) fn encode_rows(rows: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
 }
 
 /// Decodes [`encode_rows`], refusing anything that does not add up exactly.
-pub(crate) fn decode_rows(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+pub(crate) fn decode_rows(bytes: &[u8]) -> Result<Vec<Row>, StoreError> {
     fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8], StoreError> {
         if bytes.len() < n {
             return Err(corrupt("history rows are truncated"));
