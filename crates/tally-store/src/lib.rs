@@ -24,10 +24,9 @@
 //! - Snapshots: built on openraft's request (state, last applied, membership, checked by
 //!   SHA-256), written with fsync (temp file, rename, directory fsync) before openraft may
 //!   purge the log they cover; received snapshots are verified (hash, header, ledger
-//!   invariants) before they replace anything. After a snapshot is INSTALLED from the leader,
-//!   this node has no journal rows or events for the entries the snapshot covers that it had
-//!   not applied itself: `history`/`events_from` can have a gap there (events carry their
-//!   `seq`, so a consumer sees the jump). Balances, reports and the state hash are complete.
+//!   invariants) before they replace anything. A snapshot also carries the journal,
+//!   history-index and event rows it covers, so after one is INSTALLED from the leader this
+//!   node's `history`/`events_from` are as complete as the leader's.
 //! - [`LedgerReader`] (from [`StateMachineStore::reader`]; cheap to clone, `Send + Sync`, all
 //!   methods synchronous and short):
 //!   `with_state(|s: &LedgerState| ..)`, `with_applied_state(|s, last_applied| ..)`,
