@@ -44,6 +44,31 @@ static TALLYD: OnceLock<PathBuf> = OnceLock::new();
 static PORTS_HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
 /// The `tallyd` binary: `$TALLYD_BIN`, or built once with the same profile as this test.
+/// Starts `tallyd --config CONFIG` with its output appended to `log_path`: one way to start a
+/// node for every harness (the plain cluster and the fault cluster).
+pub fn spawn_tallyd(
+    config_path: &std::path::Path,
+    log_path: &std::path::Path,
+) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .expect("opening the node log");
+    Command::new(tallyd_binary())
+        .arg("--config")
+        .arg(config_path)
+        .env(
+            "RUST_LOG",
+            "info,openraft=warn,sled=warn,h2=warn,tonic=warn",
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log handle"))
+        .stderr(log)
+        .spawn()
+        .expect("starting tallyd")
+}
+
 pub fn tallyd_binary() -> PathBuf {
     TALLYD
         .get_or_init(|| {
@@ -146,23 +171,7 @@ impl NodeProcess {
 
     fn start(&mut self) {
         assert!(self.child.is_none(), "node {} is already running", self.id);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("opening the node log");
-        let child = Command::new(tallyd_binary())
-            .arg("--config")
-            .arg(&self.config_path)
-            .env(
-                "RUST_LOG",
-                "info,openraft=warn,sled=warn,h2=warn,tonic=warn",
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("starting tallyd");
+        let child = spawn_tallyd(&self.config_path, &self.log_path);
         self.child = Some(child);
     }
 

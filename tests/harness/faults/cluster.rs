@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use tally_proto::v1;
@@ -238,23 +238,7 @@ impl FaultCluster {
     pub fn start_node(&mut self, id: u64) {
         let node = self.nodes.get_mut(&id).expect("node");
         assert!(node.child.is_none(), "node {id} already runs");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log_path)
-            .expect("opening a node log");
-        let child = Command::new(tallyd_binary())
-            .arg("--config")
-            .arg(&node.config_path)
-            .env(
-                "RUST_LOG",
-                "info,openraft=warn,sled=warn,h2=warn,tonic=warn",
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("starting tallyd");
+        let child = crate::spawn_tallyd(&node.config_path, &node.log_path);
         node.child = Some(child);
         node.paused = false;
     }
