@@ -935,8 +935,10 @@ async fn every_command_in_human_and_json_form() {
 }
 
 /// Now as RFC 3339 with second precision (this crate does not depend on tally-core's calendar).
+/// A whole second at or after now (the CLI takes seconds; the ledger stamps milliseconds, so
+/// truncating could name an instant before something published this very second).
 fn tally_core_now() -> String {
-    let secs = tally_tests::now_ms() / 1000;
+    let secs = tally_tests::now_ms() / 1000 + 1;
     let days = secs / 86_400;
     let (y, m, d) = civil(days as i64);
     let rem = secs % 86_400;
