@@ -11,7 +11,10 @@
 #   BENCH_PORT_BASE=7400      node N listens on BASE+N (client), BASE+100+N (peer), BASE+200+N (metrics)
 #   BENCH_HEARTBEAT_MS=250, BENCH_ELECTION_TIMEOUT_MS_MIN=1500 (max is twice the min)
 #   BENCH_PERF_SHAPE=64x1     record a perf profile of the leader during that shape
+#                             (BENCH_PERF_CALLGRAPH=dwarf,8192 for call stacks, BENCH_PERF_HZ=499)
 #                             (target/bench/perf-SHAPE.data; perf report -i it)
+#   BENCH_NODE_TOML='...'   extra TOML appended to every node's config (try a setting, e.g.
+#                             $'[limits]\nentries_in_flight_max = 8')
 #   BENCH_OUT=FILE            where the table goes (default target/bench/tally.json)
 #   BENCH_KEEP=1              keep the cluster's directory (data and logs) afterwards
 #   TALLYD, TALLY_BENCH       binaries (default target/release/...; `make bench` builds them)
@@ -107,6 +110,7 @@ election_timeout_ms_max = $((election_ms_min * 2))
 [ledger]
 reporting_currency = "USD"
 reporting_scale = 2
+${BENCH_NODE_TOML:-}
 TOML
     endpoints+=(--endpoint "127.0.0.1:$((port_base + n))")
 done
@@ -168,7 +172,7 @@ for shape in $shapes; do
     perf_pid=""
     if [ "${BENCH_PERF_SHAPE:-}" = "$shape" ] && [ -n "$leader_node" ]; then
         perf_data="$out_dir/perf-$shape.data"
-        perf record -F 499 -g -o "$perf_data" -p "${pids[$((leader_node - 1))]}" \
+        perf record -F "${BENCH_PERF_HZ:-499}" --call-graph "${BENCH_PERF_CALLGRAPH:-fp}" -o "$perf_data" -p "${pids[$((leader_node - 1))]}" \
             -- sleep "$((seconds + warmup + 5))" >"$work/perf.log" 2>&1 &
         perf_pid=$!
         echo "bench: profiling node $leader_node (the leader) into $perf_data"

@@ -161,7 +161,7 @@ pub struct ProposerConfig {
 impl Default for ProposerConfig {
     fn default() -> Self {
         ProposerConfig {
-            group_commit_wait_ms: 1,
+            group_commit_wait_ms: 0,
             tick_interval_ms: 1_000,
         }
     }

@@ -3,10 +3,12 @@
 //! Requests queue here; one task drains the queue, coalesces every request waiting (up to a
 //! command and byte limit) into one `tally_core::Entry` stamped with the wall clock, hands it
 //! to Raft, and answers each waiter with the outcome at its index once the entry is applied.
-//! The first request of an entry waits at most `group_commit_wait_ms` for neighbours, so no
-//! request waits longer than that to be proposed while the pipeline has room. Entries are
-//! handed to Raft in order by this one task, but up to `entries_in_flight_max` of them may be
-//! replicating at once, so throughput is not bound by one round-trip.
+//! Up to `entries_in_flight_max` entries may be replicating at once. The task takes a slot in
+//! that pipeline BEFORE it collects requests: a lone request finds a free slot and is proposed
+//! at once, and while every slot is busy (each entry costs the leader an fsync and a round
+//! trip to a follower) requests pile up and the next entry takes them all. That is group
+//! commit without a timer; `group_commit_wait_ms` (default 0) can add a wait for neighbours
+//! after a slot is free, up to [`crate::config::GROUP_COMMIT_WAIT_MS_MAX`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -162,6 +164,23 @@ async fn drain(
                 },
             },
         };
+        // A slot in the pipeline first: while every slot is taken, requests pile up in the
+        // queue, and the next entry takes them all. Under load that is what groups requests
+        // into entries; a lone request finds a free slot and goes at once.
+        let permit = tokio::select! {
+            biased;
+            permit = in_flight.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => {
+                    carried = Some(first);
+                    break;
+                }
+            },
+            _ = shutdown.wait_for(|stop| *stop) => {
+                carried = Some(first);
+                break;
+            }
+        };
         let deadline = tokio::time::Instant::from_std(first.enqueued + limits.group_commit_wait);
         let mut bytes = first.size_bytes;
         let mut batch = vec![first];
@@ -197,10 +216,6 @@ async fn drain(
         if batch.is_empty() {
             continue;
         }
-        let permit = match in_flight.clone().acquire_owned().await {
-            Ok(permit) => permit,
-            Err(_) => break,
-        };
         let at_ms = wall_clock_ms();
         let (commands, replies): (Vec<Command>, Vec<_>) = batch
             .into_iter()

@@ -32,6 +32,21 @@ pub(crate) fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<
     Ok(out)
 }
 
+/// [`encode`], appended to `out`.
+pub(crate) fn encode_into<T: Serialize>(
+    what: &'static str,
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), StoreError> {
+    out.push(FORMAT_VERSION);
+    options()
+        .serialize_into(&mut *out, value)
+        .map_err(|e| StoreError::Encode {
+            what,
+            reason: e.to_string(),
+        })
+}
+
 pub(crate) fn decode<T: DeserializeOwned>(
     what: &'static str,
     bytes: &[u8],

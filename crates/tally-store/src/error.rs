@@ -59,7 +59,6 @@ impl StoreError {
 pub(crate) enum Subject {
     ReadLogs,
     WriteLogs,
-    ReadVote,
     WriteVote,
     WriteStateMachine,
     ReadSnapshot,
@@ -71,7 +70,6 @@ pub(crate) fn to_storage(subject: Subject, e: StoreError) -> StorageError<NodeId
     let io = match subject {
         Subject::ReadLogs => StorageIOError::read_logs(any),
         Subject::WriteLogs => StorageIOError::write_logs(any),
-        Subject::ReadVote => StorageIOError::read_vote(any),
         Subject::WriteVote => StorageIOError::write_vote(any),
         Subject::WriteStateMachine => StorageIOError::write_state_machine(any),
         Subject::ReadSnapshot => StorageIOError::read_snapshot(None, any),

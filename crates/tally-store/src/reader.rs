@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use crate::codec;
 use crate::error::StoreError;
 use crate::state_machine::{
-    account_key, account_prefix, seq_key, Membership, Shared, PREFIX_EVENT, PREFIX_JOURNAL,
+    decode_block_item, seq_key, Membership, Shared, PREFIX_EVENT, PREFIX_JOURNAL,
 };
 use crate::types::NodeId;
 
@@ -71,45 +71,83 @@ impl LedgerReader {
         limit: usize,
     ) -> Result<Vec<JournalEntry>, StoreError> {
         check_limit(limit, HISTORY_LIMIT_MAX)?;
-        let start = account_key(account, 0);
-        let end = match before_seq {
-            Some(before) => account_key(account, before),
-            None => {
-                // Just past the last possible key of this account.
-                let mut end = account_prefix(account);
-                end.extend_from_slice(&[0xff; 9]);
-                end
-            }
-        };
         let mut out = Vec::with_capacity(limit.min(64));
-        for item in self.shared.sm.range(start..end).rev().take(limit) {
-            let (key, _) = item.map_err(StoreError::sled("read history index"))?;
-            let seq = codec::key_u64("history index key", &key[key.len() - 8..])?;
-            let value = self
-                .shared
-                .sm
-                .get(seq_key(PREFIX_JOURNAL, seq))
-                .map_err(StoreError::sled("read journal"))?
-                .ok_or_else(|| StoreError::Corrupt {
-                    what: "journal",
-                    reason: format!("history index of {account} names seq {seq}, which is missing"),
-                })?;
-            out.push(codec::decode("journal entry", &value)?);
+        if limit == 0 {
+            return Ok(out);
+        }
+        let head = self.shared.read().heads.get(account).copied();
+        let Some(mut next) = head else {
+            return Ok(out);
+        };
+        if let Some(before) = before_seq {
+            // Paging passes the oldest seq of the previous page, an entry of this account: its
+            // link is where this page starts. Any other seq: walk from the head.
+            match self.item(before)? {
+                Some((entry, previous)) if entry.account == *account => next = previous,
+                _ => {
+                    while next >= before {
+                        next = self.expect_item(account, next)?.1;
+                        if next == 0 {
+                            return Ok(out);
+                        }
+                    }
+                }
+            }
+        }
+        while next != 0 && out.len() < limit {
+            let (entry, previous) = self.expect_item(account, next)?;
+            out.push(entry);
+            next = previous;
         }
         Ok(out)
     }
 
-    /// One journal entry by its sequence number, if this node has it.
-    pub fn journal_entry(&self, seq: u64) -> Result<Option<JournalEntry>, StoreError> {
-        match self
+    /// A journal entry and the previous seq of its account, if this node has it.
+    fn item(&self, seq: u64) -> Result<Option<(JournalEntry, u64)>, StoreError> {
+        if seq == 0 {
+            return Ok(None);
+        }
+        // The block holding `seq` is the last one starting at or before it.
+        let found = self
             .shared
             .sm
-            .get(seq_key(PREFIX_JOURNAL, seq))
-            .map_err(StoreError::sled("read journal"))?
-        {
-            Some(value) => Ok(Some(codec::decode("journal entry", &value)?)),
-            None => Ok(None),
+            .range(seq_key(PREFIX_JOURNAL, 0)..=seq_key(PREFIX_JOURNAL, seq))
+            .next_back()
+            .transpose()
+            .map_err(StoreError::sled("read journal"))?;
+        let Some((key, block)) = found else {
+            return Ok(None);
+        };
+        let first = codec::key_u64("journal key", &key[1..])?;
+        match decode_block_item(&block, (seq - first) as usize)? {
+            Some((entry, _)) if entry.seq != seq => Err(StoreError::Corrupt {
+                what: "journal block",
+                reason: format!(
+                    "the block at {first} holds seq {} where {seq} belongs",
+                    entry.seq
+                ),
+            }),
+            found => Ok(found),
         }
+    }
+
+    fn expect_item(
+        &self,
+        account: &AccountId,
+        seq: u64,
+    ) -> Result<(JournalEntry, u64), StoreError> {
+        match self.item(seq)? {
+            Some(found) if found.0.account == *account => Ok(found),
+            _ => Err(StoreError::Corrupt {
+                what: "journal",
+                reason: format!("the history of {account} names seq {seq}, which is missing"),
+            }),
+        }
+    }
+
+    /// One journal entry by its sequence number, if this node has it.
+    pub fn journal_entry(&self, seq: u64) -> Result<Option<JournalEntry>, StoreError> {
+        Ok(self.item(seq)?.map(|(entry, _)| entry))
     }
 
     /// Ledger events with `seq >= from_seq`, oldest first, at most `limit`

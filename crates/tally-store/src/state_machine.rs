@@ -4,20 +4,28 @@
 //! - the ledger state itself only through snapshots (`snapshot.rs`); on open, the latest
 //!   snapshot is loaded and `applied_state()` reports its last applied log id, so openraft
 //!   re-applies the committed log after it (the log is never purged beyond a snapshot);
-//! - per applied batch of entries, ONE sled batch on tree `sm` with the journal entries, the
-//!   account history index, the ledger events, `last_applied` and the membership. Their keys
-//!   are the deterministic journal and event sequence numbers, so re-applying after a restart
-//!   rewrites the same bytes. This batch is not fsynced on its own (it can always be rebuilt
-//!   from the log), but a snapshot build syncs it before the snapshot file is written, so
-//!   journal rows at or below a snapshot never depend on log entries that may be purged.
+//! - per applied batch of entries, ONE sled batch on tree `sm`: for each applied entry that
+//!   journaled anything, ONE value holding all its journal entries (not one row per event:
+//!   a row per event made sled the node's biggest CPU cost), the ledger events (rare: alerts)
+//!   one row each, `last_applied` and the membership. Keys are the deterministic journal and
+//!   event sequence numbers, so re-applying after a restart rewrites the same bytes. This
+//!   batch is not fsynced on its own (it can always be rebuilt from the log), but a snapshot
+//!   build syncs it before the snapshot file is written, so journal rows at or below a
+//!   snapshot never depend on log entries that may be purged.
+//! - the per-account history index is a chain: every journal entry is stored with the seq of
+//!   the previous journal entry of the same account, and the newest seq of each account (its
+//!   "head") is kept in memory, next to the state, under the same lock. `history` walks the
+//!   chain from the head. The heads are saved in every snapshot, and re-applying the log after
+//!   it rebuilds them exactly as before.
 //!
-//! Tree `sm` keys: `j`+seq (journal entry), `a`+len(u16)+account+seq (history index, empty
-//! value), `e`+seq (ledger event), `m:last_applied`, `m:membership`. Integers big-endian.
+//! Tree `sm` keys: `j`+first_seq (the journal block of one applied entry, see
+//! [`encode_block`]), `e`+seq (ledger event), `m:last_applied`, `m:membership`. Integers
+//! big-endian.
 //!
-//! A snapshot carries, besides the state, every journal, history-index and event row the state
-//! covers (read under the same lock as the state, so they agree). Installing one writes those
-//! rows, so a node that caught up by snapshot serves the same history and event stream as one
-//! that applied every entry. The cost: a snapshot grows with the journal.
+//! A snapshot carries, besides the state, every journal block and event row the state covers
+//! and the account heads (read under the same lock as the state, so they agree). Installing
+//! one writes those rows, so a node that caught up by snapshot serves the same history and
+//! event stream as one that applied every entry. The cost: a snapshot grows with the journal.
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +36,9 @@ use openraft::{
     BasicNode, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError,
     StoredMembership,
 };
-use tally_core::{AccountId, LedgerState};
+use std::collections::HashMap;
+
+use tally_core::{AccountId, JournalEntry, LedgerState};
 use tokio::sync::watch;
 
 use crate::codec::{self, u64_key};
@@ -42,10 +52,11 @@ type Entry = openraft::Entry<TypeConfig>;
 pub(crate) type Membership = StoredMembership<NodeId, BasicNode>;
 
 pub(crate) const PREFIX_JOURNAL: u8 = b'j';
-pub(crate) const PREFIX_ACCOUNT: u8 = b'a';
 pub(crate) const PREFIX_EVENT: u8 = b'e';
 const KEY_LAST_APPLIED: &[u8] = b"m:last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"m:membership";
+/// The snapshot row holding the account heads (never written to the tree itself).
+const KEY_ACCOUNT_HEADS: &[u8] = b"m:account_heads";
 
 pub(crate) fn seq_key(prefix: u8, seq: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
@@ -54,22 +65,86 @@ pub(crate) fn seq_key(prefix: u8, seq: u64) -> [u8; 9] {
     key
 }
 
-/// `a` + account length (u16) + account bytes: the length makes one account's prefix never a
-/// prefix of another's.
-pub(crate) fn account_prefix(account: &AccountId) -> Vec<u8> {
-    let bytes = account.as_str().as_bytes();
-    let mut key = Vec::with_capacity(3 + bytes.len() + 8);
-    key.push(PREFIX_ACCOUNT);
-    // Account ids are far shorter than 64 KiB (core checks their length).
-    key.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
-    key.extend_from_slice(bytes);
-    key
+/// The newest journal seq of each account that has one.
+pub(crate) type AccountHeads = HashMap<AccountId, u64>;
+
+/// One applied entry's journal entries as one value, each readable without decoding the
+/// others: `count: u32 BE`, `count` end offsets (`u32 BE`, from the start of the items), then
+/// per entry `previous seq of the same account: u64 BE (0: none)` + its versioned bincode.
+/// Updates `heads` as it goes.
+pub(crate) fn encode_block(
+    journal: &[JournalEntry],
+    heads: &mut AccountHeads,
+) -> Result<Vec<u8>, StoreError> {
+    let mut items = Vec::with_capacity(journal.len() * 160);
+    let mut ends = Vec::with_capacity(journal.len());
+    for j in journal {
+        let previous = heads.insert(j.account.clone(), j.seq).unwrap_or(0);
+        items.extend_from_slice(&previous.to_be_bytes());
+        codec::encode_into("journal entry", j, &mut items)?;
+        ends.push(u32::try_from(items.len()).map_err(|_| StoreError::Encode {
+            what: "journal block",
+            reason: "more than 4 GiB of journal in one entry".to_string(),
+        })?);
+    }
+    let mut out = Vec::with_capacity(4 + 4 * ends.len() + items.len());
+    out.extend_from_slice(&(ends.len() as u32).to_be_bytes());
+    for end in ends {
+        out.extend_from_slice(&end.to_be_bytes());
+    }
+    out.extend_from_slice(&items);
+    Ok(out)
 }
 
-pub(crate) fn account_key(account: &AccountId, seq: u64) -> Vec<u8> {
-    let mut key = account_prefix(account);
-    key.extend_from_slice(&u64_key(seq));
-    key
+/// Entry `position` of a block: the journal entry and the previous seq of its account.
+pub(crate) fn decode_block_item(
+    block: &[u8],
+    position: usize,
+) -> Result<Option<(JournalEntry, u64)>, StoreError> {
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        what: "journal block",
+        reason: reason.to_string(),
+    };
+    let word = |at: usize| -> Result<usize, StoreError> {
+        block
+            .get(at..at + 4)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
+            .ok_or_else(|| corrupt("truncated header"))
+    };
+    let count = word(0)?;
+    if position >= count {
+        return Ok(None);
+    }
+    let items = 4 + 4 * count;
+    let start = if position == 0 {
+        0
+    } else {
+        word(4 + 4 * (position - 1))?
+    };
+    let end = word(4 + 4 * position)?;
+    let item = block
+        .get(items + start..items + end)
+        .filter(|item| item.len() > 8)
+        .ok_or_else(|| corrupt("item out of bounds"))?;
+    let previous = u64::from_be_bytes(item[..8].try_into().expect("8 bytes"));
+    Ok(Some((
+        codec::decode("journal entry", &item[8..])?,
+        previous,
+    )))
+}
+
+/// The account heads a snapshot's history rows carry (none in a snapshot of an empty ledger).
+fn heads_from_rows(rows: &[(Vec<u8>, Vec<u8>)]) -> Result<AccountHeads, StoreError> {
+    match rows
+        .iter()
+        .find(|(key, _)| key.as_slice() == KEY_ACCOUNT_HEADS)
+    {
+        Some((_, value)) => {
+            let heads: Vec<(AccountId, u64)> = codec::decode("account heads", value)?;
+            Ok(heads.into_iter().collect())
+        }
+        None => Ok(AccountHeads::new()),
+    }
 }
 
 /// Decodes a snapshotted ledger state and checks its invariants: a state that decodes but
@@ -91,6 +166,8 @@ fn decode_state(what: &'static str, bytes: &[u8]) -> Result<LedgerState, StoreEr
 /// What the in-memory state reflects: always read and written together under one lock.
 pub(crate) struct Applied {
     pub(crate) state: LedgerState,
+    /// The history chains' heads, as of `last_applied`.
+    pub(crate) heads: AccountHeads,
     pub(crate) last_applied: Option<LogId<NodeId>>,
     pub(crate) membership: Membership,
 }
@@ -141,16 +218,18 @@ impl StateMachineStore {
         let (snapshots, current) = SnapshotFiles::open(snapshot_dir)?;
         let applied = match current {
             Some(bytes) => {
-                let (meta, state_bytes, _history) = snapshot::decode(&bytes)?;
+                let (meta, state_bytes, history) = snapshot::decode(&bytes)?;
                 let state = decode_state("snapshot state", state_bytes)?;
                 Applied {
                     state,
+                    heads: heads_from_rows(&snapshot::decode_rows(history)?)?,
                     last_applied: meta.last_log_id,
                     membership: meta.last_membership,
                 }
             }
             None => Applied {
                 state: LedgerState::new(),
+                heads: AccountHeads::new(),
                 last_applied: None,
                 membership: Membership::default(),
             },
@@ -203,12 +282,9 @@ impl StateMachineStore {
                 }
                 EntryPayload::Normal(ref data) => {
                     let result = applied.state.apply(data);
-                    for j in &result.journal {
-                        batch.insert(
-                            &seq_key(PREFIX_JOURNAL, j.seq),
-                            codec::encode("journal entry", j)?,
-                        );
-                        batch.insert(account_key(&j.account, j.seq), &[] as &[u8]);
+                    if let Some(first) = result.journal.first() {
+                        let block = encode_block(&result.journal, &mut applied.heads)?;
+                        batch.insert(&seq_key(PREFIX_JOURNAL, first.seq), block);
                     }
                     for ev in &result.events {
                         batch.insert(
@@ -269,7 +345,11 @@ impl StateMachineStore {
         // Rows for entries this node already applied are the same bytes (deterministic seqs),
         // so writing all of them over is safe and fills any gap.
         let mut max_event = None;
+        let heads = heads_from_rows(&history)?;
         for (key, value) in &history {
+            if key.as_slice() == KEY_ACCOUNT_HEADS {
+                continue;
+            }
             if key.first() == Some(&PREFIX_EVENT) && key.len() == 9 {
                 max_event = max_event.max(Some(codec::key_u64("event key", &key[1..])?));
             }
@@ -285,6 +365,7 @@ impl StateMachineStore {
         );
         let mut applied = self.shared.write();
         applied.state = state;
+        applied.heads = heads;
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
         self.shared
@@ -329,7 +410,14 @@ impl SnapshotBuilder {
         let (last_applied, membership, state_bytes, history) = {
             let applied = self.shared.read();
             let mut rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-            for prefix in [PREFIX_JOURNAL, PREFIX_ACCOUNT, PREFIX_EVENT] {
+            // Sorted, so equal states make equal snapshot bytes.
+            let mut heads: Vec<(&AccountId, &u64)> = applied.heads.iter().collect();
+            heads.sort();
+            rows.push((
+                KEY_ACCOUNT_HEADS.to_vec(),
+                codec::encode("account heads", &heads)?,
+            ));
+            for prefix in [PREFIX_JOURNAL, PREFIX_EVENT] {
                 for row in self.shared.sm.scan_prefix([prefix]) {
                     let (key, value) = row.map_err(StoreError::sled("read history rows"))?;
                     rows.push((key.to_vec(), value.to_vec()));

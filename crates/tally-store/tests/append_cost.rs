@@ -46,7 +46,7 @@ async fn measure_append_fsync_cost() {
         times.sort();
         let total: Duration = times.iter().sum();
         println!(
-            "append of {entries_per_append:>2} small entries + flush + fdatasync: mean {:?}, p50 {:?}, p99 {:?} ({APPENDS} appends)",
+            "append of {entries_per_append:>2} small entries + fdatasync: mean {:?}, p50 {:?}, p99 {:?} ({APPENDS} appends)",
             total / APPENDS as u32,
             percentile(&times, 0.5),
             percentile(&times, 0.99),

@@ -50,6 +50,29 @@ fn check_reads(reader: &LedgerReader, reference: &Reference, n: usize, accounts:
             assert_eq!(page1, want[..2]);
             assert_eq!(page2, want[2..4]);
         }
+        // Any before_seq, also one of another account's entries or past the end.
+        let last_seq = reference.results[..n]
+            .iter()
+            .flat_map(|r| r.journal.iter().map(|j| j.seq))
+            .max()
+            .unwrap_or(0);
+        for before in (0..=last_seq + 1).step_by(3) {
+            let want_before: Vec<_> = want
+                .iter()
+                .filter(|j| j.seq < before)
+                .take(3)
+                .cloned()
+                .collect();
+            assert_eq!(
+                reader.history(&acct, Some(before), 3).unwrap(),
+                want_before,
+                "history of {acct} before {before} after {n} entries"
+            );
+        }
+    }
+    // Every journal entry by its seq.
+    for j in reference.results[..n].iter().flat_map(|r| r.journal.iter()) {
+        assert_eq!(reader.journal_entry(j.seq).unwrap().as_ref(), Some(j));
     }
     let events = reference.events(n);
     assert!(

@@ -5,9 +5,9 @@
 //! an environment variable) that appends entries and prints each acknowledged index, kills it
 //! with SIGKILL at a random moment (seeded; the seed is printed, set `TALLY_TEST_SEED` to
 //! replay), reopens the store and checks. SIGKILL keeps the kernel's page cache, so this proves
-//! nothing is acknowledged while still buffered in the process (sled flushes only every
-//! 500 ms on its own) and that sled recovers from a torn write; surviving power loss rests on
-//! the fsync calls themselves (see `src/durable.rs`).
+//! nothing is acknowledged while still buffered in the process and that the log recovers from a
+//! torn write (a cut record at the tail of the last segment); surviving power loss rests on
+//! the fdatasync calls themselves (see `src/log_store.rs`).
 
 mod common;
 
@@ -26,9 +26,14 @@ const CHILD_DIR_ENV: &str = "TALLY_STORE_KILL9_CHILD_DIR";
 /// The child stops by itself after this long if nobody kills it.
 const CHILD_RUN_MS_MAX: u64 = 30_000;
 const ROUNDS: usize = 4;
+/// Small segments, so that kills also land while appends start new segment files.
+const SMALL_SEGMENTS: tally_store::LogOptions = tally_store::LogOptions {
+    segment_bytes_target: 1024 * 1024,
+    cache_bytes_max: 0,
+};
 
 /// Deterministic content of log entry `i`: the parent regenerates it to check integrity.
-/// Every 10th entry is large (a 3000-event batch, above sled's inline value limit).
+/// Every 10th entry is large (a 3000-event batch).
 fn expected_entry(i: u64) -> RaftEntry {
     let at_ms = BASE_MS + i;
     match i % 10 {
@@ -73,7 +78,8 @@ fn kill9_child_process() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let (mut log, _sm) = tally_store::open(std::path::Path::new(&dir)).unwrap();
+        let (mut log, _sm) =
+            tally_store::open_with(std::path::Path::new(&dir), SMALL_SEGMENTS).unwrap();
         let mut next = log
             .get_log_state()
             .await
@@ -175,7 +181,7 @@ fn kill9_acknowledged_appends_survive() {
 
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (found, vote) = rt.block_on(async {
-            let (mut log, _sm) = tally_store::open(dir.path()).unwrap();
+            let (mut log, _sm) = tally_store::open_with(dir.path(), SMALL_SEGMENTS).unwrap();
             let state = log.get_log_state().await.unwrap();
             let last = state.last_log_id.map_or(0, |l| l.index);
             assert!(
