@@ -54,6 +54,21 @@ pub fn encode_within<T: Serialize>(
         })
 }
 
+/// How many of `items`, from the first, encode within `bytes_target` together: at least one
+/// (when there is one), so a single large item still goes alone.
+pub fn prefix_within<T: Serialize>(items: &[T], bytes_target: usize) -> usize {
+    let mut total = 0u64;
+    for (n, item) in items.iter().enumerate() {
+        total += options(usize::MAX)
+            .serialized_size(item)
+            .unwrap_or(u64::MAX);
+        if total > bytes_target as u64 && n > 0 {
+            return n;
+        }
+    }
+    items.len()
+}
+
 /// Decodes a `T` from `bytes`; `what` names it in the error.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, CodecError> {
     options(MESSAGE_BYTES_MAX)
@@ -68,6 +83,20 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_within_cuts_at_the_target_but_never_to_nothing() {
+        // Each Vec<u8> of 100 bytes encodes to 108 (fixint length prefix).
+        let items = vec![vec![0u8; 100]; 10];
+        assert_eq!(prefix_within(&items, 1_000), 9);
+        assert_eq!(prefix_within(&items, 1_080), 10);
+        assert_eq!(
+            prefix_within(&items, 10),
+            1,
+            "one item above the target still goes"
+        );
+        assert_eq!(prefix_within::<Vec<u8>>(&[], 10), 0);
+    }
 
     #[test]
     fn round_trip_and_limits() {

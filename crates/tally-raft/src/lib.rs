@@ -37,7 +37,7 @@ mod service;
 mod stats;
 
 pub use config::{raft_config, RaftConfigError, RaftSettings};
-pub use network::{NetworkConfig, PeerNetwork, TallyNetwork};
+pub use network::{NetworkConfig, PeerNetwork, TallyNetwork, APPEND_ENTRIES_BYTES_TARGET};
 pub use service::RaftService;
 pub use stats::NetworkStats;
 

@@ -14,6 +14,8 @@
 //!   hint of half the entries, so openraft retries with smaller batches (likewise when the peer
 //!   refuses it as too large: OUT_OF_RANGE or RESOURCE_EXHAUSTED);
 //! - anything else (undecodable reply, INTERNAL...): `NetworkError`.
+//!
+//! AppendEntries requests are cut to [`APPEND_ENTRIES_BYTES_TARGET`] (see there).
 
 use std::collections::{BTreeMap, HashMap};
 use std::error::Error;
@@ -44,6 +46,14 @@ use crate::MESSAGE_BYTES_MAX;
 /// Bytes a `RaftRequest` adds around its payload (field tag and length), rounded up.
 const ENVELOPE_BYTES: usize = 64;
 
+/// The default of [`NetworkConfig::append_entries_bytes_target`]: an AppendEntries request carries the longest prefix of its entries that encodes within
+/// this many bytes (at least one entry), and answers `PartialSuccess` up to the last entry it
+/// carried; openraft sends the rest next. Why: openraft 0.9 gives every AppendEntries the
+/// heartbeat interval as its deadline, follower fsync included, and a request of many MiB
+/// (a few 8,190-event batches) misses it on a loaded machine, which makes the leader back off
+/// and followers start elections. Small requests keep each round trip well inside it.
+pub const APPEND_ENTRIES_BYTES_TARGET: usize = 2 * 1024 * 1024;
+
 /// Transport settings of the peer network.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetworkConfig {
@@ -54,6 +64,9 @@ pub struct NetworkConfig {
     pub request_timeout_ms_max: u64,
     /// Largest encoded request or reply; see [`MESSAGE_BYTES_MAX`].
     pub message_bytes_max: usize,
+    /// An AppendEntries carries the longest prefix of its entries within this many bytes;
+    /// see [`APPEND_ENTRIES_BYTES_TARGET`] (the default).
+    pub append_entries_bytes_target: usize,
     /// HTTP/2 pings keep idle connections alive and notice a dead connection (a peer that
     /// vanished without closing it, a blackholed link) within this interval plus
     /// `connect_timeout_ms`; the channel then reconnects.
@@ -83,6 +96,7 @@ impl Default for NetworkConfig {
             connect_timeout_ms: 1_000,
             request_timeout_ms_max: 30_000,
             message_bytes_max: MESSAGE_BYTES_MAX,
+            append_entries_bytes_target: APPEND_ENTRIES_BYTES_TARGET,
             keep_alive_interval_ms: 1_000,
             unreachable_backoff_ms_min: 100,
             unreachable_backoff_ms_max: 1_000,
@@ -307,9 +321,16 @@ fn action_name(action: RPCTypes) -> &'static str {
 impl RaftNetwork<TypeConfig> for PeerNetwork {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        let asked = rpc.entries.len();
+        let carried = codec::prefix_within(&rpc.entries, self.config.append_entries_bytes_target);
+        let partial = (carried < asked).then(|| {
+            self.counters.record_cut();
+            rpc.entries.truncate(carried);
+            rpc.entries.last().map(|entry| entry.log_id)
+        });
         let entries = rpc.entries.len() as u64;
         // Room for the protobuf envelope around the bytes, so the gRPC message stays within
         // the limit both ends enforce.
@@ -345,7 +366,12 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         };
         self.counters
             .record(RPCTypes::AppendEntries, request_bytes, &result);
-        result
+        match (result, partial) {
+            (Ok(AppendEntriesResponse::Success), Some(last_carried)) => {
+                Ok(AppendEntriesResponse::PartialSuccess(last_carried))
+            }
+            (result, _) => result,
+        }
     }
 
     async fn install_snapshot(

@@ -19,6 +19,9 @@ pub struct NetworkStats {
     pub append_entries_bytes_max: u64,
     /// Appends refused as too large, so openraft retried with fewer entries.
     pub append_batches_split: u64,
+    /// Appends that carried only a prefix of the entries openraft handed over, to stay near
+    /// the byte target (answered as `PartialSuccess`).
+    pub append_entries_cut: u64,
     /// Failures by the kind openraft saw.
     pub unreachable: u64,
     pub timeouts: u64,
@@ -34,6 +37,7 @@ pub(crate) struct Counters {
     append_entries_bytes: AtomicU64,
     append_entries_bytes_max: AtomicU64,
     append_batches_split: AtomicU64,
+    append_entries_cut: AtomicU64,
     unreachable: AtomicU64,
     timeouts: AtomicU64,
     remote_errors: AtomicU64,
@@ -41,6 +45,11 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Counts one AppendEntries sent with only a prefix of its entries.
+    pub(crate) fn record_cut(&self) {
+        self.append_entries_cut.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts one finished RPC of `action` whose request encoded to `request_bytes`.
     pub(crate) fn record<T, N, E>(
         &self,
@@ -79,6 +88,7 @@ impl Counters {
             append_entries_bytes: load(&self.append_entries_bytes),
             append_entries_bytes_max: load(&self.append_entries_bytes_max),
             append_batches_split: load(&self.append_batches_split),
+            append_entries_cut: load(&self.append_entries_cut),
             unreachable: load(&self.unreachable),
             timeouts: load(&self.timeouts),
             remote_errors: load(&self.remote_errors),

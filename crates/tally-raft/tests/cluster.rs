@@ -188,8 +188,8 @@ async fn a_late_learner_catches_up_by_chunked_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_above_4_mib_replicate_and_oversized_batches_are_split() {
     // A learner that joins late is sent the whole backlog: ~18 MiB in up to 64 entries per
-    // request. With an 8 MiB limit openraft must shrink the batches (PayloadTooLarge), and each
-    // request that goes through is still above tonic's 4 MiB default.
+    // request. With an 8 MiB limit (and byte target) the batches must shrink, and requests that
+    // go through are still above tonic's 4 MiB default.
     const LIMIT: usize = 8 * 1024 * 1024;
     let settings = RaftSettings {
         // Big appends in a debug build on a shared machine: give each RPC time.
@@ -243,8 +243,10 @@ async fn appends_above_4_mib_replicate_and_oversized_batches_are_split() {
         "caught up from the log, not a snapshot"
     );
     let stats = by_id(&nodes, leader).network.stats();
+    // Split either before sending (cut to the byte target) or after the encoder found it too
+    // large (PayloadTooLarge, openraft retries with fewer).
     assert!(
-        stats.append_batches_split >= 1,
+        stats.append_batches_split + stats.append_entries_cut >= 1,
         "no batch was split: {stats:?}"
     );
     assert!(
@@ -257,6 +259,75 @@ async fn appends_above_4_mib_replicate_and_oversized_batches_are_split() {
         by_id(&nodes, leader).reader.state_hash()
     );
 
+    nodes.push(learner);
+    for node in &mut nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_goes_out_in_appends_near_the_byte_target() {
+    // With the default settings a late learner's backlog of ~1.4 MB entries is sent a prefix at
+    // a time (each request within APPEND_ENTRIES_BYTES_TARGET, or one entry alone), each
+    // answered as a partial success, and the learner still ends with the leader's state.
+    let settings = RaftSettings {
+        heartbeat_interval_ms: 1_000,
+        election_timeout_ms_min: 4_000,
+        election_timeout_ms_max: 8_000,
+        ..test_settings()
+    };
+    let mut nodes = vec![
+        Node::start(1, &settings).await,
+        Node::start(2, &settings).await,
+    ];
+    let members: BTreeMap<NodeId, BasicNode> = nodes.iter().map(Node::member).collect();
+    nodes[0].raft.initialize(members).await.unwrap();
+    let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>(), None).await;
+    by_id(&nodes, leader)
+        .raft
+        .client_write(init_entry())
+        .await
+        .unwrap();
+    let entry_bytes = tally_raft::codec::encode("entry", &big_entry(0))
+        .unwrap()
+        .len() as u64;
+    let mut last = 0;
+    for n in 0..8 {
+        last = by_id(&nodes, leader)
+            .raft
+            .client_write(big_entry(n))
+            .await
+            .unwrap()
+            .log_id
+            .index;
+    }
+    let learner = Node::start(3, &settings).await;
+    by_id(&nodes, leader)
+        .raft
+        .add_learner(
+            3,
+            BasicNode {
+                addr: learner.addr.clone(),
+            },
+            true,
+        )
+        .await
+        .unwrap();
+    learner.wait_applied(last).await;
+    let stats = by_id(&nodes, leader).network.stats();
+    assert!(
+        stats.append_entries_cut >= 1,
+        "no append was cut: {stats:?}"
+    );
+    assert!(
+        stats.append_entries_bytes_max
+            <= (tally_raft::APPEND_ENTRIES_BYTES_TARGET as u64).max(entry_bytes + 4_096),
+        "an append above the target: {stats:?}"
+    );
+    assert_eq!(
+        learner.reader.state_hash(),
+        by_id(&nodes, leader).reader.state_hash()
+    );
     nodes.push(learner);
     for node in &mut nodes {
         node.stop().await;

@@ -108,7 +108,8 @@ pub struct LimitsConfig {
     pub entry_bytes_max: usize,
     /// Most requests waiting to be proposed; beyond it a request is refused as overloaded.
     pub proposal_queue_max: usize,
-    /// Most log entries proposed and not yet applied at once (pipelining).
+    /// Most log entries proposed and not yet applied at once (pipelining). While all are
+    /// busy, requests queue and the next entry takes them all (see `proposer.rs`).
     pub entries_in_flight_max: usize,
     /// Most concurrent gRPC streams per connection.
     pub streams_per_connection_max: u32,
@@ -124,7 +125,7 @@ impl Default for LimitsConfig {
             entry_commands_max: 4_096,
             entry_bytes_max: 4 * 1024 * 1024,
             proposal_queue_max: 65_536,
-            entries_in_flight_max: 64,
+            entries_in_flight_max: 4,
             streams_per_connection_max: 256,
         }
     }

@@ -68,6 +68,13 @@ impl Node {
             id,
             NetworkConfig {
                 message_bytes_max,
+                // A node started with its own message limit sends appends up to that limit, so
+                // tests of the limit see requests that large.
+                append_entries_bytes_target: if message_bytes_max == tally_raft::MESSAGE_BYTES_MAX {
+                    tally_raft::APPEND_ENTRIES_BYTES_TARGET
+                } else {
+                    message_bytes_max
+                },
                 ..NetworkConfig::default()
             },
         );
