@@ -153,7 +153,8 @@ impl Default for LedgerSettings {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProposerConfig {
-    /// How long the first waiting request may wait for neighbours to share its log entry.
+    /// Once a pipeline slot is free, how long the first waiting request may wait for
+    /// neighbours to share its log entry (0: not at all; see `proposer.rs`).
     pub group_commit_wait_ms: u64,
     /// How often the leader proposes a `Tick` entry.
     pub tick_interval_ms: u64,

@@ -30,9 +30,11 @@
 //! - Snapshots: built on openraft's request (state, last applied, membership, checked by
 //!   SHA-256), written with fsync (temp file, rename, directory fsync) before openraft may
 //!   purge the log they cover; received snapshots are verified (hash, header, ledger
-//!   invariants) before they replace anything. A snapshot also carries the journal
-//!   blocks, the account history heads and the event rows it covers, so after one is INSTALLED from the leader this
-//!   node's `history`/`events_from` are as complete as the leader's.
+//!   invariants) before they replace anything. The snapshot kept on
+//!   disk holds the state and the account history heads (its cost does not grow with the
+//!   journal); the one sent to a follower also carries the journal blocks and event rows, so
+//!   after one is INSTALLED from the leader this node's `history`/`events_from` are as
+//!   complete as the leader's.
 //! - [`LedgerReader`] (from [`StateMachineStore::reader`]; cheap to clone, `Send + Sync`, all
 //!   methods synchronous and short):
 //!   `with_state(|s: &LedgerState| ..)`, `with_applied_state(|s, last_applied| ..)`,

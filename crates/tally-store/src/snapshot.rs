@@ -3,13 +3,14 @@
 //! Format (all integers big-endian):
 //! `b"TALLYSNP"`, format version (u8), header length (u32), header (versioned bincode of the
 //! `SnapshotMeta`: last applied log id, membership, snapshot id), state length (u64), the
-//! state (`LedgerState::encode_snapshot()`), history length (u64), the history (bincode of the
-//! journal, account-index and ledger-event rows the state covers), then SHA-256 of everything
-//! before it. Carrying the history means a node that catches up by snapshot serves the same
-//! `History` and event stream as the nodes that applied every entry (found by the fault suite:
-//! without it, a node that joined by snapshot had a hole in its history). The same
-//! bytes are the `SnapshotData` sent to followers, so a snapshot received is checked end to
-//! end before it replaces anything.
+//! state (`LedgerState::encode_snapshot()`), history length (u64), the history rows (see
+//! [`encode_rows`]), then SHA-256 of everything before it. The file kept on disk carries one
+//! history row, the account heads; the form sent to followers (`get_current_snapshot` in
+//! `state_machine.rs`) also carries every journal block and ledger-event row, so a node that
+//! catches up by snapshot serves the same `History` and event stream as the nodes that applied
+//! every entry (found by the fault suite: without it, a node that joined by snapshot had a
+//! hole in its history). A snapshot received is checked end to end before it replaces
+//! anything.
 //!
 //! On disk there is one file, `snapshots/current.snap`, replaced atomically: write
 //! `current.snap.tmp`, fsync it, rename over `current.snap`, fsync the directory.

@@ -22,10 +22,12 @@
 //! [`encode_block`]), `e`+seq (ledger event), `m:last_applied`, `m:membership`. Integers
 //! big-endian.
 //!
-//! A snapshot carries, besides the state, every journal block and event row the state covers
-//! and the account heads (read under the same lock as the state, so they agree). Installing
-//! one writes those rows, so a node that caught up by snapshot serves the same history and
-//! event stream as one that applied every entry. The cost: a snapshot grows with the journal.
+//! The snapshot kept on disk holds the state, the membership and the account heads, not the
+//! journal: building one costs the size of the state, however long the journal grows. The
+//! snapshot SENT to another node (`get_current_snapshot`) adds every journal block and event
+//! row; installing one writes those rows, so a node that caught up by snapshot serves the same
+//! history and event stream as one that applied every entry. That transfer grows with the
+//! journal.
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -131,6 +133,16 @@ pub(crate) fn decode_block_item(
         codec::decode("journal entry", &item[8..])?,
         previous,
     )))
+}
+
+/// The snapshot row of the account heads, sorted so equal states make equal snapshot bytes.
+fn heads_row(heads: &AccountHeads) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
+    let mut sorted: Vec<(&AccountId, &u64)> = heads.iter().collect();
+    sorted.sort();
+    Ok((
+        KEY_ACCOUNT_HEADS.to_vec(),
+        codec::encode("account heads", &sorted)?,
+    ))
 }
 
 /// The account heads a snapshot's history rows carry (none in a snapshot of an empty ledger).
@@ -334,18 +346,17 @@ impl StateMachineStore {
         }
         let state = decode_state("received snapshot state", state_bytes)?;
         let history = snapshot::decode_rows(history_bytes)?;
-        let shared = self.shared.clone();
-        let meta_owned = meta.clone();
-        // Durable first: once the state is replaced, a restart must find this snapshot.
-        let bytes_for_disk = bytes;
-        tokio::task::spawn_blocking(move || shared.snapshots.save(&meta_owned, &bytes_for_disk))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))??;
-        let mut batch = sled::Batch::default();
+        let heads = heads_from_rows(&history)?;
+        // Kept locally without the journal rows, which go to the `sm` tree below.
+        let local = snapshot::encode(
+            meta,
+            state_bytes,
+            &snapshot::encode_rows(&[heads_row(&heads)?]),
+        )?;
         // Rows for entries this node already applied are the same bytes (deterministic seqs),
         // so writing all of them over is safe and fills any gap.
+        let mut rows = sled::Batch::default();
         let mut max_event = None;
-        let heads = heads_from_rows(&history)?;
         for (key, value) in &history {
             if key.as_slice() == KEY_ACCOUNT_HEADS {
                 continue;
@@ -353,8 +364,25 @@ impl StateMachineStore {
             if key.first() == Some(&PREFIX_EVENT) && key.len() == 9 {
                 max_event = max_event.max(Some(codec::key_u64("event key", &key[1..])?));
             }
-            batch.insert(key.as_slice(), value.as_slice());
+            rows.insert(key.as_slice(), value.as_slice());
         }
+        drop(history);
+        let shared = self.shared.clone();
+        let meta_owned = meta.clone();
+        // Durable in this order: the journal rows (the local snapshot does not carry them, and
+        // the log before the snapshot is not on this node), then the snapshot; only then is
+        // the state replaced, so a restart finds both.
+        tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
+            shared
+                .sm
+                .apply_batch(rows)
+                .map_err(StoreError::sled("write installed snapshot rows"))?;
+            shared.disk.sync(&shared.db)?;
+            shared.snapshots.save(&meta_owned, &local)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+        let mut batch = sled::Batch::default();
         batch.insert(
             KEY_LAST_APPLIED,
             codec::encode("last applied", &meta.last_log_id)?,
@@ -385,11 +413,28 @@ impl StateMachineStore {
         Ok(())
     }
 
+    /// The snapshot as it is sent to another node: the local one plus every journal block and
+    /// event row this node has, so the receiver serves the same history. Rows of entries after
+    /// the snapshot point (this node applied more since) are committed data the receiver
+    /// rewrites identically when it applies those entries, so carrying them is harmless.
     async fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
         let shared = self.shared.clone();
-        let bytes = tokio::task::spawn_blocking(move || shared.snapshots.read_current())
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))??;
+        let bytes = tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, StoreError> {
+            let Some(local) = shared.snapshots.read_current()? else {
+                return Ok(None);
+            };
+            let (meta, state_bytes, history) = snapshot::decode(&local)?;
+            let mut rows = snapshot::decode_rows(history)?;
+            for prefix in [PREFIX_JOURNAL, PREFIX_EVENT] {
+                for row in shared.sm.scan_prefix([prefix]) {
+                    let (key, value) = row.map_err(StoreError::sled("read history rows"))?;
+                    rows.push((key.to_vec(), value.to_vec()));
+                }
+            }
+            snapshot::encode(&meta, state_bytes, &snapshot::encode_rows(&rows)).map(Some)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
         match bytes {
             None => Ok(None),
             Some(bytes) => {
@@ -405,24 +450,13 @@ impl StateMachineStore {
 
 impl SnapshotBuilder {
     async fn build(&self) -> Result<Snapshot<TypeConfig>, StoreError> {
-        // Encode under the read lock so state, last_applied, membership and the history rows
-        // agree (apply writes its rows before releasing the write lock).
+        // Encode under the read lock so state, last_applied, membership and the account heads
+        // agree. The local snapshot holds no journal rows: they are in this node's `sm` tree,
+        // synced below before the snapshot is saved; `current_snapshot` adds them when the
+        // snapshot leaves for another node.
         let (last_applied, membership, state_bytes, history) = {
             let applied = self.shared.read();
-            let mut rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-            // Sorted, so equal states make equal snapshot bytes.
-            let mut heads: Vec<(&AccountId, &u64)> = applied.heads.iter().collect();
-            heads.sort();
-            rows.push((
-                KEY_ACCOUNT_HEADS.to_vec(),
-                codec::encode("account heads", &heads)?,
-            ));
-            for prefix in [PREFIX_JOURNAL, PREFIX_EVENT] {
-                for row in self.shared.sm.scan_prefix([prefix]) {
-                    let (key, value) = row.map_err(StoreError::sled("read history rows"))?;
-                    rows.push((key.to_vec(), value.to_vec()));
-                }
-            }
+            let rows = vec![heads_row(&applied.heads)?];
             (
                 applied.last_applied,
                 applied.membership.clone(),

@@ -216,12 +216,20 @@ async fn snapshot_transfers_to_another_store_and_survives_its_restart() {
         .await
         .unwrap();
     apply_range(&mut leader, &entries, 0..n, &reference).await;
-    let snap = leader
+    let built = leader
         .get_snapshot_builder()
         .await
         .build_snapshot()
         .await
         .unwrap();
+    // What openraft sends a follower is `get_current_snapshot` (the built one plus the journal
+    // rows); the locally kept one is small.
+    let snap = leader.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(snap.meta, built.meta);
+    assert!(
+        snap.snapshot.get_ref().len() > built.snapshot.get_ref().len(),
+        "the transfer carries the journal, the local snapshot does not"
+    );
     let want_hash = reference.states[n].state_hash();
 
     {
