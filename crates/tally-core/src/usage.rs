@@ -13,7 +13,7 @@ use crate::effects::{Out, Totals};
 use crate::error::InvalidInput;
 use crate::ids::AccountId;
 use crate::ids::BookId;
-use crate::journal::{Book, JournalKind};
+use crate::journal::{Book, JournalKind, Posting};
 use crate::money::Amount;
 use crate::outcome::{Draw, Outcome, Reason, Rejection, Settlement};
 use crate::pricing::exact_charge;
@@ -69,6 +69,8 @@ struct Priced {
     price_version: u32,
     from_hold: Amount,
     balance_before: Amount,
+    /// The month of ledger time now, which the event's usage counts in.
+    month: crate::view::Month,
 }
 
 impl LedgerState {
@@ -190,6 +192,7 @@ fn price(
             price_version: version.version,
             from_hold,
             balance_before: balance,
+            month,
         })
     }
 }
@@ -372,8 +375,12 @@ fn apply_charge(
     let mut left = priced.charge;
     let mut revenue = Amount::ZERO;
     let mut drawdown = Vec::new();
-    let mut postings = Vec::with_capacity(4);
-    for index in account.drawdown_order() {
+    let order = account.drawdown_order_small();
+    let order = order.as_slice();
+    // Built in their final form (zero amounts left out, as `Out::journal` would).
+    let mut postings = Vec::with_capacity(order.len().min(2) + 2);
+    let asset = &account.asset;
+    for &index in order {
         if left.is_zero() {
             break;
         }
@@ -382,13 +389,16 @@ fn apply_charge(
         grant.remaining = minus(grant.remaining, take);
         left = minus(left, take);
         revenue = plus(revenue, grant.book_revenue(take, params.reporting_scale));
-        postings.push((
-            Book::CustomerGrant {
-                account: id.clone(),
-                grant: grant.id.clone(),
-            },
-            -take,
-        ));
+        if !take.is_zero() {
+            postings.push(Posting {
+                book: Book::CustomerGrant {
+                    account: id.clone(),
+                    grant: grant.id.clone(),
+                },
+                asset: asset.clone(),
+                amount: -take,
+            });
+        }
         drawdown.push(Draw {
             grant: grant.id.clone(),
             amount: take,
@@ -407,14 +417,21 @@ fn apply_charge(
             .expect("checked while pricing");
         account.debt_revenue = accrued;
         revenue = plus(revenue, debt_revenue);
-        postings.push((
-            Book::Receivable {
+        postings.push(Posting {
+            book: Book::Receivable {
                 account: id.clone(),
             },
-            -debt_created,
-        ));
+            asset: account.asset.clone(),
+            amount: -debt_created,
+        });
     }
-    postings.push((Book::UsageRevenue, priced.charge));
+    if !priced.charge.is_zero() {
+        postings.push(Posting {
+            book: Book::UsageRevenue,
+            asset: account.asset.clone(),
+            amount: priced.charge,
+        });
+    }
     if let Some(hold_id) = &event.hold {
         if let Some(hold) = account.holds.get_mut(hold_id) {
             if priced.from_hold.is_positive() {
@@ -431,10 +448,9 @@ fn apply_charge(
         .get_or_insert_with(&event.meter, crate::account::Accrual::default);
     accrual.charge = priced.charge_accrual;
     accrual.cost = priced.cost_accrual;
-    let month = month_of(now);
     account
         .reports
-        .get_or_insert_with(&month, crate::report::ReportAgg::default)
+        .get_or_insert_with(&priced.month, crate::report::ReportAgg::default)
         .add_usage(
             &event.meter,
             event.quantity,
@@ -443,7 +459,7 @@ fn apply_charge(
             priced.cost,
         );
 
-    out.journal(
+    out.journal_postings(
         now,
         id,
         &account.asset,
