@@ -697,7 +697,7 @@ mod size_tests {
             std::mem::size_of::<super::Hold>(),
             std::mem::size_of::<crate::report::ReportAgg>(),
             std::mem::size_of::<super::Accrual>(),
-            std::mem::size_of::<crate::state::Remembered>(),
+            std::mem::size_of::<crate::dedup::Remembered>(),
         );
     }
 }

@@ -10,6 +10,7 @@ mod account;
 mod admin;
 mod calendar;
 pub mod command;
+mod dedup;
 mod dispatch;
 mod effects;
 pub mod error;

@@ -24,6 +24,12 @@ impl Amount {
         Amount(value.normalize())
     }
 
+    /// Wraps a decimal as it is, without normalizing (for values already canonical or whose
+    /// scale does not matter, on hot paths).
+    pub(crate) fn from_decimal_raw(value: Decimal) -> Self {
+        Amount(value)
+    }
+
     pub fn decimal(self) -> Decimal {
         self.0
     }

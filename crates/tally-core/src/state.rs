@@ -5,10 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::account::{Account, Params};
-use crate::command::{Entry, LedgerConfig};
+use crate::command::{Entry, LedgerConfig, FUTURE_TOLERANCE_MS};
+use crate::dedup::{Dedup, Remembered};
 use crate::effects::{Out, Totals};
 use crate::ids::{AccountId, AssetCode, BookId, EventId};
 use crate::journal::{JournalEntry, LedgerEvent};
@@ -21,7 +22,8 @@ use crate::view::{
 
 /// Snapshot header: magic and format version.
 const SNAPSHOT_MAGIC: &[u8; 8] = b"TALLYSNP";
-const SNAPSHOT_VERSION: u32 = 1;
+/// 2: accounts by ordinal, dedup records in their compact byte form.
+const SNAPSHOT_VERSION: u32 = 2;
 
 /// What one entry produced: one outcome per command, plus the journal entries and ledger
 /// events for storage to persist (the state itself does not keep them).
@@ -49,25 +51,6 @@ impl std::fmt::Display for SnapshotError {
 
 impl std::error::Error for SnapshotError {}
 
-/// What the dedup table remembers of a settled event: enough to detect a conflict and to give
-/// the original result back. Grants and the price book are referred to by index to keep this
-/// small (it is kept for every event of the dedup window).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Remembered {
-    pub fingerprint: u64,
-    pub charged: Amount,
-    pub balance_after: Amount,
-    pub debt_created: Amount,
-    pub from_hold: Amount,
-    pub revenue: Amount,
-    pub cost: Amount,
-    /// 0 = none, else price book ordinal + 1.
-    pub price_book: u32,
-    pub price_version: u32,
-    pub settled_at: u64,
-    pub draws: Vec<(u32, Amount)>,
-}
-
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerState {
     pub(crate) now_ms: u64,
@@ -82,10 +65,8 @@ pub struct LedgerState {
     /// Price book ids by ordinal.
     pub(crate) book_ids: Vec<BookId>,
     pub(crate) cost_book: Option<PriceBook>,
-    /// Remembered event ids per account ordinal.
-    pub(crate) dedup: BTreeMap<u32, BTreeMap<EventId, Remembered>>,
-    /// When each remembered event id may be forgotten; pushed in ledger-time order.
-    pub(crate) dedup_expiry: VecDeque<(u64, u32, EventId)>,
+    /// Remembered event ids (by account ordinal), oldest first.
+    pub(crate) dedup: Dedup,
     /// (due time, account ordinal) of every account with a pending time-driven transition.
     pub(crate) due: BTreeSet<(u64, u32)>,
     pub(crate) totals: Totals,
@@ -120,19 +101,13 @@ impl LedgerState {
     }
 
     fn forget_old_event_ids(&mut self) {
-        while let Some((expires_at, ordinal, _)) = self.dedup_expiry.front() {
-            if *expires_at > self.now_ms {
-                break;
-            }
-            let ordinal = *ordinal;
-            let (_, _, event_id) = self.dedup_expiry.pop_front().expect("front exists");
-            if let Some(per_account) = self.dedup.get_mut(&ordinal) {
-                per_account.remove(&event_id);
-                if per_account.is_empty() {
-                    self.dedup.remove(&ordinal);
-                }
-            }
-        }
+        let (now, window) = (self.now_ms, self.params().dedup_window_ms);
+        self.dedup.forget_while(|settled_at| {
+            settled_at
+                .saturating_add(window)
+                .saturating_add(FUTURE_TOLERANCE_MS)
+                <= now
+        });
     }
 
     /// Runs the due transitions of one account and re-files it in the due index.
@@ -246,7 +221,7 @@ impl LedgerState {
 
     /// Number of remembered event ids.
     pub fn remembered_event_count(&self) -> usize {
-        self.dedup_expiry.len()
+        self.dedup.len()
     }
 
     /// The account as of ledger time now, with due transitions (expiry, reset, hold expiry)

@@ -9,6 +9,7 @@ use crate::command::AccountStatus;
 use crate::command::{
     UsageEvent, BATCH_EVENTS_MAX, FUTURE_TOLERANCE_MS, PAIRS_MAX, PAIR_VALUE_LEN_MAX,
 };
+use crate::dedup::Remembered;
 use crate::effects::{Out, Totals};
 use crate::error::InvalidInput;
 use crate::ids::AccountId;
@@ -19,7 +20,7 @@ use crate::outcome::{Draw, Outcome, Reason, Rejection, Settlement};
 use crate::pricing::exact_charge;
 use crate::pricing::PriceBook;
 use crate::report::{minus, plus};
-use crate::state::{reschedule, ApplyResult, LedgerState, Remembered};
+use crate::state::{reschedule, ApplyResult, LedgerState};
 use crate::validate::{check_amount, check_pairs};
 
 /// FNV-1a over the canonical bytes of an event's content (everything but its id and account):
@@ -215,18 +216,14 @@ impl LedgerState {
         let account: &mut Account = account;
         let ordinal = account.ordinal;
         let fingerprint = fingerprint(event);
-        if let Some(remembered) = self
-            .dedup
-            .get(&ordinal)
-            .and_then(|per_account| per_account.get(&event.event_id))
-        {
+        if let Some(remembered) = self.dedup.get(ordinal, event.event_id.as_str()) {
             return if remembered.fingerprint == fingerprint {
                 Outcome::Duplicate(LedgerState::remembered_settlement(
                     &self.book_ids,
                     account,
                     &event.account,
                     &event.event_id,
-                    remembered,
+                    &remembered,
                 ))
             } else {
                 Outcome::Conflict {
@@ -293,6 +290,7 @@ impl LedgerState {
         }
         let remembered = Remembered {
             fingerprint,
+            settled_at: now,
             charged: settlement.charged,
             balance_after: settlement.balance_after,
             debt_created: settlement.debt_created,
@@ -301,18 +299,10 @@ impl LedgerState {
             cost: settlement.cost,
             price_book: priced.price_book,
             price_version: priced.price_version,
-            settled_at: now,
             draws,
         };
         self.dedup
-            .entry(ordinal)
-            .or_default()
-            .insert(event.event_id.clone(), remembered);
-        let forget_at = now
-            .saturating_add(params.dedup_window_ms)
-            .saturating_add(FUTURE_TOLERANCE_MS);
-        self.dedup_expiry
-            .push_back((forget_at, ordinal, event.event_id.clone()));
+            .insert(ordinal, event.event_id.as_str(), &remembered);
         Outcome::Settled(Settlement {
             price_book: account.price_book.clone(),
             ..settlement
@@ -498,7 +488,7 @@ struct Checkpoint {
     totals: Totals,
     journal_len: usize,
     events_len: usize,
-    dedup_expiry_len: usize,
+    dedup_len: usize,
 }
 
 impl Checkpoint {
@@ -514,20 +504,12 @@ impl Checkpoint {
             totals: state.totals.clone(),
             journal_len: result.journal.len(),
             events_len: result.events.len(),
-            dedup_expiry_len: state.dedup_expiry.len(),
+            dedup_len: state.dedup.len(),
         }
     }
 
     fn restore(self, state: &mut LedgerState, result: &mut ApplyResult) {
-        while state.dedup_expiry.len() > self.dedup_expiry_len {
-            let (_, ordinal, event_id) = state.dedup_expiry.pop_back().expect("longer");
-            if let Some(per_account) = state.dedup.get_mut(&ordinal) {
-                per_account.remove(&event_id);
-                if per_account.is_empty() {
-                    state.dedup.remove(&ordinal);
-                }
-            }
-        }
+        state.dedup.truncate(self.dedup_len);
         for (id, saved) in self.accounts {
             let current = state
                 .accounts
