@@ -181,9 +181,12 @@ impl LedgerState {
                 })
             };
         }
-        let ordinal = u32::try_from(self.account_ids.len()).map_err(|_| Reason::Overflow {
-            field: "account count".into(),
-        })?;
+        let ordinal = self
+            .accounts
+            .next_ordinal()
+            .ok_or_else(|| Reason::Overflow {
+                field: "account count".into(),
+            })?;
         // The asset code and price book id are shared with the ledger's own tables rather than
         // copied: one allocation for every account, and one cache line hot for all of them.
         let asset = self.interned_asset(&spec.asset);
@@ -191,8 +194,7 @@ impl LedgerState {
             .price_book
             .as_ref()
             .map(|book| self.interned_book(book));
-        self.account_ids.push(spec.id.clone());
-        self.accounts.insert(
+        self.accounts.push(
             spec.id.clone(),
             Box::new(Account {
                 ordinal,

@@ -248,23 +248,8 @@ fn record_hash(record: &[u8]) -> u64 {
     key_hash(ordinal, id)
 }
 
-/// A fixed, fast hash of (ordinal, event id): 64-bit multiply-fold rounds over 8-byte words.
 fn key_hash(ordinal: u32, id: &[u8]) -> u64 {
-    const K1: u64 = 0x9E37_79B9_7F4A_7C15;
-    const K2: u64 = 0xD6E8_FEB8_6659_FD93;
-    fn fold(a: u64, b: u64) -> u64 {
-        let product = (a as u128) * (b as u128);
-        (product as u64) ^ ((product >> 64) as u64)
-    }
-    let mut hash = fold(ordinal as u64 ^ K2, K1 ^ id.len() as u64);
-    let mut words = id.chunks_exact(8);
-    for word in &mut words {
-        let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-        hash = fold(hash ^ word, K1);
-    }
-    let mut tail = [0u8; 8];
-    tail[..words.remainder().len()].copy_from_slice(words.remainder());
-    fold(hash ^ u64::from_le_bytes(tail), K2)
+    crate::table::hash_bytes(ordinal, id)
 }
 
 fn put_varint(buf: &mut Vec<u8>, mut value: u128) {

@@ -21,6 +21,7 @@ pub mod outcome;
 mod pricing;
 mod report;
 pub mod state;
+mod table;
 mod usage;
 pub mod validate;
 mod vecmap;

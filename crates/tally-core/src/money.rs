@@ -13,8 +13,41 @@ pub const SCALE_MAX: u32 = 18;
 
 /// An exact decimal amount (money, quantity or price). May be negative where the context
 /// allows it (a balance); constructors used at the edge reject negatives where they are invalid.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Copy, Default)]
 pub struct Amount(Decimal);
+
+/// Comparison takes a shortcut when both sides have the same scale (the usual case): the
+/// mantissas as `i128`, which orders them exactly as their values; other cases go to
+/// `rust_decimal`. (Its addition already has such shortcuts of its own.)
+impl PartialEq for Amount {
+    fn eq(&self, other: &Amount) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Amount {}
+
+impl PartialOrd for Amount {
+    fn partial_cmp(&self, other: &Amount) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Amount {
+    fn cmp(&self, other: &Amount) -> std::cmp::Ordering {
+        if self.0.scale() == other.0.scale() {
+            self.0.mantissa().cmp(&other.0.mantissa())
+        } else {
+            self.0.cmp(&other.0)
+        }
+    }
+}
+
+impl std::hash::Hash for Amount {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state)
+    }
+}
 
 impl Amount {
     pub const ZERO: Amount = Amount(Decimal::ZERO);
@@ -248,6 +281,38 @@ mod tests {
         assert!(Amount::parse("x", "abc").is_err());
         assert!(Amount::parse_positive("x", "0").is_err());
         assert_eq!(Amount::from_i64(3).to_scaled_string(2), "3.00");
+    }
+
+    /// The same-scale shortcut orders exactly as `rust_decimal` does.
+    #[test]
+    fn comparison_matches_rust_decimal() {
+        let mut seed: u64 = 0x1234_5678_9abc_def1;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut values = vec![Decimal::ZERO, -Decimal::ZERO, Decimal::MAX, Decimal::MIN];
+        for _ in 0..4000 {
+            let bits = next();
+            let mantissa = match bits % 4 {
+                0 => (next() % 1000) as i128,
+                1 => next() as i128,
+                2 => ((next() as i128) << 32) ^ next() as i128,
+                _ => ((1u128 << 96) - 1 - (next() % 3) as u128) as i128,
+            };
+            let mantissa = if bits & 16 == 0 { mantissa } else { -mantissa };
+            let scale = ((bits >> 8) % 4) as u32 * 3;
+            values.push(Decimal::from_i128_with_scale(mantissa, scale));
+        }
+        for pair in values.windows(2) {
+            for (x, y) in [(pair[0], pair[1]), (pair[0], pair[0]), (pair[0], -pair[0])] {
+                let (a, b) = (Amount(x), Amount(y));
+                assert_eq!(a.cmp(&b), x.cmp(&y), "{x} cmp {y}");
+                assert_eq!(a == b, x == y, "{x} == {y}");
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The ledger state and its one entry point, [`LedgerState::apply`].
 //!
-//! Every collection is a `BTreeMap`/`BTreeSet`/`Vec`, so iteration order, the snapshot encoding
-//! and the state hash are canonical: the same log gives the same bytes on every replica.
+//! Every collection is iterated in a canonical order (`BTreeMap`/`BTreeSet` key order, or
+//! creation order for the account table and the dedup records), so iteration order, the
+//! snapshot encoding and the state hash are the same on every replica for the same log. The
+//! two hash indexes (accounts by id, remembered event ids) only find entries: they are never
+//! iterated, encoded or hashed.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -16,6 +19,7 @@ use crate::journal::{JournalEntry, LedgerEvent};
 use crate::money::Amount;
 use crate::outcome::{Draw, Outcome, Settlement};
 use crate::pricing::PriceBook;
+use crate::table::Accounts;
 use crate::view::{
     AccountView, AssetView, GrantView, HoldView, Month, PriceVersionView, ReportView,
 };
@@ -57,10 +61,8 @@ pub struct LedgerState {
     pub(crate) config: Option<LedgerConfig>,
     /// Asset code -> scale.
     pub(crate) assets: BTreeMap<AssetCode, u32>,
-    /// Boxed so the map's nodes stay small and each account is allocated exactly.
-    pub(crate) accounts: BTreeMap<AccountId, Box<Account>>,
-    /// Account ids by ordinal.
-    pub(crate) account_ids: Vec<AccountId>,
+    /// Accounts by ordinal, with their ids and an index by id.
+    pub(crate) accounts: Accounts,
     pub(crate) price_books: BTreeMap<BookId, PriceBook>,
     /// Price book ids by ordinal.
     pub(crate) book_ids: Vec<BookId>,
@@ -134,7 +136,7 @@ impl LedgerState {
             if at > self.now_ms {
                 break;
             }
-            let id = self.account_ids[ordinal as usize].clone();
+            let id = self.accounts.id(ordinal).clone();
             self.touch(&id, result);
         }
     }
@@ -227,7 +229,7 @@ impl LedgerState {
     /// The account as of ledger time now, with due transitions (expiry, reset, hold expiry)
     /// applied to the view even when no tick has run yet.
     pub fn account(&self, id: &AccountId) -> Option<AccountView> {
-        let mut account = (**self.accounts.get(id)?).clone();
+        let mut account = self.accounts.get(id)?.clone();
         let mut scratch_result = ApplyResult::default();
         let mut scratch_totals = Totals::default();
         account.run_due(
@@ -421,7 +423,7 @@ impl LedgerState {
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut grants_by_asset: BTreeMap<&AssetCode, Amount> = BTreeMap::new();
         let mut debt_by_asset: BTreeMap<&AssetCode, Amount> = BTreeMap::new();
-        for (id, account) in &self.accounts {
+        for (id, account) in self.accounts.iter() {
             let grants = grants_by_asset.entry(&account.asset).or_default();
             for grant in &account.grants {
                 if grant.remaining.is_negative() {

@@ -213,7 +213,6 @@ impl LedgerState {
                 account: event.account.clone(),
             });
         };
-        let account: &mut Account = account;
         let ordinal = account.ordinal;
         let fingerprint = fingerprint(event);
         if let Some(remembered) = self.dedup.get(ordinal, event.event_id.as_str()) {
@@ -499,7 +498,12 @@ impl Checkpoint {
         Checkpoint {
             accounts: ids
                 .into_iter()
-                .filter_map(|id| state.accounts.get(id).map(|a| (id.clone(), a.clone())))
+                .filter_map(|id| {
+                    state
+                        .accounts
+                        .get(id)
+                        .map(|a| (id.clone(), Box::new(a.clone())))
+                })
                 .collect(),
             totals: state.totals.clone(),
             journal_len: result.journal.len(),
@@ -521,7 +525,7 @@ impl Checkpoint {
             if let Some(at) = saved.due_at {
                 state.due.insert((at, saved.ordinal));
             }
-            *current = saved;
+            *current = *saved;
         }
         state.totals = self.totals;
         result.journal.truncate(self.journal_len);

@@ -1,0 +1,159 @@
+//! The account table: accounts by ordinal (creation order), found by id through a hash index.
+//!
+//! Settling an event looks its account up by id; in an ordered map of a million ids that is
+//! twenty string comparisons and as many cache misses. The index here holds only ordinals
+//! (4 bytes a slot) and compares the one candidate id. Iteration, encodings and the state hash
+//! go by ordinal, never through the index, and decoding rebuilds the index; its hash function
+//! is fixed (the crate draws no randomness).
+
+use hashbrown::HashTable;
+use serde::de::{SeqAccess, Visitor};
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::account::Account;
+use crate::ids::AccountId;
+
+/// A fixed, fast hash of `tag` and `bytes`: 64-bit multiply-fold rounds over 8-byte words.
+pub(crate) fn hash_bytes(tag: u32, bytes: &[u8]) -> u64 {
+    const K1: u64 = 0x9E37_79B9_7F4A_7C15;
+    const K2: u64 = 0xD6E8_FEB8_6659_FD93;
+    fn fold(a: u64, b: u64) -> u64 {
+        let product = (a as u128) * (b as u128);
+        (product as u64) ^ ((product >> 64) as u64)
+    }
+    let mut hash = fold(tag as u64 ^ K2, K1 ^ bytes.len() as u64);
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        hash = fold(hash ^ word, K1);
+    }
+    let mut tail = [0u8; 8];
+    tail[..words.remainder().len()].copy_from_slice(words.remainder());
+    fold(hash ^ u64::from_le_bytes(tail), K2)
+}
+
+fn id_hash(id: &AccountId) -> u64 {
+    hash_bytes(0, id.as_str().as_bytes())
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct Accounts {
+    /// Account ids by ordinal.
+    ids: Vec<AccountId>,
+    /// Accounts by ordinal. Boxed on purpose: the list grows by doubling, and its spare
+    /// capacity should cost a pointer per slot, not a whole account.
+    #[allow(clippy::vec_box)]
+    accounts: Vec<Box<Account>>,
+    index: HashTable<u32>,
+}
+
+impl PartialEq for Accounts {
+    fn eq(&self, other: &Self) -> bool {
+        self.ids == other.ids && self.accounts == other.accounts
+    }
+}
+
+impl Eq for Accounts {}
+
+impl std::fmt::Debug for Accounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Accounts {
+    pub fn len(&self) -> usize {
+        self.accounts.len()
+    }
+
+    fn ordinal(&self, id: &AccountId) -> Option<u32> {
+        self.index
+            .find(id_hash(id), |&ordinal| &self.ids[ordinal as usize] == id)
+            .copied()
+    }
+
+    pub fn get(&self, id: &AccountId) -> Option<&Account> {
+        self.ordinal(id)
+            .map(|ordinal| &*self.accounts[ordinal as usize])
+    }
+
+    pub fn get_mut(&mut self, id: &AccountId) -> Option<&mut Account> {
+        self.ordinal(id)
+            .map(|ordinal| &mut *self.accounts[ordinal as usize])
+    }
+
+    /// The id of the account with `ordinal`.
+    pub fn id(&self, ordinal: u32) -> &AccountId {
+        &self.ids[ordinal as usize]
+    }
+
+    /// The ordinal the next account gets; `None` when ordinals ran out.
+    pub fn next_ordinal(&self) -> Option<u32> {
+        u32::try_from(self.accounts.len()).ok()
+    }
+
+    /// Adds a new account (its id is not in the table; its ordinal is [`Self::next_ordinal`]).
+    pub fn push(&mut self, id: AccountId, account: Box<Account>) {
+        debug_assert_eq!(Some(account.ordinal), self.next_ordinal());
+        let ordinal = account.ordinal;
+        let hash = id_hash(&id);
+        self.ids.push(id);
+        self.accounts.push(account);
+        let ids = &self.ids;
+        self.index
+            .insert_unique(hash, ordinal, |&ordinal| id_hash(&ids[ordinal as usize]));
+    }
+
+    /// Every account with its id, by ordinal.
+    pub fn iter(&self) -> impl Iterator<Item = (&AccountId, &Account)> {
+        self.ids.iter().zip(self.accounts.iter().map(|a| &**a))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Account> {
+        self.accounts.iter().map(|a| &**a)
+    }
+}
+
+/// Serialized as the list of (id, account), by ordinal.
+impl Serialize for Accounts {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.accounts.len()))?;
+        for pair in self.iter() {
+            seq.serialize_element(&pair)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Accounts {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AccountsVisitor;
+        impl<'de> Visitor<'de> for AccountsVisitor {
+            type Value = Accounts;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of accounts by ordinal")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Accounts, A::Error> {
+                let mut table = Accounts::default();
+                while let Some((id, account)) = seq.next_element::<(AccountId, Box<Account>)>()? {
+                    if Some(account.ordinal) != table.next_ordinal() {
+                        return Err(serde::de::Error::custom(format!(
+                            "account {id} has ordinal {} at position {}",
+                            account.ordinal,
+                            table.len()
+                        )));
+                    }
+                    if table.ordinal(&id).is_some() {
+                        return Err(serde::de::Error::custom(format!(
+                            "account {id} is listed twice"
+                        )));
+                    }
+                    table.push(id, account);
+                }
+                Ok(table)
+            }
+        }
+        deserializer.deserialize_seq(AccountsVisitor)
+    }
+}
