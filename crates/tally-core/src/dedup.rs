@@ -85,10 +85,20 @@ impl Dedup {
     }
 
     /// Remembers a settlement; the caller checked that the event id is not remembered yet.
-    pub fn insert(&mut self, ordinal: u32, event_id: &str, remembered: &Remembered) {
+    /// `remembered.draws` is ignored: the draws are `draws` (so the caller need not collect
+    /// them).
+    pub fn insert(
+        &mut self,
+        ordinal: u32,
+        event_id: &str,
+        remembered: &Remembered,
+        draws: impl ExactSizeIterator<Item = (u32, Amount)>,
+    ) {
         let id = event_id.as_bytes();
         let buf = &mut self.scratch;
         buf.clear();
+        // Room for everything but the event id and the draws; amounts take at most 15 bytes.
+        buf.reserve(ID_LEN_AT + 1 + id.len() + 6 * 15 + 3 * 5 + draws.len() * 20);
         buf.extend_from_slice(&ordinal.to_le_bytes());
         buf.extend_from_slice(&remembered.settled_at.to_le_bytes());
         buf.extend_from_slice(&remembered.fingerprint.to_le_bytes());
@@ -106,10 +116,10 @@ impl Dedup {
         }
         put_varint(buf, remembered.price_book as u128);
         put_varint(buf, remembered.price_version as u128);
-        put_varint(buf, remembered.draws.len() as u128);
-        for (grant, amount) in &remembered.draws {
-            put_varint(buf, *grant as u128);
-            put_amount(buf, *amount);
+        put_varint(buf, draws.len() as u128);
+        for (grant, amount) in draws {
+            put_varint(buf, grant as u128);
+            put_amount(buf, amount);
         }
         let seq = self.first + self.records.len() as u64;
         self.records.push_back(Box::from(buf.as_slice()));
@@ -252,39 +262,30 @@ fn key_hash(ordinal: u32, id: &[u8]) -> u64 {
     crate::table::hash_bytes(ordinal, id)
 }
 
-fn put_varint(buf: &mut Vec<u8>, mut value: u128) {
-    while value >= 0x80 {
-        buf.push(value as u8 | 0x80);
-        value >>= 7;
+fn put_varint(buf: &mut Vec<u8>, value: u128) {
+    match u64::try_from(value) {
+        Ok(mut small) => {
+            while small >= 0x80 {
+                buf.push(small as u8 | 0x80);
+                small >>= 7;
+            }
+            buf.push(small as u8);
+        }
+        Err(_) => {
+            let mut large = value;
+            while large >= 0x80 {
+                buf.push(large as u8 | 0x80);
+                large >>= 7;
+            }
+            buf.push(large as u8);
+        }
     }
-    buf.push(value as u8);
 }
 
 /// An amount as one byte of sign and scale, then its mantissa as a varint; trailing zeros are
 /// dropped first, so the form is canonical (like the 16-byte form snapshots use elsewhere).
 fn put_amount(buf: &mut Vec<u8>, amount: Amount) {
-    let decimal = amount.decimal();
-    let mut scale = decimal.scale();
-    let mantissa = decimal.mantissa().unsigned_abs();
-    let mantissa = if mantissa == 0 {
-        scale = 0;
-        0
-    } else if let Ok(mut small) = u64::try_from(mantissa) {
-        // The common case, in 64-bit arithmetic (a 128-bit division is a library call).
-        while scale > 0 && small.is_multiple_of(10) {
-            small /= 10;
-            scale -= 1;
-        }
-        small as u128
-    } else {
-        let mut large = mantissa;
-        while scale > 0 && large.is_multiple_of(10) {
-            large /= 10;
-            scale -= 1;
-        }
-        large
-    };
-    let negative = decimal.is_sign_negative() && mantissa != 0;
+    let (scale, negative, mantissa) = amount.canonical_parts();
     buf.push((scale as u8) << 1 | negative as u8);
     put_varint(buf, mantissa);
 }
@@ -422,7 +423,13 @@ mod tests {
     fn records_round_trip_and_expire_in_order() {
         let mut dedup = Dedup::default();
         for seed in 0..50u64 {
-            dedup.insert((seed % 3) as u32, &format!("ev-{seed}"), &remembered(seed));
+            let r = remembered(seed);
+            dedup.insert(
+                (seed % 3) as u32,
+                &format!("ev-{seed}"),
+                &r,
+                r.draws.iter().copied(),
+            );
         }
         assert_eq!(dedup.get(1, "ev-4"), Some(remembered(4)));
         assert_eq!(dedup.get(1, "ev-4").unwrap().charged.decimal().scale(), 3);
@@ -438,19 +445,22 @@ mod tests {
         dedup.truncate(5);
         assert_eq!(dedup.get(2, "ev-14"), Some(remembered(14)));
         assert_eq!(dedup.get(0, "ev-15"), None);
-        dedup.insert(0, "ev-15", &remembered(15));
+        let r = remembered(15);
+        dedup.insert(0, "ev-15", &r, r.draws.iter().copied());
         assert_eq!(dedup.get(0, "ev-15"), Some(remembered(15)));
     }
 
     #[test]
     fn corrupt_records_are_refused() {
         let mut dedup = Dedup::default();
-        dedup.insert(1, "x", &remembered(1));
+        let r = remembered(1);
+        dedup.insert(1, "x", &r, r.draws.iter().copied());
         let mut bytes = bincode::serialize(&dedup).unwrap();
         let last = bytes.len() - 1;
         bytes[last] = 0x80; // a varint that never ends
         assert!(bincode::deserialize::<Dedup>(&bytes).is_err());
-        dedup.insert(1, "x", &remembered(2)); // a repeated id, which decoding must refuse
+        let r = remembered(2);
+        dedup.insert(1, "x", &r, r.draws.iter().copied()); // a repeated id: decoding refuses it
         let bytes = bincode::serialize(&dedup).unwrap();
         assert!(bincode::deserialize::<Dedup>(&bytes).is_err());
     }

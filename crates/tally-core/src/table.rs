@@ -14,23 +14,59 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::account::Account;
 use crate::ids::AccountId;
 
-/// A fixed, fast hash of `tag` and `bytes`: 64-bit multiply-fold rounds over 8-byte words.
+/// A fixed, fast, non-cryptographic 64-bit hash: multiply-fold rounds over 8-byte words.
+/// Fixed so replicas agree wherever a hash is kept in the state (the dedup fingerprint).
+pub(crate) struct FoldHasher(u64);
+
+const K1: u64 = 0x9E37_79B9_7F4A_7C15;
+const K2: u64 = 0xD6E8_FEB8_6659_FD93;
+
+fn fold(a: u64, b: u64) -> u64 {
+    let product = (a as u128) * (b as u128);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
+impl FoldHasher {
+    pub fn new(tag: u32) -> Self {
+        FoldHasher(fold(tag as u64 ^ K2, K1))
+    }
+
+    pub fn u64(&mut self, value: u64) {
+        self.0 = fold(self.0 ^ value, K1);
+    }
+
+    /// Length first, so consecutive fields never run into each other.
+    pub fn bytes(&mut self, bytes: &[u8]) {
+        self.u64(bytes.len() as u64);
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            self.u64(u64::from_le_bytes(word.try_into().expect("8 bytes")));
+        }
+        if !words.remainder().is_empty() {
+            let mut tail = [0u8; 8];
+            tail[..words.remainder().len()].copy_from_slice(words.remainder());
+            self.u64(u64::from_le_bytes(tail));
+        }
+    }
+
+    /// The amount's value (its canonical form: trailing zeros do not count).
+    pub fn amount(&mut self, amount: crate::money::Amount) {
+        let (scale, negative, mantissa) = amount.canonical_parts();
+        self.u64((scale as u64) << 1 | negative as u64);
+        self.u64(mantissa as u64);
+        self.u64((mantissa >> 64) as u64);
+    }
+
+    pub fn finish(self) -> u64 {
+        fold(self.0, K2)
+    }
+}
+
+/// [`FoldHasher`] of `tag` and `bytes`.
 pub(crate) fn hash_bytes(tag: u32, bytes: &[u8]) -> u64 {
-    const K1: u64 = 0x9E37_79B9_7F4A_7C15;
-    const K2: u64 = 0xD6E8_FEB8_6659_FD93;
-    fn fold(a: u64, b: u64) -> u64 {
-        let product = (a as u128) * (b as u128);
-        (product as u64) ^ ((product >> 64) as u64)
-    }
-    let mut hash = fold(tag as u64 ^ K2, K1 ^ bytes.len() as u64);
-    let mut words = bytes.chunks_exact(8);
-    for word in &mut words {
-        let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-        hash = fold(hash ^ word, K1);
-    }
-    let mut tail = [0u8; 8];
-    tail[..words.remainder().len()].copy_from_slice(words.remainder());
-    fold(hash ^ u64::from_le_bytes(tail), K2)
+    let mut hasher = FoldHasher::new(tag);
+    hasher.bytes(bytes);
+    hasher.finish()
 }
 
 fn id_hash(id: &AccountId) -> u64 {

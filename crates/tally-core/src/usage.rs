@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::account::{Account, HoldEnd};
+use crate::account::{Account, GrantOrder, HoldEnd};
 use crate::calendar::month_of;
 use crate::command::AccountStatus;
 use crate::command::{
@@ -21,43 +21,36 @@ use crate::pricing::exact_charge;
 use crate::pricing::PriceBook;
 use crate::report::{minus, plus};
 use crate::state::{reschedule, ApplyResult, LedgerState};
+use crate::table::FoldHasher;
 use crate::validate::{check_amount, check_pairs};
 
-/// FNV-1a over the canonical bytes of an event's content (everything but its id and account):
+/// A 64-bit hash of an event's content (everything but its id and account), amounts by value:
 /// the dedup table keeps this to tell a duplicate from a conflict.
 fn fingerprint(event: &UsageEvent) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |bytes: &[u8]| {
-        for byte in bytes {
-            hash ^= *byte as u64;
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    feed(event.meter.as_str().as_bytes());
-    feed(&[0xff]);
-    feed(&event.quantity.to_bytes());
+    let mut hasher = FoldHasher::new(1);
+    hasher.bytes(event.meter.as_str().as_bytes());
+    hasher.amount(event.quantity);
+    hasher.u64(event.dimensions.len() as u64);
     for (key, value) in &event.dimensions {
-        feed(key.as_str().as_bytes());
-        feed(&[0xfe]);
-        feed(value.as_bytes());
-        feed(&[0xfd]);
+        hasher.bytes(key.as_str().as_bytes());
+        hasher.bytes(value.as_bytes());
     }
-    feed(&event.occurred_at.to_le_bytes());
+    hasher.u64(event.occurred_at);
     match event.cost {
         Some(cost) => {
-            feed(&[1]);
-            feed(&cost.to_bytes());
+            hasher.u64(1);
+            hasher.amount(cost);
         }
-        None => feed(&[0]),
+        None => hasher.u64(0),
     }
     match &event.hold {
         Some(hold) => {
-            feed(&[1]);
-            feed(hold.as_str().as_bytes());
+            hasher.u64(1);
+            hasher.bytes(hold.as_str().as_bytes());
         }
-        None => feed(&[0]),
+        None => hasher.u64(0),
     }
-    hash
+    hasher.finish()
 }
 
 /// What pricing decided for an event, before anything is changed.
@@ -274,7 +267,7 @@ impl LedgerState {
         };
 
         // From here on nothing can reject: apply.
-        let (settlement, draws) = apply_charge(
+        let (settlement, order) = apply_charge(
             account,
             &event.account,
             event,
@@ -298,10 +291,16 @@ impl LedgerState {
             cost: settlement.cost,
             price_book: priced.price_book,
             price_version: priced.price_version,
-            draws,
+            draws: Vec::new(),
         };
+        // The n draws came from the first n grants in drawdown order.
+        let draws = order
+            .as_slice()
+            .iter()
+            .zip(&settlement.drawdown)
+            .map(|(index, draw)| (*index as u32, draw.amount));
         self.dedup
-            .insert(ordinal, event.event_id.as_str(), &remembered);
+            .insert(ordinal, event.event_id.as_str(), &remembered, draws);
         Outcome::Settled(Settlement {
             price_book: account.price_book.clone(),
             ..settlement
@@ -324,6 +323,9 @@ impl LedgerState {
                 ),
             )));
         }
+        // Most events journal one entry: room for them up front, rather than growing (and
+        // copying) the list as it fills.
+        result.journal.reserve(events.len());
         if !atomic {
             return Outcome::Batch(events.iter().map(|e| self.settle(e, result)).collect());
         }
@@ -358,14 +360,13 @@ fn apply_charge(
     now: u64,
     params: crate::account::Params,
     out: &mut Out<'_>,
-) -> (Settlement, Vec<(u32, Amount)>) {
+) -> (Settlement, GrantOrder) {
     let balance_before = priced.balance_before;
-    let mut draws = Vec::new();
     let mut left = priced.charge;
     let mut revenue = Amount::ZERO;
-    let mut drawdown = Vec::new();
-    let order = account.drawdown_order_small();
-    let order = order.as_slice();
+    let grant_order = account.drawdown_order_small();
+    let order = grant_order.as_slice();
+    let mut drawdown = Vec::with_capacity(order.len());
     // Built in their final form (zero amounts left out, as `Out::journal` would).
     let mut postings = Vec::with_capacity(order.len().min(2) + 2);
     let asset = &account.asset;
@@ -392,7 +393,6 @@ fn apply_charge(
             grant: grant.id.clone(),
             amount: take,
         });
-        draws.push((index as u32, take));
     }
     let debt_created = left;
     if debt_created.is_positive() {
@@ -477,7 +477,7 @@ fn apply_charge(
         price_version: priced.price_version,
         settled_at: now,
     };
-    (settlement, draws)
+    (settlement, grant_order)
 }
 
 /// Enough of the state to undo an atomic batch: the accounts it may touch and the ledger-wide
