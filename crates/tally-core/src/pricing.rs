@@ -40,10 +40,22 @@ impl PriceBook {
 impl PriceVersion {
     /// The most specific rate of `meter` whose every dimension equals the event's.
     pub fn rate_for(&self, meter: &Meter, dimensions: &[(Key, String)]) -> Option<&Rate> {
-        self.rates
-            .get(meter)?
+        self.rate_and_meter(meter, dimensions).map(|(rate, _)| rate)
+    }
+
+    /// [`Self::rate_for`], with the book's own copy of the meter name: accounts key their
+    /// per-meter figures with it, so those keys share one allocation instead of each keeping
+    /// the one of the event that created it.
+    pub fn rate_and_meter(
+        &self,
+        meter: &Meter,
+        dimensions: &[(Key, String)],
+    ) -> Option<(&Rate, &Meter)> {
+        let (meter, rates) = self.rates.get_key_value(meter)?;
+        rates
             .iter()
             .find(|rate| matches(&rate.dimensions, dimensions))
+            .map(|rate| (rate, meter))
     }
 
     pub fn all_rates(&self) -> Vec<Rate> {

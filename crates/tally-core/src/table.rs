@@ -75,18 +75,16 @@ fn id_hash(id: &AccountId) -> u64 {
 
 #[derive(Clone, Default)]
 pub(crate) struct Accounts {
-    /// Account ids by ordinal.
-    ids: Vec<AccountId>,
-    /// Accounts by ordinal. Boxed on purpose: the list grows by doubling, and its spare
-    /// capacity should cost a pointer per slot, not a whole account.
-    #[allow(clippy::vec_box)]
-    accounts: Vec<Box<Account>>,
+    /// (id, account) by ordinal: a lookup reads the id and the account's pointer from one
+    /// place. Boxed on purpose: the list grows by doubling, and its spare capacity should cost
+    /// a pointer per slot, not a whole account.
+    entries: Vec<(AccountId, Box<Account>)>,
     index: HashTable<u32>,
 }
 
 impl PartialEq for Accounts {
     fn eq(&self, other: &Self) -> bool {
-        self.ids == other.ids && self.accounts == other.accounts
+        self.entries == other.entries
     }
 }
 
@@ -100,33 +98,35 @@ impl std::fmt::Debug for Accounts {
 
 impl Accounts {
     pub fn len(&self) -> usize {
-        self.accounts.len()
+        self.entries.len()
     }
 
     fn ordinal(&self, id: &AccountId) -> Option<u32> {
         self.index
-            .find(id_hash(id), |&ordinal| &self.ids[ordinal as usize] == id)
+            .find(id_hash(id), |&ordinal| {
+                &self.entries[ordinal as usize].0 == id
+            })
             .copied()
     }
 
     pub fn get(&self, id: &AccountId) -> Option<&Account> {
         self.ordinal(id)
-            .map(|ordinal| &*self.accounts[ordinal as usize])
+            .map(|ordinal| &*self.entries[ordinal as usize].1)
     }
 
     pub fn get_mut(&mut self, id: &AccountId) -> Option<&mut Account> {
         self.ordinal(id)
-            .map(|ordinal| &mut *self.accounts[ordinal as usize])
+            .map(|ordinal| &mut *self.entries[ordinal as usize].1)
     }
 
     /// The id of the account with `ordinal`.
     pub fn id(&self, ordinal: u32) -> &AccountId {
-        &self.ids[ordinal as usize]
+        &self.entries[ordinal as usize].0
     }
 
     /// The ordinal the next account gets; `None` when ordinals ran out.
     pub fn next_ordinal(&self) -> Option<u32> {
-        u32::try_from(self.accounts.len()).ok()
+        u32::try_from(self.entries.len()).ok()
     }
 
     /// Adds a new account (its id is not in the table; its ordinal is [`Self::next_ordinal`]).
@@ -134,27 +134,27 @@ impl Accounts {
         debug_assert_eq!(Some(account.ordinal), self.next_ordinal());
         let ordinal = account.ordinal;
         let hash = id_hash(&id);
-        self.ids.push(id);
-        self.accounts.push(account);
-        let ids = &self.ids;
-        self.index
-            .insert_unique(hash, ordinal, |&ordinal| id_hash(&ids[ordinal as usize]));
+        self.entries.push((id, account));
+        let entries = &self.entries;
+        self.index.insert_unique(hash, ordinal, |&ordinal| {
+            id_hash(&entries[ordinal as usize].0)
+        });
     }
 
     /// Every account with its id, by ordinal.
     pub fn iter(&self) -> impl Iterator<Item = (&AccountId, &Account)> {
-        self.ids.iter().zip(self.accounts.iter().map(|a| &**a))
+        self.entries.iter().map(|(id, account)| (id, &**account))
     }
 
     pub fn values(&self) -> impl Iterator<Item = &Account> {
-        self.accounts.iter().map(|a| &**a)
+        self.entries.iter().map(|(_, account)| &**account)
     }
 }
 
 /// Serialized as the list of (id, account), by ordinal.
 impl Serialize for Accounts {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut seq = serializer.serialize_seq(Some(self.accounts.len()))?;
+        let mut seq = serializer.serialize_seq(Some(self.entries.len()))?;
         for pair in self.iter() {
             seq.serialize_element(&pair)?;
         }

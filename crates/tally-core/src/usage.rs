@@ -13,7 +13,7 @@ use crate::dedup::Remembered;
 use crate::effects::{Out, Totals};
 use crate::error::InvalidInput;
 use crate::ids::AccountId;
-use crate::ids::BookId;
+use crate::ids::{BookId, Meter};
 use crate::journal::{Book, JournalKind, Posting};
 use crate::money::Amount;
 use crate::outcome::{Draw, Outcome, Reason, Rejection, Settlement};
@@ -54,7 +54,7 @@ fn fingerprint(event: &UsageEvent) -> u64 {
 }
 
 /// What pricing decided for an event, before anything is changed.
-struct Priced {
+struct Priced<'book> {
     charge: Amount,
     charge_accrual: crate::account::Accrued,
     cost: Amount,
@@ -65,6 +65,8 @@ struct Priced {
     balance_before: Amount,
     /// The month of ledger time now, which the event's usage counts in.
     month: crate::view::Month,
+    /// The price book's copy of the event's meter name, to key the account's figures with.
+    meter: &'book Meter,
 }
 
 impl LedgerState {
@@ -84,14 +86,14 @@ impl LedgerState {
 }
 
 /// Prices an event and checks funds, changing nothing.
-fn price(
+fn price<'book>(
     account: &Account,
-    price_books: &BTreeMap<BookId, PriceBook>,
+    price_books: &'book BTreeMap<BookId, PriceBook>,
     cost_book: Option<&PriceBook>,
     event: &UsageEvent,
     now: u64,
     reporting_scale: u32,
-) -> Result<Priced, Reason> {
+) -> Result<Priced<'book>, Reason> {
     {
         let overflow = |field: &str| Reason::Overflow {
             field: field.to_string(),
@@ -102,22 +104,18 @@ fn price(
         let book_id = account.price_book.as_ref().ok_or_else(no_rate)?;
         let book = price_books.get(book_id).ok_or_else(no_rate)?;
         let version = book.version_at(now).ok_or_else(no_rate)?;
-        let rate = version
-            .rate_for(&event.meter, &event.dimensions)
+        let (rate, meter) = version
+            .rate_and_meter(&event.meter, &event.dimensions)
             .ok_or_else(no_rate)?;
         let month = month_of(now);
         let month_quantity = account
             .reports
             .get(&month)
-            .and_then(|report| report.meters.get(&event.meter))
-            .map_or(Amount::ZERO, |meter| meter.quantity);
+            .and_then(|report| report.meters.get(meter))
+            .map_or(Amount::ZERO, |agg| agg.quantity);
         let exact = exact_charge(&rate.model, event.quantity, month_quantity)
             .ok_or_else(|| overflow("quantity"))?;
-        let accrual = account
-            .accruals
-            .get(&event.meter)
-            .cloned()
-            .unwrap_or_default();
+        let accrual = account.accruals.get(meter).cloned().unwrap_or_default();
         let (charge, charge_accrual) = accrual
             .charge
             .add(exact, account.scale)
@@ -187,6 +185,7 @@ fn price(
             from_hold,
             balance_before: balance,
             month,
+            meter,
         })
     }
 }
@@ -356,7 +355,7 @@ fn apply_charge(
     account: &mut Account,
     id: &AccountId,
     event: &UsageEvent,
-    priced: &Priced,
+    priced: &Priced<'_>,
     now: u64,
     params: crate::account::Params,
     out: &mut Out<'_>,
@@ -434,14 +433,14 @@ fn apply_charge(
     }
     let accrual = account
         .accruals
-        .get_or_insert_with(&event.meter, crate::account::Accrual::default);
+        .get_or_insert_with(priced.meter, crate::account::Accrual::default);
     accrual.charge = priced.charge_accrual;
     accrual.cost = priced.cost_accrual;
     account
         .reports
         .get_or_insert_with(&priced.month, crate::report::ReportAgg::default)
         .add_usage(
-            &event.meter,
+            priced.meter,
             event.quantity,
             priced.charge,
             revenue,
