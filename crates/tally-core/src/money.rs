@@ -3,6 +3,7 @@
 
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
@@ -16,7 +17,7 @@ pub const SCALE_MAX: u32 = 18;
 #[derive(Clone, Copy, Default)]
 pub struct Amount(Decimal);
 
-/// Powers of ten a 64-bit mantissa can be scaled by within 96 bits.
+/// Powers of ten to align the scales of two amounts by.
 const POWERS_OF_TEN: [u64; 10] = [
     1,
     10,
@@ -34,9 +35,9 @@ const POWERS_OF_TEN: [u64; 10] = [
 /// general addition spends most of its time choosing a path. This does the common cases the
 /// way `rust_decimal` does them, giving the same `Decimal` bit for bit (value, scale and sign;
 /// a test compares them): a zero operand gives the other operand as it is (negated when it is
-/// subtracted), and two mantissas below 2^64 whose scales are at most 9 apart give their exact
-/// sum at the larger scale (below 2^96, so never rounded; a zero sum is +0 at that scale).
-/// Anything else returns `None`, for the general path.
+/// subtracted), and two mantissas whose scales are at most 9 apart and that fit 64 bits once
+/// aligned give their exact sum at the larger scale if that fits 64 bits too (a zero sum is +0
+/// at that scale). Anything else returns `None`, for the general path.
 #[inline(always)]
 fn exact_sum(a: Decimal, b: Decimal, subtract: bool) -> Option<Decimal> {
     let (x, y) = (a.unpack(), b.unpack());
@@ -50,27 +51,33 @@ fn exact_sum(a: Decimal, b: Decimal, subtract: bool) -> Option<Decimal> {
     if x.hi != 0 || y.hi != 0 {
         return None;
     }
-    let mut left = ((x.mid as u64) << 32 | x.lo as u64) as i128;
-    let mut right = ((y.mid as u64) << 32 | y.lo as u64) as i128;
-    if x.scale > y.scale {
-        right *= *POWERS_OF_TEN.get((x.scale - y.scale) as usize)? as i128;
-    } else if y.scale > x.scale {
-        left *= *POWERS_OF_TEN.get((y.scale - x.scale) as usize)? as i128;
-    }
-    if x.negative {
-        left = -left;
-    }
-    if y.negative != subtract {
-        right = -right;
-    }
-    let sum = left + right;
-    let magnitude = sum.unsigned_abs();
+    let left = (x.mid as u64) << 32 | x.lo as u64;
+    let right = (y.mid as u64) << 32 | y.lo as u64;
+    let (left, right, scale) = match x.scale.cmp(&y.scale) {
+        Ordering::Equal => (left, right, x.scale),
+        Ordering::Greater => {
+            let power = *POWERS_OF_TEN.get((x.scale - y.scale) as usize)?;
+            (left, right.checked_mul(power)?, x.scale)
+        }
+        Ordering::Less => {
+            let power = *POWERS_OF_TEN.get((y.scale - x.scale) as usize)?;
+            (left.checked_mul(power)?, right, y.scale)
+        }
+    };
+    let right_negative = y.negative != subtract;
+    let (magnitude, negative) = if x.negative == right_negative {
+        (left.checked_add(right)?, x.negative)
+    } else if left >= right {
+        (left - right, x.negative)
+    } else {
+        (right - left, right_negative)
+    };
     Some(Decimal::from_parts(
         magnitude as u32,
         (magnitude >> 32) as u32,
-        (magnitude >> 64) as u32,
-        sum < 0,
-        x.scale.max(y.scale),
+        0,
+        negative,
+        scale,
     ))
 }
 
