@@ -207,6 +207,26 @@ pub(crate) struct Hold {
     pub ended: Option<(HoldEnd, u64)>,
 }
 
+const GRANT_ORDER_INLINE: usize = 8;
+
+/// Grant indices in drawdown order (see [`Account::drawdown_order_small`]).
+pub(crate) enum GrantOrder {
+    Inline {
+        items: [usize; GRANT_ORDER_INLINE],
+        len: usize,
+    },
+    Heap(Vec<usize>),
+}
+
+impl GrantOrder {
+    pub fn as_slice(&self) -> &[usize] {
+        match self {
+            GrantOrder::Inline { items, len } => &items[..*len],
+            GrantOrder::Heap(list) => list,
+        }
+    }
+}
+
 /// Ledger-wide parameters transitions need.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Params {
@@ -264,6 +284,32 @@ impl Account {
             .collect();
         order.sort_by(|&a, &b| self.grants[a].order_key().cmp(&self.grants[b].order_key()));
         order
+    }
+
+    /// [`Self::drawdown_order`] without allocating for accounts with a handful of grants: the
+    /// settlement path orders the grants for every event.
+    pub fn drawdown_order_small(&self) -> GrantOrder {
+        if self.grants.len() > GRANT_ORDER_INLINE {
+            return GrantOrder::Heap(self.drawdown_order());
+        }
+        let mut items = [0usize; GRANT_ORDER_INLINE];
+        let mut len = 0;
+        for (index, grant) in self.grants.iter().enumerate() {
+            if !(grant.is_live() && grant.remaining.is_positive()) {
+                continue;
+            }
+            // Insertion sort: keys are unique (they end with the grant id), so this is the
+            // order `drawdown_order` gives.
+            let key = grant.order_key();
+            let mut at = len;
+            while at > 0 && self.grants[items[at - 1]].order_key() > key {
+                items[at] = items[at - 1];
+                at -= 1;
+            }
+            items[at] = index;
+            len += 1;
+        }
+        GrantOrder::Inline { items, len }
     }
 
     pub fn grant_index(&self, id: &GrantId) -> Option<usize> {
@@ -651,7 +697,7 @@ mod size_tests {
             std::mem::size_of::<super::Hold>(),
             std::mem::size_of::<crate::report::ReportAgg>(),
             std::mem::size_of::<super::Accrual>(),
-            std::mem::size_of::<crate::state::Remembered>(),
+            std::mem::size_of::<crate::dedup::Remembered>(),
         );
     }
 }

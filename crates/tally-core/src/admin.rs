@@ -72,6 +72,20 @@ impl LedgerState {
             .reporting_currency
     }
 
+    /// The ledger's own copy of an asset code known to exist (checked before).
+    fn interned_asset(&self, code: &AssetCode) -> AssetCode {
+        self.assets
+            .get_key_value(code)
+            .map_or_else(|| code.clone(), |(code, _)| code.clone())
+    }
+
+    /// The ledger's own copy of a price book id known to exist (checked before).
+    fn interned_book(&self, book: &BookId) -> BookId {
+        self.price_books
+            .get_key_value(book)
+            .map_or_else(|| book.clone(), |(book, _)| book.clone())
+    }
+
     fn asset_scale(&self, code: &AssetCode) -> Result<u32, Reason> {
         self.assets
             .get(code)
@@ -167,18 +181,27 @@ impl LedgerState {
                 })
             };
         }
-        let ordinal = u32::try_from(self.account_ids.len()).map_err(|_| Reason::Overflow {
-            field: "account count".into(),
-        })?;
-        self.account_ids.push(spec.id.clone());
-        self.accounts.insert(
+        let ordinal = self
+            .accounts
+            .next_ordinal()
+            .ok_or_else(|| Reason::Overflow {
+                field: "account count".into(),
+            })?;
+        // The asset code and price book id are shared with the ledger's own tables rather than
+        // copied: one allocation for every account, and one cache line hot for all of them.
+        let asset = self.interned_asset(&spec.asset);
+        let price_book = spec
+            .price_book
+            .as_ref()
+            .map(|book| self.interned_book(book));
+        self.accounts.push(
             spec.id.clone(),
             Box::new(Account {
                 ordinal,
-                asset: spec.asset.clone(),
+                asset,
                 scale,
                 status: AccountStatus::Active,
-                price_book: spec.price_book.clone(),
+                price_book,
                 credit_limit,
                 list_price,
                 settings: None,
@@ -232,9 +255,13 @@ impl LedgerState {
             check_auto_recharge(rule, scale)?;
         }
         self.touch(&update.account, result);
+        let price_book = update
+            .price_book
+            .as_ref()
+            .map(|book| book.as_ref().map(|book| self.interned_book(book)));
         let account = self.accounts.get_mut(&update.account).expect("checked");
-        if let Some(book) = &update.price_book {
-            account.price_book = book.clone();
+        if let Some(book) = price_book {
+            account.price_book = book;
         }
         if let Some(limit) = update.credit_limit {
             account.credit_limit = limit;

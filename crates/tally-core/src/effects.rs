@@ -75,9 +75,36 @@ impl Out<'_> {
         revenue: Amount,
         cost: Amount,
     ) {
+        // A zero posting moves nothing, so it is not written (nor booked: adding zero is a
+        // no-op); the balance check below sees the same sum either way.
+        let entry_postings = postings
+            .into_iter()
+            .filter(|(_, amount)| !amount.is_zero())
+            .map(|(book, amount)| Posting {
+                book,
+                asset: asset.clone(),
+                amount,
+            })
+            .collect();
+        self.journal_postings(at_ms, account, asset, kind, entry_postings, revenue, cost);
+    }
+
+    /// [`Self::journal`] for postings already built (all in `asset`, none zero), which spares
+    /// the settlement path an intermediate list.
+    #[allow(clippy::too_many_arguments)]
+    pub fn journal_postings(
+        &mut self,
+        at_ms: u64,
+        account: &AccountId,
+        asset: &AssetCode,
+        kind: JournalKind,
+        postings: Vec<Posting>,
+        revenue: Amount,
+        cost: Amount,
+    ) {
         let sum = postings
             .iter()
-            .fold(Amount::ZERO, |acc, (_, a)| plus(acc, *a));
+            .fold(Amount::ZERO, |acc, p| plus(acc, p.amount));
         assert!(
             sum.is_zero(),
             "invariant: unbalanced postings {postings:?} for {kind:?}"
@@ -86,26 +113,16 @@ impl Out<'_> {
             Some(books) => books,
             None => self.totals.books.entry(asset.clone()).or_default(),
         };
-        for (book, amount) in &postings {
-            books.post(book, *amount);
+        for posting in &postings {
+            books.post(&posting.book, posting.amount);
         }
         self.totals.journal_seq += 1;
-        let mut entry_postings = Vec::with_capacity(postings.len());
-        for (book, amount) in postings {
-            if !amount.is_zero() {
-                entry_postings.push(Posting {
-                    book,
-                    asset: asset.clone(),
-                    amount,
-                });
-            }
-        }
         self.result.journal.push(JournalEntry {
             seq: self.totals.journal_seq,
             at_ms,
             account: account.clone(),
             kind,
-            postings: entry_postings,
+            postings,
             revenue,
             cost,
         });

@@ -40,18 +40,49 @@ impl PriceBook {
 impl PriceVersion {
     /// The most specific rate of `meter` whose every dimension equals the event's.
     pub fn rate_for(&self, meter: &Meter, dimensions: &[(Key, String)]) -> Option<&Rate> {
-        self.rates.get(meter)?.iter().find(|rate| {
-            rate.dimensions.iter().all(|(key, value)| {
-                dimensions
-                    .binary_search_by(|(k, _)| k.cmp(key))
-                    .is_ok_and(|index| &dimensions[index].1 == value)
-            })
-        })
+        self.rate_and_meter(meter, dimensions).map(|(rate, _)| rate)
+    }
+
+    /// [`Self::rate_for`], with the book's own copy of the meter name: accounts key their
+    /// per-meter figures with it, so those keys share one allocation instead of each keeping
+    /// the one of the event that created it.
+    pub fn rate_and_meter(
+        &self,
+        meter: &Meter,
+        dimensions: &[(Key, String)],
+    ) -> Option<(&Rate, &Meter)> {
+        let (meter, rates) = self.rates.get_key_value(meter)?;
+        rates
+            .iter()
+            .find(|rate| matches(&rate.dimensions, dimensions))
+            .map(|rate| (rate, meter))
     }
 
     pub fn all_rates(&self) -> Vec<Rate> {
         self.rates.values().flatten().cloned().collect()
     }
+}
+
+/// True when every pair of `wanted` is in `dimensions`. Both lists are sorted by key with
+/// unique keys, so one merge walk decides it; keys are compared for equality first (which is
+/// a length check or a pointer check when they differ or are shared) and ordered only then.
+fn matches(wanted: &[(Key, String)], dimensions: &[(Key, String)]) -> bool {
+    let mut rest = dimensions.iter();
+    'wanted: for (key, value) in wanted {
+        for (k, v) in rest.by_ref() {
+            if k == key {
+                if v != value {
+                    return false;
+                }
+                continue 'wanted;
+            }
+            if k > key {
+                return false;
+            }
+        }
+        return false;
+    }
+    true
 }
 
 /// Validates the rates of a new version and indexes them by meter. `scale_max` bounds prices.

@@ -46,14 +46,27 @@ const CATEGORIES: [GrantCategory; 3] = [
 
 /// Sums that cannot overflow for inputs bounded by `AMOUNT_MAX` within any realistic history;
 /// an overflow here is a broken invariant, so it stops the node loudly.
+#[inline]
 pub(crate) fn plus(a: Amount, b: Amount) -> Amount {
-    a.checked_add(b)
-        .unwrap_or_else(|| panic!("invariant: amount overflow adding {a} and {b}"))
+    match a.checked_add(b) {
+        Some(sum) => sum,
+        None => overflow("adding", b, a),
+    }
 }
 
+#[inline]
 pub(crate) fn minus(a: Amount, b: Amount) -> Amount {
-    a.checked_sub(b)
-        .unwrap_or_else(|| panic!("invariant: amount overflow subtracting {b} from {a}"))
+    match a.checked_sub(b) {
+        Some(difference) => difference,
+        None => overflow("subtracting", b, a),
+    }
+}
+
+/// Out of line, so `plus` and `minus` stay small where they are inlined.
+#[cold]
+#[inline(never)]
+fn overflow(doing: &str, b: Amount, a: Amount) -> ! {
+    panic!("invariant: amount overflow {doing} {b} and {a}")
 }
 
 impl ReportAgg {

@@ -1,27 +1,33 @@
 //! The ledger state and its one entry point, [`LedgerState::apply`].
 //!
-//! Every collection is a `BTreeMap`/`BTreeSet`/`Vec`, so iteration order, the snapshot encoding
-//! and the state hash are canonical: the same log gives the same bytes on every replica.
+//! Every collection is iterated in a canonical order (`BTreeMap`/`BTreeSet` key order, or
+//! creation order for the account table and the dedup records), so iteration order, the
+//! snapshot encoding and the state hash are the same on every replica for the same log. The
+//! two hash indexes (accounts by id, remembered event ids) only find entries: they are never
+//! iterated, encoded or hashed.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::account::{Account, Params};
-use crate::command::{Entry, LedgerConfig};
+use crate::command::{Entry, LedgerConfig, FUTURE_TOLERANCE_MS};
+use crate::dedup::{Dedup, Remembered};
 use crate::effects::{Out, Totals};
 use crate::ids::{AccountId, AssetCode, BookId, EventId};
 use crate::journal::{JournalEntry, LedgerEvent};
 use crate::money::Amount;
 use crate::outcome::{Draw, Outcome, Settlement};
 use crate::pricing::PriceBook;
+use crate::table::Accounts;
 use crate::view::{
     AccountView, AssetView, GrantView, HoldView, Month, PriceVersionView, ReportView,
 };
 
 /// Snapshot header: magic and format version.
 const SNAPSHOT_MAGIC: &[u8; 8] = b"TALLYSNP";
-const SNAPSHOT_VERSION: u32 = 1;
+/// 2: accounts by ordinal, dedup records in their compact byte form.
+const SNAPSHOT_VERSION: u32 = 2;
 
 /// What one entry produced: one outcome per command, plus the journal entries and ledger
 /// events for storage to persist (the state itself does not keep them).
@@ -49,43 +55,20 @@ impl std::fmt::Display for SnapshotError {
 
 impl std::error::Error for SnapshotError {}
 
-/// What the dedup table remembers of a settled event: enough to detect a conflict and to give
-/// the original result back. Grants and the price book are referred to by index to keep this
-/// small (it is kept for every event of the dedup window).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Remembered {
-    pub fingerprint: u64,
-    pub charged: Amount,
-    pub balance_after: Amount,
-    pub debt_created: Amount,
-    pub from_hold: Amount,
-    pub revenue: Amount,
-    pub cost: Amount,
-    /// 0 = none, else price book ordinal + 1.
-    pub price_book: u32,
-    pub price_version: u32,
-    pub settled_at: u64,
-    pub draws: Vec<(u32, Amount)>,
-}
-
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerState {
     pub(crate) now_ms: u64,
     pub(crate) config: Option<LedgerConfig>,
     /// Asset code -> scale.
     pub(crate) assets: BTreeMap<AssetCode, u32>,
-    /// Boxed so the map's nodes stay small and each account is allocated exactly.
-    pub(crate) accounts: BTreeMap<AccountId, Box<Account>>,
-    /// Account ids by ordinal.
-    pub(crate) account_ids: Vec<AccountId>,
+    /// Accounts by ordinal, with their ids and an index by id.
+    pub(crate) accounts: Accounts,
     pub(crate) price_books: BTreeMap<BookId, PriceBook>,
     /// Price book ids by ordinal.
     pub(crate) book_ids: Vec<BookId>,
     pub(crate) cost_book: Option<PriceBook>,
-    /// Remembered event ids per account ordinal.
-    pub(crate) dedup: BTreeMap<u32, BTreeMap<EventId, Remembered>>,
-    /// When each remembered event id may be forgotten; pushed in ledger-time order.
-    pub(crate) dedup_expiry: VecDeque<(u64, u32, EventId)>,
+    /// Remembered event ids (by account ordinal), oldest first.
+    pub(crate) dedup: Dedup,
     /// (due time, account ordinal) of every account with a pending time-driven transition.
     pub(crate) due: BTreeSet<(u64, u32)>,
     pub(crate) totals: Totals,
@@ -120,19 +103,13 @@ impl LedgerState {
     }
 
     fn forget_old_event_ids(&mut self) {
-        while let Some((expires_at, ordinal, _)) = self.dedup_expiry.front() {
-            if *expires_at > self.now_ms {
-                break;
-            }
-            let ordinal = *ordinal;
-            let (_, _, event_id) = self.dedup_expiry.pop_front().expect("front exists");
-            if let Some(per_account) = self.dedup.get_mut(&ordinal) {
-                per_account.remove(&event_id);
-                if per_account.is_empty() {
-                    self.dedup.remove(&ordinal);
-                }
-            }
-        }
+        let (now, window) = (self.now_ms, self.params().dedup_window_ms);
+        self.dedup.forget_while(|settled_at| {
+            settled_at
+                .saturating_add(window)
+                .saturating_add(FUTURE_TOLERANCE_MS)
+                <= now
+        });
     }
 
     /// Runs the due transitions of one account and re-files it in the due index.
@@ -159,7 +136,7 @@ impl LedgerState {
             if at > self.now_ms {
                 break;
             }
-            let id = self.account_ids[ordinal as usize].clone();
+            let id = self.accounts.id(ordinal).clone();
             self.touch(&id, result);
         }
     }
@@ -246,13 +223,13 @@ impl LedgerState {
 
     /// Number of remembered event ids.
     pub fn remembered_event_count(&self) -> usize {
-        self.dedup_expiry.len()
+        self.dedup.len()
     }
 
     /// The account as of ledger time now, with due transitions (expiry, reset, hold expiry)
     /// applied to the view even when no tick has run yet.
     pub fn account(&self, id: &AccountId) -> Option<AccountView> {
-        let mut account = (**self.accounts.get(id)?).clone();
+        let mut account = self.accounts.get(id)?.clone();
         let mut scratch_result = ApplyResult::default();
         let mut scratch_totals = Totals::default();
         account.run_due(
@@ -446,7 +423,7 @@ impl LedgerState {
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut grants_by_asset: BTreeMap<&AssetCode, Amount> = BTreeMap::new();
         let mut debt_by_asset: BTreeMap<&AssetCode, Amount> = BTreeMap::new();
-        for (id, account) in &self.accounts {
+        for (id, account) in self.accounts.iter() {
             let grants = grants_by_asset.entry(&account.asset).or_default();
             for grant in &account.grants {
                 if grant.remaining.is_negative() {

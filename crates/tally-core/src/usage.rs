@@ -3,64 +3,58 @@
 
 use std::collections::BTreeMap;
 
-use crate::account::{Account, HoldEnd};
+use crate::account::{Account, GrantOrder, HoldEnd};
 use crate::calendar::month_of;
 use crate::command::AccountStatus;
 use crate::command::{
     UsageEvent, BATCH_EVENTS_MAX, FUTURE_TOLERANCE_MS, PAIRS_MAX, PAIR_VALUE_LEN_MAX,
 };
+use crate::dedup::Remembered;
 use crate::effects::{Out, Totals};
 use crate::error::InvalidInput;
 use crate::ids::AccountId;
-use crate::ids::BookId;
-use crate::journal::{Book, JournalKind};
+use crate::ids::{BookId, Meter};
+use crate::journal::{Book, JournalKind, Posting};
 use crate::money::Amount;
 use crate::outcome::{Draw, Outcome, Reason, Rejection, Settlement};
 use crate::pricing::exact_charge;
 use crate::pricing::PriceBook;
 use crate::report::{minus, plus};
-use crate::state::{reschedule, ApplyResult, LedgerState, Remembered};
+use crate::state::{reschedule, ApplyResult, LedgerState};
+use crate::table::FoldHasher;
 use crate::validate::{check_amount, check_pairs};
 
-/// FNV-1a over the canonical bytes of an event's content (everything but its id and account):
+/// A 64-bit hash of an event's content (everything but its id and account), amounts by value:
 /// the dedup table keeps this to tell a duplicate from a conflict.
 fn fingerprint(event: &UsageEvent) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |bytes: &[u8]| {
-        for byte in bytes {
-            hash ^= *byte as u64;
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    feed(event.meter.as_str().as_bytes());
-    feed(&[0xff]);
-    feed(&event.quantity.to_bytes());
+    let mut hasher = FoldHasher::new(1);
+    hasher.bytes(event.meter.as_str().as_bytes());
+    hasher.amount(event.quantity);
+    hasher.u64(event.dimensions.len() as u64);
     for (key, value) in &event.dimensions {
-        feed(key.as_str().as_bytes());
-        feed(&[0xfe]);
-        feed(value.as_bytes());
-        feed(&[0xfd]);
+        hasher.bytes(key.as_str().as_bytes());
+        hasher.bytes(value.as_bytes());
     }
-    feed(&event.occurred_at.to_le_bytes());
+    hasher.u64(event.occurred_at);
     match event.cost {
         Some(cost) => {
-            feed(&[1]);
-            feed(&cost.to_bytes());
+            hasher.u64(1);
+            hasher.amount(cost);
         }
-        None => feed(&[0]),
+        None => hasher.u64(0),
     }
     match &event.hold {
         Some(hold) => {
-            feed(&[1]);
-            feed(hold.as_str().as_bytes());
+            hasher.u64(1);
+            hasher.bytes(hold.as_str().as_bytes());
         }
-        None => feed(&[0]),
+        None => hasher.u64(0),
     }
-    hash
+    hasher.finish()
 }
 
 /// What pricing decided for an event, before anything is changed.
-struct Priced {
+struct Priced<'book> {
     charge: Amount,
     charge_accrual: crate::account::Accrued,
     cost: Amount,
@@ -69,6 +63,10 @@ struct Priced {
     price_version: u32,
     from_hold: Amount,
     balance_before: Amount,
+    /// The month of ledger time now, which the event's usage counts in.
+    month: crate::view::Month,
+    /// The price book's copy of the event's meter name, to key the account's figures with.
+    meter: &'book Meter,
 }
 
 impl LedgerState {
@@ -88,14 +86,14 @@ impl LedgerState {
 }
 
 /// Prices an event and checks funds, changing nothing.
-fn price(
+fn price<'book>(
     account: &Account,
-    price_books: &BTreeMap<BookId, PriceBook>,
+    price_books: &'book BTreeMap<BookId, PriceBook>,
     cost_book: Option<&PriceBook>,
     event: &UsageEvent,
     now: u64,
     reporting_scale: u32,
-) -> Result<Priced, Reason> {
+) -> Result<Priced<'book>, Reason> {
     {
         let overflow = |field: &str| Reason::Overflow {
             field: field.to_string(),
@@ -106,22 +104,18 @@ fn price(
         let book_id = account.price_book.as_ref().ok_or_else(no_rate)?;
         let book = price_books.get(book_id).ok_or_else(no_rate)?;
         let version = book.version_at(now).ok_or_else(no_rate)?;
-        let rate = version
-            .rate_for(&event.meter, &event.dimensions)
+        let (rate, meter) = version
+            .rate_and_meter(&event.meter, &event.dimensions)
             .ok_or_else(no_rate)?;
         let month = month_of(now);
         let month_quantity = account
             .reports
             .get(&month)
-            .and_then(|report| report.meters.get(&event.meter))
-            .map_or(Amount::ZERO, |meter| meter.quantity);
+            .and_then(|report| report.meters.get(meter))
+            .map_or(Amount::ZERO, |agg| agg.quantity);
         let exact = exact_charge(&rate.model, event.quantity, month_quantity)
             .ok_or_else(|| overflow("quantity"))?;
-        let accrual = account
-            .accruals
-            .get(&event.meter)
-            .cloned()
-            .unwrap_or_default();
+        let accrual = account.accruals.get(meter).cloned().unwrap_or_default();
         let (charge, charge_accrual) = accrual
             .charge
             .add(exact, account.scale)
@@ -190,6 +184,8 @@ fn price(
             price_version: version.version,
             from_hold,
             balance_before: balance,
+            month,
+            meter,
         })
     }
 }
@@ -209,21 +205,16 @@ impl LedgerState {
                 account: event.account.clone(),
             });
         };
-        let account: &mut Account = account;
         let ordinal = account.ordinal;
         let fingerprint = fingerprint(event);
-        if let Some(remembered) = self
-            .dedup
-            .get(&ordinal)
-            .and_then(|per_account| per_account.get(&event.event_id))
-        {
+        if let Some(remembered) = self.dedup.get(ordinal, event.event_id.as_str()) {
             return if remembered.fingerprint == fingerprint {
                 Outcome::Duplicate(LedgerState::remembered_settlement(
                     &self.book_ids,
                     account,
                     &event.account,
                     &event.event_id,
-                    remembered,
+                    &remembered,
                 ))
             } else {
                 Outcome::Conflict {
@@ -275,7 +266,7 @@ impl LedgerState {
         };
 
         // From here on nothing can reject: apply.
-        let (settlement, draws) = apply_charge(
+        let (settlement, order) = apply_charge(
             account,
             &event.account,
             event,
@@ -290,6 +281,7 @@ impl LedgerState {
         }
         let remembered = Remembered {
             fingerprint,
+            settled_at: now,
             charged: settlement.charged,
             balance_after: settlement.balance_after,
             debt_created: settlement.debt_created,
@@ -298,18 +290,16 @@ impl LedgerState {
             cost: settlement.cost,
             price_book: priced.price_book,
             price_version: priced.price_version,
-            settled_at: now,
-            draws,
+            draws: Vec::new(),
         };
+        // The n draws came from the first n grants in drawdown order.
+        let draws = order
+            .as_slice()
+            .iter()
+            .zip(&settlement.drawdown)
+            .map(|(index, draw)| (*index as u32, draw.amount));
         self.dedup
-            .entry(ordinal)
-            .or_default()
-            .insert(event.event_id.clone(), remembered);
-        let forget_at = now
-            .saturating_add(params.dedup_window_ms)
-            .saturating_add(FUTURE_TOLERANCE_MS);
-        self.dedup_expiry
-            .push_back((forget_at, ordinal, event.event_id.clone()));
+            .insert(ordinal, event.event_id.as_str(), &remembered, draws);
         Outcome::Settled(Settlement {
             price_book: account.price_book.clone(),
             ..settlement
@@ -332,6 +322,9 @@ impl LedgerState {
                 ),
             )));
         }
+        // Most events journal one entry: room for them up front, rather than growing (and
+        // copying) the list as it fills.
+        result.journal.reserve(events.len());
         if !atomic {
             return Outcome::Batch(events.iter().map(|e| self.settle(e, result)).collect());
         }
@@ -362,18 +355,21 @@ fn apply_charge(
     account: &mut Account,
     id: &AccountId,
     event: &UsageEvent,
-    priced: &Priced,
+    priced: &Priced<'_>,
     now: u64,
     params: crate::account::Params,
     out: &mut Out<'_>,
-) -> (Settlement, Vec<(u32, Amount)>) {
+) -> (Settlement, GrantOrder) {
     let balance_before = priced.balance_before;
-    let mut draws = Vec::new();
     let mut left = priced.charge;
     let mut revenue = Amount::ZERO;
-    let mut drawdown = Vec::new();
-    let mut postings = Vec::with_capacity(4);
-    for index in account.drawdown_order() {
+    let grant_order = account.drawdown_order_small();
+    let order = grant_order.as_slice();
+    let mut drawdown = Vec::with_capacity(order.len());
+    // Built in their final form (zero amounts left out, as `Out::journal` would).
+    let mut postings = Vec::with_capacity(order.len().min(2) + 2);
+    let asset = &account.asset;
+    for &index in order {
         if left.is_zero() {
             break;
         }
@@ -382,18 +378,20 @@ fn apply_charge(
         grant.remaining = minus(grant.remaining, take);
         left = minus(left, take);
         revenue = plus(revenue, grant.book_revenue(take, params.reporting_scale));
-        postings.push((
-            Book::CustomerGrant {
-                account: id.clone(),
-                grant: grant.id.clone(),
-            },
-            -take,
-        ));
+        if !take.is_zero() {
+            postings.push(Posting {
+                book: Book::CustomerGrant {
+                    account: id.clone(),
+                    grant: grant.id.clone(),
+                },
+                asset: asset.clone(),
+                amount: -take,
+            });
+        }
         drawdown.push(Draw {
             grant: grant.id.clone(),
             amount: take,
         });
-        draws.push((index as u32, take));
     }
     let debt_created = left;
     if debt_created.is_positive() {
@@ -407,14 +405,21 @@ fn apply_charge(
             .expect("checked while pricing");
         account.debt_revenue = accrued;
         revenue = plus(revenue, debt_revenue);
-        postings.push((
-            Book::Receivable {
+        postings.push(Posting {
+            book: Book::Receivable {
                 account: id.clone(),
             },
-            -debt_created,
-        ));
+            asset: account.asset.clone(),
+            amount: -debt_created,
+        });
     }
-    postings.push((Book::UsageRevenue, priced.charge));
+    if !priced.charge.is_zero() {
+        postings.push(Posting {
+            book: Book::UsageRevenue,
+            asset: account.asset.clone(),
+            amount: priced.charge,
+        });
+    }
     if let Some(hold_id) = &event.hold {
         if let Some(hold) = account.holds.get_mut(hold_id) {
             if priced.from_hold.is_positive() {
@@ -428,22 +433,21 @@ fn apply_charge(
     }
     let accrual = account
         .accruals
-        .get_or_insert_with(&event.meter, crate::account::Accrual::default);
+        .get_or_insert_with(priced.meter, crate::account::Accrual::default);
     accrual.charge = priced.charge_accrual;
     accrual.cost = priced.cost_accrual;
-    let month = month_of(now);
     account
         .reports
-        .get_or_insert_with(&month, crate::report::ReportAgg::default)
+        .get_or_insert_with(&priced.month, crate::report::ReportAgg::default)
         .add_usage(
-            &event.meter,
+            priced.meter,
             event.quantity,
             priced.charge,
             revenue,
             priced.cost,
         );
 
-    out.journal(
+    out.journal_postings(
         now,
         id,
         &account.asset,
@@ -472,7 +476,7 @@ fn apply_charge(
         price_version: priced.price_version,
         settled_at: now,
     };
-    (settlement, draws)
+    (settlement, grant_order)
 }
 
 /// Enough of the state to undo an atomic batch: the accounts it may touch and the ledger-wide
@@ -482,7 +486,7 @@ struct Checkpoint {
     totals: Totals,
     journal_len: usize,
     events_len: usize,
-    dedup_expiry_len: usize,
+    dedup_len: usize,
 }
 
 impl Checkpoint {
@@ -493,25 +497,22 @@ impl Checkpoint {
         Checkpoint {
             accounts: ids
                 .into_iter()
-                .filter_map(|id| state.accounts.get(id).map(|a| (id.clone(), a.clone())))
+                .filter_map(|id| {
+                    state
+                        .accounts
+                        .get(id)
+                        .map(|a| (id.clone(), Box::new(a.clone())))
+                })
                 .collect(),
             totals: state.totals.clone(),
             journal_len: result.journal.len(),
             events_len: result.events.len(),
-            dedup_expiry_len: state.dedup_expiry.len(),
+            dedup_len: state.dedup.len(),
         }
     }
 
     fn restore(self, state: &mut LedgerState, result: &mut ApplyResult) {
-        while state.dedup_expiry.len() > self.dedup_expiry_len {
-            let (_, ordinal, event_id) = state.dedup_expiry.pop_back().expect("longer");
-            if let Some(per_account) = state.dedup.get_mut(&ordinal) {
-                per_account.remove(&event_id);
-                if per_account.is_empty() {
-                    state.dedup.remove(&ordinal);
-                }
-            }
-        }
+        state.dedup.truncate(self.dedup_len);
         for (id, saved) in self.accounts {
             let current = state
                 .accounts
@@ -523,7 +524,7 @@ impl Checkpoint {
             if let Some(at) = saved.due_at {
                 state.due.insert((at, saved.ordinal));
             }
-            *current = saved;
+            *current = *saved;
         }
         state.totals = self.totals;
         result.journal.truncate(self.journal_len);

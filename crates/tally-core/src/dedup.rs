@@ -1,0 +1,467 @@
+//! The dedup table: every settled event of the dedup window, remembered compactly enough to
+//! tell a retry from a conflict and to give the original result back.
+//!
+//! Records are kept in the order they settled, which is also the order they expire in (ledger
+//! time only moves forward and the window is fixed at init), so forgetting is popping the
+//! front. Each record is one small byte string (the event id, the fingerprint and the result
+//! with its amounts in a variable-length form), about a sixth of a struct with six full-width
+//! decimals in a two-level `BTreeMap`. A hash index over (account ordinal, event id) finds a
+//! record; it holds only sequence numbers and is rebuilt from the records when a snapshot is
+//! decoded, so it never reaches an encoding or the state hash. Its hash function is fixed (no
+//! random seed: the crate draws no randomness), and iteration never touches it.
+
+use std::collections::VecDeque;
+
+use hashbrown::HashTable;
+use rust_decimal::Decimal;
+use serde::de::{SeqAccess, Visitor};
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::money::Amount;
+
+/// What a record remembers of a settlement (grants and the price book by index: 0 = no book,
+/// else book ordinal + 1).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Remembered {
+    pub fingerprint: u64,
+    pub settled_at: u64,
+    pub charged: Amount,
+    pub balance_after: Amount,
+    pub debt_created: Amount,
+    pub from_hold: Amount,
+    pub revenue: Amount,
+    pub cost: Amount,
+    pub price_book: u32,
+    pub price_version: u32,
+    pub draws: Vec<(u32, Amount)>,
+}
+
+/// Record layout: ordinal (4 bytes LE), settled_at (8), fingerprint (8), event id length (1)
+/// and bytes, then the six amounts, the price book, the version, the draw count and each
+/// draw's grant index and amount, each number as a LEB128 varint.
+const ID_LEN_AT: usize = 20;
+
+#[derive(Clone, Default)]
+pub(crate) struct Dedup {
+    records: VecDeque<Box<[u8]>>,
+    /// Sequence number of `records[0]`; the index refers to records by sequence number.
+    first: u64,
+    index: HashTable<u64>,
+    /// Reused encoding buffer, so encoding a record allocates only the record.
+    scratch: Vec<u8>,
+}
+
+impl PartialEq for Dedup {
+    fn eq(&self, other: &Self) -> bool {
+        self.records == other.records
+    }
+}
+
+impl Eq for Dedup {}
+
+impl std::fmt::Debug for Dedup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Dedup({} records)", self.records.len())
+    }
+}
+
+impl Dedup {
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn record(&self, seq: u64) -> &[u8] {
+        &self.records[(seq - self.first) as usize]
+    }
+
+    /// The remembered settlement of `event_id` of account `ordinal`.
+    pub fn get(&self, ordinal: u32, event_id: &str) -> Option<Remembered> {
+        let hash = key_hash(ordinal, event_id.as_bytes());
+        let seq = self.index.find(hash, |&seq| {
+            record_is(self.record(seq), ordinal, event_id.as_bytes())
+        })?;
+        Some(decode(self.record(*seq)))
+    }
+
+    /// Remembers a settlement; the caller checked that the event id is not remembered yet.
+    /// `remembered.draws` is ignored: the draws are `draws` (so the caller need not collect
+    /// them).
+    pub fn insert(
+        &mut self,
+        ordinal: u32,
+        event_id: &str,
+        remembered: &Remembered,
+        draws: impl ExactSizeIterator<Item = (u32, Amount)>,
+    ) {
+        let id = event_id.as_bytes();
+        let buf = &mut self.scratch;
+        buf.clear();
+        // Room for everything but the event id and the draws; amounts take at most 15 bytes.
+        buf.reserve(ID_LEN_AT + 1 + id.len() + 6 * 15 + 3 * 5 + draws.len() * 20);
+        buf.extend_from_slice(&ordinal.to_le_bytes());
+        buf.extend_from_slice(&remembered.settled_at.to_le_bytes());
+        buf.extend_from_slice(&remembered.fingerprint.to_le_bytes());
+        buf.push(u8::try_from(id.len()).expect("event ids are at most 128 bytes"));
+        buf.extend_from_slice(id);
+        for amount in [
+            remembered.charged,
+            remembered.balance_after,
+            remembered.debt_created,
+            remembered.from_hold,
+            remembered.revenue,
+            remembered.cost,
+        ] {
+            put_amount(buf, amount);
+        }
+        put_varint(buf, remembered.price_book as u128);
+        put_varint(buf, remembered.price_version as u128);
+        put_varint(buf, draws.len() as u128);
+        for (grant, amount) in draws {
+            put_varint(buf, grant as u128);
+            put_amount(buf, amount);
+        }
+        let seq = self.first + self.records.len() as u64;
+        self.records.push_back(Box::from(buf.as_slice()));
+        self.index_insert(seq, key_hash(ordinal, id));
+    }
+
+    fn index_insert(&mut self, seq: u64, hash: u64) {
+        let (records, first) = (&self.records, self.first);
+        self.index.insert_unique(hash, seq, |&seq| {
+            record_hash(&records[(seq - first) as usize])
+        });
+    }
+
+    fn unindex(&mut self, seq: u64, record: &[u8]) {
+        if let Ok(entry) = self
+            .index
+            .find_entry(record_hash(record), |&other| other == seq)
+        {
+            entry.remove();
+        }
+    }
+
+    /// Forgets, oldest first, every record whose `settled_at` makes `expired` true.
+    pub fn forget_while(&mut self, expired: impl Fn(u64) -> bool) {
+        while let Some(record) = self.records.front() {
+            if !expired(settled_at(record)) {
+                break;
+            }
+            let record = self.records.pop_front().expect("front exists");
+            let seq = self.first;
+            self.first += 1;
+            self.unindex(seq, &record);
+        }
+    }
+
+    /// Forgets the newest records until `len` remain (undoing an atomic batch).
+    pub fn truncate(&mut self, len: usize) {
+        while self.records.len() > len {
+            let seq = self.first + self.records.len() as u64 - 1;
+            let record = self.records.pop_back().expect("longer");
+            self.unindex(seq, &record);
+        }
+    }
+}
+
+/// Serialized as the list of records, oldest first: canonical for the same log.
+impl Serialize for Dedup {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct Bytes<'a>(&'a [u8]);
+        impl Serialize for Bytes<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_bytes(self.0)
+            }
+        }
+        let mut seq = serializer.serialize_seq(Some(self.records.len()))?;
+        for record in &self.records {
+            seq.serialize_element(&Bytes(record))?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Dedup {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Record(Box<[u8]>);
+        impl<'de> Deserialize<'de> for Record {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct BytesVisitor;
+                impl Visitor<'_> for BytesVisitor {
+                    type Value = Record;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a dedup record")
+                    }
+                    fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Record, E> {
+                        check_record(bytes).map_err(E::custom)?;
+                        Ok(Record(Box::from(bytes)))
+                    }
+                    fn visit_byte_buf<E: serde::de::Error>(
+                        self,
+                        bytes: Vec<u8>,
+                    ) -> Result<Record, E> {
+                        check_record(&bytes).map_err(E::custom)?;
+                        Ok(Record(bytes.into_boxed_slice()))
+                    }
+                }
+                deserializer.deserialize_byte_buf(BytesVisitor)
+            }
+        }
+        struct RecordsVisitor;
+        impl<'de> Visitor<'de> for RecordsVisitor {
+            type Value = Dedup;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of dedup records")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Dedup, A::Error> {
+                let mut dedup = Dedup::default();
+                while let Some(Record(record)) = seq.next_element()? {
+                    let hash = record_hash(&record);
+                    let (ordinal, id) = record_key(&record);
+                    if dedup
+                        .index
+                        .find(hash, |&s| record_is(dedup.record(s), ordinal, id))
+                        .is_some()
+                    {
+                        return Err(serde::de::Error::custom(
+                            "an event id is remembered twice for one account",
+                        ));
+                    }
+                    let seq = dedup.first + dedup.records.len() as u64;
+                    dedup.records.push_back(record);
+                    dedup.index_insert(seq, hash);
+                }
+                Ok(dedup)
+            }
+        }
+        deserializer.deserialize_seq(RecordsVisitor)
+    }
+}
+
+fn settled_at(record: &[u8]) -> u64 {
+    u64::from_le_bytes(record[4..12].try_into().expect("8 bytes"))
+}
+
+fn record_key(record: &[u8]) -> (u32, &[u8]) {
+    let ordinal = u32::from_le_bytes(record[..4].try_into().expect("4 bytes"));
+    let len = record[ID_LEN_AT] as usize;
+    (ordinal, &record[ID_LEN_AT + 1..ID_LEN_AT + 1 + len])
+}
+
+fn record_is(record: &[u8], ordinal: u32, id: &[u8]) -> bool {
+    record_key(record) == (ordinal, id)
+}
+
+fn record_hash(record: &[u8]) -> u64 {
+    let (ordinal, id) = record_key(record);
+    key_hash(ordinal, id)
+}
+
+fn key_hash(ordinal: u32, id: &[u8]) -> u64 {
+    crate::table::hash_bytes(ordinal, id)
+}
+
+fn put_varint(buf: &mut Vec<u8>, value: u128) {
+    match u64::try_from(value) {
+        Ok(mut small) => {
+            while small >= 0x80 {
+                buf.push(small as u8 | 0x80);
+                small >>= 7;
+            }
+            buf.push(small as u8);
+        }
+        Err(_) => {
+            let mut large = value;
+            while large >= 0x80 {
+                buf.push(large as u8 | 0x80);
+                large >>= 7;
+            }
+            buf.push(large as u8);
+        }
+    }
+}
+
+/// An amount as one byte of sign and scale, then its mantissa as a varint; trailing zeros are
+/// dropped first, so the form is canonical (like the 16-byte form snapshots use elsewhere).
+fn put_amount(buf: &mut Vec<u8>, amount: Amount) {
+    let (scale, negative, mantissa) = amount.canonical_parts();
+    buf.push((scale as u8) << 1 | negative as u8);
+    put_varint(buf, mantissa);
+}
+
+/// Reads a record written by [`Dedup::insert`] (checked when it was decoded or written).
+fn decode(record: &[u8]) -> Remembered {
+    let mut reader = Reader {
+        bytes: record,
+        at: ID_LEN_AT + 1 + record[ID_LEN_AT] as usize,
+    };
+    let fingerprint = u64::from_le_bytes(record[12..20].try_into().expect("8 bytes"));
+    let mut amount = || reader_amount(&mut reader).expect("records are checked");
+    let (charged, balance_after, debt_created, from_hold, revenue, cost) =
+        (amount(), amount(), amount(), amount(), amount(), amount());
+    let mut number = || reader.varint_u32().expect("records are checked");
+    let (price_book, price_version, count) = (number(), number(), number());
+    let draws = (0..count)
+        .map(|_| {
+            let grant = reader.varint_u32().expect("records are checked");
+            (
+                grant,
+                reader_amount(&mut reader).expect("records are checked"),
+            )
+        })
+        .collect();
+    Remembered {
+        fingerprint,
+        settled_at: settled_at(record),
+        charged,
+        balance_after,
+        debt_created,
+        from_hold,
+        revenue,
+        cost,
+        price_book,
+        price_version,
+        draws,
+    }
+}
+
+/// Checks that a decoded record is well formed, so reading it later cannot fail.
+fn check_record(record: &[u8]) -> Result<(), &'static str> {
+    if record.len() <= ID_LEN_AT {
+        return Err("dedup record too short");
+    }
+    let len = record[ID_LEN_AT] as usize;
+    if len == 0 || record.len() < ID_LEN_AT + 1 + len {
+        return Err("dedup record: bad event id length");
+    }
+    let mut reader = Reader {
+        bytes: record,
+        at: ID_LEN_AT + 1 + len,
+    };
+    for _ in 0..6 {
+        reader_amount(&mut reader)?;
+    }
+    reader.varint_u32()?;
+    reader.varint_u32()?;
+    for _ in 0..reader.varint_u32()? {
+        reader.varint_u32()?;
+        reader_amount(&mut reader)?;
+    }
+    if reader.at != record.len() {
+        return Err("dedup record: trailing bytes");
+    }
+    Ok(())
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn byte(&mut self) -> Result<u8, &'static str> {
+        let byte = *self.bytes.get(self.at).ok_or("dedup record truncated")?;
+        self.at += 1;
+        Ok(byte)
+    }
+
+    fn varint(&mut self) -> Result<u128, &'static str> {
+        let mut value: u128 = 0;
+        for shift in (0..128).step_by(7) {
+            let byte = self.byte()?;
+            value |= ((byte & 0x7f) as u128) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("dedup record: varint too long")
+    }
+
+    fn varint_u32(&mut self) -> Result<u32, &'static str> {
+        u32::try_from(self.varint()?).map_err(|_| "dedup record: number out of range")
+    }
+}
+
+fn reader_amount(reader: &mut Reader<'_>) -> Result<Amount, &'static str> {
+    let head = reader.byte()?;
+    let scale = (head >> 1) as u32;
+    let mantissa = reader.varint()?;
+    if scale > 28 || mantissa >> 96 != 0 {
+        return Err("dedup record: amount out of range");
+    }
+    let mut decimal = Decimal::from_i128_with_scale(mantissa as i128, scale);
+    decimal.set_sign_negative(head & 1 == 1);
+    Ok(Amount::from_decimal_raw(decimal))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(text: &str) -> Amount {
+        Amount::parse("t", text).unwrap()
+    }
+
+    fn remembered(seed: u64) -> Remembered {
+        Remembered {
+            fingerprint: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            settled_at: 1_700_000_000_000 + seed,
+            charged: Amount::from_decimal_raw(Decimal::new(4000, 6)),
+            balance_after: a("-999999999999.123456789"),
+            debt_created: Amount::ZERO,
+            from_hold: a("0.5"),
+            revenue: a("79228162514264.337593543950335"),
+            cost: -a("0.0000001"),
+            price_book: seed as u32,
+            price_version: u32::MAX,
+            draws: vec![(0, a("1.25")), (7, a("3"))],
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_expire_in_order() {
+        let mut dedup = Dedup::default();
+        for seed in 0..50u64 {
+            let r = remembered(seed);
+            dedup.insert(
+                (seed % 3) as u32,
+                &format!("ev-{seed}"),
+                &r,
+                r.draws.iter().copied(),
+            );
+        }
+        assert_eq!(dedup.get(1, "ev-4"), Some(remembered(4)));
+        assert_eq!(dedup.get(1, "ev-4").unwrap().charged.decimal().scale(), 3);
+        assert_eq!(dedup.get(0, "ev-4"), None);
+        let bytes = bincode::serialize(&dedup).unwrap();
+        let decoded: Dedup = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(decoded, dedup);
+        assert_eq!(decoded.get(2, "ev-47"), Some(remembered(47)));
+        dedup.forget_while(|at| at < 1_700_000_000_000 + 10);
+        assert_eq!(dedup.len(), 40);
+        assert_eq!(dedup.get(0, "ev-9"), None);
+        assert_eq!(dedup.get(1, "ev-10"), Some(remembered(10)));
+        dedup.truncate(5);
+        assert_eq!(dedup.get(2, "ev-14"), Some(remembered(14)));
+        assert_eq!(dedup.get(0, "ev-15"), None);
+        let r = remembered(15);
+        dedup.insert(0, "ev-15", &r, r.draws.iter().copied());
+        assert_eq!(dedup.get(0, "ev-15"), Some(remembered(15)));
+    }
+
+    #[test]
+    fn corrupt_records_are_refused() {
+        let mut dedup = Dedup::default();
+        let r = remembered(1);
+        dedup.insert(1, "x", &r, r.draws.iter().copied());
+        let mut bytes = bincode::serialize(&dedup).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] = 0x80; // a varint that never ends
+        assert!(bincode::deserialize::<Dedup>(&bytes).is_err());
+        let r = remembered(2);
+        dedup.insert(1, "x", &r, r.draws.iter().copied()); // a repeated id: decoding refuses it
+        let bytes = bincode::serialize(&dedup).unwrap();
+        assert!(bincode::deserialize::<Dedup>(&bytes).is_err());
+    }
+}
