@@ -381,12 +381,26 @@ impl LedgerState {
 
     /// Versioned binary snapshot of the whole state.
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        let body = bincode::serialize(self).expect("the state always serializes");
-        let mut bytes = Vec::with_capacity(body.len() + 12);
-        bytes.extend_from_slice(SNAPSHOT_MAGIC);
-        bytes.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&body);
+        let mut bytes = Vec::with_capacity(self.snapshot_len() as usize);
+        self.encode_snapshot_into(&mut bytes)
+            .expect("writing to a Vec cannot fail");
         bytes
+    }
+
+    /// The length of [`Self::encode_snapshot`]'s bytes, without encoding them.
+    pub fn snapshot_len(&self) -> u64 {
+        12 + bincode::serialized_size(self).expect("the state always serializes")
+    }
+
+    /// [`Self::encode_snapshot`] written to `out` as it is encoded: a snapshot of a large
+    /// ledger goes to its file without a second copy of the state in memory.
+    pub fn encode_snapshot_into<W: std::io::Write>(&self, mut out: W) -> std::io::Result<()> {
+        out.write_all(SNAPSHOT_MAGIC)?;
+        out.write_all(&SNAPSHOT_VERSION.to_le_bytes())?;
+        bincode::serialize_into(&mut out, self).map_err(|e| match *e {
+            bincode::ErrorKind::Io(io) => io,
+            other => std::io::Error::other(other.to_string()),
+        })
     }
 
     /// Decodes a snapshot and checks the invariants of what it decoded (the pair of the
@@ -407,8 +421,10 @@ impl LedgerState {
 
     /// SHA-256 over the canonical encoding of the whole state.
     pub fn state_hash(&self) -> [u8; 32] {
-        let body = bincode::serialize(self).expect("the state always serializes");
-        Sha256::digest(&body).into()
+        // Hashed as it is encoded, without holding the encoding in memory.
+        let mut hasher = Sha256::new();
+        bincode::serialize_into(&mut hasher, self).expect("the state always serializes");
+        hasher.finalize().into()
     }
 
     /// The state hash as lowercase hex.

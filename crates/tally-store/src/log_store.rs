@@ -67,7 +67,7 @@ impl Default for LogOptions {
     fn default() -> Self {
         LogOptions {
             segment_bytes_target: 64 * 1024 * 1024,
-            cache_bytes_max: 32 * 1024 * 1024,
+            cache_bytes_max: 16 * 1024 * 1024,
         }
     }
 }

@@ -35,6 +35,8 @@ const SNAPSHOT_VERSION: u8 = 2;
 const HASH_LEN: usize = 32;
 const CURRENT: &str = "current.snap";
 const TEMP: &str = "current.snap.tmp";
+/// Where a build writes before it is made current (apart from [`TEMP`], which installs use).
+const BUILD_TEMP: &str = "current.snap.build";
 
 pub(crate) fn encode(meta: &Meta, state: &[u8], history: &[u8]) -> Result<Vec<u8>, StoreError> {
     let header = codec::encode("snapshot header", meta)?;
@@ -177,9 +179,11 @@ impl SnapshotFiles {
     pub(crate) fn open(dir: &Path) -> Result<(Self, Option<Vec<u8>>), StoreError> {
         fs::create_dir_all(dir).map_err(|e| StoreError::io("create dir", dir, e))?;
         // A temp file is a write that crashed before its rename: never the current snapshot.
-        let temp = dir.join(TEMP);
-        if temp.exists() {
-            fs::remove_file(&temp).map_err(|e| StoreError::io("remove", &temp, e))?;
+        for name in [TEMP, BUILD_TEMP] {
+            let temp = dir.join(name);
+            if temp.exists() {
+                fs::remove_file(&temp).map_err(|e| StoreError::io("remove", &temp, e))?;
+            }
         }
         let path = dir.join(CURRENT);
         let (meta, bytes) = match fs::read(&path) {
@@ -218,6 +222,76 @@ impl SnapshotFiles {
         Ok(true)
     }
 
+    /// Writes a snapshot to the build temp file as it is encoded (no copy of the state in
+    /// memory): the same format as [`encode`], with the state written by `write_state`, which
+    /// must write exactly `state_len` bytes. Not synced; [`Self::commit_build`] makes it the
+    /// current snapshot. Blocking.
+    pub(crate) fn write_build(
+        &self,
+        meta: &Meta,
+        state_len: u64,
+        write_state: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+        history: &[u8],
+    ) -> Result<(), StoreError> {
+        let header = codec::encode("snapshot header", meta)?;
+        let header_len = u32::try_from(header.len()).map_err(|_| StoreError::Encode {
+            what: "snapshot header",
+            reason: format!("{} bytes is over the u32 length field", header.len()),
+        })?;
+        let temp = self.dir.join(BUILD_TEMP);
+        let io = |e| StoreError::io("write", &temp, e);
+        let file = File::create(&temp).map_err(io)?;
+        let mut out = Hashing {
+            inner: std::io::BufWriter::with_capacity(1 << 20, file),
+            hasher: Sha256::new(),
+            written: 0,
+        };
+        out.write_all(MAGIC).map_err(io)?;
+        out.write_all(&[SNAPSHOT_VERSION]).map_err(io)?;
+        out.write_all(&header_len.to_be_bytes()).map_err(io)?;
+        out.write_all(&header).map_err(io)?;
+        out.write_all(&state_len.to_be_bytes()).map_err(io)?;
+        let state_start = out.written;
+        write_state(&mut out).map_err(io)?;
+        if out.written - state_start != state_len {
+            return Err(StoreError::Encode {
+                what: "snapshot state",
+                reason: format!(
+                    "{} bytes written where {state_len} were announced",
+                    out.written - state_start
+                ),
+            });
+        }
+        out.write_all(&(history.len() as u64).to_be_bytes())
+            .map_err(io)?;
+        out.write_all(history).map_err(io)?;
+        let hash = out.hasher.finalize_reset();
+        out.inner.write_all(&hash).map_err(io)?;
+        out.inner.flush().map_err(io)?;
+        Ok(())
+    }
+
+    /// Makes the build temp file describing `meta` the current snapshot, durably, unless the
+    /// current one is newer. Returns whether it was kept. Blocking.
+    pub(crate) fn commit_build(&self, meta: &Meta) -> Result<bool, StoreError> {
+        let temp = self.dir.join(BUILD_TEMP);
+        File::open(&temp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| StoreError::io("fsync", &temp, e))?;
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cur) = current.as_ref() {
+            if cur.last_log_id > meta.last_log_id {
+                fs::remove_file(&temp).map_err(|e| StoreError::io("remove", &temp, e))?;
+                return Ok(false);
+            }
+        }
+        let path = self.dir.join(CURRENT);
+        fs::rename(&temp, &path).map_err(|e| StoreError::io("rename", &temp, e))?;
+        sync_dir(&self.dir)?;
+        *current = Some(meta.clone());
+        Ok(true)
+    }
+
     /// The current snapshot's bytes. Blocking.
     pub(crate) fn read_current(&self) -> Result<Option<Vec<u8>>, StoreError> {
         let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
@@ -227,6 +301,26 @@ impl SnapshotFiles {
         let path = self.dir.join(CURRENT);
         let bytes = fs::read(&path).map_err(|e| StoreError::io("read", &path, e))?;
         Ok(Some(bytes))
+    }
+}
+
+/// A writer that hashes and counts what passes through it.
+struct Hashing<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -263,6 +357,33 @@ mod tests {
         }
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(decode(b"").is_err());
+    }
+
+    #[test]
+    fn a_streamed_build_writes_the_same_bytes_and_a_stale_one_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, _) = SnapshotFiles::open(dir.path()).unwrap();
+        files
+            .write_build(&meta(7), 11, |w| w.write_all(b"state bytes"), b"rows")
+            .unwrap();
+        assert!(files.commit_build(&meta(7)).unwrap());
+        assert_eq!(
+            files.read_current().unwrap().unwrap(),
+            encode(&meta(7), b"state bytes", b"rows").unwrap()
+        );
+        // A writer that lies about the length is refused.
+        assert!(files
+            .write_build(&meta(8), 3, |w| w.write_all(b"four"), b"")
+            .is_err());
+        // An older build never replaces a newer snapshot.
+        files
+            .write_build(&meta(6), 3, |w| w.write_all(b"six"), b"")
+            .unwrap();
+        assert!(!files.commit_build(&meta(6)).unwrap());
+        assert_eq!(
+            decode(&files.read_current().unwrap().unwrap()).unwrap().0,
+            meta(7)
+        );
     }
 
     #[test]

@@ -450,49 +450,48 @@ impl StateMachineStore {
 
 impl SnapshotBuilder {
     async fn build(&self) -> Result<Snapshot<TypeConfig>, StoreError> {
-        // Encode under the read lock so state, last_applied, membership and the account heads
-        // agree. The local snapshot holds no journal rows: they are in this node's `sm` tree,
-        // synced below before the snapshot is saved; `current_snapshot` adds them when the
-        // snapshot leaves for another node.
-        let (last_applied, membership, state_bytes, history) = {
-            let applied = self.shared.read();
-            let rows = vec![heads_row(&applied.heads)?];
-            (
-                applied.last_applied,
-                applied.membership.clone(),
-                applied.state.encode_snapshot(),
-                rows,
-            )
-        };
-        let history_bytes = snapshot::encode_rows(&history);
-        let n = self.shared.snapshot_counter.fetch_add(1, Ordering::Relaxed);
-        let snapshot_id = match last_applied {
-            Some(id) => format!(
-                "{}-{}-{}-{n}",
-                id.leader_id.term, id.leader_id.node_id, id.index
-            ),
-            None => format!("none-{n}"),
-        };
-        let meta = Meta {
-            last_log_id: last_applied,
-            last_membership: membership,
-            snapshot_id,
-        };
-        let bytes = snapshot::encode(&meta, &state_bytes, &history_bytes)?;
         let shared = self.shared.clone();
-        let meta_for_disk = meta.clone();
-        let bytes_for_disk = bytes.clone();
-        tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
+        let n = self.shared.snapshot_counter.fetch_add(1, Ordering::Relaxed);
+        let meta = tokio::task::spawn_blocking(move || -> Result<Meta, StoreError> {
+            // Written under the read lock so state, last_applied, membership and the account
+            // heads agree; the state is encoded straight into the file (no copy of it in
+            // memory). The local snapshot holds no journal rows: they are in this node's `sm`
+            // tree, synced below before the snapshot is made current; `current_snapshot` adds
+            // them when the snapshot leaves for another node.
+            let applied = shared.read();
+            let history = snapshot::encode_rows(&[heads_row(&applied.heads)?]);
+            let snapshot_id = match applied.last_applied {
+                Some(id) => format!(
+                    "{}-{}-{}-{n}",
+                    id.leader_id.term, id.leader_id.node_id, id.index
+                ),
+                None => format!("none-{n}"),
+            };
+            let meta = Meta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.membership.clone(),
+                snapshot_id,
+            };
+            shared.snapshots.write_build(
+                &meta,
+                applied.state.snapshot_len(),
+                |out| applied.state.encode_snapshot_into(out),
+                &history,
+            )?;
+            drop(applied);
             // The journal rows up to this snapshot must be durable before the log entries
             // that could rebuild them may be purged.
             shared.disk.sync(&shared.db)?;
-            shared.snapshots.save(&meta_for_disk, &bytes_for_disk)
+            shared.snapshots.commit_build(&meta)?;
+            Ok(meta)
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))??;
+        // openraft 0.9 uses only the meta of a built snapshot (core/sm/worker.rs); what it
+        // sends a follower comes from `get_current_snapshot`. So the data is not read back.
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+            snapshot: Box::new(Cursor::new(Vec::new())),
         })
     }
 }
