@@ -392,8 +392,7 @@ impl LedgerState {
         12 + bincode::serialized_size(self).expect("the state always serializes")
     }
 
-    /// [`Self::encode_snapshot`] written to `out` as it is encoded: a snapshot of a large
-    /// ledger goes to its file without a second copy of the state in memory.
+    /// [`Self::encode_snapshot`] written to `out` as it is encoded (no intermediate buffer).
     pub fn encode_snapshot_into<W: std::io::Write>(&self, mut out: W) -> std::io::Result<()> {
         out.write_all(SNAPSHOT_MAGIC)?;
         out.write_all(&SNAPSHOT_VERSION.to_le_bytes())?;

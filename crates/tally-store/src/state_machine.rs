@@ -453,32 +453,38 @@ impl SnapshotBuilder {
         let shared = self.shared.clone();
         let n = self.shared.snapshot_counter.fetch_add(1, Ordering::Relaxed);
         let meta = tokio::task::spawn_blocking(move || -> Result<Meta, StoreError> {
-            // Written under the read lock so state, last_applied, membership and the account
-            // heads agree; the state is encoded straight into the file (no copy of it in
-            // memory). The local snapshot holds no journal rows: they are in this node's `sm`
-            // tree, synced below before the snapshot is made current; `current_snapshot` adds
-            // them when the snapshot leaves for another node.
-            let applied = shared.read();
-            let history = snapshot::encode_rows(&[heads_row(&applied.heads)?]);
-            let snapshot_id = match applied.last_applied {
-                Some(id) => format!(
-                    "{}-{}-{}-{n}",
-                    id.leader_id.term, id.leader_id.node_id, id.index
-                ),
-                None => format!("none-{n}"),
+            // Encoded under the read lock so state, last_applied, membership and the account
+            // heads agree; written to the file after the lock is released. (Writing the file
+            // under the lock saved the memory of the encoding but blocked apply for seconds on
+            // a large ledger: a file write of a GiB waits for the disk once the kernel's dirty
+            // page limit is reached.) The local snapshot holds no journal rows: they are in
+            // this node's `sm` tree, synced below before the snapshot is made current;
+            // `current_snapshot` adds them when the snapshot leaves for another node.
+            let (meta, state_bytes, history) = {
+                let applied = shared.read();
+                let history = snapshot::encode_rows(&[heads_row(&applied.heads)?]);
+                let snapshot_id = match applied.last_applied {
+                    Some(id) => format!(
+                        "{}-{}-{}-{n}",
+                        id.leader_id.term, id.leader_id.node_id, id.index
+                    ),
+                    None => format!("none-{n}"),
+                };
+                let meta = Meta {
+                    last_log_id: applied.last_applied,
+                    last_membership: applied.membership.clone(),
+                    snapshot_id,
+                };
+                (meta, applied.state.encode_snapshot(), history)
             };
-            let meta = Meta {
-                last_log_id: applied.last_applied,
-                last_membership: applied.membership.clone(),
-                snapshot_id,
-            };
+            // Written in parts, so the encoded state is the only copy in memory.
             shared.snapshots.write_build(
                 &meta,
-                applied.state.snapshot_len(),
-                |out| applied.state.encode_snapshot_into(out),
+                state_bytes.len() as u64,
+                |out| out.write_all(&state_bytes),
                 &history,
             )?;
-            drop(applied);
+            drop(state_bytes);
             // The journal rows up to this snapshot must be durable before the log entries
             // that could rebuild them may be purged.
             shared.disk.sync(&shared.db)?;
