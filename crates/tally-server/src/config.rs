@@ -81,7 +81,7 @@ impl Default for RaftConfig {
             heartbeat_ms: 100,
             election_timeout_ms_min: 500,
             election_timeout_ms_max: 1_000,
-            snapshot_logs_since_last: 10_000,
+            snapshot_logs_since_last: 50_000,
             logs_to_keep_after_snapshot: 1_000,
             append_entries_max: 256,
             peer_connect_timeout_ms: 1_000,
