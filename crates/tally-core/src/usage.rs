@@ -486,7 +486,7 @@ struct Checkpoint {
     totals: Totals,
     journal_len: usize,
     events_len: usize,
-    dedup_len: usize,
+    dedup: crate::dedup::DedupMark,
 }
 
 impl Checkpoint {
@@ -507,12 +507,12 @@ impl Checkpoint {
             totals: state.totals.clone(),
             journal_len: result.journal.len(),
             events_len: result.events.len(),
-            dedup_len: state.dedup.len(),
+            dedup: state.dedup.mark(),
         }
     }
 
     fn restore(self, state: &mut LedgerState, result: &mut ApplyResult) {
-        state.dedup.truncate(self.dedup_len);
+        state.dedup.rollback(self.dedup);
         for (id, saved) in self.accounts {
             let current = state
                 .accounts
