@@ -35,7 +35,7 @@ pub(crate) struct Account {
     /// refers to grants by index).
     pub grants: Vec<Grant>,
     pub debt: Amount,
-    pub holds: BTreeMap<HoldId, Hold>,
+    pub holds: Holds,
     /// Exact charge and cost accrued per meter, and what was already debited/recorded.
     pub accruals: VecMap<Meter, Accrual>,
     /// Revenue on debt at the list price, accrued exactly and recorded rounded.
@@ -227,6 +227,71 @@ impl GrantOrder {
     }
 }
 
+/// An account's holds by id. Most accounts hold none, so the map lives behind a pointer that
+/// is null while it is empty: 8 bytes in every account instead of an empty map's 24.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[allow(clippy::box_collection)] // The box is the point: 8 bytes where an empty map takes 24.
+pub(crate) struct Holds(Option<Box<BTreeMap<HoldId, Hold>>>);
+
+impl Holds {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&HoldId, &Hold)> {
+        self.0.iter().flat_map(|map| map.iter())
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Hold> {
+        self.iter().map(|(_, hold)| hold)
+    }
+
+    pub fn get(&self, id: &HoldId) -> Option<&Hold> {
+        self.0.as_ref()?.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &HoldId) -> Option<&mut Hold> {
+        self.0.as_mut()?.get_mut(id)
+    }
+
+    pub fn contains_key(&self, id: &HoldId) -> bool {
+        self.get(id).is_some()
+    }
+
+    pub fn insert(&mut self, id: HoldId, hold: Hold) -> Option<Hold> {
+        self.0.get_or_insert_with(Default::default).insert(id, hold)
+    }
+
+    pub fn remove(&mut self, id: &HoldId) -> Option<Hold> {
+        let map = self.0.as_mut()?;
+        let removed = map.remove(id);
+        if map.is_empty() {
+            self.0 = None;
+        }
+        removed
+    }
+}
+
+/// Encoded as the map itself (an empty map when there are no holds).
+impl Serialize for Holds {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let len = self.0.as_ref().map_or(0, |map| map.len());
+        let mut map = serializer.serialize_map(Some(len))?;
+        for (id, hold) in self.iter() {
+            map.serialize_entry(id, hold)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Holds {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<HoldId, Hold>::deserialize(deserializer)?;
+        Ok(Holds((!map.is_empty()).then(|| Box::new(map))))
+    }
+}
+
 /// Ledger-wide parameters transitions need.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Params {
@@ -343,7 +408,7 @@ impl Account {
                 consider(at, Transition::GrantExpire(index), None);
             }
         }
-        for (id, hold) in &self.holds {
+        for (id, hold) in self.holds.iter() {
             match hold.ended {
                 None => consider(hold.expires_at, Transition::HoldExpire, Some(id)),
                 Some((_, ended_at)) => consider(

@@ -1,8 +1,6 @@
 //! Handlers for every command but usage: assets, accounts, grants, price and cost books, holds.
 //! Each validates everything before it changes anything, so a rejection changes nothing.
 
-use std::collections::BTreeMap;
-
 use crate::account::{Account, Grant, GrantEnd, Hold, HoldEnd};
 use crate::calendar::month_of;
 use crate::command::{
@@ -209,7 +207,7 @@ impl LedgerState {
                 depleted: false,
                 grants: Vec::new(),
                 debt: Amount::ZERO,
-                holds: BTreeMap::new(),
+                holds: Default::default(),
                 accruals: Default::default(),
                 debt_revenue: Default::default(),
                 reports: Default::default(),

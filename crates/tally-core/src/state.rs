@@ -436,7 +436,7 @@ impl LedgerState {
             }
             let debt = debt_by_asset.entry(&account.asset).or_default();
             *debt = debt.checked_add(account.debt).ok_or("overflow")?;
-            for (hold_id, hold) in &account.holds {
+            for (hold_id, hold) in account.holds.iter() {
                 if hold.remaining.is_negative() || hold.remaining > hold.amount {
                     return Err(format!(
                         "hold {hold_id} of {id} reserves {}",
