@@ -42,10 +42,14 @@ impl FoldHasher {
         for word in &mut words {
             self.u64(u64::from_le_bytes(word.try_into().expect("8 bytes")));
         }
-        if !words.remainder().is_empty() {
-            let mut tail = [0u8; 8];
-            tail[..words.remainder().len()].copy_from_slice(words.remainder());
-            self.u64(u64::from_le_bytes(tail));
+        let tail = words.remainder();
+        if !tail.is_empty() {
+            // Byte by byte: at most 7, cheaper than a call to copy a slice of unknown length.
+            let word = tail
+                .iter()
+                .enumerate()
+                .fold(0u64, |word, (i, byte)| word | (*byte as u64) << (8 * i));
+            self.u64(word);
         }
     }
 
