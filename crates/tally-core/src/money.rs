@@ -226,7 +226,7 @@ impl Amount {
     }
 
     /// `self + other`; `None` when the result leaves `Decimal`'s range.
-    #[inline]
+    #[inline(always)]
     pub fn checked_add(self, other: Amount) -> Option<Amount> {
         match exact_sum(self.0, other.0, false) {
             Some(sum) => Some(Amount(sum)),
@@ -235,7 +235,7 @@ impl Amount {
     }
 
     /// `self - other`; `None` when the result leaves `Decimal`'s range.
-    #[inline]
+    #[inline(always)]
     pub fn checked_sub(self, other: Amount) -> Option<Amount> {
         match exact_sum(self.0, other.0, true) {
             Some(difference) => Some(Amount(difference)),
