@@ -38,9 +38,15 @@ pub(crate) struct Remembered {
 }
 
 /// Record layout: ordinal (4 bytes LE), settled_at (8), fingerprint (8), event id length (1)
-/// and bytes, then the six amounts, the price book, the version, the draw count and each
-/// draw's grant index and amount, each number as a LEB128 varint.
+/// and bytes; a byte of flags; the amounts among charged, balance after, debt created, from
+/// hold, revenue and cost that are not zero (flag bits 0 to 5 say which); the price book and
+/// the version; then the draws: with flag bit 6, one draw of the whole charge and only its
+/// grant index, else the draw count and each draw's grant index and amount. Numbers are
+/// LEB128 varints. Zero amounts and the usual single draw thus take no bytes.
 const ID_LEN_AT: usize = 20;
+
+/// Flag bit: the only draw is of the whole charge.
+const ONE_DRAW_OF_CHARGE: u8 = 1 << 6;
 
 /// Records are appended to chunks of this many bytes (a record longer than that gets a chunk
 /// of its own size); a chunk is freed once every record in it is forgotten.
@@ -173,22 +179,44 @@ impl Dedup {
         buf.extend_from_slice(&remembered.fingerprint.to_le_bytes());
         buf.push(u8::try_from(id.len()).expect("event ids are at most 128 bytes"));
         buf.extend_from_slice(id);
-        for amount in [
+        let amounts = [
             remembered.charged,
             remembered.balance_after,
             remembered.debt_created,
             remembered.from_hold,
             remembered.revenue,
             remembered.cost,
-        ] {
-            put_amount(&mut buf, amount);
+        ];
+        let mut draws = draws.peekable();
+        let one_draw_of_charge =
+            draws.len() == 1 && draws.peek().is_some_and(|(_, a)| *a == remembered.charged);
+        let mut flags = if one_draw_of_charge {
+            ONE_DRAW_OF_CHARGE
+        } else {
+            0
+        };
+        for (bit, amount) in amounts.iter().enumerate() {
+            if !amount.is_zero() {
+                flags |= 1 << bit;
+            }
+        }
+        buf.push(flags);
+        for amount in amounts {
+            if !amount.is_zero() {
+                put_amount(&mut buf, amount);
+            }
         }
         put_varint(&mut buf, remembered.price_book as u128);
         put_varint(&mut buf, remembered.price_version as u128);
-        put_varint(&mut buf, draws.len() as u128);
-        for (grant, amount) in draws {
+        if one_draw_of_charge {
+            let (grant, _) = draws.next().expect("one draw");
             put_varint(&mut buf, grant as u128);
-            put_amount(&mut buf, amount);
+        } else {
+            put_varint(&mut buf, draws.len() as u128);
+            for (grant, amount) in draws {
+                put_varint(&mut buf, grant as u128);
+                put_amount(&mut buf, amount);
+            }
         }
         self.push_record(&buf, key_hash(ordinal, id));
         self.scratch = buf;
@@ -414,42 +442,15 @@ fn put_amount(buf: &mut Vec<u8>, amount: Amount) {
 
 /// Reads a record written by [`Dedup::insert`] (checked when it was decoded or written).
 fn decode(record: &[u8]) -> Remembered {
-    let mut reader = Reader {
-        bytes: record,
-        at: ID_LEN_AT + 1 + record[ID_LEN_AT] as usize,
-    };
-    let fingerprint = u64::from_le_bytes(record[12..20].try_into().expect("8 bytes"));
-    let mut amount = || reader_amount(&mut reader).expect("records are checked");
-    let (charged, balance_after, debt_created, from_hold, revenue, cost) =
-        (amount(), amount(), amount(), amount(), amount(), amount());
-    let mut number = || reader.varint_u32().expect("records are checked");
-    let (price_book, price_version, count) = (number(), number(), number());
-    let draws = (0..count)
-        .map(|_| {
-            let grant = reader.varint_u32().expect("records are checked");
-            (
-                grant,
-                reader_amount(&mut reader).expect("records are checked"),
-            )
-        })
-        .collect();
-    Remembered {
-        fingerprint,
-        settled_at: settled_at(record),
-        charged,
-        balance_after,
-        debt_created,
-        from_hold,
-        revenue,
-        cost,
-        price_book,
-        price_version,
-        draws,
-    }
+    parse(record).expect("records are checked")
 }
 
 /// Checks that a decoded record is well formed, so reading it later cannot fail.
 fn check_record(record: &[u8]) -> Result<(), &'static str> {
+    parse(record).map(|_| ())
+}
+
+fn parse(record: &[u8]) -> Result<Remembered, &'static str> {
     if record.len() <= ID_LEN_AT {
         return Err("dedup record too short");
     }
@@ -461,19 +462,46 @@ fn check_record(record: &[u8]) -> Result<(), &'static str> {
         bytes: record,
         at: ID_LEN_AT + 1 + len,
     };
-    for _ in 0..6 {
-        reader_amount(&mut reader)?;
+    let flags = reader.byte()?;
+    if flags >> 7 != 0 {
+        return Err("dedup record: unknown flags");
     }
-    reader.varint_u32()?;
-    reader.varint_u32()?;
-    for _ in 0..reader.varint_u32()? {
-        reader.varint_u32()?;
-        reader_amount(&mut reader)?;
+    let mut amounts = [Amount::ZERO; 6];
+    for (bit, amount) in amounts.iter_mut().enumerate() {
+        if flags & (1 << bit) != 0 {
+            *amount = reader_amount(&mut reader)?;
+        }
     }
+    let [charged, balance_after, debt_created, from_hold, revenue, cost] = amounts;
+    let price_book = reader.varint_u32()?;
+    let price_version = reader.varint_u32()?;
+    let draws = if flags & ONE_DRAW_OF_CHARGE != 0 {
+        vec![(reader.varint_u32()?, charged)]
+    } else {
+        let count = reader.varint_u32()?;
+        let mut draws = Vec::new();
+        for _ in 0..count {
+            let grant = reader.varint_u32()?;
+            draws.push((grant, reader_amount(&mut reader)?));
+        }
+        draws
+    };
     if reader.at != record.len() {
         return Err("dedup record: trailing bytes");
     }
-    Ok(())
+    Ok(Remembered {
+        fingerprint: u64::from_le_bytes(record[12..20].try_into().expect("8 bytes")),
+        settled_at: settled_at(record),
+        charged,
+        balance_after,
+        debt_created,
+        from_hold,
+        revenue,
+        cost,
+        price_book,
+        price_version,
+        draws,
+    })
 }
 
 struct Reader<'a> {
@@ -626,6 +654,44 @@ mod tests {
             bincode::serialize(&decoded).unwrap(),
             bincode::serialize(&dedup).unwrap()
         );
+    }
+
+    /// Zero amounts and a single draw of the whole charge are left out of the bytes and come
+    /// back as they were (by value: amounts come back without trailing zeros).
+    #[test]
+    fn short_forms_round_trip() {
+        let mut dedup = Dedup::default();
+        let charge = Amount::from_decimal_raw(Decimal::new(4000, 6));
+        let cases = [
+            (vec![(1, a("0.004"))], Amount::ZERO),
+            (vec![(0, a("0.003"))], a("0.001")),
+            (vec![(0, a("0.001")), (1, a("0.003"))], Amount::ZERO),
+            (Vec::new(), charge),
+        ];
+        for (index, (draws, debt)) in cases.into_iter().enumerate() {
+            let r = Remembered {
+                fingerprint: 7,
+                settled_at: 9,
+                charged: charge,
+                balance_after: Amount::ZERO,
+                debt_created: debt,
+                from_hold: Amount::ZERO,
+                revenue: a("0.00008"),
+                cost: Amount::ZERO,
+                price_book: 0,
+                price_version: 0,
+                draws,
+            };
+            let id = format!("e{index}");
+            dedup.insert(3, &id, &r, r.draws.iter().copied());
+            assert_eq!(dedup.get(3, &id), Some(r), "case {index}");
+        }
+        let single = dedup.record(*dedup.index.find(key_hash(3, b"e0"), |_| true).unwrap());
+        // Id length and id, flags, charged and revenue (a byte of scale and sign, a byte of
+        // mantissa each), book and version, the one draw's grant index.
+        assert_eq!(single.len(), ID_LEN_AT + (1 + 2) + 1 + (2 + 2) + 2 + 1);
+        let decoded: Dedup = bincode::deserialize(&bincode::serialize(&dedup).unwrap()).unwrap();
+        assert_eq!(decoded, dedup);
     }
 
     #[test]
