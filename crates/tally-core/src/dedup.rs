@@ -159,6 +159,16 @@ impl Dedup {
         Some(decode(self.record(*location)))
     }
 
+    /// Whether `event_id` of account `ordinal` is remembered (without decoding the record).
+    pub fn contains(&self, ordinal: u32, event_id: &str) -> bool {
+        let hash = key_hash(ordinal, event_id.as_bytes());
+        self.index
+            .find(hash, |&location| {
+                record_is(self.record(location), ordinal, event_id.as_bytes())
+            })
+            .is_some()
+    }
+
     /// Remembers a settlement; the caller checked that the event id is not remembered yet.
     /// `remembered.draws` is ignored: the draws are `draws` (so the caller need not collect
     /// them).

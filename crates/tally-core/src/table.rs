@@ -105,7 +105,7 @@ impl Accounts {
         self.entries.len()
     }
 
-    fn ordinal(&self, id: &AccountId) -> Option<u32> {
+    pub fn ordinal(&self, id: &AccountId) -> Option<u32> {
         self.index
             .find(id_hash(id), |&ordinal| {
                 &self.entries[ordinal as usize].0 == id
@@ -121,6 +121,15 @@ impl Accounts {
     pub fn get_mut(&mut self, id: &AccountId) -> Option<&mut Account> {
         self.ordinal(id)
             .map(|ordinal| &mut *self.entries[ordinal as usize].1)
+    }
+
+    /// The account with `ordinal` (which exists: ordinals come from this table).
+    pub fn by_ordinal(&self, ordinal: u32) -> &Account {
+        &self.entries[ordinal as usize].1
+    }
+
+    pub fn by_ordinal_mut(&mut self, ordinal: u32) -> &mut Account {
+        &mut self.entries[ordinal as usize].1
     }
 
     /// The id of the account with `ordinal`.
