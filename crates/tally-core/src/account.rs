@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use crate::calendar::{add_months, month_of, MS_PER_DAY, MS_PER_WEEK};
 use crate::command::{AccountStatus, AutoRecharge, GrantCategory, ResetPeriod};
 use crate::effects::Out;
-use crate::ids::{AccountId, AssetCode, BookId, GrantId, HoldId, Key, Meter};
+use crate::ids::{AccountId, AssetCode, GrantId, HoldId, Key, Meter};
 use crate::journal::{Book, JournalKind, LedgerEventKind};
 use crate::money::Amount;
 use crate::report::{minus, plus, ReportAgg};
@@ -21,7 +21,9 @@ pub(crate) struct Account {
     pub asset: AssetCode,
     pub scale: u32,
     pub status: AccountStatus,
-    pub price_book: Option<BookId>,
+    /// The ordinal of the account's price book (its id is the ledger's `book_ids[ordinal]`):
+    /// 8 bytes, where an id takes 16.
+    pub price_book: Option<u32>,
     pub credit_limit: Amount,
     pub list_price: Amount,
     /// Metadata and alert rules; `None` when the account has none (most accounts), which

@@ -77,11 +77,12 @@ impl LedgerState {
             .map_or_else(|| code.clone(), |(code, _)| code.clone())
     }
 
-    /// The ledger's own copy of a price book id known to exist (checked before).
-    fn interned_book(&self, book: &BookId) -> BookId {
+    /// The ordinal of a price book known to exist (checked before).
+    fn book_ordinal(&self, book: &BookId) -> u32 {
         self.price_books
-            .get_key_value(book)
-            .map_or_else(|| book.clone(), |(book, _)| book.clone())
+            .get(book)
+            .expect("the price book was checked")
+            .ordinal
     }
 
     fn asset_scale(&self, code: &AssetCode) -> Result<u32, Reason> {
@@ -164,7 +165,10 @@ impl LedgerState {
         }
         if let Some(existing) = self.accounts.get(&spec.id) {
             let same = existing.asset == spec.asset
-                && existing.price_book == spec.price_book
+                && existing
+                    .price_book
+                    .map(|book| &self.book_ids[book as usize])
+                    == spec.price_book.as_ref()
                 && existing.credit_limit == credit_limit
                 && existing.list_price == list_price
                 && existing.settings().metadata == spec.metadata
@@ -185,13 +189,10 @@ impl LedgerState {
             .ok_or_else(|| Reason::Overflow {
                 field: "account count".into(),
             })?;
-        // The asset code and price book id are shared with the ledger's own tables rather than
-        // copied: one allocation for every account, and one cache line hot for all of them.
+        // The asset code is shared with the ledger's own table rather than copied: one
+        // allocation for every account, and one cache line hot for all of them.
         let asset = self.interned_asset(&spec.asset);
-        let price_book = spec
-            .price_book
-            .as_ref()
-            .map(|book| self.interned_book(book));
+        let price_book = spec.price_book.as_ref().map(|book| self.book_ordinal(book));
         self.accounts.push(
             spec.id.clone(),
             Box::new(Account {
@@ -256,7 +257,7 @@ impl LedgerState {
         let price_book = update
             .price_book
             .as_ref()
-            .map(|book| book.as_ref().map(|book| self.interned_book(book)));
+            .map(|book| book.as_ref().map(|book| self.book_ordinal(book)));
         let account = self.accounts.get_mut(&update.account).expect("checked");
         if let Some(book) = price_book {
             account.price_book = book;

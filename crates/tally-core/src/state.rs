@@ -288,7 +288,9 @@ impl LedgerState {
             asset: account.asset.clone(),
             scale: account.scale,
             status: account.status,
-            price_book: account.price_book.clone(),
+            price_book: account
+                .price_book
+                .map(|book| self.book_ids[book as usize].clone()),
             credit_limit: account.credit_limit,
             list_price: account.list_price,
             balance: account.balance(),
@@ -433,6 +435,17 @@ impl LedgerState {
             }
             if account.debt.is_negative() {
                 return Err(format!("account {id} has negative debt"));
+            }
+            if let Some(book) = account.price_book {
+                if !self
+                    .book_ids
+                    .get(book as usize)
+                    .is_some_and(|book| self.price_books.contains_key(book))
+                {
+                    return Err(format!(
+                        "account {id} names price book #{book}, which is unknown"
+                    ));
+                }
             }
             let debt = debt_by_asset.entry(&account.asset).or_default();
             *debt = debt.checked_add(account.debt).ok_or("overflow")?;

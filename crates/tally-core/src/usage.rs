@@ -89,6 +89,7 @@ impl LedgerState {
 fn price<'book>(
     account: &Account,
     price_books: &'book BTreeMap<BookId, PriceBook>,
+    book_ids: &[BookId],
     cost_book: Option<&PriceBook>,
     event: &UsageEvent,
     now: u64,
@@ -101,7 +102,7 @@ fn price<'book>(
         let no_rate = || Reason::NoRate {
             meter: event.meter.to_string(),
         };
-        let book_id = account.price_book.as_ref().ok_or_else(no_rate)?;
+        let book_id = &book_ids[account.price_book.ok_or_else(no_rate)? as usize];
         let book = price_books.get(book_id).ok_or_else(no_rate)?;
         let version = book.version_at(now).ok_or_else(no_rate)?;
         let (rate, meter) = version
@@ -268,6 +269,7 @@ impl LedgerState {
         let priced = match price(
             account,
             &self.price_books,
+            &self.book_ids,
             self.cost_book.as_ref(),
             event,
             now,
@@ -313,7 +315,9 @@ impl LedgerState {
         self.dedup
             .insert(ordinal, event.event_id.as_str(), &remembered, draws);
         Outcome::Settled(Settlement {
-            price_book: account.price_book.clone(),
+            price_book: account
+                .price_book
+                .map(|book| self.book_ids[book as usize].clone()),
             ..settlement
         })
     }
