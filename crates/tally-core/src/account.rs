@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::num::NonZeroU64;
 
 use crate::calendar::{add_months, month_of, MS_PER_DAY, MS_PER_WEEK};
 use crate::command::{AccountStatus, AutoRecharge, GrantCategory, ResetPeriod};
@@ -118,11 +119,15 @@ pub(crate) struct Grant {
     pub priority: u8,
     pub starts_at: u64,
     pub started: bool,
-    pub expires_at: Option<u64>,
+    /// Times are never 0 here (an expiry is after the start, a reset a period after it), so
+    /// `NonZeroU64` keeps these options at 8 bytes; read them through the methods of the
+    /// same names.
+    pub expires_at: Option<NonZeroU64>,
     pub reset_every: Option<ResetPeriod>,
     pub resets_done: u32,
-    pub next_reset: Option<u64>,
-    pub rollover_max: Option<Amount>,
+    pub next_reset: Option<NonZeroU64>,
+    /// Boxed: rarely set, and 8 bytes where an inline option takes 20.
+    pub rollover_max: Option<Box<Amount>>,
     /// Reporting currency; `unit_revenue = paid / amount`.
     pub paid: Amount,
     /// `paid / amount` when that quotient is exact (it usually is), so booking revenue is a
@@ -139,10 +144,22 @@ impl Grant {
         self.started && self.ended.is_none()
     }
 
+    pub fn expires_at(&self) -> Option<u64> {
+        self.expires_at.map(NonZeroU64::get)
+    }
+
+    pub fn next_reset(&self) -> Option<u64> {
+        self.next_reset.map(NonZeroU64::get)
+    }
+
+    pub fn rollover_max(&self) -> Option<Amount> {
+        self.rollover_max.as_deref().copied()
+    }
+
     /// Drawdown order: priority; then the sooner of expiry and next reset (never last); then
     /// start; then id bytes.
     pub fn order_key(&self) -> (u8, u64, u64, &str) {
-        let soonest = match (self.expires_at, self.next_reset) {
+        let soonest = match (self.expires_at(), self.next_reset()) {
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) | (None, Some(a)) => a,
             (None, None) => u64::MAX,
@@ -184,11 +201,21 @@ impl Grant {
                 .checked_add(MS_PER_WEEK.checked_mul(n as u64)?)?,
             ResetPeriod::Month => add_months(self.starts_at, n as u64),
         };
-        match self.expires_at {
+        match self.expires_at() {
             Some(expires_at) if boundary >= expires_at => None,
             _ => Some(boundary),
         }
     }
+}
+
+/// A grant's expiry or reset time as stored (see [`Grant::expires_at`]).
+pub(crate) fn nonzero_time(at: Option<u64>) -> Option<NonZeroU64> {
+    debug_assert_ne!(
+        at,
+        Some(0),
+        "grant times are after the epoch's first instant"
+    );
+    at.and_then(NonZeroU64::new)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -403,10 +430,10 @@ impl Account {
                 consider(grant.starts_at, Transition::GrantStart(index), None);
                 continue;
             }
-            if let Some(at) = grant.next_reset {
+            if let Some(at) = grant.next_reset() {
                 consider(at, Transition::GrantReset(index), None);
             }
-            if let Some(at) = grant.expires_at {
+            if let Some(at) = grant.expires_at() {
                 consider(at, Transition::GrantExpire(index), None);
             }
         }
@@ -503,14 +530,14 @@ impl Account {
         let grant = &mut self.grants[index];
         let rolled = grant
             .remaining
-            .min(grant.rollover_max.unwrap_or(Amount::ZERO));
+            .min(grant.rollover_max().unwrap_or(Amount::ZERO));
         let expired = minus(grant.remaining, rolled);
         let breakage_revenue = grant.book_revenue(expired, params.reporting_scale);
         grant.revenue_units = Amount::ZERO;
         grant.revenue_booked = Amount::ZERO;
         grant.remaining = plus(grant.amount, rolled);
         grant.resets_done += 1;
-        grant.next_reset = grant.reset_boundary(grant.resets_done + 1);
+        grant.next_reset = nonzero_time(grant.reset_boundary(grant.resets_done + 1));
         let refill = grant.amount;
         let grant_id = grant.id.clone();
         self.book_breakage(id, &grant_id, expired, breakage_revenue, at, out, true);

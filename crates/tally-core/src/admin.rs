@@ -1,7 +1,7 @@
 //! Handlers for every command but usage: assets, accounts, grants, price and cost books, holds.
 //! Each validates everything before it changes anything, so a rejection changes nothing.
 
-use crate::account::{Account, Grant, GrantEnd, Hold, HoldEnd};
+use crate::account::{nonzero_time, Account, Grant, GrantEnd, Hold, HoldEnd};
 use crate::calendar::month_of;
 use crate::command::{
     AccountSpec, AccountStatus, AccountUpdate, AssetSpec, AutoRecharge, CostBookVersionSpec,
@@ -364,9 +364,9 @@ impl LedgerState {
                 && existing.amount == spec.amount
                 && existing.priority == priority
                 && spec.starts_at.is_none_or(|at| at == existing.starts_at)
-                && existing.expires_at == spec.expires_at
+                && existing.expires_at() == spec.expires_at
                 && existing.reset_every == spec.reset_every
-                && existing.rollover_max == spec.rollover_max
+                && existing.rollover_max() == spec.rollover_max
                 && existing.paid == paid;
             return if same {
                 Ok(Applied::AlreadyApplied)
@@ -395,11 +395,11 @@ impl LedgerState {
             priority,
             starts_at,
             started: starts_at <= now,
-            expires_at: spec.expires_at,
+            expires_at: nonzero_time(spec.expires_at),
             reset_every: spec.reset_every,
             resets_done: 0,
             next_reset: None,
-            rollover_max: spec.rollover_max,
+            rollover_max: spec.rollover_max.map(Box::new),
             paid,
             unit_revenue: paid
                 .checked_div(spec.amount)
@@ -408,7 +408,7 @@ impl LedgerState {
             revenue_booked: Amount::ZERO,
             ended: None,
         };
-        grant.next_reset = grant.reset_boundary(1);
+        grant.next_reset = nonzero_time(grant.reset_boundary(1));
         // Exact growth: most accounts hold a few grants, and every byte is paid per account.
         account.grants.reserve_exact(1);
         account.grants.push(grant);

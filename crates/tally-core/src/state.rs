@@ -262,10 +262,10 @@ impl LedgerState {
                     remaining: g.remaining,
                     priority: g.priority,
                     starts_at: g.starts_at,
-                    expires_at: g.expires_at,
+                    expires_at: g.expires_at(),
                     reset_every: g.reset_every,
-                    next_reset: g.next_reset,
-                    rollover_max: g.rollover_max,
+                    next_reset: g.next_reset(),
+                    rollover_max: g.rollover_max(),
                     paid: g.paid,
                     state: state.to_string(),
                 }
