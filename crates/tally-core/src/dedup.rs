@@ -2,13 +2,14 @@
 //! tell a retry from a conflict and to give the original result back.
 //!
 //! Records are kept in the order they settled, which is also the order they expire in (ledger
-//! time only moves forward and the window is fixed at init), so forgetting is popping the
-//! front. Each record is one small byte string (the event id, the fingerprint and the result
-//! with its amounts in a variable-length form), about a sixth of a struct with six full-width
-//! decimals in a two-level `BTreeMap`. A hash index over (account ordinal, event id) finds a
-//! record; it holds only sequence numbers and is rebuilt from the records when a snapshot is
-//! decoded, so it never reaches an encoding or the state hash. Its hash function is fixed (no
-//! random seed: the crate draws no randomness), and iteration never touches it.
+//! time only moves forward and the window is fixed at init), so forgetting is dropping from
+//! the front. Each record is a short byte string (the event id, the fingerprint and the result,
+//! amounts in a variable-length form, zero amounts left out), appended to large chunks: no
+//! allocation per event, and about 70 bytes per event id where a two-level `BTreeMap` of
+//! structs took about 400. A hash index over (account ordinal, event id) finds a record; it
+//! holds only record locations and is rebuilt from the records when a snapshot is decoded, so
+//! it never reaches an encoding or the state hash. Its hash function is fixed (no random seed:
+//! the crate draws no randomness), and iteration never touches it.
 
 use std::collections::VecDeque;
 
