@@ -3,11 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::num::NonZeroU64;
 
 use crate::calendar::{add_months, month_of, MS_PER_DAY, MS_PER_WEEK};
 use crate::command::{AccountStatus, AutoRecharge, GrantCategory, ResetPeriod};
 use crate::effects::Out;
-use crate::ids::{AccountId, AssetCode, BookId, GrantId, HoldId, Key, Meter};
+use crate::ids::{AccountId, AssetCode, GrantId, HoldId, Key, Meter};
 use crate::journal::{Book, JournalKind, LedgerEventKind};
 use crate::money::Amount;
 use crate::report::{minus, plus, ReportAgg};
@@ -21,7 +22,9 @@ pub(crate) struct Account {
     pub asset: AssetCode,
     pub scale: u32,
     pub status: AccountStatus,
-    pub price_book: Option<BookId>,
+    /// The ordinal of the account's price book (its id is the ledger's `book_ids[ordinal]`):
+    /// 8 bytes, where an id takes 16.
+    pub price_book: Option<u32>,
     pub credit_limit: Amount,
     pub list_price: Amount,
     /// Metadata and alert rules; `None` when the account has none (most accounts), which
@@ -35,7 +38,7 @@ pub(crate) struct Account {
     /// refers to grants by index).
     pub grants: Vec<Grant>,
     pub debt: Amount,
-    pub holds: BTreeMap<HoldId, Hold>,
+    pub holds: Holds,
     /// Exact charge and cost accrued per meter, and what was already debited/recorded.
     pub accruals: VecMap<Meter, Accrual>,
     /// Revenue on debt at the list price, accrued exactly and recorded rounded.
@@ -116,11 +119,15 @@ pub(crate) struct Grant {
     pub priority: u8,
     pub starts_at: u64,
     pub started: bool,
-    pub expires_at: Option<u64>,
+    /// Times are never 0 here (an expiry is after the start, a reset a period after it), so
+    /// `NonZeroU64` keeps these options at 8 bytes; read them through the methods of the
+    /// same names.
+    pub expires_at: Option<NonZeroU64>,
     pub reset_every: Option<ResetPeriod>,
     pub resets_done: u32,
-    pub next_reset: Option<u64>,
-    pub rollover_max: Option<Amount>,
+    pub next_reset: Option<NonZeroU64>,
+    /// Boxed: rarely set, and 8 bytes where an inline option takes 20.
+    pub rollover_max: Option<Box<Amount>>,
     /// Reporting currency; `unit_revenue = paid / amount`.
     pub paid: Amount,
     /// `paid / amount` when that quotient is exact (it usually is), so booking revenue is a
@@ -137,10 +144,22 @@ impl Grant {
         self.started && self.ended.is_none()
     }
 
+    pub fn expires_at(&self) -> Option<u64> {
+        self.expires_at.map(NonZeroU64::get)
+    }
+
+    pub fn next_reset(&self) -> Option<u64> {
+        self.next_reset.map(NonZeroU64::get)
+    }
+
+    pub fn rollover_max(&self) -> Option<Amount> {
+        self.rollover_max.as_deref().copied()
+    }
+
     /// Drawdown order: priority; then the sooner of expiry and next reset (never last); then
     /// start; then id bytes.
     pub fn order_key(&self) -> (u8, u64, u64, &str) {
-        let soonest = match (self.expires_at, self.next_reset) {
+        let soonest = match (self.expires_at(), self.next_reset()) {
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) | (None, Some(a)) => a,
             (None, None) => u64::MAX,
@@ -182,11 +201,21 @@ impl Grant {
                 .checked_add(MS_PER_WEEK.checked_mul(n as u64)?)?,
             ResetPeriod::Month => add_months(self.starts_at, n as u64),
         };
-        match self.expires_at {
+        match self.expires_at() {
             Some(expires_at) if boundary >= expires_at => None,
             _ => Some(boundary),
         }
     }
+}
+
+/// A grant's expiry or reset time as stored (see [`Grant::expires_at`]).
+pub(crate) fn nonzero_time(at: Option<u64>) -> Option<NonZeroU64> {
+    debug_assert_ne!(
+        at,
+        Some(0),
+        "grant times are after the epoch's first instant"
+    );
+    at.and_then(NonZeroU64::new)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,6 +253,71 @@ impl GrantOrder {
             GrantOrder::Inline { items, len } => &items[..*len],
             GrantOrder::Heap(list) => list,
         }
+    }
+}
+
+/// An account's holds by id. Most accounts hold none, so the map lives behind a pointer that
+/// is null while it is empty: 8 bytes in every account instead of an empty map's 24.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[allow(clippy::box_collection)] // The box is the point: 8 bytes where an empty map takes 24.
+pub(crate) struct Holds(Option<Box<BTreeMap<HoldId, Hold>>>);
+
+impl Holds {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&HoldId, &Hold)> {
+        self.0.iter().flat_map(|map| map.iter())
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Hold> {
+        self.iter().map(|(_, hold)| hold)
+    }
+
+    pub fn get(&self, id: &HoldId) -> Option<&Hold> {
+        self.0.as_ref()?.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &HoldId) -> Option<&mut Hold> {
+        self.0.as_mut()?.get_mut(id)
+    }
+
+    pub fn contains_key(&self, id: &HoldId) -> bool {
+        self.get(id).is_some()
+    }
+
+    pub fn insert(&mut self, id: HoldId, hold: Hold) -> Option<Hold> {
+        self.0.get_or_insert_with(Default::default).insert(id, hold)
+    }
+
+    pub fn remove(&mut self, id: &HoldId) -> Option<Hold> {
+        let map = self.0.as_mut()?;
+        let removed = map.remove(id);
+        if map.is_empty() {
+            self.0 = None;
+        }
+        removed
+    }
+}
+
+/// Encoded as the map itself (an empty map when there are no holds).
+impl Serialize for Holds {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let len = self.0.as_ref().map_or(0, |map| map.len());
+        let mut map = serializer.serialize_map(Some(len))?;
+        for (id, hold) in self.iter() {
+            map.serialize_entry(id, hold)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Holds {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<HoldId, Hold>::deserialize(deserializer)?;
+        Ok(Holds((!map.is_empty()).then(|| Box::new(map))))
     }
 }
 
@@ -336,14 +430,14 @@ impl Account {
                 consider(grant.starts_at, Transition::GrantStart(index), None);
                 continue;
             }
-            if let Some(at) = grant.next_reset {
+            if let Some(at) = grant.next_reset() {
                 consider(at, Transition::GrantReset(index), None);
             }
-            if let Some(at) = grant.expires_at {
+            if let Some(at) = grant.expires_at() {
                 consider(at, Transition::GrantExpire(index), None);
             }
         }
-        for (id, hold) in &self.holds {
+        for (id, hold) in self.holds.iter() {
             match hold.ended {
                 None => consider(hold.expires_at, Transition::HoldExpire, Some(id)),
                 Some((_, ended_at)) => consider(
@@ -436,14 +530,14 @@ impl Account {
         let grant = &mut self.grants[index];
         let rolled = grant
             .remaining
-            .min(grant.rollover_max.unwrap_or(Amount::ZERO));
+            .min(grant.rollover_max().unwrap_or(Amount::ZERO));
         let expired = minus(grant.remaining, rolled);
         let breakage_revenue = grant.book_revenue(expired, params.reporting_scale);
         grant.revenue_units = Amount::ZERO;
         grant.revenue_booked = Amount::ZERO;
         grant.remaining = plus(grant.amount, rolled);
         grant.resets_done += 1;
-        grant.next_reset = grant.reset_boundary(grant.resets_done + 1);
+        grant.next_reset = nonzero_time(grant.reset_boundary(grant.resets_done + 1));
         let refill = grant.amount;
         let grant_id = grant.id.clone();
         self.book_breakage(id, &grant_id, expired, breakage_revenue, at, out, true);

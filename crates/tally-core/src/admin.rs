@@ -1,9 +1,7 @@
 //! Handlers for every command but usage: assets, accounts, grants, price and cost books, holds.
 //! Each validates everything before it changes anything, so a rejection changes nothing.
 
-use std::collections::BTreeMap;
-
-use crate::account::{Account, Grant, GrantEnd, Hold, HoldEnd};
+use crate::account::{nonzero_time, Account, Grant, GrantEnd, Hold, HoldEnd};
 use crate::calendar::month_of;
 use crate::command::{
     AccountSpec, AccountStatus, AccountUpdate, AssetSpec, AutoRecharge, CostBookVersionSpec,
@@ -79,11 +77,12 @@ impl LedgerState {
             .map_or_else(|| code.clone(), |(code, _)| code.clone())
     }
 
-    /// The ledger's own copy of a price book id known to exist (checked before).
-    fn interned_book(&self, book: &BookId) -> BookId {
+    /// The ordinal of a price book known to exist (checked before).
+    fn book_ordinal(&self, book: &BookId) -> u32 {
         self.price_books
-            .get_key_value(book)
-            .map_or_else(|| book.clone(), |(book, _)| book.clone())
+            .get(book)
+            .expect("the price book was checked")
+            .ordinal
     }
 
     fn asset_scale(&self, code: &AssetCode) -> Result<u32, Reason> {
@@ -166,7 +165,10 @@ impl LedgerState {
         }
         if let Some(existing) = self.accounts.get(&spec.id) {
             let same = existing.asset == spec.asset
-                && existing.price_book == spec.price_book
+                && existing
+                    .price_book
+                    .map(|book| &self.book_ids[book as usize])
+                    == spec.price_book.as_ref()
                 && existing.credit_limit == credit_limit
                 && existing.list_price == list_price
                 && existing.settings().metadata == spec.metadata
@@ -187,13 +189,10 @@ impl LedgerState {
             .ok_or_else(|| Reason::Overflow {
                 field: "account count".into(),
             })?;
-        // The asset code and price book id are shared with the ledger's own tables rather than
-        // copied: one allocation for every account, and one cache line hot for all of them.
+        // The asset code is shared with the ledger's own table rather than copied: one
+        // allocation for every account, and one cache line hot for all of them.
         let asset = self.interned_asset(&spec.asset);
-        let price_book = spec
-            .price_book
-            .as_ref()
-            .map(|book| self.interned_book(book));
+        let price_book = spec.price_book.as_ref().map(|book| self.book_ordinal(book));
         self.accounts.push(
             spec.id.clone(),
             Box::new(Account {
@@ -209,7 +208,7 @@ impl LedgerState {
                 depleted: false,
                 grants: Vec::new(),
                 debt: Amount::ZERO,
-                holds: BTreeMap::new(),
+                holds: Default::default(),
                 accruals: Default::default(),
                 debt_revenue: Default::default(),
                 reports: Default::default(),
@@ -258,7 +257,7 @@ impl LedgerState {
         let price_book = update
             .price_book
             .as_ref()
-            .map(|book| book.as_ref().map(|book| self.interned_book(book)));
+            .map(|book| book.as_ref().map(|book| self.book_ordinal(book)));
         let account = self.accounts.get_mut(&update.account).expect("checked");
         if let Some(book) = price_book {
             account.price_book = book;
@@ -365,9 +364,9 @@ impl LedgerState {
                 && existing.amount == spec.amount
                 && existing.priority == priority
                 && spec.starts_at.is_none_or(|at| at == existing.starts_at)
-                && existing.expires_at == spec.expires_at
+                && existing.expires_at() == spec.expires_at
                 && existing.reset_every == spec.reset_every
-                && existing.rollover_max == spec.rollover_max
+                && existing.rollover_max() == spec.rollover_max
                 && existing.paid == paid;
             return if same {
                 Ok(Applied::AlreadyApplied)
@@ -396,11 +395,11 @@ impl LedgerState {
             priority,
             starts_at,
             started: starts_at <= now,
-            expires_at: spec.expires_at,
+            expires_at: nonzero_time(spec.expires_at),
             reset_every: spec.reset_every,
             resets_done: 0,
             next_reset: None,
-            rollover_max: spec.rollover_max,
+            rollover_max: spec.rollover_max.map(Box::new),
             paid,
             unit_revenue: paid
                 .checked_div(spec.amount)
@@ -409,7 +408,7 @@ impl LedgerState {
             revenue_booked: Amount::ZERO,
             ended: None,
         };
-        grant.next_reset = grant.reset_boundary(1);
+        grant.next_reset = nonzero_time(grant.reset_boundary(1));
         // Exact growth: most accounts hold a few grants, and every byte is paid per account.
         account.grants.reserve_exact(1);
         account.grants.push(grant);

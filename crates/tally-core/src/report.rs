@@ -46,7 +46,7 @@ const CATEGORIES: [GrantCategory; 3] = [
 
 /// Sums that cannot overflow for inputs bounded by `AMOUNT_MAX` within any realistic history;
 /// an overflow here is a broken invariant, so it stops the node loudly.
-#[inline]
+#[inline(always)]
 pub(crate) fn plus(a: Amount, b: Amount) -> Amount {
     match a.checked_add(b) {
         Some(sum) => sum,
@@ -54,7 +54,7 @@ pub(crate) fn plus(a: Amount, b: Amount) -> Amount {
     }
 }
 
-#[inline]
+#[inline(always)]
 pub(crate) fn minus(a: Amount, b: Amount) -> Amount {
     match a.checked_sub(b) {
         Some(difference) => difference,

@@ -262,10 +262,10 @@ impl LedgerState {
                     remaining: g.remaining,
                     priority: g.priority,
                     starts_at: g.starts_at,
-                    expires_at: g.expires_at,
+                    expires_at: g.expires_at(),
                     reset_every: g.reset_every,
-                    next_reset: g.next_reset,
-                    rollover_max: g.rollover_max,
+                    next_reset: g.next_reset(),
+                    rollover_max: g.rollover_max(),
                     paid: g.paid,
                     state: state.to_string(),
                 }
@@ -288,7 +288,9 @@ impl LedgerState {
             asset: account.asset.clone(),
             scale: account.scale,
             status: account.status,
-            price_book: account.price_book.clone(),
+            price_book: account
+                .price_book
+                .map(|book| self.book_ids[book as usize].clone()),
             credit_limit: account.credit_limit,
             list_price: account.list_price,
             balance: account.balance(),
@@ -449,9 +451,20 @@ impl LedgerState {
             if account.debt.is_negative() {
                 return Err(format!("account {id} has negative debt"));
             }
+            if let Some(book) = account.price_book {
+                if !self
+                    .book_ids
+                    .get(book as usize)
+                    .is_some_and(|book| self.price_books.contains_key(book))
+                {
+                    return Err(format!(
+                        "account {id} names price book #{book}, which is unknown"
+                    ));
+                }
+            }
             let debt = debt_by_asset.entry(&account.asset).or_default();
             *debt = debt.checked_add(account.debt).ok_or("overflow")?;
-            for (hold_id, hold) in &account.holds {
+            for (hold_id, hold) in account.holds.iter() {
                 if hold.remaining.is_negative() || hold.remaining > hold.amount {
                     return Err(format!(
                         "hold {hold_id} of {id} reserves {}",

@@ -42,10 +42,14 @@ impl FoldHasher {
         for word in &mut words {
             self.u64(u64::from_le_bytes(word.try_into().expect("8 bytes")));
         }
-        if !words.remainder().is_empty() {
-            let mut tail = [0u8; 8];
-            tail[..words.remainder().len()].copy_from_slice(words.remainder());
-            self.u64(u64::from_le_bytes(tail));
+        let tail = words.remainder();
+        if !tail.is_empty() {
+            // Byte by byte: at most 7, cheaper than a call to copy a slice of unknown length.
+            let word = tail
+                .iter()
+                .enumerate()
+                .fold(0u64, |word, (i, byte)| word | (*byte as u64) << (8 * i));
+            self.u64(word);
         }
     }
 
@@ -101,7 +105,7 @@ impl Accounts {
         self.entries.len()
     }
 
-    fn ordinal(&self, id: &AccountId) -> Option<u32> {
+    pub fn ordinal(&self, id: &AccountId) -> Option<u32> {
         self.index
             .find(id_hash(id), |&ordinal| {
                 &self.entries[ordinal as usize].0 == id
@@ -117,6 +121,15 @@ impl Accounts {
     pub fn get_mut(&mut self, id: &AccountId) -> Option<&mut Account> {
         self.ordinal(id)
             .map(|ordinal| &mut *self.entries[ordinal as usize].1)
+    }
+
+    /// The account with `ordinal` (which exists: ordinals come from this table).
+    pub fn by_ordinal(&self, ordinal: u32) -> &Account {
+        &self.entries[ordinal as usize].1
+    }
+
+    pub fn by_ordinal_mut(&mut self, ordinal: u32) -> &mut Account {
+        &mut self.entries[ordinal as usize].1
     }
 
     /// The id of the account with `ordinal`.

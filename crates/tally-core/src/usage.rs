@@ -89,6 +89,7 @@ impl LedgerState {
 fn price<'book>(
     account: &Account,
     price_books: &'book BTreeMap<BookId, PriceBook>,
+    book_ids: &[BookId],
     cost_book: Option<&PriceBook>,
     event: &UsageEvent,
     now: u64,
@@ -101,7 +102,7 @@ fn price<'book>(
         let no_rate = || Reason::NoRate {
             meter: event.meter.to_string(),
         };
-        let book_id = account.price_book.as_ref().ok_or_else(no_rate)?;
+        let book_id = &book_ids[account.price_book.ok_or_else(no_rate)? as usize];
         let book = price_books.get(book_id).ok_or_else(no_rate)?;
         let version = book.version_at(now).ok_or_else(no_rate)?;
         let (rate, meter) = version
@@ -194,18 +195,30 @@ impl LedgerState {
     /// Settles one usage event. The account is looked up once; the other parts of the state
     /// are borrowed field by field beside it.
     pub(crate) fn settle(&mut self, event: &UsageEvent, result: &mut ApplyResult) -> Outcome {
+        let ordinal = self.accounts.ordinal(&event.account);
+        self.settle_ordinal(event, ordinal, result)
+    }
+
+    /// [`Self::settle`] with the ordinal of the event's account already looked up (`None`:
+    /// no such account).
+    fn settle_ordinal(
+        &mut self,
+        event: &UsageEvent,
+        ordinal: Option<u32>,
+        result: &mut ApplyResult,
+    ) -> Outcome {
         let rejected = |reason: Reason| Outcome::Rejected(Rejection { reason });
         if let Err(error) = self.validate_event(event) {
             return rejected(Reason::InvalidInput(error));
         }
         let now = self.now_ms;
         let params = self.params();
-        let Some(account) = self.accounts.get_mut(&event.account) else {
+        let Some(ordinal) = ordinal else {
             return rejected(Reason::UnknownAccount {
                 account: event.account.clone(),
             });
         };
-        let ordinal = account.ordinal;
+        let account = self.accounts.by_ordinal_mut(ordinal);
         let fingerprint = fingerprint(event);
         if let Some(remembered) = self.dedup.get(ordinal, event.event_id.as_str()) {
             return if remembered.fingerprint == fingerprint {
@@ -256,6 +269,7 @@ impl LedgerState {
         let priced = match price(
             account,
             &self.price_books,
+            &self.book_ids,
             self.cost_book.as_ref(),
             event,
             now,
@@ -301,7 +315,9 @@ impl LedgerState {
         self.dedup
             .insert(ordinal, event.event_id.as_str(), &remembered, draws);
         Outcome::Settled(Settlement {
-            price_book: account.price_book.clone(),
+            price_book: account
+                .price_book
+                .map(|book| self.book_ids[book as usize].clone()),
             ..settlement
         })
     }
@@ -325,13 +341,20 @@ impl LedgerState {
         // Most events journal one entry: room for them up front, rather than growing (and
         // copying) the list as it fills.
         result.journal.reserve(events.len());
+        let ordinals = self.look_up_accounts(events);
         if !atomic {
-            return Outcome::Batch(events.iter().map(|e| self.settle(e, result)).collect());
+            return Outcome::Batch(
+                events
+                    .iter()
+                    .zip(ordinals)
+                    .map(|(event, ordinal)| self.settle_ordinal(event, ordinal, result))
+                    .collect(),
+            );
         }
         let checkpoint = Checkpoint::take(self, events, result);
         let mut outcomes = Vec::with_capacity(events.len());
-        for (index, event) in events.iter().enumerate() {
-            let outcome = self.settle(event, result);
+        for (index, (event, ordinal)) in events.iter().zip(ordinals).enumerate() {
+            let outcome = self.settle_ordinal(event, ordinal, result);
             let failed = matches!(outcome, Outcome::Rejected(_) | Outcome::Conflict { .. });
             outcomes.push(outcome);
             if failed {
@@ -347,6 +370,46 @@ impl LedgerState {
             }
         }
         Outcome::Batch(outcomes)
+    }
+}
+
+impl LedgerState {
+    /// The account ordinal of every event of a batch, found before any is settled (a batch
+    /// creates no account). Finding them all first also reads, for every event, the parts of
+    /// the state its settlement will read (the account, its grants and figures, the dedup
+    /// slot of its id): these reads do not depend on one another, so the processor overlaps
+    /// their cache misses instead of waiting for each in turn while settling. Nothing changes.
+    fn look_up_accounts(&self, events: &[UsageEvent]) -> Vec<Option<u32>> {
+        let mut touched = 0u64;
+        let ordinals = events
+            .iter()
+            .map(|event| {
+                let ordinal = self.accounts.ordinal(&event.account)?;
+                let account = self.accounts.by_ordinal(ordinal);
+                touched = touched.wrapping_add(account.due_at.unwrap_or(0));
+                for grant in &account.grants {
+                    touched = touched
+                        .wrapping_add(grant.starts_at)
+                        .wrapping_add(grant.remaining.is_zero() as u64)
+                        .wrapping_add(grant.revenue_booked.is_zero() as u64);
+                }
+                if let Some(report) = account.reports.last_value() {
+                    touched =
+                        touched.wrapping_add(report.meters.last_value().map_or(0, |m| m.events));
+                }
+                touched = touched
+                    .wrapping_add(
+                        account
+                            .accruals
+                            .last_value()
+                            .map_or(0, |a| a.charge.exact.is_zero() as u64),
+                    )
+                    .wrapping_add(self.dedup.contains(ordinal, event.event_id.as_str()) as u64);
+                Some(ordinal)
+            })
+            .collect();
+        std::hint::black_box(touched);
+        ordinals
     }
 }
 
@@ -486,7 +549,7 @@ struct Checkpoint {
     totals: Totals,
     journal_len: usize,
     events_len: usize,
-    dedup_len: usize,
+    dedup: crate::dedup::DedupMark,
 }
 
 impl Checkpoint {
@@ -507,12 +570,12 @@ impl Checkpoint {
             totals: state.totals.clone(),
             journal_len: result.journal.len(),
             events_len: result.events.len(),
-            dedup_len: state.dedup.len(),
+            dedup: state.dedup.mark(),
         }
     }
 
     fn restore(self, state: &mut LedgerState, result: &mut ApplyResult) {
-        state.dedup.truncate(self.dedup_len);
+        state.dedup.rollback(self.dedup);
         for (id, saved) in self.accounts {
             let current = state
                 .accounts

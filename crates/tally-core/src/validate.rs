@@ -81,7 +81,10 @@ pub fn check_pairs(
                 ),
             ));
         }
-        if value.chars().any(|c| c.is_control()) {
+        // Printable ASCII (the usual value) has no control character; only other text needs
+        // decoding to check.
+        let printable_ascii = value.bytes().all(|b| (0x20..0x7f).contains(&b));
+        if !printable_ascii && value.chars().any(|c| c.is_control()) {
             return Err(InvalidInput::new(
                 format!("{field}.{key}"),
                 "value must not contain control characters",

@@ -43,6 +43,11 @@ impl<K: Ord + Clone, V> VecMap<K, V> {
         &mut self.0[index].1
     }
 
+    /// The value of the greatest key.
+    pub fn last_value(&self) -> Option<&V> {
+        self.0.last().map(|(_, v)| v)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.0.iter().map(|(k, v)| (k, v))
     }
