@@ -191,53 +191,12 @@ async fn appends_above_4_mib_replicate_and_oversized_batches_are_split() {
     // request. With an 8 MiB limit (and byte target) the batches must shrink, and requests that
     // go through are still above tonic's 4 MiB default.
     const LIMIT: usize = 8 * 1024 * 1024;
-    let settings = RaftSettings {
-        // Big appends in a debug build on a shared machine: give each RPC time.
-        heartbeat_interval_ms: 1_000,
-        election_timeout_ms_min: 4_000,
-        election_timeout_ms_max: 8_000,
-        ..test_settings()
-    };
-    let mut nodes = vec![
-        Node::start_with_limit(1, &settings, LIMIT).await,
-        Node::start_with_limit(2, &settings, LIMIT).await,
-    ];
-    let members: BTreeMap<NodeId, BasicNode> = nodes.iter().map(Node::member).collect();
-    nodes[0].raft.initialize(members).await.unwrap();
-    let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>(), None).await;
-    by_id(&nodes, leader)
-        .raft
-        .client_write(init_entry())
-        .await
-        .unwrap();
     let entry_bytes = tally_raft::codec::encode("entry", &big_entry(0))
         .unwrap()
         .len();
     assert!(entry_bytes > 1_400_000, "entry is only {entry_bytes} bytes");
-    let mut last = 0;
-    for n in 0..12 {
-        last = by_id(&nodes, leader)
-            .raft
-            .client_write(big_entry(n))
-            .await
-            .unwrap()
-            .log_id
-            .index;
-    }
-
-    let learner = Node::start_with_limit(3, &settings, LIMIT).await;
-    by_id(&nodes, leader)
-        .raft
-        .add_learner(
-            3,
-            BasicNode {
-                addr: learner.addr.clone(),
-            },
-            true,
-        )
-        .await
-        .unwrap();
-    learner.wait_applied(last).await;
+    let (mut nodes, leader, _) = backlog_then_late_learner(LIMIT, 12).await;
+    let learner = nodes.last().unwrap();
     assert!(
         learner.raft.metrics().borrow().snapshot.is_none(),
         "caught up from the log, not a snapshot"
@@ -258,8 +217,6 @@ async fn appends_above_4_mib_replicate_and_oversized_batches_are_split() {
         learner.reader.state_hash(),
         by_id(&nodes, leader).reader.state_hash()
     );
-
-    nodes.push(learner);
     for node in &mut nodes {
         node.stop().await;
     }
@@ -267,18 +224,46 @@ async fn appends_above_4_mib_replicate_and_oversized_batches_are_split() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_goes_out_in_appends_near_the_byte_target() {
-    // With the default settings a late learner's backlog of ~1.4 MB entries is sent a prefix at
-    // a time (each request within APPEND_ENTRIES_BYTES_TARGET, or one entry alone), each
-    // answered as a partial success, and the learner still ends with the leader's state.
+    // With the default limits a late learner's backlog of ~1.4 MB entries is sent a prefix at a
+    // time (each request within APPEND_ENTRIES_BYTES_TARGET, or one entry alone), each answered
+    // as a partial success, and the learner still ends with the leader's state.
+    let entry_bytes = tally_raft::codec::encode("entry", &big_entry(0))
+        .unwrap()
+        .len() as u64;
+    let (mut nodes, leader, _) = backlog_then_late_learner(tally_raft::MESSAGE_BYTES_MAX, 8).await;
+    let stats = by_id(&nodes, leader).network.stats();
+    assert!(
+        stats.append_entries_cut >= 1,
+        "no append was cut: {stats:?}"
+    );
+    assert!(
+        stats.append_entries_bytes_max
+            <= (tally_raft::APPEND_ENTRIES_BYTES_TARGET as u64).max(entry_bytes + 4_096),
+        "an append above the target: {stats:?}"
+    );
+    assert_eq!(
+        nodes.last().unwrap().reader.state_hash(),
+        by_id(&nodes, leader).reader.state_hash()
+    );
+    for node in &mut nodes {
+        node.stop().await;
+    }
+}
+
+/// Two voters (message limit `limit`) write `entries` big entries (~1.4 MB each), then a third
+/// node joins as a learner and must receive the whole backlog by log. Returns the nodes (the
+/// learner last), the leader's id and the last index written.
+async fn backlog_then_late_learner(limit: usize, entries: u64) -> (Vec<Node>, NodeId, u64) {
     let settings = RaftSettings {
+        // Big appends in a debug build on a shared machine: give each RPC time.
         heartbeat_interval_ms: 1_000,
         election_timeout_ms_min: 4_000,
         election_timeout_ms_max: 8_000,
         ..test_settings()
     };
     let mut nodes = vec![
-        Node::start(1, &settings).await,
-        Node::start(2, &settings).await,
+        Node::start_with_limit(1, &settings, limit).await,
+        Node::start_with_limit(2, &settings, limit).await,
     ];
     let members: BTreeMap<NodeId, BasicNode> = nodes.iter().map(Node::member).collect();
     nodes[0].raft.initialize(members).await.unwrap();
@@ -288,11 +273,8 @@ async fn a_backlog_goes_out_in_appends_near_the_byte_target() {
         .client_write(init_entry())
         .await
         .unwrap();
-    let entry_bytes = tally_raft::codec::encode("entry", &big_entry(0))
-        .unwrap()
-        .len() as u64;
     let mut last = 0;
-    for n in 0..8 {
+    for n in 0..entries {
         last = by_id(&nodes, leader)
             .raft
             .client_write(big_entry(n))
@@ -301,7 +283,7 @@ async fn a_backlog_goes_out_in_appends_near_the_byte_target() {
             .log_id
             .index;
     }
-    let learner = Node::start(3, &settings).await;
+    let learner = Node::start_with_limit(3, &settings, limit).await;
     by_id(&nodes, leader)
         .raft
         .add_learner(
@@ -314,22 +296,6 @@ async fn a_backlog_goes_out_in_appends_near_the_byte_target() {
         .await
         .unwrap();
     learner.wait_applied(last).await;
-    let stats = by_id(&nodes, leader).network.stats();
-    assert!(
-        stats.append_entries_cut >= 1,
-        "no append was cut: {stats:?}"
-    );
-    assert!(
-        stats.append_entries_bytes_max
-            <= (tally_raft::APPEND_ENTRIES_BYTES_TARGET as u64).max(entry_bytes + 4_096),
-        "an append above the target: {stats:?}"
-    );
-    assert_eq!(
-        learner.reader.state_hash(),
-        by_id(&nodes, leader).reader.state_hash()
-    );
     nodes.push(learner);
-    for node in &mut nodes {
-        node.stop().await;
-    }
+    (nodes, leader, last)
 }
