@@ -114,8 +114,12 @@ async fn oversized_appends_ask_openraft_for_smaller_batches() {
 }
 
 #[tokio::test]
-async fn a_batch_above_the_default_limit_is_split_not_failed() {
-    // 48 entries of 1.5 MiB: above MESSAGE_BYTES_MAX, which also bounds the encoder.
+async fn a_batch_above_the_default_limit_is_cut_before_it_is_sent() {
+    // 48 entries of 1.5 MiB: above MESSAGE_BYTES_MAX, which also bounds the encoder. The
+    // request is cut to the entries that fit APPEND_ENTRIES_BYTES_TARGET (here one) before
+    // anything is encoded, so it is neither refused as too large nor failed; the peer here is
+    // unreachable, which is the only error. (That the cut request is answered as a partial
+    // success is checked against real peers in tests/cluster.rs.)
     let mut factory = TallyNetwork::new(1, NetworkConfig::default());
     let mut peer = factory
         .new_client(
@@ -146,11 +150,12 @@ async fn a_batch_above_the_default_limit_is_split_not_failed() {
         entries,
     };
     let error = peer.append_entries(request, option()).await.unwrap_err();
-    let RPCError::PayloadTooLarge(too_large) = error else {
-        panic!("{error:?}")
-    };
-    assert_eq!(too_large.entries_hint(), 24);
+    assert!(matches!(error, RPCError::Unreachable(_)), "{error:?}");
+    let stats = factory.stats();
+    assert_eq!(stats.append_entries_cut, 1, "{stats:?}");
+    assert_eq!(stats.append_batches_split, 0, "{stats:?}");
     const { assert!(MESSAGE_BYTES_MAX < 48 * 1_500_000) };
+    const { assert!(tally_raft::APPEND_ENTRIES_BYTES_TARGET < 2 * 1_500_000) };
 }
 
 #[tokio::test]
