@@ -25,7 +25,7 @@
 //! AppendEntries RPC, so it must cover a follower's fsync of one batch; a timed-out append is
 //! simply sent again at the next heartbeat.
 //!
-//! Tests (`cargo test -p tally-raft`) run real Raft nodes on the sled store over loopback gRPC:
+//! Tests (`cargo test -p tally-raft`) run real Raft nodes on the real store over loopback gRPC:
 //! election, replication and failover with restart; catch-up by chunked snapshot; appends above
 //! 4 MiB split to the limit; a follower cut off by a blackholing or connection-dropping TCP proxy
 //! catching up after the link heals; and how each transport failure reaches openraft.
