@@ -22,13 +22,7 @@ fn options() -> impl Options {
 
 pub(crate) fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::with_capacity(64);
-    out.push(FORMAT_VERSION);
-    options()
-        .serialize_into(&mut out, value)
-        .map_err(|e| StoreError::Encode {
-            what,
-            reason: e.to_string(),
-        })?;
+    encode_into(what, value, &mut out)?;
     Ok(out)
 }
 

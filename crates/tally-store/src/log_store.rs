@@ -225,10 +225,7 @@ impl LogStore {
             if log.active().first_index != first_index {
                 log.start_segment(&self.inner.dir, first_index)?;
                 let stale: Vec<Segment> = log.segments.drain(..log.segments.len() - 1).collect();
-                for segment in &stale {
-                    std::fs::remove_file(&segment.path)
-                        .map_err(|e| StoreError::io("remove", &segment.path, e))?;
-                }
+                remove_segments(&stale)?;
                 sync_dir(&self.inner.dir)?;
             }
         }
@@ -460,10 +457,7 @@ impl Log {
             .partition_point(|s| s.first_index <= index)
             .max(1);
         let removed: Vec<Segment> = self.segments.drain(keep..).collect();
-        for segment in &removed {
-            std::fs::remove_file(&segment.path)
-                .map_err(|e| StoreError::io("remove", &segment.path, e))?;
-        }
+        remove_segments(&removed)?;
         let active = self.active_mut();
         active
             .file
@@ -621,6 +615,14 @@ impl Log {
         }
         Ok(active_end)
     }
+}
+
+fn remove_segments(segments: &[Segment]) -> Result<(), StoreError> {
+    for segment in segments {
+        std::fs::remove_file(&segment.path)
+            .map_err(|e| StoreError::io("remove", &segment.path, e))?;
+    }
+    Ok(())
 }
 
 fn segment_name(first_index: u64) -> String {
@@ -884,15 +886,11 @@ impl LogStore {
         }
         // Every segment but the active one whose successor starts at or before the first
         // kept index holds only purged entries.
-        let mut removed = Vec::new();
-        while log.segments.len() > 1 && log.segments[1].first_index <= log_id.index + 1 {
-            removed.push(log.segments.remove(0));
-        }
+        let useless =
+            log.segments[1..].partition_point(|next| next.first_index <= log_id.index + 1);
+        let removed: Vec<Segment> = log.segments.drain(..useless).collect();
         drop(log);
-        for segment in &removed {
-            std::fs::remove_file(&segment.path)
-                .map_err(|e| StoreError::io("remove", &segment.path, e))?;
-        }
+        remove_segments(&removed)?;
         sync_dir(&self.inner.dir)
     }
 }

@@ -78,23 +78,22 @@ pub(crate) fn encode_block(
     journal: &[JournalEntry],
     heads: &mut AccountHeads,
 ) -> Result<Vec<u8>, StoreError> {
-    let mut items = Vec::with_capacity(journal.len() * 160);
-    let mut ends = Vec::with_capacity(journal.len());
-    for j in journal {
+    // The offset table first (filled in as the items are written after it), so the items are
+    // written once, in place.
+    let table = 4 + 4 * journal.len();
+    let mut out = Vec::with_capacity(table + journal.len() * 160);
+    out.extend_from_slice(&(journal.len() as u32).to_be_bytes());
+    out.resize(table, 0);
+    for (position, j) in journal.iter().enumerate() {
         let previous = heads.insert(j.account.clone(), j.seq).unwrap_or(0);
-        items.extend_from_slice(&previous.to_be_bytes());
-        codec::encode_into("journal entry", j, &mut items)?;
-        ends.push(u32::try_from(items.len()).map_err(|_| StoreError::Encode {
+        out.extend_from_slice(&previous.to_be_bytes());
+        codec::encode_into("journal entry", j, &mut out)?;
+        let end = u32::try_from(out.len() - table).map_err(|_| StoreError::Encode {
             what: "journal block",
             reason: "more than 4 GiB of journal in one entry".to_string(),
-        })?);
+        })?;
+        out[4 + 4 * position..8 + 4 * position].copy_from_slice(&end.to_be_bytes());
     }
-    let mut out = Vec::with_capacity(4 + 4 * ends.len() + items.len());
-    out.extend_from_slice(&(ends.len() as u32).to_be_bytes());
-    for end in ends {
-        out.extend_from_slice(&end.to_be_bytes());
-    }
-    out.extend_from_slice(&items);
     Ok(out)
 }
 
@@ -201,6 +200,17 @@ impl Shared {
         // A panic while holding the lock would already have stopped the node loudly; the
         // data behind it is still what was last applied.
         self.applied.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells event streams that events up to `seq` are persisted (never moves backwards).
+    fn publish_event_seq(&self, seq: u64) {
+        self.event_seq.send_if_modified(|cur| {
+            let newer = seq > *cur;
+            if newer {
+                *cur = seq;
+            }
+            newer
+        });
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Applied> {
@@ -325,13 +335,7 @@ impl StateMachineStore {
             .map_err(StoreError::sled("write applied batch"))?;
         drop(applied);
         if let Some(seq) = max_event {
-            self.shared.event_seq.send_if_modified(|cur| {
-                let newer = seq > *cur;
-                if newer {
-                    *cur = seq;
-                }
-                newer
-            });
+            self.shared.publish_event_seq(seq);
         }
         Ok(responses)
     }
@@ -402,13 +406,7 @@ impl StateMachineStore {
             .map_err(StoreError::sled("write installed snapshot meta"))?;
         drop(applied);
         if let Some(seq) = max_event {
-            self.shared.event_seq.send_if_modified(|cur| {
-                let newer = seq > *cur;
-                if newer {
-                    *cur = seq;
-                }
-                newer
-            });
+            self.shared.publish_event_seq(seq);
         }
         Ok(())
     }
