@@ -153,6 +153,12 @@ leader_node() {
     done
 }
 
+# CPU time (user + system, in clock ticks) a node has used so far.
+cpu_ticks() {
+    awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+ticks_per_second="$(getconf CLK_TCK)"
+
 # Funding first, on its own, so that every shape (and a profile of one) measures usage only.
 echo "bench: funding $accounts accounts"
 "$bench" "${endpoints[@]}" --accounts "$accounts" --setup-only
@@ -169,6 +175,9 @@ for shape in $shapes; do
     leader_node="$(leader_node)"
     before_entries="$(metric "$leader_node" tally_entries_proposed_total)"
     before_commands="$(metric "$leader_node" tally_commands_proposed_total)"
+    before_settled="$(metric "$leader_node" tally_events_settled_total)"
+    before_cpu=()
+    for pid in "${pids[@]}"; do before_cpu+=("$(cpu_ticks "$pid")"); done
     perf_pid=""
     if [ "${BENCH_PERF_SHAPE:-}" = "$shape" ] && [ -n "$leader_node" ]; then
         perf_data="$out_dir/perf-$shape.data"
@@ -189,6 +198,20 @@ for shape in $shapes; do
         entries=$((after_entries - before_entries))
         commands=$((after_commands - before_commands))
         echo "bench: group commit on node $leader_node: $commands commands in $entries log entries ($((commands / entries)) per entry)"
+    fi
+    # CPU per settled event, per node, over the whole shape (warm-up included on both sides):
+    # what an event costs each node, independent of how busy the machine was.
+    after_settled="$(metric "$leader_node" tally_events_settled_total)"
+    if [ -n "$before_settled" ] && [ -n "$after_settled" ] && [ "$after_settled" -gt "$before_settled" ]; then
+        settled=$((after_settled - before_settled))
+        line="bench: CPU per settled event ($settled events):"
+        for n in "${nodes[@]}"; do
+            used=$(($(cpu_ticks "${pids[$((n - 1))]}") - before_cpu[n - 1]))
+            role=""
+            if [ "$n" = "$leader_node" ]; then role=" (leader)"; fi
+            line+=" node-$n$role $(awk -v t="$used" -v hz="$ticks_per_second" -v e="$settled" 'BEGIN {printf "%.1f", t / hz * 1e6 / e}') us"
+        done
+        echo "$line"
     fi
     if [ -f "$result" ]; then results+=("$result"); fi
 done

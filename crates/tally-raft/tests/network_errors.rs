@@ -31,13 +31,16 @@ fn vote_request() -> VoteRequest<u64> {
 fn append_request(entries: u64) -> AppendEntriesRequest<TypeConfig> {
     let entry = |index: u64| openraft::Entry::<TypeConfig> {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Entry {
-            at_ms: 1,
-            commands: vec![Command::CreateAsset(AssetSpec {
-                code: AssetCode::new("USD").unwrap(),
-                scale: 2,
-            })],
-        }),
+        payload: EntryPayload::Normal(
+            Entry {
+                at_ms: 1,
+                commands: vec![Command::CreateAsset(AssetSpec {
+                    code: AssetCode::new("USD").unwrap(),
+                    scale: 2,
+                })],
+            }
+            .into(),
+        ),
     };
     AppendEntriesRequest {
         vote: Vote::new_committed(1, 1),
@@ -91,13 +94,16 @@ async fn oversized_appends_ask_openraft_for_smaller_batches() {
         .await;
     let entry = |index: u64| openraft::Entry::<TypeConfig> {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Entry {
-            at_ms: 1,
-            commands: vec![Command::CreateAsset(AssetSpec {
-                code: AssetCode::new("USD").unwrap(),
-                scale: 2,
-            })],
-        }),
+        payload: EntryPayload::Normal(
+            Entry {
+                at_ms: 1,
+                commands: vec![Command::CreateAsset(AssetSpec {
+                    code: AssetCode::new("USD").unwrap(),
+                    scale: 2,
+                })],
+            }
+            .into(),
+        ),
     };
     let request = AppendEntriesRequest {
         vote: Vote::new_committed(1, 1),
@@ -133,14 +139,17 @@ async fn a_batch_above_the_default_limit_is_cut_before_it_is_sent() {
     let entries = (1..=48)
         .map(|index| openraft::Entry::<TypeConfig> {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Entry {
-                at_ms: 1,
-                commands: vec![Command::VoidGrant {
-                    account: tally_core::AccountId::new("acme").unwrap(),
-                    grant: tally_core::GrantId::new("g").unwrap(),
-                    reason: String::from_utf8(payload.clone()).unwrap(),
-                }],
-            }),
+            payload: EntryPayload::Normal(
+                Entry {
+                    at_ms: 1,
+                    commands: vec![Command::VoidGrant {
+                        account: tally_core::AccountId::new("acme").unwrap(),
+                        grant: tally_core::GrantId::new("g").unwrap(),
+                        reason: String::from_utf8(payload.clone()).unwrap(),
+                    }],
+                }
+                .into(),
+            ),
         })
         .collect();
     let request = AppendEntriesRequest {

@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 use common::*;
 use openraft::BasicNode;
 use tally_core::{Command, Entry};
-use tally_store::NodeId;
+use tally_store::{EncodedEntry, NodeId};
 
-fn tick_entry(n: u64) -> Entry {
+fn tick_entry(n: u64) -> EncodedEntry {
     Entry {
         at_ms: 1_700_000_000_000 + n,
         commands: vec![Command::Tick],
     }
+    .into()
 }
 
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {

@@ -374,6 +374,7 @@ impl NodeContext {
             ProposeError::Overloaded { .. } | ProposeError::ShuttingDown => {
                 TallyError::unavailable(error.to_string())
             }
+            ProposeError::Encode { .. } => TallyError::internal(error.to_string()),
             ProposeError::Unknown { .. } => TallyError::new(
                 tally_proto::ErrorCode::DeadlineExceeded,
                 format!("{error}; retry with the same ids, the ledger settles each event once"),

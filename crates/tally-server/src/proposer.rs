@@ -34,6 +34,10 @@ pub enum ProposeError {
     /// The node is shutting down; nothing was proposed.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The entry could not be encoded for the log; nothing was proposed. (A bug: every entry
+    /// within the request limits encodes.)
+    #[error("the entry could not be encoded for the log: {reason}")]
+    Encode { reason: String },
     /// The entry was handed to Raft and its fate is unknown (the leader changed or stopped
     /// before answering). It may or may not be applied.
     #[error("the outcome is unknown: {reason}")]

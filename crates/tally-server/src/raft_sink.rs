@@ -2,6 +2,7 @@
 //! order without waiting, and the returned receiver resolves once the entry is applied.
 
 use openraft::error::ClientWriteError;
+use tally_store::EncodedEntry;
 
 use crate::node::Raft;
 use crate::proposer::{AppliedEntry, BoxFuture, EntrySink, ProposeError};
@@ -17,6 +18,10 @@ impl EntrySink for RaftSink {
     ) -> BoxFuture<'_, Result<BoxFuture<'static, Result<AppliedEntry, ProposeError>>, ProposeError>>
     {
         Box::pin(async move {
+            // Encoded once here; the log record and every AppendEntries carry these bytes.
+            let entry = EncodedEntry::new(entry).map_err(|error| ProposeError::Encode {
+                reason: error.to_string(),
+            })?;
             let receiver =
                 self.raft
                     .client_write_ff(entry)

@@ -8,9 +8,10 @@ use serde::Serialize;
 
 use crate::error::StoreError;
 
-/// Version of the value encoding. A value written by a newer build is refused with
-/// [`StoreError::UnknownVersion`] rather than misread.
-pub(crate) const FORMAT_VERSION: u8 = 1;
+/// Version of the value encoding. A value written by a newer (or older) build is refused with
+/// [`StoreError::UnknownVersion`] rather than misread. Version 2: a log entry's ledger entry is
+/// a byte string holding its own versioned encoding ([`crate::EncodedEntry`]).
+pub(crate) const FORMAT_VERSION: u8 = 2;
 
 /// Largest value the store will decode: a log entry carries at most one batch of usage events,
 /// far below this; anything larger is corruption, not data.

@@ -72,7 +72,7 @@ pub use error::StoreError;
 pub use log_store::{LogOptions, LogStore};
 pub use reader::{LedgerReader, EVENTS_LIMIT_MAX, HISTORY_LIMIT_MAX};
 pub use state_machine::{SnapshotBuilder, StateMachineStore};
-pub use types::{EntryResponse, NodeId, TypeConfig};
+pub use types::{EncodedEntry, EntryResponse, NodeId, TypeConfig};
 
 /// sled's page cache budget, per database (the log's and the state machine's). sled's default is
 /// 1 GiB; the state lives in memory anyway and the log is read mostly at its tail, so a smaller

@@ -31,9 +31,10 @@
 //! append that was never acknowledged, and is cut off (with a warning); damage anywhere else
 //! is corruption and stops the open with an error naming the file and the offset.
 //!
-//! Reads: the most recent entries stay decoded in memory (up to [`LogOptions::cache_bytes_max`] of their
-//! encoded size), since replication and apply read the tail of the log; older entries are
-//! read back from the segment files with `pread`.
+//! Reads: the most recent entries stay in memory (up to [`LogOptions::cache_bytes_max`], an
+//! entry counted as three times its encoded size: it holds its encoding and its decoded form),
+//! since replication and apply read the tail of the log; older entries are read back from the
+//! segment files with `pread`.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -405,8 +406,11 @@ impl Log {
         if self.cache.is_empty() {
             self.cache_first = entry.log_id.index;
         }
-        self.cache.push_back((entry, len));
-        self.cache_bytes += len as usize;
+        // A cached entry holds its encoding and its decoded form; the decoded form of usage
+        // events is about twice the size of their encoding.
+        let charge = len.saturating_mul(3);
+        self.cache.push_back((entry, charge));
+        self.cache_bytes += charge as usize;
         while self.cache_bytes > self.cache_bytes_max && self.cache.len() > 1 {
             if let Some((_, dropped)) = self.cache.pop_front() {
                 self.cache_bytes -= dropped as usize;

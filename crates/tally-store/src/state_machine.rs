@@ -303,7 +303,7 @@ impl StateMachineStore {
                     responses.push(EntryResponse::default());
                 }
                 EntryPayload::Normal(ref data) => {
-                    let result = applied.state.apply(data);
+                    let result = applied.state.apply(data.entry());
                     if let Some(first) = result.journal.first() {
                         let block = encode_block(&result.journal, &mut applied.heads)?;
                         batch.insert(&seq_key(PREFIX_JOURNAL, first.seq), block);

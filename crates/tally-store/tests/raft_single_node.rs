@@ -105,7 +105,7 @@ async fn single_node_raft_restarts_from_snapshot_and_log_to_the_same_hash() {
         let mut snapshot_log_id = None;
         let mut last_written = None;
         for (k, entry) in entries.iter().enumerate() {
-            let resp = raft.client_write(entry.clone()).await.unwrap();
+            let resp = raft.client_write(entry.clone().into()).await.unwrap();
             assert_eq!(
                 resp.data.outcomes, reference.results[k].outcomes,
                 "entry {k}"
@@ -159,10 +159,13 @@ async fn single_node_raft_restarts_from_snapshot_and_log_to_the_same_hash() {
         .await
         .unwrap();
     let resp = raft
-        .client_write(tally_core::Entry {
-            at_ms: BASE_MS + 10_000_000,
-            commands: vec![tally_core::Command::Tick],
-        })
+        .client_write(
+            tally_core::Entry {
+                at_ms: BASE_MS + 10_000_000,
+                commands: vec![tally_core::Command::Tick],
+            }
+            .into(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.data.outcomes.len(), 1);

@@ -15,7 +15,7 @@ use tally_core::{
 use tally_raft::{
     raft_config, NetworkConfig, RaftService, RaftSettings, TallyNetwork, MESSAGE_BYTES_MAX,
 };
-use tally_store::{LedgerReader, NodeId, TypeConfig};
+use tally_store::{EncodedEntry, LedgerReader, NodeId, TypeConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -179,7 +179,7 @@ pub async fn wait_for_leader(nodes: &[&Node], not: Option<NodeId>) -> NodeId {
     }
 }
 
-pub fn init_entry() -> Entry {
+pub fn init_entry() -> EncodedEntry {
     Entry {
         at_ms: 1_700_000_000_000,
         commands: vec![Command::Init(LedgerConfig {
@@ -188,9 +188,10 @@ pub fn init_entry() -> Entry {
             dedup_window_ms: DEDUP_WINDOW_MS_DEFAULT,
         })],
     }
+    .into()
 }
 
-pub fn asset_entry(n: u64) -> Entry {
+pub fn asset_entry(n: u64) -> EncodedEntry {
     Entry {
         at_ms: 1_700_000_000_000 + n,
         commands: vec![Command::CreateAsset(AssetSpec {
@@ -198,6 +199,7 @@ pub fn asset_entry(n: u64) -> Entry {
             scale: (n % 10) as u32,
         })],
     }
+    .into()
 }
 
 pub fn by_id(nodes: &[Node], id: NodeId) -> &Node {
@@ -205,7 +207,7 @@ pub fn by_id(nodes: &[Node], id: NodeId) -> &Node {
 }
 
 /// A usage batch entry of roughly 1.5 MiB: long ids and 16 full-length dimensions per event.
-pub fn big_entry(n: u64) -> Entry {
+pub fn big_entry(n: u64) -> EncodedEntry {
     let dimensions: Vec<(Key, String)> = (0..16)
         .map(|d| {
             (
@@ -233,4 +235,5 @@ pub fn big_entry(n: u64) -> Entry {
             atomic: false,
         }],
     }
+    .into()
 }

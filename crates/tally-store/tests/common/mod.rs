@@ -20,7 +20,7 @@ pub fn log_id(term: u64, index: u64) -> LogId<u64> {
 pub fn normal(term: u64, index: u64, data: Entry) -> RaftEntry {
     RaftEntry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(data),
+        payload: EntryPayload::Normal(data.into()),
     }
 }
 
