@@ -123,9 +123,15 @@ fn open_sled(sled_dir: &Path) -> Result<sled::Db, StoreError> {
     let deadline =
         std::time::Instant::now() + std::time::Duration::from_millis(SLED_LOCK_WAIT_MS_MAX);
     loop {
+        // No background flush: nothing relies on sled writing on its own (the state machine's
+        // rows are rebuilt from the log after a crash, and a snapshot build syncs sled before
+        // the snapshot is saved). sled's default flushes every 500 ms and, in between, hands
+        // each sealed buffer to a pool thread that it often spawns anew: measured at 1 event
+        // per request, 17% of the leader's CPU went to those threads.
         let result = sled::Config::new()
             .path(sled_dir)
             .cache_capacity(SLED_CACHE_BYTES_MAX)
+            .flush_every_ms(None)
             .open();
         match result {
             Err(sled::Error::Io(ref e))

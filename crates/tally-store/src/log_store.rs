@@ -300,15 +300,14 @@ impl LogStore {
         Ok(Some(file))
     }
 
-    /// `fdatasync` on a blocking thread, so the async runtime keeps running meanwhile.
-    async fn sync_file(&self, file: Arc<File>) -> Result<(), StoreError> {
-        let dir = self.inner.dir.clone();
-        let result = tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?;
-        if let Err(e) = result {
+    /// `fdatasync`, on the calling task's thread. openraft 0.9's RaftCore waits for every
+    /// append to be durable before it does anything else, so handing the sync to a blocking
+    /// thread would only add two thread switches to the path of every write (measured: about
+    /// 35 context switches per one-event request on the leader with `spawn_blocking`).
+    fn sync_file(&self, file: &File) -> Result<(), StoreError> {
+        if let Err(e) = file.sync_data() {
             self.lock().failed = Some(e.to_string());
-            return Err(StoreError::io("fdatasync", dir, e));
+            return Err(StoreError::io("fdatasync", &self.inner.dir, e));
         }
         Ok(())
     }
@@ -811,7 +810,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let synced = match self.insert_entries(entries) {
-            Ok(Some(file)) => self.sync_file(file).await,
+            Ok(Some(file)) => self.sync_file(&file),
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };

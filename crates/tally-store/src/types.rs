@@ -174,7 +174,10 @@ mod tests {
         let mut future = encoded.bytes().to_vec();
         future[0] += 1;
         let error = EncodedEntry::decode(future).unwrap_err();
-        assert!(matches!(error, StoreError::UnknownVersion { .. }), "{error}");
+        assert!(
+            matches!(error, StoreError::UnknownVersion { .. }),
+            "{error}"
+        );
         // And through serde (what a peer message or a log record goes through).
         let wire = codec::encode("bytes", &serde_bytes_of(&[1, 2, 3])).unwrap();
         assert!(codec::decode::<EncodedEntry>("ledger entry", &wire).is_err());

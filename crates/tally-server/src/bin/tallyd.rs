@@ -62,19 +62,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|| PathBuf::from("./data/dev")),
         ),
     };
-    let threads: usize = std::env::var("TALLYD_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    if threads > 1 {
-        builder.worker_threads(threads);
-    }
-    let runtime = match builder.enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("tallyd: cannot start the async runtime: {error}");
