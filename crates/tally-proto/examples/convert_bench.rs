@@ -16,6 +16,10 @@ use tally_core::{AccountId, Amount, BookId, Draw, EventId, GrantId, Outcome, Set
 use tally_proto::convert::record_usage_batch_reply;
 use tally_proto::{v1, ToCommand};
 
+/// tallyd's allocator, so allocation costs what it costs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EVENTS: usize = 8_190;
 
 /// xorshift64*: every run converts the same values.
