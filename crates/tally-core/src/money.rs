@@ -335,6 +335,74 @@ impl Amount {
         (scale, parts.negative, mantissa)
     }
 
+    /// The canonical text without its sign into `buf` (right-aligned), and whether the value is
+    /// negative: what `Display` prints for the normalized `Decimal` (no exponent, no trailing
+    /// zeros, `0` for any zero, `0.05` for 5 at scale 2), computed with integer division
+    /// instead of `rust_decimal`'s digit-by-digit 96-bit division (a test compares the two).
+    fn canonical_text(self, buf: &mut [u8; TEXT_LEN_MAX]) -> (&str, bool) {
+        let (scale, negative, mantissa) = self.canonical_parts();
+        let scale = scale as usize;
+        // Digits from the last, the point after the `scale`-th.
+        let mut start = TEXT_LEN_MAX;
+        let mut digits = 0;
+        let mut push = |byte: u8| {
+            start -= 1;
+            buf[start] = byte;
+            digits += 1;
+            if digits == scale {
+                start -= 1;
+                buf[start] = b'.';
+            }
+            digits
+        };
+        let mut written = 0;
+        let mut rest = mantissa;
+        // The high digits of a mantissa above 2^64 first (rare), then 64-bit division.
+        while rest > u64::MAX as u128 {
+            written = push(b'0' + (rest % 10) as u8);
+            rest /= 10;
+        }
+        let mut rest = rest as u64;
+        while rest != 0 {
+            written = push(b'0' + (rest % 10) as u8);
+            rest /= 10;
+        }
+        // Zeros between the point and the first digit.
+        while written < scale {
+            written = push(b'0');
+        }
+        // The whole part's `0` when there is none (or the value is zero).
+        if start == TEXT_LEN_MAX || buf[start] == b'.' {
+            start -= 1;
+            buf[start] = b'0';
+        }
+        let text = std::str::from_utf8(&buf[start..]).expect("ASCII digits");
+        (text, negative)
+    }
+
+    /// Appends the canonical text (as `Display` prints it) to `out`.
+    pub fn write_text(self, out: &mut String) {
+        let mut buf = [0; TEXT_LEN_MAX];
+        let (text, negative) = self.canonical_text(&mut buf);
+        if negative {
+            out.push('-');
+        }
+        out.push_str(text);
+    }
+
+    /// The canonical text (as `Display` prints it) in a string of exactly its length, without
+    /// going through `fmt`: the wire form of every amount of every settlement.
+    pub fn to_text(self) -> String {
+        let mut buf = [0; TEXT_LEN_MAX];
+        let (text, negative) = self.canonical_text(&mut buf);
+        let mut out = String::with_capacity(text.len() + negative as usize);
+        if negative {
+            out.push('-');
+        }
+        out.push_str(text);
+        out
+    }
+
     /// Canonical 16-byte form used by the state hash and binary encodings.
     pub fn to_bytes(self) -> [u8; 16] {
         self.0.normalize().serialize()
@@ -348,9 +416,19 @@ impl std::ops::Neg for Amount {
     }
 }
 
+/// Longest canonical text without the sign: 29 digits and the point, or `0.` and 28 digits.
+const TEXT_LEN_MAX: usize = 32;
+
+/// The normalized `Decimal`'s text; without a precision the digits come from the integer
+/// formatter above, padded and signed by `pad_integral` exactly as `rust_decimal` does.
 impl fmt::Display for Amount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0.normalize(), f)
+        if f.precision().is_some() {
+            return fmt::Display::fmt(&self.0.normalize(), f);
+        }
+        let mut buf = [0; TEXT_LEN_MAX];
+        let (text, negative) = self.canonical_text(&mut buf);
+        f.pad_integral(!negative, "", text)
     }
 }
 
@@ -507,6 +585,70 @@ mod tests {
                     value.round_dp_with_strategy(scale, RoundingStrategy::MidpointNearestEven);
                 assert_eq!(ours.serialize(), theirs.serialize(), "{value:?} at {scale}");
             }
+        }
+    }
+
+    /// The integer formatter prints exactly what `rust_decimal` prints for the normalized
+    /// value, with and without formatting flags.
+    #[test]
+    fn text_matches_rust_decimal() {
+        let mut seed: u64 = 0x5eed_0f7e_4711;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut values = vec![
+            Decimal::ZERO,
+            -Decimal::ZERO,
+            Decimal::new(0, 7),
+            -Decimal::new(0, 28),
+            Decimal::MAX,
+            Decimal::MIN,
+            Decimal::from_i128_with_scale(1, 28),
+            Decimal::from_i128_with_scale(-1, 28),
+            Decimal::from_i128_with_scale((1 << 96) - 1, 28),
+            Decimal::from_i128_with_scale(-((1 << 96) - 1), 27),
+            Decimal::from_i128_with_scale(u64::MAX as i128, 10),
+            Decimal::from_i128_with_scale(u64::MAX as i128 + 1, 19),
+            Decimal::from_i128_with_scale(10i128.pow(19), 19),
+            Decimal::from_i128_with_scale(10i128.pow(28), 28),
+        ];
+        for _ in 0..200_000 {
+            let bits = next();
+            let mantissa = match bits % 6 {
+                0 => (next() % 1000) as i128,
+                1 => next() as i128,
+                2 => (next() % 100_000) as i128 * 10i128.pow((next() % 10) as u32),
+                3 => ((next() as i128) << 32) ^ next() as i128,
+                4 => (((next() as i128) << 64) ^ next() as i128) & ((1 << 96) - 1),
+                _ => 10i128.pow((next() % 29) as u32),
+            };
+            let mantissa = if bits & 64 == 0 { mantissa } else { -mantissa };
+            values.push(Decimal::from_i128_with_scale(
+                mantissa,
+                ((bits >> 8) % 29) as u32,
+            ));
+        }
+        for value in values {
+            let amount = Amount(value);
+            let theirs = value.normalize().to_string();
+            assert_eq!(amount.to_text(), theirs, "{value:?}");
+            assert_eq!(amount.to_string(), theirs, "{value:?}");
+            let mut appended = String::from("x");
+            amount.write_text(&mut appended);
+            assert_eq!(appended, format!("x{theirs}"));
+            let normalized = value.normalize();
+            assert_eq!(format!("{amount:>40}"), format!("{normalized:>40}"));
+            assert_eq!(format!("{amount:<+3}"), format!("{normalized:<+3}"));
+            assert_eq!(format!("{amount:040}"), format!("{normalized:040}"));
+            // With a precision both take rust_decimal's path (which overflows its buffer for
+            // 29 whole digits plus decimals, so only smaller values here).
+            if normalized.abs() < Decimal::from(u64::MAX) {
+                assert_eq!(format!("{amount:.3}"), format!("{normalized:.3}"));
+            }
+            assert_eq!(format!("{amount:?}"), theirs);
         }
     }
 

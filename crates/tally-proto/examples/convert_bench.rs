@@ -156,7 +156,16 @@ fn main() {
     assert_eq!(replied, batches * EVENTS);
     let per_event = |d: std::time::Duration| d.as_secs_f64() * 1e9 / events;
     println!("events                        {}", batches * EVENTS);
-    println!("prost decode                  {:.0} ns/event", per_event(decode));
-    println!("request -> command            {:.0} ns/event", per_event(to_command));
-    println!("outcome -> reply              {:.0} ns/event", per_event(to_reply));
+    println!(
+        "prost decode                  {:.0} ns/event",
+        per_event(decode)
+    );
+    println!(
+        "request -> command            {:.0} ns/event",
+        per_event(to_command)
+    );
+    println!(
+        "outcome -> reply              {:.0} ns/event",
+        per_event(to_reply)
+    );
 }

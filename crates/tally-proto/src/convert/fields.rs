@@ -4,9 +4,10 @@ use tally_core::{Amount, InvalidInput, Key, Month, PAIRS_MAX, PAIR_VALUE_LEN_MAX
 
 use crate::v1;
 
-/// Canonical wire text of an amount: exact, no exponent, no trailing zeros.
+/// Canonical wire text of an amount: exact, no exponent, no trailing zeros (`Display`'s text,
+/// built without `fmt`: every settlement carries eight of them).
 pub fn amount_text(amount: Amount) -> String {
-    amount.to_string()
+    amount.to_text()
 }
 
 /// `YYYY-MM`.
