@@ -57,14 +57,16 @@ macro_rules! string_id {
             pub const MAX_LEN: usize = $max;
 
             /// Validates `value` and wraps it; the error names the field and the reason.
-            pub fn new(value: impl Into<String>) -> Result<Self, InvalidInput> {
+            pub fn new(value: impl AsRef<str>) -> Result<Self, InvalidInput> {
                 Self::parse_as($field, value)
             }
 
             /// Like [`Self::new`], but the error names `field` (for nested wire fields).
-            pub fn parse_as(field: &'static str, value: impl Into<String>) -> Result<Self, InvalidInput> {
-                let value = value.into();
-                check(field, &value, $max, $allowed, $allowed_text)?;
+            /// Takes the text by reference: the `Arc` is its one allocation (going through a
+            /// `String` first would copy the text twice, for every id of every event).
+            pub fn parse_as(field: &'static str, value: impl AsRef<str>) -> Result<Self, InvalidInput> {
+                let value = value.as_ref();
+                check(field, value, $max, $allowed, $allowed_text)?;
                 Ok(Self(Arc::from(value)))
             }
 
