@@ -385,39 +385,48 @@ impl Amount {
     fn canonical_text(self, buf: &mut [u8; TEXT_LEN_MAX]) -> (&str, bool) {
         let (scale, negative, mantissa) = self.canonical_parts();
         let scale = scale as usize;
-        // Digits from the last, the point after the `scale`-th.
-        let mut start = TEXT_LEN_MAX;
-        let mut digits = 0;
-        let mut push = |byte: u8| {
-            start -= 1;
-            buf[start] = byte;
-            digits += 1;
-            if digits == scale {
-                start -= 1;
-                buf[start] = b'.';
-            }
-            digits
-        };
-        let mut written = 0;
+        // The mantissa's digits, right-aligned: the high ones of a mantissa above 2^64 one at
+        // a time (rare), the rest two at a time from a table.
+        let end = TEXT_LEN_MAX;
+        let mut start = end;
         let mut rest = mantissa;
-        // The high digits of a mantissa above 2^64 first (rare), then 64-bit division.
         while rest > u64::MAX as u128 {
-            written = push(b'0' + (rest % 10) as u8);
+            start -= 1;
+            buf[start] = b'0' + (rest % 10) as u8;
             rest /= 10;
         }
         let mut rest = rest as u64;
-        while rest != 0 {
-            written = push(b'0' + (rest % 10) as u8);
-            rest /= 10;
+        while rest >= 100 {
+            let pair = (rest % 100) as usize * 2;
+            rest /= 100;
+            start -= 2;
+            buf[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
         }
-        // Zeros between the point and the first digit.
-        while written < scale {
-            written = push(b'0');
-        }
-        // The whole part's `0` when there is none (or the value is zero).
-        if start == TEXT_LEN_MAX || buf[start] == b'.' {
+        if rest >= 10 {
+            let pair = rest as usize * 2;
+            start -= 2;
+            buf[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        } else if rest > 0 || start == end {
+            // The leading digit, or the `0` of zero.
             start -= 1;
-            buf[start] = b'0';
+            buf[start] = b'0' + rest as u8;
+        }
+        let digits = end - start;
+        if scale > 0 {
+            if digits > scale {
+                // The whole part moves one place left for the point.
+                let point = end - scale;
+                buf.copy_within(start..point, start - 1);
+                start -= 1;
+                buf[point - 1] = b'.';
+            } else {
+                // `0.`, then zeros up to the first digit.
+                let point = end - scale;
+                buf[point..start].fill(b'0');
+                buf[point - 1] = b'.';
+                buf[point - 2] = b'0';
+                start = point - 2;
+            }
         }
         let text = std::str::from_utf8(&buf[start..]).expect("ASCII digits");
         (text, negative)
@@ -461,6 +470,14 @@ impl std::ops::Neg for Amount {
 
 /// Longest canonical text without the sign: 29 digits and the point, or `0.` and 28 digits.
 const TEXT_LEN_MAX: usize = 32;
+
+/// `00`, `01`, ... `99`: two digits per division when printing.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
 
 /// The normalized `Decimal`'s text; without a precision the digits come from the integer
 /// formatter above, padded and signed by `pad_integral` exactly as `rust_decimal` does.
