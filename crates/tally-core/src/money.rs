@@ -256,10 +256,10 @@ impl Amount {
 
     /// Digits after the point, ignoring trailing zeros.
     pub fn scale(self) -> u32 {
-        // Most values carry no trailing zeros; normalizing (slow) only matters when they might.
+        // Most values carry no trailing zeros; stripping them only matters when they might.
         match self.0.scale() {
             0 => 0,
-            _ => self.0.normalize().scale(),
+            _ => self.canonical_parts().0,
         }
     }
 
@@ -455,9 +455,20 @@ impl Amount {
         out
     }
 
-    /// Canonical 16-byte form used by the state hash and binary encodings.
+    /// Canonical 16-byte form used by the state hash and binary encodings: the normalized
+    /// `Decimal`'s bytes, built from [`Self::canonical_parts`] (64-bit arithmetic in the usual
+    /// case) rather than `normalize`'s 96-bit division per digit; a test compares the two.
+    /// Every amount of every logged command and journal entry is encoded through here.
     pub fn to_bytes(self) -> [u8; 16] {
-        self.0.normalize().serialize()
+        let (scale, negative, mantissa) = self.canonical_parts();
+        Decimal::from_parts(
+            mantissa as u32,
+            (mantissa >> 32) as u32,
+            (mantissa >> 64) as u32,
+            negative,
+            scale,
+        )
+        .serialize()
     }
 }
 
@@ -494,7 +505,7 @@ impl fmt::Display for Amount {
 
 impl fmt::Debug for Amount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0.normalize(), f)
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -649,7 +660,8 @@ mod tests {
     }
 
     /// The integer formatter prints exactly what `rust_decimal` prints for the normalized
-    /// value, with and without formatting flags.
+    /// value, with and without formatting flags; the canonical bytes and scale are the
+    /// normalized value's too.
     #[test]
     fn text_matches_rust_decimal() {
         let mut seed: u64 = 0x5eed_0f7e_4711;
@@ -693,6 +705,12 @@ mod tests {
         }
         for value in values {
             let amount = Amount(value);
+            assert_eq!(
+                amount.to_bytes(),
+                value.normalize().serialize(),
+                "{value:?}"
+            );
+            assert_eq!(amount.scale(), value.normalize().scale(), "{value:?}");
             let theirs = value.normalize().to_string();
             assert_eq!(amount.to_text(), theirs, "{value:?}");
             assert_eq!(amount.to_string(), theirs, "{value:?}");
