@@ -424,6 +424,11 @@ fn key_hash(ordinal: u32, id: &[u8]) -> u64 {
 }
 
 fn put_varint(buf: &mut Vec<u8>, value: u128) {
+    // Most numbers here (the record length, book, version, grant index) take one byte.
+    if value < 0x80 {
+        buf.push(value as u8);
+        return;
+    }
     match u64::try_from(value) {
         Ok(mut small) => {
             while small >= 0x80 {
