@@ -300,7 +300,11 @@ impl Amount {
         // integers, as `rust_decimal` computes it: the quotient, one more when the remainder
         // is over half or exactly half with an odd quotient, at `scale` (a test compares).
         let parts = self.0.unpack();
-        if parts.scale > scale && parts.scale - scale <= 19 && parts.hi == 0 {
+        // Nothing to round: `rust_decimal` returns the value as it is (out of line).
+        if parts.scale <= scale {
+            return self;
+        }
+        if parts.scale - scale <= 19 && parts.hi == 0 {
             let mantissa = (parts.mid as u64) << 32 | parts.lo as u64;
             if mantissa != 0 {
                 let divisor = 10u64.pow(parts.scale - scale);

@@ -223,7 +223,11 @@ impl LedgerState {
         };
         let account = self.accounts.by_ordinal_mut(ordinal);
         let fingerprint = fingerprint(event);
-        if let Some(remembered) = self.dedup.get(ordinal, event.event_id.as_str()) {
+        let id_hash = crate::dedup::Dedup::hash(ordinal, event.event_id.as_str());
+        if let Some(remembered) = self
+            .dedup
+            .get_hashed(id_hash, ordinal, event.event_id.as_str())
+        {
             return if remembered.fingerprint == fingerprint {
                 Outcome::Duplicate(LedgerState::remembered_settlement(
                     &self.book_ids,
@@ -316,8 +320,13 @@ impl LedgerState {
             .iter()
             .zip(&settlement.drawdown)
             .map(|(index, draw)| (*index as u32, draw.amount));
-        self.dedup
-            .insert(ordinal, event.event_id.as_str(), &remembered, draws);
+        self.dedup.insert_hashed(
+            id_hash,
+            ordinal,
+            event.event_id.as_str(),
+            &remembered,
+            draws,
+        );
         Outcome::Settled(Settlement {
             price_book: account
                 .price_book
