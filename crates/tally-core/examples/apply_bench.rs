@@ -1,9 +1,10 @@
 //! Release benchmark of `LedgerState::apply` on one core (not a test).
 //!
-//! `cargo run --release -p tally-core --example apply_bench [-- ACCOUNTS EVENTS]`
+//! `cargo run --release -p tally-core --example apply_bench [-- ACCOUNTS EVENTS [PER]]`
 //!
 //! 10,000 accounts each with a monthly allowance and a purchased grant, a per_unit price matched
-//! on two dimensions, usage events on uniformly random accounts in entries of 1,000 events
+//! on two dimensions (quoted per PER units, default 1; tally-bench quotes per 1000 tokens, which
+//! divides every charge; the charges are the same either way), usage events on uniformly random accounts in entries of 1,000 events
 //! (one `UsageBatch` command each). Prints settled events per second, and bytes of state per
 //! account and per remembered event id, measured with a counting allocator.
 
@@ -62,6 +63,7 @@ fn main() {
         .get(2)
         .and_then(|a| a.parse().ok())
         .unwrap_or(2_000_000);
+    let per = amount(args.get(3).map_or("1", String::as_str));
     let batch = 1_000;
     let start_ms = parse_utc("2026-03-02T00:00:00Z").unwrap();
 
@@ -91,8 +93,10 @@ fn main() {
                                 "0.000002"
                             } else {
                                 "0.00001"
-                            }),
-                            per: amount("1"),
+                            })
+                            .checked_mul(per)
+                            .unwrap(),
+                            per,
                         },
                     })
                 })
