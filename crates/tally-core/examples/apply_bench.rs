@@ -6,7 +6,8 @@
 //! on two dimensions (quoted per PER units, default 1; tally-bench quotes per 1000 tokens, which
 //! divides every charge; the charges are the same either way), usage events on uniformly random accounts in entries of 1,000 events
 //! (one `UsageBatch` command each). Prints settled events per second, and bytes of state per
-//! account and per remembered event id, measured with a counting allocator.
+//! account and per remembered event id, measured with a counting allocator, and the bytes of
+//! the entries as the log encodes them (`encode_entries`, measured on its own).
 
 #![allow(unsafe_code)] // The counting allocator below is the only unsafe code, and only here.
 
@@ -194,6 +195,7 @@ fn main() {
         });
     }
 
+    let log_bytes = encode_entries(&entries);
     let before_events = live();
     let inputs_bytes = before_events;
     let started = Instant::now();
@@ -231,6 +233,7 @@ fn main() {
     println!("state bytes per remembered id {per_event:.0} (dedup record + per-event growth)");
     println!("state bytes total             {state_bytes_total}");
     println!("snapshot bytes                {}", snapshot.len());
+    println!("log entry bytes (bincode)     {log_bytes}");
     println!(
         "state hash                    {hash} ({:.0} ms)",
         hash_elapsed.as_secs_f64() * 1e3
@@ -262,6 +265,18 @@ fn apply_all(state: &mut LedgerState, entries: &[Entry]) -> (usize, usize) {
         }
     }
     (settled, journal_entries)
+}
+
+/// Encodes every entry as the log does (bincode, varint integers; amounts in their 16-byte
+/// canonical form), out of line for `--toggle-collect='*encode_entries*'`. Returns the bytes.
+#[inline(never)]
+fn encode_entries(entries: &[Entry]) -> usize {
+    use bincode::Options;
+    let options = bincode::DefaultOptions::new();
+    entries
+        .iter()
+        .map(|entry| options.serialize(entry).expect("encodable").len())
+        .sum()
 }
 
 fn entries_len(total: usize, batch: usize) -> usize {
