@@ -4,10 +4,14 @@
 //!
 //! 10,000 accounts each with a monthly allowance and a purchased grant, a per_unit price matched
 //! on two dimensions (quoted per PER units, default 1; tally-bench quotes per 1000 tokens, which
-//! divides every charge; the charges are the same either way), usage events on uniformly random accounts in entries of 1,000 events
-//! (one `UsageBatch` command each). Prints settled events per second, and bytes of state per
-//! account and per remembered event id, measured with a counting allocator, and the bytes of
-//! the entries as the log encodes them (`encode_entries`, measured on its own).
+//! divides every charge; the charges are the same either way), usage events on uniformly random
+//! accounts in entries of 1,000 events (one `UsageBatch` command each). Prints settled events
+//! per second, bytes of state per account and per remembered event id (measured with a
+//! counting allocator), and the bytes of the entries as the log encodes them.
+//!
+//! Instructions per event, deterministic under load: `valgrind --tool=callgrind
+//! --toggle-collect='*apply_all*' target/release/examples/apply_bench 10000 100000`, and
+//! `'*encode_entries*'` for the log encoding.
 
 #![allow(unsafe_code)] // The counting allocator below is the only unsafe code, and only here.
 
