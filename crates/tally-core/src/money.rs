@@ -521,6 +521,14 @@ impl Amount {
     /// case) rather than `normalize`'s 96-bit division per digit; a test compares the two.
     /// Every amount of every logged command and journal entry is encoded through here.
     pub fn to_bytes(self) -> [u8; 16] {
+        if self.0.scale() == 0 {
+            // An integer (a quantity, usually) is canonical as it is, but for the sign of zero.
+            return if self.0.is_zero() {
+                Decimal::ZERO.serialize()
+            } else {
+                self.0.serialize()
+            };
+        }
         let (scale, negative, mantissa) = self.canonical_parts();
         Decimal::from_parts(
             mantissa as u32,
