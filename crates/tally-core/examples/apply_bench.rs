@@ -1,11 +1,17 @@
 //! Release benchmark of `LedgerState::apply` on one core (not a test).
 //!
-//! `cargo run --release -p tally-core --example apply_bench [-- ACCOUNTS EVENTS]`
+//! `cargo run --release -p tally-core --example apply_bench [-- ACCOUNTS EVENTS [PER]]`
 //!
 //! 10,000 accounts each with a monthly allowance and a purchased grant, a per_unit price matched
-//! on two dimensions, usage events on uniformly random accounts in entries of 1,000 events
-//! (one `UsageBatch` command each). Prints settled events per second, and bytes of state per
-//! account and per remembered event id, measured with a counting allocator.
+//! on two dimensions (quoted per PER units, default 1; tally-bench quotes per 1000 tokens, which
+//! divides every charge; the charges are the same either way), usage events on uniformly random
+//! accounts in entries of 1,000 events (one `UsageBatch` command each). Prints settled events
+//! per second, bytes of state per account and per remembered event id (measured with a
+//! counting allocator), and the bytes of the entries as the log encodes them.
+//!
+//! Instructions per event, deterministic under load: `valgrind --tool=callgrind
+//! --toggle-collect='*apply_all*' target/release/examples/apply_bench 10000 100000`, and
+//! `'*encode_entries*'` for the log encoding.
 
 #![allow(unsafe_code)] // The counting allocator below is the only unsafe code, and only here.
 
@@ -62,6 +68,7 @@ fn main() {
         .get(2)
         .and_then(|a| a.parse().ok())
         .unwrap_or(2_000_000);
+    let per = amount(args.get(3).map_or("1", String::as_str));
     let batch = 1_000;
     let start_ms = parse_utc("2026-03-02T00:00:00Z").unwrap();
 
@@ -91,8 +98,10 @@ fn main() {
                                 "0.000002"
                             } else {
                                 "0.00001"
-                            }),
-                            per: amount("1"),
+                            })
+                            .checked_mul(per)
+                            .unwrap(),
+                            per,
                         },
                     })
                 })
@@ -190,23 +199,11 @@ fn main() {
         });
     }
 
+    let log_bytes = encode_entries(&entries);
     let before_events = live();
     let inputs_bytes = before_events;
     let started = Instant::now();
-    let mut settled = 0usize;
-    let mut journal_entries = 0usize;
-    for entry in &entries {
-        let result = state.apply(entry);
-        journal_entries += result.journal.len();
-        for outcome in &result.outcomes {
-            if let Outcome::Batch(list) = outcome {
-                settled += list
-                    .iter()
-                    .filter(|o| matches!(o, Outcome::Settled(_)))
-                    .count();
-            }
-        }
-    }
+    let (settled, journal_entries) = apply_all(&mut state, &entries);
     let elapsed = started.elapsed();
     let after_events = live();
     drop(entries);
@@ -240,6 +237,7 @@ fn main() {
     println!("state bytes per remembered id {per_event:.0} (dedup record + per-event growth)");
     println!("state bytes total             {state_bytes_total}");
     println!("snapshot bytes                {}", snapshot.len());
+    println!("log entry bytes (bincode)     {log_bytes}");
     println!(
         "state hash                    {hash} ({:.0} ms)",
         hash_elapsed.as_secs_f64() * 1e3
@@ -249,6 +247,40 @@ fn main() {
         entries_len(total_events, batch),
         "every event should settle"
     );
+}
+
+/// The measured part, out of line so that `valgrind --tool=callgrind
+/// --toggle-collect='*apply_all*'` counts the instructions of applying the events alone.
+/// Returns (events settled, journal entries).
+#[inline(never)]
+fn apply_all(state: &mut LedgerState, entries: &[Entry]) -> (usize, usize) {
+    let mut settled = 0usize;
+    let mut journal_entries = 0usize;
+    for entry in entries {
+        let result = state.apply(entry);
+        journal_entries += result.journal.len();
+        for outcome in &result.outcomes {
+            if let Outcome::Batch(list) = outcome {
+                settled += list
+                    .iter()
+                    .filter(|o| matches!(o, Outcome::Settled(_)))
+                    .count();
+            }
+        }
+    }
+    (settled, journal_entries)
+}
+
+/// Encodes every entry as the log does (bincode, varint integers; amounts in their 16-byte
+/// canonical form), out of line for `--toggle-collect='*encode_entries*'`. Returns the bytes.
+#[inline(never)]
+fn encode_entries(entries: &[Entry]) -> usize {
+    use bincode::Options;
+    let options = bincode::DefaultOptions::new();
+    entries
+        .iter()
+        .map(|entry| options.serialize(entry).expect("encodable").len())
+        .sum()
 }
 
 fn entries_len(total: usize, batch: usize) -> usize {

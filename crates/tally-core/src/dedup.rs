@@ -151,9 +151,20 @@ impl Dedup {
             .map(|(_, record)| record)
     }
 
+    /// The index hash of `event_id` of account `ordinal`: settling an event looks its id up
+    /// and then remembers it, hashing it once for both.
+    pub fn hash(ordinal: u32, event_id: &str) -> u64 {
+        key_hash(ordinal, event_id.as_bytes())
+    }
+
     /// The remembered settlement of `event_id` of account `ordinal`.
+    #[cfg(test)]
     pub fn get(&self, ordinal: u32, event_id: &str) -> Option<Remembered> {
-        let hash = key_hash(ordinal, event_id.as_bytes());
+        self.get_hashed(Self::hash(ordinal, event_id), ordinal, event_id)
+    }
+
+    /// [`Self::get`] with `hash` = [`Self::hash`]`(ordinal, event_id)`.
+    pub fn get_hashed(&self, hash: u64, ordinal: u32, event_id: &str) -> Option<Remembered> {
         let location = self.index.find(hash, |&location| {
             record_is(self.record(location), ordinal, event_id.as_bytes())
         })?;
@@ -173,6 +184,7 @@ impl Dedup {
     /// Remembers a settlement; the caller checked that the event id is not remembered yet.
     /// `remembered.draws` is ignored: the draws are `draws` (so the caller need not collect
     /// them).
+    #[cfg(test)]
     pub fn insert(
         &mut self,
         ordinal: u32,
@@ -180,6 +192,20 @@ impl Dedup {
         remembered: &Remembered,
         draws: impl ExactSizeIterator<Item = (u32, Amount)>,
     ) {
+        let hash = Self::hash(ordinal, event_id);
+        self.insert_hashed(hash, ordinal, event_id, remembered, draws);
+    }
+
+    /// [`Self::insert`] with `hash` = [`Self::hash`]`(ordinal, event_id)`.
+    pub fn insert_hashed(
+        &mut self,
+        hash: u64,
+        ordinal: u32,
+        event_id: &str,
+        remembered: &Remembered,
+        draws: impl ExactSizeIterator<Item = (u32, Amount)>,
+    ) {
+        debug_assert_eq!(hash, Self::hash(ordinal, event_id));
         let id = event_id.as_bytes();
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
@@ -229,7 +255,7 @@ impl Dedup {
                 put_amount(&mut buf, amount);
             }
         }
-        self.push_record(&buf, key_hash(ordinal, id));
+        self.push_record(&buf, hash);
         self.scratch = buf;
     }
 
@@ -424,6 +450,11 @@ fn key_hash(ordinal: u32, id: &[u8]) -> u64 {
 }
 
 fn put_varint(buf: &mut Vec<u8>, value: u128) {
+    // Most numbers here (the record length, book, version, grant index) take one byte.
+    if value < 0x80 {
+        buf.push(value as u8);
+        return;
+    }
     match u64::try_from(value) {
         Ok(mut small) => {
             while small >= 0x80 {

@@ -41,9 +41,31 @@ fn check(
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, $field:literal, $max:expr, $allowed:expr, $allowed_text:literal) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+        #[derive(Clone, PartialEq, Eq, Hash, Deserialize)]
         #[serde(try_from = "String")]
         pub struct $name(Arc<str>);
+
+        /// The text's order, found without comparing bytes when both share one allocation
+        /// (an account's per-meter figures are keyed with the price book's own meter name, so
+        /// the lookups of every settlement find theirs this way). Equality already takes
+        /// this shortcut in `Arc`.
+        impl Ord for $name {
+            #[inline]
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                if Arc::ptr_eq(&self.0, &other.0) {
+                    std::cmp::Ordering::Equal
+                } else {
+                    self.0.cmp(&other.0)
+                }
+            }
+        }
+
+        impl PartialOrd for $name {
+            #[inline]
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
 
         /// Serialized as a plain string, without an intermediate allocation.
         impl Serialize for $name {
@@ -57,14 +79,16 @@ macro_rules! string_id {
             pub const MAX_LEN: usize = $max;
 
             /// Validates `value` and wraps it; the error names the field and the reason.
-            pub fn new(value: impl Into<String>) -> Result<Self, InvalidInput> {
+            pub fn new(value: impl AsRef<str>) -> Result<Self, InvalidInput> {
                 Self::parse_as($field, value)
             }
 
             /// Like [`Self::new`], but the error names `field` (for nested wire fields).
-            pub fn parse_as(field: &'static str, value: impl Into<String>) -> Result<Self, InvalidInput> {
-                let value = value.into();
-                check(field, &value, $max, $allowed, $allowed_text)?;
+            /// Takes the text by reference: the `Arc` is its one allocation (going through a
+            /// `String` first would copy the text twice, for every id of every event).
+            pub fn parse_as(field: &'static str, value: impl AsRef<str>) -> Result<Self, InvalidInput> {
+                let value = value.as_ref();
+                check(field, value, $max, $allowed, $allowed_text)?;
                 Ok(Self(Arc::from(value)))
             }
 

@@ -81,6 +81,100 @@ fn exact_sum(a: Decimal, b: Decimal, subtract: bool) -> Option<Decimal> {
     ))
 }
 
+/// Plain decimal text, `-?[0-9]+(.[0-9]+)?` with at most 19 digits (so the mantissa fits 64
+/// bits), read with integer arithmetic: the same `Amount` as `Decimal::from_str` then
+/// `normalize` (a test compares). Anything else (`None`) goes to `rust_decimal`'s parser, which
+/// also gives the errors. Every quantity of every usage event comes through here.
+fn parse_plain(text: &str) -> Option<Amount> {
+    let (negative, digits) = match text.as_bytes() {
+        [b'-', rest @ ..] => (true, rest),
+        all => (false, all),
+    };
+    let mut mantissa: u64 = 0;
+    let mut count = 0;
+    let mut point = None;
+    for (index, &byte) in digits.iter().enumerate() {
+        match byte {
+            b'0'..=b'9' => {
+                count += 1;
+                if count > 19 {
+                    return None;
+                }
+                mantissa = mantissa * 10 + u64::from(byte - b'0');
+            }
+            b'.' if point.is_none() && index > 0 && index + 1 < digits.len() => {
+                point = Some(index);
+            }
+            _ => return None,
+        }
+    }
+    if count == 0 {
+        return None;
+    }
+    let scale = point.map_or(0, |index| (digits.len() - index - 1) as u32);
+    Some(Amount::from_decimal(Decimal::from_parts(
+        mantissa as u32,
+        (mantissa >> 32) as u32,
+        0,
+        negative,
+        scale,
+    )))
+}
+
+/// Division by a power of ten (10 to 10^9 at scale 0: the `per` of a price such as "2 per
+/// 1000 tokens", divided by for every event) of a mantissa below 2^64 at a scale up to 19,
+/// with the very `Decimal` `rust_decimal` gives (a test compares). `None` for anything else.
+fn divide_by_power_of_ten(a: Decimal, b: Decimal) -> Option<Decimal> {
+    let (x, y) = (a.unpack(), b.unpack());
+    if y.scale != 0 || y.hi != 0 || y.mid != 0 || x.hi != 0 || x.scale > 19 {
+        return None;
+    }
+    let power = POWERS_OF_TEN[1..]
+        .iter()
+        .position(|&p| p == u64::from(y.lo))?
+        + 1;
+    let mantissa = (x.mid as u64) << 32 | x.lo as u64;
+    if mantissa == 0 {
+        return None;
+    }
+    let negative = x.negative != y.negative;
+    let divisor = POWERS_OF_TEN[power];
+    if mantissa.is_multiple_of(divisor) {
+        // No remainder: the quotient at the dividend's scale, as it is.
+        let quotient = mantissa / divisor;
+        return Some(Decimal::from_parts(
+            quotient as u32,
+            (quotient >> 32) as u32,
+            0,
+            negative,
+            x.scale,
+        ));
+    }
+    // A remainder: `rust_decimal` scales the quotient up by 10^9 at once (the scale is at most
+    // 19 and the quotient below 2^64, so it may), which leaves none since the divisor divides
+    // 10^9: the mantissa times 10^(9 - power) at scale + 9. Then it strips trailing zeros as
+    // its `unscale` does: 8 at a time while the low 32 bits are zero, then 4, 2 and 1 once.
+    let mut quotient = mantissa as u128 * POWERS_OF_TEN[9 - power] as u128;
+    let mut scale = x.scale + 9;
+    while quotient as u32 == 0 && scale >= 8 && quotient.is_multiple_of(100_000_000) {
+        quotient /= 100_000_000;
+        scale -= 8;
+    }
+    for (low_bits, digits, power) in [(0xf, 4, 10_000), (0x3, 2, 100), (0x1, 1, 10)] {
+        if quotient & low_bits == 0 && scale >= digits && quotient.is_multiple_of(power) {
+            quotient /= power;
+            scale -= digits;
+        }
+    }
+    Some(Decimal::from_parts(
+        quotient as u32,
+        (quotient >> 32) as u32,
+        (quotient >> 64) as u32,
+        negative,
+        scale,
+    ))
+}
+
 /// `rust_decimal`'s addition, out of line so the shortcut above stays small where inlined.
 #[cold]
 #[inline(never)]
@@ -157,6 +251,9 @@ impl Amount {
                 "must be a decimal number, got an empty string",
             ));
         }
+        if let Some(value) = parse_plain(trimmed) {
+            return Ok(value);
+        }
         if trimmed.contains(['e', 'E']) {
             return Err(InvalidInput::new(
                 field,
@@ -213,10 +310,10 @@ impl Amount {
 
     /// Digits after the point, ignoring trailing zeros.
     pub fn scale(self) -> u32 {
-        // Most values carry no trailing zeros; normalizing (slow) only matters when they might.
+        // Most values carry no trailing zeros; stripping them only matters when they might.
         match self.0.scale() {
             0 => 0,
-            _ => self.0.normalize().scale(),
+            _ => self.canonical_parts().0,
         }
     }
 
@@ -248,6 +345,9 @@ impl Amount {
     }
 
     pub fn checked_div(self, other: Amount) -> Option<Amount> {
+        if let Some(quotient) = divide_by_power_of_ten(self.0, other.0) {
+            return Some(Amount(quotient));
+        }
         self.0.checked_div(other.0).map(Amount)
     }
 
@@ -257,7 +357,11 @@ impl Amount {
         // integers, as `rust_decimal` computes it: the quotient, one more when the remainder
         // is over half or exactly half with an odd quotient, at `scale` (a test compares).
         let parts = self.0.unpack();
-        if parts.scale > scale && parts.scale - scale <= 19 && parts.hi == 0 {
+        // Nothing to round: `rust_decimal` returns the value as it is (out of line).
+        if parts.scale <= scale {
+            return self;
+        }
+        if parts.scale - scale <= 19 && parts.hi == 0 {
             let mantissa = (parts.mid as u64) << 32 | parts.lo as u64;
             if mantissa != 0 {
                 let divisor = 10u64.pow(parts.scale - scale);
@@ -335,9 +439,105 @@ impl Amount {
         (scale, parts.negative, mantissa)
     }
 
-    /// Canonical 16-byte form used by the state hash and binary encodings.
+    /// The canonical text without its sign into `buf` (right-aligned), and whether the value is
+    /// negative: what `Display` prints for the normalized `Decimal` (no exponent, no trailing
+    /// zeros, `0` for any zero, `0.05` for 5 at scale 2), computed with integer division
+    /// instead of `rust_decimal`'s digit-by-digit 96-bit division (a test compares the two).
+    fn canonical_text(self, buf: &mut [u8; TEXT_LEN_MAX]) -> (&str, bool) {
+        let (scale, negative, mantissa) = self.canonical_parts();
+        let scale = scale as usize;
+        // The mantissa's digits, right-aligned: the high ones of a mantissa above 2^64 one at
+        // a time (rare), the rest two at a time from a table.
+        let end = TEXT_LEN_MAX;
+        let mut start = end;
+        let mut rest = mantissa;
+        while rest > u64::MAX as u128 {
+            start -= 1;
+            buf[start] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        let mut rest = rest as u64;
+        while rest >= 100 {
+            let pair = (rest % 100) as usize * 2;
+            rest /= 100;
+            start -= 2;
+            buf[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        }
+        if rest >= 10 {
+            let pair = rest as usize * 2;
+            start -= 2;
+            buf[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        } else if rest > 0 || start == end {
+            // The leading digit, or the `0` of zero.
+            start -= 1;
+            buf[start] = b'0' + rest as u8;
+        }
+        let digits = end - start;
+        if scale > 0 {
+            if digits > scale {
+                // The whole part moves one place left for the point.
+                let point = end - scale;
+                buf.copy_within(start..point, start - 1);
+                start -= 1;
+                buf[point - 1] = b'.';
+            } else {
+                // `0.`, then zeros up to the first digit.
+                let point = end - scale;
+                buf[point..start].fill(b'0');
+                buf[point - 1] = b'.';
+                buf[point - 2] = b'0';
+                start = point - 2;
+            }
+        }
+        let text = std::str::from_utf8(&buf[start..]).expect("ASCII digits");
+        (text, negative)
+    }
+
+    /// Appends the canonical text (as `Display` prints it) to `out`.
+    pub fn write_text(self, out: &mut String) {
+        let mut buf = [0; TEXT_LEN_MAX];
+        let (text, negative) = self.canonical_text(&mut buf);
+        if negative {
+            out.push('-');
+        }
+        out.push_str(text);
+    }
+
+    /// The canonical text (as `Display` prints it) in a string of exactly its length, without
+    /// going through `fmt`: the wire form of every amount of every settlement.
+    pub fn to_text(self) -> String {
+        let mut buf = [0; TEXT_LEN_MAX];
+        let (text, negative) = self.canonical_text(&mut buf);
+        let mut out = String::with_capacity(text.len() + negative as usize);
+        if negative {
+            out.push('-');
+        }
+        out.push_str(text);
+        out
+    }
+
+    /// Canonical 16-byte form used by the state hash and binary encodings: the normalized
+    /// `Decimal`'s bytes, built from [`Self::canonical_parts`] (64-bit arithmetic in the usual
+    /// case) rather than `normalize`'s 96-bit division per digit; a test compares the two.
+    /// Every amount of every logged command and journal entry is encoded through here.
     pub fn to_bytes(self) -> [u8; 16] {
-        self.0.normalize().serialize()
+        if self.0.scale() == 0 {
+            // An integer (a quantity, usually) is canonical as it is, but for the sign of zero.
+            return if self.0.is_zero() {
+                Decimal::ZERO.serialize()
+            } else {
+                self.0.serialize()
+            };
+        }
+        let (scale, negative, mantissa) = self.canonical_parts();
+        Decimal::from_parts(
+            mantissa as u32,
+            (mantissa >> 32) as u32,
+            (mantissa >> 64) as u32,
+            negative,
+            scale,
+        )
+        .serialize()
     }
 }
 
@@ -348,15 +548,33 @@ impl std::ops::Neg for Amount {
     }
 }
 
+/// Longest canonical text without the sign: 29 digits and the point, or `0.` and 28 digits.
+const TEXT_LEN_MAX: usize = 32;
+
+/// `00`, `01`, ... `99`: two digits per division when printing.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// The normalized `Decimal`'s text; without a precision the digits come from the integer
+/// formatter above, padded and signed by `pad_integral` exactly as `rust_decimal` does.
 impl fmt::Display for Amount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0.normalize(), f)
+        if f.precision().is_some() {
+            return fmt::Display::fmt(&self.0.normalize(), f);
+        }
+        let mut buf = [0; TEXT_LEN_MAX];
+        let (text, negative) = self.canonical_text(&mut buf);
+        f.pad_integral(!negative, "", text)
     }
 }
 
 impl fmt::Debug for Amount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0.normalize(), f)
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -479,6 +697,59 @@ mod tests {
         }
     }
 
+    /// Division by a power of ten gives exactly what `rust_decimal` gives (the same bytes).
+    #[test]
+    fn division_matches_rust_decimal() {
+        let mut seed: u64 = 0x0d1f_1de5_0f7e_4e11;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut divisors: Vec<Decimal> = (0..=10)
+            .map(|k| Decimal::from_i128_with_scale(10i128.pow(k), 0))
+            .collect();
+        divisors.extend([
+            Decimal::new(-1000, 0),
+            Decimal::new(10000, 1),
+            Decimal::new(1000, 3),
+            Decimal::new(3, 0),
+            Decimal::new(250, 0),
+        ]);
+        for _ in 0..200_000 {
+            let bits = next();
+            let mantissa = match bits % 7 {
+                0 => (next() % 100_000) as i128,
+                1 => next() as i128,
+                2 => (next() % 1000) as i128 * 10i128.pow((next() % 12) as u32),
+                3 => ((next() as i128) << 32) ^ next() as i128,
+                // Many factors of two and of ten: the zero stripping's every step.
+                4 => ((next() % 1000) as i128) << (next() % 50) as u32,
+                5 => {
+                    (((next() % 100) as i128) << (next() % 30) as u32)
+                        * 10i128.pow((next() % 10) as u32)
+                }
+                _ => 10i128.pow((next() % 19) as u32),
+            };
+            let mantissa = if bits & 64 == 0 { mantissa } else { -mantissa };
+            let scale = match (bits >> 8) % 3 {
+                0 => ((bits >> 12) % 29) as u32,
+                _ => ((bits >> 12) % 20) as u32,
+            };
+            let dividend = Decimal::from_i128_with_scale(mantissa, scale);
+            for divisor in &divisors {
+                let ours = Amount(dividend).checked_div(Amount(*divisor)).map(|a| a.0);
+                let theirs = dividend.checked_div(*divisor);
+                assert_eq!(
+                    ours.map(|d| d.serialize()),
+                    theirs.map(|d| d.serialize()),
+                    "{dividend:?} / {divisor:?}"
+                );
+            }
+        }
+    }
+
     /// The rounding shortcut gives exactly what `rust_decimal` gives (the same bytes).
     #[test]
     fn rounding_matches_rust_decimal() {
@@ -506,6 +777,158 @@ mod tests {
                 let theirs =
                     value.round_dp_with_strategy(scale, RoundingStrategy::MidpointNearestEven);
                 assert_eq!(ours.serialize(), theirs.serialize(), "{value:?} at {scale}");
+            }
+        }
+    }
+
+    /// The integer formatter prints exactly what `rust_decimal` prints for the normalized
+    /// value, with and without formatting flags; the canonical bytes and scale are the
+    /// normalized value's too.
+    #[test]
+    fn text_matches_rust_decimal() {
+        let mut seed: u64 = 0x5eed_0f7e_4711;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut values = vec![
+            Decimal::ZERO,
+            -Decimal::ZERO,
+            Decimal::new(0, 7),
+            -Decimal::new(0, 28),
+            Decimal::MAX,
+            Decimal::MIN,
+            Decimal::from_i128_with_scale(1, 28),
+            Decimal::from_i128_with_scale(-1, 28),
+            Decimal::from_i128_with_scale((1 << 96) - 1, 28),
+            Decimal::from_i128_with_scale(-((1 << 96) - 1), 27),
+            Decimal::from_i128_with_scale(u64::MAX as i128, 10),
+            Decimal::from_i128_with_scale(u64::MAX as i128 + 1, 19),
+            Decimal::from_i128_with_scale(10i128.pow(19), 19),
+            Decimal::from_i128_with_scale(10i128.pow(28), 28),
+        ];
+        for _ in 0..200_000 {
+            let bits = next();
+            let mantissa = match bits % 6 {
+                0 => (next() % 1000) as i128,
+                1 => next() as i128,
+                2 => (next() % 100_000) as i128 * 10i128.pow((next() % 10) as u32),
+                3 => ((next() as i128) << 32) ^ next() as i128,
+                4 => (((next() as i128) << 64) ^ next() as i128) & ((1 << 96) - 1),
+                _ => 10i128.pow((next() % 29) as u32),
+            };
+            let mantissa = if bits & 64 == 0 { mantissa } else { -mantissa };
+            values.push(Decimal::from_i128_with_scale(
+                mantissa,
+                ((bits >> 8) % 29) as u32,
+            ));
+        }
+        for value in values {
+            let amount = Amount(value);
+            assert_eq!(
+                amount.to_bytes(),
+                value.normalize().serialize(),
+                "{value:?}"
+            );
+            assert_eq!(amount.scale(), value.normalize().scale(), "{value:?}");
+            let theirs = value.normalize().to_string();
+            assert_eq!(amount.to_text(), theirs, "{value:?}");
+            assert_eq!(amount.to_string(), theirs, "{value:?}");
+            let mut appended = String::from("x");
+            amount.write_text(&mut appended);
+            assert_eq!(appended, format!("x{theirs}"));
+            let normalized = value.normalize();
+            assert_eq!(format!("{amount:>40}"), format!("{normalized:>40}"));
+            assert_eq!(format!("{amount:<+3}"), format!("{normalized:<+3}"));
+            assert_eq!(format!("{amount:040}"), format!("{normalized:040}"));
+            // With a precision both take rust_decimal's path (which overflows its buffer for
+            // 29 whole digits plus decimals, so only smaller values here).
+            if normalized.abs() < Decimal::from(u64::MAX) {
+                assert_eq!(format!("{amount:.3}"), format!("{normalized:.3}"));
+            }
+            assert_eq!(format!("{amount:?}"), theirs);
+        }
+    }
+
+    /// The plain-text shortcut parses exactly what `rust_decimal` parses (the same bytes), and
+    /// leaves everything else (with its error) to it.
+    #[test]
+    fn parsing_matches_rust_decimal() {
+        let mut seed: u64 = 0x0bad_cafe_1234_5678;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut texts: Vec<String> = [
+            "0",
+            "-0",
+            "00",
+            "0.0",
+            "-0.000",
+            "1",
+            "1.50",
+            "007",
+            "1.",
+            ".5",
+            "-",
+            "-.",
+            "+5",
+            "1..2",
+            "1.2.3",
+            "1_000",
+            "12a",
+            " 3 ",
+            "18446744073709551615",
+            "9999999999999999999",
+            "10000000000000000000",
+            "0.0000000000000000001",
+            "1.000000000000000000",
+            "0.00000000000000000000000000001",
+            "79228162514264337593543950335",
+            "79228162514264337593543950336",
+            "1e3",
+            "",
+            "  ",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        for _ in 0..100_000 {
+            let bits = next();
+            let many = format!("{}{}", next(), next());
+            let digits = many[..(bits % 22) as usize + 1].to_string();
+            let digits = if bits & 256 == 0 {
+                digits
+            } else {
+                format!("{}{digits}", "0".repeat((bits >> 12) as usize % 4))
+            };
+            let cut = (bits >> 20) as usize % (digits.len() + 1);
+            let mut text = match (bits >> 8) % 4 {
+                0 => digits,
+                _ => format!("{}.{}", &digits[..cut], &digits[cut..]),
+            };
+            if bits & 512 != 0 {
+                text.insert(0, '-');
+            }
+            texts.push(text);
+        }
+        for text in texts {
+            let ours = Amount::parse("x", &text).map(|a| a.0.serialize());
+            let theirs = if text.trim().is_empty() || text.contains(['e', 'E']) {
+                None
+            } else {
+                Decimal::from_str(text.trim()).ok()
+            };
+            match (ours, theirs) {
+                (Ok(ours), Some(theirs)) => {
+                    assert_eq!(ours, theirs.normalize().serialize(), "{text:?}")
+                }
+                (Err(_), None) => {}
+                (ours, theirs) => panic!("{text:?}: {ours:?} vs {theirs:?}"),
             }
         }
     }

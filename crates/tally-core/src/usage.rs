@@ -86,6 +86,7 @@ impl LedgerState {
 }
 
 /// Prices an event and checks funds, changing nothing.
+#[allow(clippy::too_many_arguments)]
 fn price<'book>(
     account: &Account,
     price_books: &'book BTreeMap<BookId, PriceBook>,
@@ -93,6 +94,7 @@ fn price<'book>(
     cost_book: Option<&PriceBook>,
     event: &UsageEvent,
     now: u64,
+    month: crate::view::Month,
     reporting_scale: u32,
 ) -> Result<Priced<'book>, Reason> {
     {
@@ -108,7 +110,6 @@ fn price<'book>(
         let (rate, meter) = version
             .rate_and_meter(&event.meter, &event.dimensions)
             .ok_or_else(no_rate)?;
-        let month = month_of(now);
         let month_quantity = account
             .reports
             .get(&month)
@@ -196,15 +197,17 @@ impl LedgerState {
     /// are borrowed field by field beside it.
     pub(crate) fn settle(&mut self, event: &UsageEvent, result: &mut ApplyResult) -> Outcome {
         let ordinal = self.accounts.ordinal(&event.account);
-        self.settle_ordinal(event, ordinal, result)
+        let month = month_of(self.now_ms);
+        self.settle_ordinal(event, ordinal, month, result)
     }
 
     /// [`Self::settle`] with the ordinal of the event's account already looked up (`None`:
-    /// no such account).
+    /// no such account) and the month of ledger time now (the same for a whole batch).
     fn settle_ordinal(
         &mut self,
         event: &UsageEvent,
         ordinal: Option<u32>,
+        month: crate::view::Month,
         result: &mut ApplyResult,
     ) -> Outcome {
         let rejected = |reason: Reason| Outcome::Rejected(Rejection { reason });
@@ -220,7 +223,11 @@ impl LedgerState {
         };
         let account = self.accounts.by_ordinal_mut(ordinal);
         let fingerprint = fingerprint(event);
-        if let Some(remembered) = self.dedup.get(ordinal, event.event_id.as_str()) {
+        let id_hash = crate::dedup::Dedup::hash(ordinal, event.event_id.as_str());
+        if let Some(remembered) = self
+            .dedup
+            .get_hashed(id_hash, ordinal, event.event_id.as_str())
+        {
             return if remembered.fingerprint == fingerprint {
                 Outcome::Duplicate(LedgerState::remembered_settlement(
                     &self.book_ids,
@@ -273,6 +280,7 @@ impl LedgerState {
             self.cost_book.as_ref(),
             event,
             now,
+            month,
             params.reporting_scale,
         ) {
             Ok(priced) => priced,
@@ -312,8 +320,13 @@ impl LedgerState {
             .iter()
             .zip(&settlement.drawdown)
             .map(|(index, draw)| (*index as u32, draw.amount));
-        self.dedup
-            .insert(ordinal, event.event_id.as_str(), &remembered, draws);
+        self.dedup.insert_hashed(
+            id_hash,
+            ordinal,
+            event.event_id.as_str(),
+            &remembered,
+            draws,
+        );
         Outcome::Settled(Settlement {
             price_book: account
                 .price_book
@@ -342,19 +355,20 @@ impl LedgerState {
         // copying) the list as it fills.
         result.journal.reserve(events.len());
         let ordinals = self.look_up_accounts(events);
+        let month = month_of(self.now_ms);
         if !atomic {
             return Outcome::Batch(
                 events
                     .iter()
                     .zip(ordinals)
-                    .map(|(event, ordinal)| self.settle_ordinal(event, ordinal, result))
+                    .map(|(event, ordinal)| self.settle_ordinal(event, ordinal, month, result))
                     .collect(),
             );
         }
         let checkpoint = Checkpoint::take(self, events, result);
         let mut outcomes = Vec::with_capacity(events.len());
         for (index, (event, ordinal)) in events.iter().zip(ordinals).enumerate() {
-            let outcome = self.settle_ordinal(event, ordinal, result);
+            let outcome = self.settle_ordinal(event, ordinal, month, result);
             let failed = matches!(outcome, Outcome::Rejected(_) | Outcome::Conflict { .. });
             outcomes.push(outcome);
             if failed {

@@ -9,8 +9,8 @@ use tally_core::{
 };
 
 use super::fields::{
-    amount, amount_non_negative, amount_positive, optional_amount_non_negative, pairs, path,
-    required_enum, required_time_ms,
+    amount, amount_non_negative, amount_positive, optional_amount_non_negative, pairs, pairs_seen,
+    path, required_enum, required_time_ms, Seen,
 };
 use crate::error::TallyError;
 use crate::v1;
@@ -417,14 +417,17 @@ impl ToCommand for v1::PublishCostsRequest {
 
 /// One usage event. Errors name the field within the event (`quantity`); the caller prefixes
 /// the event's own path (`event`, `events[3]`) only when there is an error, because this runs
-/// for every event of every batch.
-pub(crate) fn usage_event(wire: &v1::UsageEvent) -> Result<UsageEvent, InvalidInput> {
+/// for every event of every batch. `seen` shares the meter and keys across a batch's events.
+pub(crate) fn usage_event(
+    wire: &v1::UsageEvent,
+    seen: &mut Seen,
+) -> Result<UsageEvent, InvalidInput> {
     Ok(UsageEvent {
         event_id: EventId::parse_as("event_id", wire.event_id.as_str())?,
         account: AccountId::parse_as("account", wire.account.as_str())?,
-        meter: Meter::parse_as("meter", wire.meter.as_str())?,
+        meter: seen.meter(wire.meter.as_str())?,
         quantity: amount_non_negative("quantity", &wire.quantity)?,
-        dimensions: pairs("dimensions", &wire.dimensions)?,
+        dimensions: pairs_seen("dimensions", &wire.dimensions, seen)?,
         occurred_at: required_time_ms("occurred_at_ms", wire.occurred_at_ms)?,
         cost: optional_amount_non_negative("cost", wire.cost.as_ref())?,
         hold: wire
@@ -442,7 +445,7 @@ impl ToCommand for v1::RecordUsageRequest {
             .as_ref()
             .ok_or_else(|| InvalidInput::new("event", "is required"))?;
         Ok(Command::Usage(
-            usage_event(event).map_err(|e| e.within("event"))?,
+            usage_event(event, &mut Seen::default()).map_err(|e| e.within("event"))?,
         ))
     }
 }
@@ -460,14 +463,15 @@ impl ToCommand for v1::RecordUsageBatchRequest {
         if self.events.is_empty() {
             return Err(InvalidInput::new("events", "must hold at least 1 event").into());
         }
-        let events = self
-            .events
-            .iter()
-            .enumerate()
-            .map(|(index, event)| {
-                usage_event(event).map_err(|e| e.within(&format!("events[{index}]")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        // Filled in place: collecting into a `Result` would grow (and copy) the list as it
+        // goes, not knowing its length.
+        let mut events = Vec::with_capacity(self.events.len());
+        let mut seen = Seen::default();
+        for (index, event) in self.events.iter().enumerate() {
+            events.push(
+                usage_event(event, &mut seen).map_err(|e| e.within(&format!("events[{index}]")))?,
+            );
+        }
         Ok(Command::UsageBatch {
             events,
             atomic: self.atomic,
@@ -613,6 +617,68 @@ mod tests {
             atomic: false,
         };
         assert!(message(request.to_command()).starts_with("events[0].hold_id: contains ' '"));
+
+        // Names shared across a batch's events: a later event's bad meter or key (after good
+        // ones) still fails with its own path, and a different good meter is its own.
+        let mut bad = events.clone();
+        bad[2].meter = "tok ens".to_string();
+        let request = v1::RecordUsageBatchRequest {
+            events: bad,
+            atomic: false,
+        };
+        assert_eq!(
+            message(request.to_command()),
+            "events[2].meter: contains ' '; allowed characters are A-Z, a-z, 0-9 and _ . : @ -"
+        );
+        let mut bad = events.clone();
+        bad[3].dimensions[1].key = "reg/ion".to_string();
+        let request = v1::RecordUsageBatchRequest {
+            events: bad,
+            atomic: false,
+        };
+        assert!(
+            message(request.to_command()).starts_with("events[3].dimensions[1].key: contains '/'")
+        );
+        let mut mixed = events.clone();
+        mixed[1].meter = "requests".to_string();
+        mixed[2].dimensions[0].key = "zone".to_string();
+        let Command::UsageBatch {
+            events: converted, ..
+        } = v1::RecordUsageBatchRequest {
+            events: mixed,
+            atomic: false,
+        }
+        .to_command()
+        .unwrap()
+        else {
+            panic!("not a batch")
+        };
+        let meters: Vec<&str> = converted.iter().map(|e| e.meter.as_str()).collect();
+        assert_eq!(meters, ["tokens", "requests", "tokens", "tokens", "tokens"]);
+        let keys: Vec<&str> = converted[2]
+            .dimensions
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(keys, ["model", "zone"]);
+        assert_eq!(converted[3].dimensions, converted[0].dimensions);
+        let values: Vec<&str> = converted[2]
+            .dimensions
+            .iter()
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(values, ["m1", "eu"]);
+
+        let mut bad = events.clone();
+        bad[1].dimensions[0].value = "e\u{7f}u".to_string();
+        let request = v1::RecordUsageBatchRequest {
+            events: bad,
+            atomic: false,
+        };
+        assert_eq!(
+            message(request.to_command()),
+            "events[1].dimensions[0].value: must not contain control characters"
+        );
 
         let mut bad = events;
         bad[0].quantity = "1e3".to_string();
