@@ -20,8 +20,8 @@
 //! - [`StateMachineStore`]: `RaftStateMachine`. Holds the in-memory `tally_core::LedgerState`;
 //!   applies Normal entries with `LedgerState::apply` and answers [`EntryResponse`]` { outcomes }`
 //!   (Blank and Membership entries answer the default, membership is recorded). The journal
-//!   entries of each applied entry (ONE sled value per entry, each journal entry linked to the
-//!   previous one of its account), ledger events, `last_applied` and membership go to sled in
+//!   entries of each applied entry (in blocks of about 4 KiB, one sled value each, each journal
+//!   entry linked to the previous one of its account), ledger events, `last_applied` and membership go to sled in
 //!   ONE batch per applied batch, written before the state lock is released (who sees the
 //!   state at index N finds N's journal rows). The state itself is persisted by
 //!   snapshots: on open the latest snapshot is loaded, `applied_state()` reports its last
@@ -71,7 +71,7 @@ use std::sync::Arc;
 pub use error::StoreError;
 pub use log_store::{LogOptions, LogStore};
 pub use reader::{LedgerReader, EVENTS_LIMIT_MAX, HISTORY_LIMIT_MAX};
-pub use state_machine::{SnapshotBuilder, StateMachineStore};
+pub use state_machine::{SnapshotBuilder, StateMachineStore, JOURNAL_BLOCK_BYTES_TARGET};
 pub use types::{EncodedEntry, EntryResponse, NodeId, TypeConfig};
 
 /// sled's page cache budget, per database (the log's and the state machine's). sled's default is
