@@ -311,12 +311,7 @@ async fn large_entries_split_into_blocks_read_back_exactly() {
     let largest = reference
         .results
         .iter()
-        .map(|r| {
-            r.journal
-                .iter()
-                .map(|j| tally_store_journal_bytes(j))
-                .sum::<usize>()
-        })
+        .map(|r| r.journal.iter().map(journal_bytes).sum::<usize>())
         .max()
         .unwrap();
     assert!(
@@ -342,6 +337,6 @@ async fn large_entries_split_into_blocks_read_back_exactly() {
 }
 
 /// About what one journal entry takes in a block (its bincode), to size the scenario.
-fn tally_store_journal_bytes(entry: &tally_core::JournalEntry) -> usize {
+fn journal_bytes(entry: &tally_core::JournalEntry) -> usize {
     bincode::serialized_size(entry).unwrap() as usize
 }
