@@ -11,7 +11,8 @@
 //! - [`metrics::Metrics`], [`http::serve`]: `/metrics` (Prometheus text), `/health/live`,
 //!   `/health/ready` on `metrics_addr`.
 //! - [`proposer::Proposer`]: group commit: coalesces waiting commands into one log entry
-//!   stamped with `at_ms`, several entries in flight, each waiter answered by its index.
+//!   stamped with `at_ms`, up to `entries_in_flight_max` entries in flight (default 1), each
+//!   waiter answered by its index.
 //!
 //! # Listeners
 //! `client_addr` serves `tally.v1.Ledger` and `tally.v1.Admin`. `peer_addr` serves
