@@ -28,8 +28,9 @@ fn vote_request() -> VoteRequest<u64> {
     }
 }
 
-fn append_request(entries: u64) -> AppendEntriesRequest<TypeConfig> {
-    let entry = |index: u64| openraft::Entry::<TypeConfig> {
+/// A small ledger entry (creates the asset USD) at `index`.
+fn usd_entry(index: u64) -> openraft::Entry<TypeConfig> {
+    openraft::Entry::<TypeConfig> {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
         payload: EntryPayload::Normal(
             Entry {
@@ -41,12 +42,15 @@ fn append_request(entries: u64) -> AppendEntriesRequest<TypeConfig> {
             }
             .into(),
         ),
-    };
+    }
+}
+
+fn append_request(entries: u64) -> AppendEntriesRequest<TypeConfig> {
     AppendEntriesRequest {
         vote: Vote::new_committed(1, 1),
         prev_log_id: None,
         leader_commit: None,
-        entries: (1..=entries).map(entry).collect(),
+        entries: (1..=entries).map(usd_entry).collect(),
     }
 }
 
@@ -92,24 +96,11 @@ async fn oversized_appends_ask_openraft_for_smaller_batches() {
             },
         )
         .await;
-    let entry = |index: u64| openraft::Entry::<TypeConfig> {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(
-            Entry {
-                at_ms: 1,
-                commands: vec![Command::CreateAsset(AssetSpec {
-                    code: AssetCode::new("USD").unwrap(),
-                    scale: 2,
-                })],
-            }
-            .into(),
-        ),
-    };
     let request = AppendEntriesRequest {
         vote: Vote::new_committed(1, 1),
         prev_log_id: None,
         leader_commit: None,
-        entries: (1..=8).map(entry).collect(),
+        entries: (1..=8).map(usd_entry).collect(),
     };
     let error = peer.append_entries(request, option()).await.unwrap_err();
     let RPCError::PayloadTooLarge(too_large) = error else {
