@@ -226,6 +226,18 @@ impl LedgerState {
         self.dedup.len()
     }
 
+    /// The account's ordinal: its place in creation order (the first account is 0). Stable for
+    /// the life of the ledger and equal on every node (accounts are never removed), so a store
+    /// can keep per-account data in a dense array instead of a map keyed by id.
+    pub fn account_ordinal(&self, id: &AccountId) -> Option<u32> {
+        self.accounts.ordinal(id)
+    }
+
+    /// The id of the account with `ordinal`, if there is one.
+    pub fn account_id(&self, ordinal: u32) -> Option<&AccountId> {
+        (ordinal < self.accounts.len() as u32).then(|| self.accounts.id(ordinal))
+    }
+
     /// The account as of ledger time now, with due transitions (expiry, reset, hold expiry)
     /// applied to the view even when no tick has run yet.
     pub fn account(&self, id: &AccountId) -> Option<AccountView> {

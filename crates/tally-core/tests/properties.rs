@@ -438,6 +438,30 @@ fn run_case(seed: u64, steps: usize) -> (usize, usize) {
         state.state_hash(),
         "seed {seed}: final snapshot round trip"
     );
+    // Account ordinals (what a store keys per-account data by) are the same after a replay
+    // and after a snapshot round trip, and map back to their ids.
+    let mut ordinal = 0;
+    while let Some(id) = state.account_id(ordinal) {
+        assert_eq!(
+            state.account_ordinal(id),
+            Some(ordinal),
+            "seed {seed}: {id}"
+        );
+        assert_eq!(
+            replayed.account_id(ordinal),
+            Some(id),
+            "seed {seed}: replayed"
+        );
+        assert_eq!(
+            decoded.account_id(ordinal),
+            Some(id),
+            "seed {seed}: decoded"
+        );
+        ordinal += 1;
+    }
+    assert!(ordinal > 0, "seed {seed}: no accounts");
+    assert_eq!(replayed.account_id(ordinal), None);
+    assert_eq!(decoded.account_id(ordinal), None);
     (settled_count, refused_count)
 }
 

@@ -75,7 +75,13 @@ impl LedgerReader {
         if limit == 0 {
             return Ok(out);
         }
-        let head = self.shared.read().heads.get(account).copied();
+        let head = {
+            let applied = self.shared.read();
+            applied
+                .state
+                .account_ordinal(account)
+                .and_then(|ordinal| applied.heads.get(ordinal))
+        };
         let Some(mut next) = head else {
             return Ok(out);
         };
