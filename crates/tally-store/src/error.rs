@@ -27,7 +27,11 @@ pub enum StoreError {
     Encode { what: &'static str, reason: String },
     #[error("corrupt {what}: {reason}")]
     Corrupt { what: &'static str, reason: String },
-    #[error("{what} has format version {version}; this build reads only version {supported}")]
+    #[error(
+        "{what} has format version {version}; this build reads only version {supported} \
+         (written by another tallyd build: move the data directory aside, or for a local \
+         cluster run `make clean-data`)"
+    )]
     UnknownVersion {
         what: &'static str,
         version: u8,
