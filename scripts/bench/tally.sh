@@ -13,6 +13,8 @@
 #   BENCH_PERF_SHAPE=64x1     record a perf profile of the leader during that shape
 #                             (BENCH_PERF_CALLGRAPH=dwarf,8192 for call stacks, BENCH_PERF_HZ=499)
 #                             (target/bench/perf-SHAPE.data; perf report -i it)
+#   BENCH_SNAPSHOT_LOGS=N     build a snapshot every N applied entries (node default 50,000;
+#                             lower it to have snapshot builds fall inside the measured runs)
 #   BENCH_NODE_TOML='...'   extra TOML appended to every node's config (try a setting, e.g.
 #                             $'[limits]\nentries_in_flight_max = 8')
 #   BENCH_OUT=FILE            where the table goes (default target/bench/tally.json)
@@ -106,6 +108,7 @@ $members
 heartbeat_ms = $heartbeat_ms
 election_timeout_ms_min = $election_ms_min
 election_timeout_ms_max = $((election_ms_min * 2))
+${BENCH_SNAPSHOT_LOGS:+snapshot_logs_since_last = $BENCH_SNAPSHOT_LOGS}
 
 [ledger]
 reporting_currency = "USD"

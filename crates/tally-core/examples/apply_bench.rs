@@ -155,6 +155,7 @@ fn main() {
         .all(|o| matches!(o, Outcome::Applied(_))));
     drop(result);
     let state_bytes_accounts = live() - base_bytes;
+    let rss_accounts_kib = rss_kib();
 
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let account_ids: Vec<AccountId> = (0..accounts)
@@ -213,7 +214,9 @@ fn main() {
     let hash_started = Instant::now();
     let hash = state.state_hash_hex();
     let hash_elapsed = hash_started.elapsed();
+    let encode_started = Instant::now();
     let snapshot = state.encode_snapshot();
+    let encode_elapsed = encode_started.elapsed();
 
     println!("accounts                      {accounts}");
     println!(
@@ -231,12 +234,22 @@ fn main() {
         settled as f64 / elapsed.as_secs_f64()
     );
     println!(
-        "state bytes per account       {:.0} (10,000 accounts, 2 grants each, before usage)",
+        "state bytes per account       {:.0} (2 grants each, before usage)",
         state_bytes_accounts as f64 / accounts as f64
     );
+    println!("resident memory after setup   {rss_accounts_kib} KiB");
     println!("state bytes per remembered id {per_event:.0} (dedup record + per-event growth)");
     println!("state bytes total             {state_bytes_total}");
-    println!("snapshot bytes                {}", snapshot.len());
+    println!(
+        "state bytes per account, all  {:.0} (after the events, dedup records included)",
+        state_bytes_total as f64 / accounts as f64
+    );
+    println!("resident memory (VmRSS)       {} KiB", rss_kib());
+    println!(
+        "snapshot bytes                {} (encoded in {:.0} ms)",
+        snapshot.len(),
+        encode_elapsed.as_secs_f64() * 1e3
+    );
     println!("log entry bytes (bincode)     {log_bytes}");
     println!(
         "state hash                    {hash} ({:.0} ms)",
@@ -281,6 +294,19 @@ fn encode_entries(entries: &[Entry]) -> usize {
         .iter()
         .map(|entry| options.serialize(entry).expect("encodable").len())
         .sum()
+}
+
+/// This process's resident memory, from /proc (0 where there is none).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmRSS:"))
+                .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn entries_len(total: usize, batch: usize) -> usize {

@@ -15,6 +15,9 @@ use crate::report::{minus, plus, ReportAgg};
 use crate::vecmap::VecMap;
 use crate::view::Month;
 
+/// One account. Kept small (128 bytes, one allocator size class): the state holds one per
+/// customer, a million of them per node is an expected size. What most accounts leave at
+/// its default (credit terms, debt, settings, holds) is boxed and `None` while default.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Account {
     /// Creation order; the compact key of the dedup table.
@@ -22,11 +25,15 @@ pub(crate) struct Account {
     pub asset: AssetCode,
     pub scale: u32,
     pub status: AccountStatus,
+    /// The asset is the ledger's reporting currency (the default list price is then 1).
+    pub reporting_asset: bool,
     /// The ordinal of the account's price book (its id is the ledger's `book_ids[ordinal]`):
     /// 8 bytes, where an id takes 16.
     pub price_book: Option<u32>,
-    pub credit_limit: Amount,
-    pub list_price: Amount,
+    /// Credit limit, list price and debt; `None` while all are at their defaults (no
+    /// credit, the default list price, never in debt). Read and changed through
+    /// [`Account::credit_limit`], [`Account::debt`], [`Account::update_credit`] and the like.
+    credit: Option<Box<Credit>>,
     /// Metadata and alert rules; `None` when the account has none (most accounts), which
     /// keeps every account's fixed size small.
     pub settings: Option<Box<AccountSettings>>,
@@ -35,17 +42,30 @@ pub(crate) struct Account {
     /// `balance_depleted` fired and the balance has not come back above zero since.
     pub depleted: bool,
     /// Every grant ever added, in the order added (indices are stable: the dedup table
-    /// refers to grants by index).
-    pub grants: Vec<Grant>,
-    pub debt: Amount,
+    /// refers to grants by index). A boxed slice: 8 bytes less than a `Vec`, and grants are
+    /// added one at a time anyway.
+    pub grants: Box<[Grant]>,
     pub holds: Holds,
     /// Exact charge and cost accrued per meter, and what was already debited/recorded.
     pub accruals: VecMap<Meter, Accrual>,
+    pub reports: VecMap<Month, ReportAgg>,
+    /// When this account next has a due transition (mirrors the ledger's due index);
+    /// [`NOT_DUE`] for none. Read through [`Account::due_at`].
+    due: u64,
+}
+
+/// `Account::due` of an account with nothing due (an `Option<u64>` would take 16 bytes).
+const NOT_DUE: u64 = u64::MAX;
+
+/// An account's credit terms and debt, boxed in [`Account`] because most accounts keep the
+/// defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Credit {
+    pub credit_limit: Amount,
+    pub list_price: Amount,
+    pub debt: Amount,
     /// Revenue on debt at the list price, accrued exactly and recorded rounded.
     pub debt_revenue: Accrued,
-    pub reports: VecMap<Month, ReportAgg>,
-    /// When this account next has a due transition (mirrors the ledger's due index).
-    pub due_at: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -341,6 +361,99 @@ enum Transition {
 }
 
 impl Account {
+    /// A new active account with no grants, no debt and nothing due.
+    pub fn new(
+        ordinal: u32,
+        asset: AssetCode,
+        scale: u32,
+        reporting_asset: bool,
+        price_book: Option<u32>,
+    ) -> Account {
+        Account {
+            ordinal,
+            asset,
+            scale,
+            status: AccountStatus::Active,
+            reporting_asset,
+            price_book,
+            credit: None,
+            settings: None,
+            recharge_pending: false,
+            depleted: false,
+            grants: Box::default(),
+            holds: Default::default(),
+            accruals: Default::default(),
+            reports: Default::default(),
+            due: NOT_DUE,
+        }
+    }
+
+    fn default_credit(&self) -> Credit {
+        Credit {
+            credit_limit: Amount::ZERO,
+            list_price: if self.reporting_asset {
+                Amount::ONE
+            } else {
+                Amount::ZERO
+            },
+            debt: Amount::ZERO,
+            debt_revenue: Accrued::default(),
+        }
+    }
+
+    pub fn credit_limit(&self) -> Amount {
+        self.credit
+            .as_ref()
+            .map_or(Amount::ZERO, |c| c.credit_limit)
+    }
+
+    pub fn list_price(&self) -> Amount {
+        match &self.credit {
+            Some(credit) => credit.list_price,
+            None => self.default_credit().list_price,
+        }
+    }
+
+    pub fn debt(&self) -> Amount {
+        self.credit.as_ref().map_or(Amount::ZERO, |c| c.debt)
+    }
+
+    pub fn debt_revenue(&self) -> Accrued {
+        self.credit
+            .as_ref()
+            .map_or(Accrued::default(), |c| c.debt_revenue)
+    }
+
+    /// Changes the credit terms or debt, keeping `None` while they are the defaults (one
+    /// canonical form, so equal states encode and hash alike).
+    pub fn update_credit(&mut self, change: impl FnOnce(&mut Credit)) {
+        let default = self.default_credit();
+        let mut credit = self
+            .credit
+            .take()
+            .unwrap_or_else(|| Box::new(default.clone()));
+        change(&mut credit);
+        if *credit != default {
+            self.credit = Some(credit);
+        }
+    }
+
+    pub fn due_at(&self) -> Option<u64> {
+        (self.due != NOT_DUE).then_some(self.due)
+    }
+
+    pub fn set_due_at(&mut self, at: Option<u64>) {
+        self.due = at.unwrap_or(NOT_DUE);
+    }
+
+    /// Appends a grant (the slice grows by exactly one).
+    pub fn push_grant(&mut self, grant: Grant) {
+        let mut grants = std::mem::take(&mut self.grants).into_vec();
+        grants.reserve_exact(1);
+        grants.push(grant);
+        self.grants = grants.into_boxed_slice();
+    }
+
     pub fn settings(&self) -> &AccountSettings {
         self.settings.as_deref().unwrap_or(&NO_SETTINGS)
     }
@@ -364,7 +477,7 @@ impl Account {
             .iter()
             .filter(|g| g.is_live())
             .fold(Amount::ZERO, |acc, g| plus(acc, g.remaining));
-        minus(granted, self.debt)
+        minus(granted, self.debt())
     }
 
     pub fn available(&self) -> Amount {
@@ -628,17 +741,18 @@ impl Account {
 
     /// New value first repays debt.
     pub fn repay_debt(&mut self, id: &AccountId, index: usize, at: u64, out: &mut Out<'_>) {
+        let debt = self.debt();
         let grant = &mut self.grants[index];
-        if !grant.is_live() || self.debt.is_zero() {
+        if !grant.is_live() || debt.is_zero() {
             return;
         }
-        let repaid = grant.remaining.min(self.debt);
+        let repaid = grant.remaining.min(debt);
         if repaid.is_zero() {
             return;
         }
         grant.remaining = minus(grant.remaining, repaid);
-        self.debt = minus(self.debt, repaid);
         let grant_id = grant.id.clone();
+        self.update_credit(|credit| credit.debt = minus(credit.debt, repaid));
         out.journal(
             at,
             id,
@@ -672,7 +786,7 @@ impl Account {
         if self.holds.is_empty() {
             return;
         }
-        let room = plus(self.balance(), self.credit_limit).max(Amount::ZERO);
+        let room = plus(self.balance(), self.credit_limit()).max(Amount::ZERO);
         let mut excess = minus(self.held(), room);
         if !excess.is_positive() {
             return;
@@ -793,5 +907,107 @@ mod size_tests {
             std::mem::size_of::<super::Accrual>(),
             std::mem::size_of::<crate::dedup::Remembered>(),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usd_account(reporting_asset: bool) -> Account {
+        Account::new(0, AssetCode::new("USD").unwrap(), 2, reporting_asset, None)
+    }
+
+    #[test]
+    fn default_credit_terms_are_not_stored() {
+        let fresh = usd_account(true);
+        assert_eq!(fresh.list_price(), Amount::ONE);
+        assert_eq!(usd_account(false).list_price(), Amount::ZERO);
+        assert_eq!(
+            (fresh.credit_limit(), fresh.debt()),
+            (Amount::ZERO, Amount::ZERO)
+        );
+
+        let mut account = fresh.clone();
+        account.update_credit(|credit| credit.credit_limit = Amount::from_i64(50));
+        assert_eq!(account.credit_limit(), Amount::from_i64(50));
+        assert_eq!(
+            account.list_price(),
+            Amount::ONE,
+            "other terms keep their defaults"
+        );
+        assert!(account.credit.is_some());
+
+        // Back at the defaults, the account is equal to (and encodes like) a fresh one.
+        account.update_credit(|credit| credit.credit_limit = Amount::ZERO);
+        assert!(account.credit.is_none());
+        assert_eq!(account, fresh);
+        assert_eq!(
+            bincode::serialize(&account).unwrap(),
+            bincode::serialize(&fresh).unwrap()
+        );
+
+        // A list price of 1 is the default only for the reporting currency.
+        let mut other = usd_account(false);
+        other.update_credit(|credit| credit.list_price = Amount::ONE);
+        assert!(other.credit.is_some());
+        assert_eq!(other.list_price(), Amount::ONE);
+    }
+
+    #[test]
+    fn debt_and_its_revenue_are_kept_once_accrued() {
+        let mut account = usd_account(true);
+        account.update_credit(|credit| {
+            credit.debt = Amount::from_i64(3);
+            credit.debt_revenue.exact = Amount::from_i64(3);
+        });
+        assert_eq!(account.debt(), Amount::from_i64(3));
+        // Repaid: the debt is gone but the revenue accrued on it stays on record.
+        account.update_credit(|credit| credit.debt = Amount::ZERO);
+        assert_eq!(account.debt(), Amount::ZERO);
+        assert_eq!(account.debt_revenue().exact, Amount::from_i64(3));
+        assert!(account.credit.is_some());
+    }
+
+    #[test]
+    fn due_time_round_trips() {
+        let mut account = usd_account(true);
+        assert_eq!(account.due_at(), None);
+        account.set_due_at(Some(0));
+        assert_eq!(account.due_at(), Some(0));
+        account.set_due_at(Some(1_700_000_000_000));
+        assert_eq!(account.due_at(), Some(1_700_000_000_000));
+        account.set_due_at(None);
+        assert_eq!(account.due_at(), None);
+    }
+
+    #[test]
+    fn grants_grow_by_one() {
+        let mut account = usd_account(true);
+        assert!(account.grants.is_empty());
+        account.push_grant(Grant {
+            id: GrantId::new("g1").unwrap(),
+            category: GrantCategory::Purchased,
+            amount: Amount::from_i64(10),
+            remaining: Amount::from_i64(10),
+            priority: 0,
+            starts_at: 1,
+            started: true,
+            expires_at: None,
+            reset_every: None,
+            resets_done: 0,
+            next_reset: None,
+            rollover_max: None,
+            paid: Amount::ZERO,
+            unit_revenue: None,
+            revenue_units: Amount::ZERO,
+            revenue_booked: Amount::ZERO,
+            ended: None,
+        });
+        let mut second = account.grants[0].clone();
+        second.id = GrantId::new("g2").unwrap();
+        account.push_grant(second);
+        let ids: Vec<&str> = account.grants.iter().map(|g| g.id.as_str()).collect();
+        assert_eq!(ids, ["g1", "g2"]);
     }
 }

@@ -169,8 +169,8 @@ impl LedgerState {
                     .price_book
                     .map(|book| &self.book_ids[book as usize])
                     == spec.price_book.as_ref()
-                && existing.credit_limit == credit_limit
-                && existing.list_price == list_price
+                && existing.credit_limit() == credit_limit
+                && existing.list_price() == list_price
                 && existing.settings().metadata == spec.metadata
                 && existing.settings().thresholds == thresholds
                 && existing.settings().auto_recharge == spec.auto_recharge;
@@ -195,24 +195,13 @@ impl LedgerState {
         let price_book = spec.price_book.as_ref().map(|book| self.book_ordinal(book));
         self.accounts.push(
             spec.id.clone(),
-            Box::new(Account {
-                ordinal,
-                asset,
-                scale,
-                status: AccountStatus::Active,
-                price_book,
-                credit_limit,
-                list_price,
-                settings: None,
-                recharge_pending: false,
-                depleted: false,
-                grants: Vec::new(),
-                debt: Amount::ZERO,
-                holds: Default::default(),
-                accruals: Default::default(),
-                debt_revenue: Default::default(),
-                reports: Default::default(),
-                due_at: None,
+            Box::new({
+                let mut account = Account::new(ordinal, asset, scale, is_reporting, price_book);
+                account.update_credit(|credit| {
+                    credit.credit_limit = credit_limit;
+                    credit.list_price = list_price;
+                });
+                account
             }),
         );
         self.accounts
@@ -262,12 +251,14 @@ impl LedgerState {
         if let Some(book) = price_book {
             account.price_book = book;
         }
-        if let Some(limit) = update.credit_limit {
-            account.credit_limit = limit;
-        }
-        if let Some(price) = update.list_price {
-            account.list_price = price;
-        }
+        account.update_credit(|credit| {
+            if let Some(limit) = update.credit_limit {
+                credit.credit_limit = limit;
+            }
+            if let Some(price) = update.list_price {
+                credit.list_price = price;
+            }
+        });
         let mut settings = account.settings().clone();
         if let Some(metadata) = &update.metadata {
             settings.metadata = metadata.clone();
@@ -410,8 +401,7 @@ impl LedgerState {
         };
         grant.next_reset = nonzero_time(grant.reset_boundary(1));
         // Exact growth: most accounts hold a few grants, and every byte is paid per account.
-        account.grants.reserve_exact(1);
-        account.grants.push(grant);
+        account.push_grant(grant);
         let index = account.grants.len() - 1;
         let source = if spec.category == GrantCategory::Promotional {
             Book::PromotionalExpense
@@ -448,14 +438,14 @@ impl LedgerState {
             .reports
             .get_or_insert_with(&month, crate::report::ReportAgg::default);
         report.granted[category] = plus(report.granted[category], spec.amount);
-        let debt_before = account.debt;
+        let debt_before = account.debt();
         account.repay_debt(&spec.account, index, now, &mut out);
         if spec.category == GrantCategory::Purchased {
             account.recharge_pending = false;
         }
         account.balance_events(&spec.account, balance_before, now, &mut out);
         let balance_after = account.balance();
-        let debt_repaid = minus(debt_before, account.debt);
+        let debt_repaid = minus(debt_before, account.debt());
         reschedule(&mut self.due, account, params);
         Ok(Applied::GrantAdded {
             debt_repaid,
@@ -677,7 +667,7 @@ impl LedgerState {
         let now = self.now_ms;
         let params = self.params();
         let account = self.accounts.get_mut(&spec.account).expect("checked");
-        let spendable = plus(account.available(), account.credit_limit);
+        let spendable = plus(account.available(), account.credit_limit());
         if spec.amount > spendable {
             return Err(Reason::InsufficientFunds {
                 available: spendable,

@@ -6,6 +6,7 @@
 //! two hash indexes (accounts by id, remembered event ids) only find entries: they are never
 //! iterated, encoded or hashed.
 
+use bincode::Options;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,7 +28,15 @@ use crate::view::{
 /// Snapshot header: magic and format version.
 const SNAPSHOT_MAGIC: &[u8; 8] = b"TALLYSNP";
 /// 2: accounts by ordinal, dedup records in their compact byte form.
-const SNAPSHOT_VERSION: u32 = 2;
+/// 3: integers and lengths as varints (bincode's default options), as in the log.
+const SNAPSHOT_VERSION: u32 = 3;
+
+/// The encoding of snapshots and of the state hash: bincode with varint integers and
+/// lengths. About 40% fewer bytes than fixed-width integers (every amount carried an 8-byte
+/// length), so a snapshot is built, hashed and shipped in less time and memory.
+fn snapshot_options() -> impl bincode::Options {
+    bincode::DefaultOptions::new()
+}
 
 /// What one entry produced: one outcome per command, plus the journal entries and ledger
 /// events for storage to persist (the state itself does not keep them).
@@ -119,7 +128,7 @@ impl LedgerState {
         let Some(account) = self.accounts.get_mut(id) else {
             return false;
         };
-        if account.due_at.is_some_and(|at| at <= now) {
+        if account.due_at().is_some_and(|at| at <= now) {
             let mut out = Out {
                 result,
                 totals: &mut self.totals,
@@ -303,12 +312,12 @@ impl LedgerState {
             price_book: account
                 .price_book
                 .map(|book| self.book_ids[book as usize].clone()),
-            credit_limit: account.credit_limit,
-            list_price: account.list_price,
+            credit_limit: account.credit_limit(),
+            list_price: account.list_price(),
             balance: account.balance(),
             available: account.available(),
             held: account.held(),
-            debt: account.debt,
+            debt: account.debt(),
             metadata: account.settings().metadata.clone(),
             thresholds: account.settings().thresholds.clone(),
             auto_recharge: account.settings().auto_recharge.clone(),
@@ -403,17 +412,21 @@ impl LedgerState {
 
     /// The length of [`Self::encode_snapshot`]'s bytes, without encoding them.
     pub fn snapshot_len(&self) -> u64 {
-        12 + bincode::serialized_size(self).expect("the state always serializes")
+        12 + snapshot_options()
+            .serialized_size(self)
+            .expect("the state always serializes")
     }
 
     /// [`Self::encode_snapshot`] written to `out` as it is encoded (no intermediate buffer).
     pub fn encode_snapshot_into<W: std::io::Write>(&self, mut out: W) -> std::io::Result<()> {
         out.write_all(SNAPSHOT_MAGIC)?;
         out.write_all(&SNAPSHOT_VERSION.to_le_bytes())?;
-        bincode::serialize_into(&mut out, self).map_err(|e| match *e {
-            bincode::ErrorKind::Io(io) => io,
-            other => std::io::Error::other(other.to_string()),
-        })
+        snapshot_options()
+            .serialize_into(&mut out, self)
+            .map_err(|e| match *e {
+                bincode::ErrorKind::Io(io) => io,
+                other => std::io::Error::other(other.to_string()),
+            })
     }
 
     /// Decodes a snapshot and checks the invariants of what it decoded (the pair of the
@@ -426,7 +439,8 @@ impl LedgerState {
         if version != SNAPSHOT_VERSION {
             return Err(SnapshotError::UnknownVersion(version));
         }
-        let state: LedgerState = bincode::deserialize(&bytes[12..])
+        let state: LedgerState = snapshot_options()
+            .deserialize(&bytes[12..])
             .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
         state.check_invariants().map_err(SnapshotError::Corrupt)?;
         Ok(state)
@@ -436,7 +450,9 @@ impl LedgerState {
     pub fn state_hash(&self) -> [u8; 32] {
         // Hashed as it is encoded, without holding the encoding in memory.
         let mut hasher = Sha256::new();
-        bincode::serialize_into(&mut hasher, self).expect("the state always serializes");
+        snapshot_options()
+            .serialize_into(&mut hasher, self)
+            .expect("the state always serializes");
         hasher.finalize().into()
     }
 
@@ -460,7 +476,7 @@ impl LedgerState {
                 }
                 *grants = grants.checked_add(grant.remaining).ok_or("overflow")?;
             }
-            if account.debt.is_negative() {
+            if account.debt().is_negative() {
                 return Err(format!("account {id} has negative debt"));
             }
             if let Some(book) = account.price_book {
@@ -475,7 +491,7 @@ impl LedgerState {
                 }
             }
             let debt = debt_by_asset.entry(&account.asset).or_default();
-            *debt = debt.checked_add(account.debt).ok_or("overflow")?;
+            *debt = debt.checked_add(account.debt()).ok_or("overflow")?;
             for (hold_id, hold) in account.holds.iter() {
                 if hold.remaining.is_negative() || hold.remaining > hold.amount {
                     return Err(format!(
@@ -488,10 +504,10 @@ impl LedgerState {
                 }
             }
             let params = self.params();
-            if account.due_at != account.next_due(params) {
+            if account.due_at() != account.next_due(params) {
                 return Err(format!("account {id} is filed as due at the wrong time"));
             }
-            if let Some(at) = account.due_at {
+            if let Some(at) = account.due_at() {
                 if !self.due.contains(&(at, account.ordinal)) {
                     return Err(format!("account {id} is missing from the due index"));
                 }
@@ -528,14 +544,14 @@ impl LedgerState {
 /// Re-files an account in the due index after it changed.
 pub(crate) fn reschedule(due: &mut BTreeSet<(u64, u32)>, account: &mut Account, params: Params) {
     let next = account.next_due(params);
-    if next == account.due_at {
+    if next == account.due_at() {
         return;
     }
-    if let Some(old) = account.due_at {
+    if let Some(old) = account.due_at() {
         due.remove(&(old, account.ordinal));
     }
     if let Some(new) = next {
         due.insert((new, account.ordinal));
     }
-    account.due_at = next;
+    account.set_due_at(next);
 }

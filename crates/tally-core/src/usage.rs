@@ -152,7 +152,7 @@ fn price<'book>(
         let balance = account.balance();
         let held = account.held();
         if need.is_positive() {
-            let spendable = plus(minus(balance, held), account.credit_limit);
+            let spendable = plus(minus(balance, held), account.credit_limit());
             if need > spendable {
                 return Err(Reason::InsufficientFunds {
                     available: spendable,
@@ -162,7 +162,7 @@ fn price<'book>(
         }
         // A hold covers only value that exists: the charge as a whole must also fit within
         // balance + credit limit (pair of the hold trimming done when value disappears).
-        let room = plus(balance, account.credit_limit);
+        let room = plus(balance, account.credit_limit());
         if charge.is_positive() && charge > room {
             return Err(Reason::InsufficientFunds {
                 available: room,
@@ -171,10 +171,10 @@ fn price<'book>(
         }
         // Revenue on debt must stay in range too.
         let debt_room = need
-            .checked_mul(account.list_price)
+            .checked_mul(account.list_price())
             .ok_or_else(|| overflow("quantity"))?;
         account
-            .debt_revenue
+            .debt_revenue()
             .add(debt_room, reporting_scale)
             .ok_or_else(|| overflow("quantity"))?;
         Ok(Priced {
@@ -269,7 +269,7 @@ impl LedgerState {
             result,
             totals: &mut self.totals,
         };
-        if account.due_at.is_some_and(|at| at <= now) {
+        if account.due_at().is_some_and(|at| at <= now) {
             account.run_due(&event.account, now, params, &mut out);
             reschedule(&mut self.due, account, params);
         }
@@ -400,7 +400,7 @@ impl LedgerState {
             .map(|event| {
                 let ordinal = self.accounts.ordinal(&event.account)?;
                 let account = self.accounts.by_ordinal(ordinal);
-                touched = touched.wrapping_add(account.due_at.unwrap_or(0));
+                touched = touched.wrapping_add(account.due_at().unwrap_or(0));
                 for grant in &account.grants {
                     touched = touched
                         .wrapping_add(grant.starts_at)
@@ -472,15 +472,17 @@ fn apply_charge(
     }
     let debt_created = left;
     if debt_created.is_positive() {
-        account.debt = plus(account.debt, debt_created);
         let exact = debt_created
-            .checked_mul(account.list_price)
+            .checked_mul(account.list_price())
             .expect("checked while pricing");
         let (debt_revenue, accrued) = account
-            .debt_revenue
+            .debt_revenue()
             .add(exact, params.reporting_scale)
             .expect("checked while pricing");
-        account.debt_revenue = accrued;
+        account.update_credit(|credit| {
+            credit.debt = plus(credit.debt, debt_created);
+            credit.debt_revenue = accrued;
+        });
         revenue = plus(revenue, debt_revenue);
         postings.push(Posting {
             book: Book::Receivable {
@@ -595,10 +597,10 @@ impl Checkpoint {
                 .accounts
                 .get_mut(&id)
                 .expect("accounts are never removed");
-            if let Some(at) = current.due_at {
+            if let Some(at) = current.due_at() {
                 state.due.remove(&(at, current.ordinal));
             }
-            if let Some(at) = saved.due_at {
+            if let Some(at) = saved.due_at() {
                 state.due.insert((at, saved.ordinal));
             }
             *current = *saved;

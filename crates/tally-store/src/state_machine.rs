@@ -531,14 +531,16 @@ impl SnapshotBuilder {
         let shared = self.shared.clone();
         let n = self.shared.snapshot_counter.fetch_add(1, Ordering::Relaxed);
         let meta = tokio::task::spawn_blocking(move || -> Result<Meta, StoreError> {
-            // Encoded under the read lock so state, last_applied, membership and the account
-            // heads agree; written to the file after the lock is released. (Writing the file
-            // under the lock saved the memory of the encoding but blocked apply for seconds on
-            // a large ledger: a file write of a GiB waits for the disk once the kernel's dirty
-            // page limit is reached.) The local snapshot holds no journal rows: they are in
-            // this node's `sm` tree, synced below before the snapshot is made current;
-            // `current_snapshot` adds them when the snapshot leaves for another node.
-            let (meta, state_bytes, history) = {
+            // Encoded under the read lock (so state, last_applied, membership and the account
+            // heads agree) straight into the file, through a 1 MiB buffer: the encoding is
+            // never whole in memory. Encoding into memory first and writing after the lock
+            // held the whole encoding (about 600 bytes per account: 0.6 GiB per node at a
+            // million accounts) on top of the state. The write lands in the page cache; the
+            // fsync is after the lock is released. The local snapshot holds no journal rows:
+            // they are in this node's `sm` tree, synced below before the snapshot is made
+            // current; `current_snapshot` adds them when the snapshot leaves for another node.
+            let started = std::time::Instant::now();
+            let meta = {
                 let applied = shared.read();
                 let history = snapshot::encode_rows(&[heads_row(&applied.heads, &applied.state)?]);
                 let snapshot_id = match applied.last_applied {
@@ -553,20 +555,25 @@ impl SnapshotBuilder {
                     last_membership: applied.membership.clone(),
                     snapshot_id,
                 };
-                (meta, applied.state.encode_snapshot(), history)
+                shared.snapshots.write_build(
+                    &meta,
+                    applied.state.snapshot_len(),
+                    |out| applied.state.encode_snapshot_into(out),
+                    &history,
+                )?;
+                meta
             };
-            // Written in parts, so the encoded state is the only copy in memory.
-            shared.snapshots.write_build(
-                &meta,
-                state_bytes.len() as u64,
-                |out| out.write_all(&state_bytes),
-                &history,
-            )?;
-            drop(state_bytes);
+            let locked = started.elapsed();
             // The journal rows up to this snapshot must be durable before the log entries
             // that could rebuild them may be purged.
             shared.disk.sync(&shared.db)?;
             shared.snapshots.commit_build(&meta)?;
+            tracing::info!(
+                index = ?meta.last_log_id.map(|id| id.index),
+                state_lock_ms = locked.as_millis() as u64,
+                total_ms = started.elapsed().as_millis() as u64,
+                "snapshot built"
+            );
             Ok(meta)
         })
         .await
