@@ -148,14 +148,12 @@ pub(crate) struct Grant {
     pub next_reset: Option<NonZeroU64>,
     /// Boxed: rarely set, and 8 bytes where an inline option takes 20.
     pub rollover_max: Option<Box<Amount>>,
-    /// Reporting currency; `unit_revenue = paid / amount`.
+    /// Reporting currency; the revenue of a unit is `paid / amount`.
     pub paid: Amount,
-    /// `paid / amount` when that quotient is exact (it usually is), so booking revenue is a
-    /// multiplication; `None` when it does not terminate, and then revenue divides each time.
-    pub unit_revenue: Option<Amount>,
-    /// Units drawn (by usage or expiry) in the current period, and the revenue booked for them.
+    /// Units drawn (by usage or expiry) in the current period. The revenue booked for them
+    /// is a function of them ([`Grant::revenue_of`]), so it is not stored: a grant stays
+    /// within 128 bytes (an allocator size class; two grants per account are the usual case).
     pub revenue_units: Amount,
-    pub revenue_booked: Amount,
     pub ended: Option<GrantEnd>,
 }
 
@@ -188,25 +186,35 @@ impl Grant {
     }
 
     /// Books revenue for `units` more drawn from this grant: the rounded exact revenue of all
-    /// units drawn this period, minus what was booked. Exact `paid / amount` is never rounded
-    /// on its own, so a fully drawn grant books exactly `paid`.
+    /// units drawn this period, minus that of the units drawn before. Exact `paid / amount`
+    /// is never rounded on its own, so a fully drawn grant books exactly `paid`.
     pub fn book_revenue(&mut self, units: Amount, reporting_scale: u32) -> Amount {
-        self.revenue_units = plus(self.revenue_units, units);
-        if self.paid.is_zero() {
+        let before = self.revenue_units;
+        self.revenue_units = plus(before, units);
+        if self.paid.is_zero() || units.is_zero() {
             return Amount::ZERO;
         }
-        let exact = match self.unit_revenue {
-            Some(unit_revenue) => self.revenue_units.checked_mul(unit_revenue),
-            None => self
-                .revenue_units
+        minus(
+            self.revenue_of(self.revenue_units, reporting_scale),
+            self.revenue_of(before, reporting_scale),
+        )
+    }
+
+    /// The revenue booked for `units` drawn in one period: `units * paid / amount`, exact,
+    /// then rounded once to the reporting scale.
+    pub fn revenue_of(&self, units: Amount, reporting_scale: u32) -> Amount {
+        if units.is_zero() || self.paid.is_zero() {
+            return Amount::ZERO;
+        }
+        let exact = if self.paid == self.amount {
+            Some(units)
+        } else {
+            units
                 .checked_mul(self.paid)
-                .and_then(|x| x.checked_div(self.amount)),
+                .and_then(|x| x.checked_div(self.amount))
         }
         .expect("invariant: revenue within range for bounded amounts");
-        let rounded = exact.round_half_even(reporting_scale);
-        let now = minus(rounded, self.revenue_booked);
-        self.revenue_booked = rounded;
-        now
+        exact.round_half_even(reporting_scale)
     }
 
     /// The `n`th reset boundary after `starts_at` (n >= 1).
@@ -647,7 +655,6 @@ impl Account {
         let expired = minus(grant.remaining, rolled);
         let breakage_revenue = grant.book_revenue(expired, params.reporting_scale);
         grant.revenue_units = Amount::ZERO;
-        grant.revenue_booked = Amount::ZERO;
         grant.remaining = plus(grant.amount, rolled);
         grant.resets_done += 1;
         grant.next_reset = nonzero_time(grant.reset_boundary(grant.resets_done + 1));
@@ -918,6 +925,38 @@ mod tests {
         Account::new(0, AssetCode::new("USD").unwrap(), 2, reporting_asset, None)
     }
 
+    /// Memory per account is a product figure (at most 1 KiB per account per node at a
+    /// million accounts): an account and each grant fit one 128-byte allocator size class.
+    #[test]
+    fn account_and_grant_fit_128_bytes() {
+        assert!(std::mem::size_of::<Account>() <= 128);
+        assert!(std::mem::size_of::<Grant>() <= 128);
+    }
+
+    #[test]
+    fn revenue_is_booked_as_the_rounded_exact_revenue_of_all_units_drawn() {
+        // 10.00 paid for 3 units: a unit's revenue (3.333...) does not terminate.
+        let mut grant = test_grant(Amount::from_i64(3), Amount::from_i64(10));
+        let booked: Vec<Amount> = (0..3).map(|_| grant.book_revenue(Amount::ONE, 2)).collect();
+        let text: Vec<String> = booked.iter().map(|a| a.to_string()).collect();
+        assert_eq!(text, ["3.33", "3.34", "3.33"]);
+        assert_eq!(
+            booked.iter().fold(Amount::ZERO, |sum, a| plus(sum, *a)),
+            Amount::from_i64(10),
+            "a fully drawn grant books exactly what was paid"
+        );
+        // Paid as much as granted: a unit is worth one.
+        let mut one_to_one = test_grant(Amount::from_i64(5), Amount::from_i64(5));
+        assert_eq!(
+            one_to_one.book_revenue(Amount::from_i64(2), 2),
+            Amount::from_i64(2)
+        );
+        // Unpaid: no revenue, the units still count.
+        let mut free = test_grant(Amount::from_i64(5), Amount::ZERO);
+        assert_eq!(free.book_revenue(Amount::from_i64(2), 2), Amount::ZERO);
+        assert_eq!(free.revenue_units, Amount::from_i64(2));
+    }
+
     #[test]
     fn default_credit_terms_are_not_stored() {
         let fresh = usd_account(true);
@@ -981,15 +1020,12 @@ mod tests {
         assert_eq!(account.due_at(), None);
     }
 
-    #[test]
-    fn grants_grow_by_one() {
-        let mut account = usd_account(true);
-        assert!(account.grants.is_empty());
-        account.push_grant(Grant {
+    fn test_grant(amount: Amount, paid: Amount) -> Grant {
+        Grant {
             id: GrantId::new("g1").unwrap(),
             category: GrantCategory::Purchased,
-            amount: Amount::from_i64(10),
-            remaining: Amount::from_i64(10),
+            amount,
+            remaining: amount,
             priority: 0,
             starts_at: 1,
             started: true,
@@ -998,12 +1034,17 @@ mod tests {
             resets_done: 0,
             next_reset: None,
             rollover_max: None,
-            paid: Amount::ZERO,
-            unit_revenue: None,
+            paid,
             revenue_units: Amount::ZERO,
-            revenue_booked: Amount::ZERO,
             ended: None,
-        });
+        }
+    }
+
+    #[test]
+    fn grants_grow_by_one() {
+        let mut account = usd_account(true);
+        assert!(account.grants.is_empty());
+        account.push_grant(test_grant(Amount::from_i64(10), Amount::ZERO));
         let mut second = account.grants[0].clone();
         second.id = GrantId::new("g2").unwrap();
         account.push_grant(second);

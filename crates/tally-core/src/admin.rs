@@ -392,11 +392,7 @@ impl LedgerState {
             next_reset: None,
             rollover_max: spec.rollover_max.map(Box::new),
             paid,
-            unit_revenue: paid
-                .checked_div(spec.amount)
-                .filter(|unit| unit.checked_mul(spec.amount) == Some(paid)),
             revenue_units: Amount::ZERO,
-            revenue_booked: Amount::ZERO,
             ended: None,
         };
         grant.next_reset = nonzero_time(grant.reset_boundary(1));

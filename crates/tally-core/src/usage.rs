@@ -405,7 +405,7 @@ impl LedgerState {
                     touched = touched
                         .wrapping_add(grant.starts_at)
                         .wrapping_add(grant.remaining.is_zero() as u64)
-                        .wrapping_add(grant.revenue_booked.is_zero() as u64);
+                        .wrapping_add(grant.revenue_units.is_zero() as u64);
                 }
                 if let Some(report) = account.reports.last_value() {
                     touched =

@@ -77,7 +77,7 @@ pub use types::{EncodedEntry, EntryResponse, NodeId, TypeConfig};
 /// sled's page cache budget, per database (the log's and the state machine's). sled's default is
 /// 1 GiB; the state lives in memory anyway and the log is read mostly at its tail, so a smaller
 /// cache suffices.
-pub const SLED_CACHE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+pub const SLED_CACHE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
 /// How long `open` waits for sled's directory lock. sled 0.34 releases it only when its last
 /// background job has dropped the database, a few milliseconds after the last handle is
