@@ -222,53 +222,84 @@ impl SnapshotFiles {
         Ok(true)
     }
 
-    /// Writes a snapshot to the build temp file as it is encoded (no copy of the state in
-    /// memory): the same format as [`encode`], with the state written by `write_state`, which
-    /// must write exactly `state_len` bytes. Not synced; [`Self::commit_build`] makes it the
-    /// current snapshot. Blocking.
-    pub(crate) fn write_build(
-        &self,
-        meta: &Meta,
-        state_len: u64,
-        write_state: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-        history: &[u8],
-    ) -> Result<(), StoreError> {
+    /// Starts writing a snapshot describing `meta` to the build temp file, in the format of
+    /// [`encode`]: the state is written through the returned [`Build`] as it is encoded (no
+    /// copy of it in memory), then [`Self::finish_build`] adds the history rows, the state's
+    /// length and the hash. Blocking.
+    pub(crate) fn start_build(&self, meta: &Meta) -> Result<Build, StoreError> {
         let header = codec::encode("snapshot header", meta)?;
         let header_len = u32::try_from(header.len()).map_err(|_| StoreError::Encode {
             what: "snapshot header",
             reason: format!("{} bytes is over the u32 length field", header.len()),
         })?;
-        let temp = self.dir.join(BUILD_TEMP);
-        let io = |e| StoreError::io("write", &temp, e);
-        let file = File::create(&temp).map_err(io)?;
-        let mut out = Hashing {
-            inner: std::io::BufWriter::with_capacity(1 << 20, file),
-            hasher: Sha256::new(),
-            written: 0,
-        };
+        let path = self.dir.join(BUILD_TEMP);
+        let io = |e| StoreError::io("write", &path, e);
+        let file = File::create(&path).map_err(io)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
         out.write_all(MAGIC).map_err(io)?;
         out.write_all(&[SNAPSHOT_VERSION]).map_err(io)?;
         out.write_all(&header_len.to_be_bytes()).map_err(io)?;
         out.write_all(&header).map_err(io)?;
-        out.write_all(&state_len.to_be_bytes()).map_err(io)?;
-        let state_start = out.written;
-        write_state(&mut out).map_err(io)?;
-        if out.written - state_start != state_len {
-            return Err(StoreError::Encode {
-                what: "snapshot state",
-                reason: format!(
-                    "{} bytes written where {state_len} were announced",
-                    out.written - state_start
-                ),
-            });
-        }
+        let state_len_at = (MAGIC.len() + 1 + 4 + header.len()) as u64;
+        // The state's length is not known before it is encoded; written over at the end.
+        out.write_all(&0u64.to_be_bytes()).map_err(io)?;
+        Ok(Build {
+            out,
+            path,
+            state_len_at,
+            state_len: 0,
+        })
+    }
+
+    /// Completes a build: the history rows, the state's length, and SHA-256 of everything,
+    /// computed by reading the file back (so a caller that wrote the state under a lock has
+    /// released it by now: the hash is not computed while the state is locked). Not synced;
+    /// [`Self::commit_build`] makes it the current snapshot. Blocking.
+    pub(crate) fn finish_build(&self, build: Build, history: &[u8]) -> Result<(), StoreError> {
+        use std::io::Read;
+        use std::os::unix::fs::FileExt;
+        let Build {
+            mut out,
+            path,
+            state_len_at,
+            state_len,
+        } = build;
+        let io = |e| StoreError::io("write", &path, e);
         out.write_all(&(history.len() as u64).to_be_bytes())
             .map_err(io)?;
         out.write_all(history).map_err(io)?;
-        let hash = out.hasher.finalize_reset();
-        out.inner.write_all(&hash).map_err(io)?;
-        out.inner.flush().map_err(io)?;
+        let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+        file.write_all_at(&state_len.to_be_bytes(), state_len_at)
+            .map_err(io)?;
+        let mut hasher = Sha256::new();
+        let mut reader = File::open(&path).map_err(|e| StoreError::io("read", &path, e))?;
+        let mut buf = vec![0; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| StoreError::io("read", &path, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            total += n as u64;
+        }
+        file.write_all_at(&hasher.finalize(), total).map_err(io)?;
         Ok(())
+    }
+
+    /// [`Self::start_build`], `write_state`, then [`Self::finish_build`], in one call.
+    #[cfg(test)]
+    pub(crate) fn write_build(
+        &self,
+        meta: &Meta,
+        write_state: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+        history: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut build = self.start_build(meta)?;
+        write_state(&mut build).map_err(|e| StoreError::io("write", &build.path, e))?;
+        self.finish_build(build, history)
     }
 
     /// Makes the build temp file describing `meta` the current snapshot, durably, unless the
@@ -304,23 +335,25 @@ impl SnapshotFiles {
     }
 }
 
-/// A writer that hashes and counts what passes through it.
-struct Hashing<W: Write> {
-    inner: W,
-    hasher: Sha256,
-    written: u64,
+/// A snapshot being written (see [`SnapshotFiles::start_build`]); what is written to it is
+/// the state's encoding.
+pub(crate) struct Build {
+    out: std::io::BufWriter<File>,
+    path: PathBuf,
+    /// Where the state's length goes.
+    state_len_at: u64,
+    state_len: u64,
 }
 
-impl<W: Write> Write for Hashing<W> {
+impl Write for Build {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.written += n as u64;
+        let n = self.out.write(buf)?;
+        self.state_len += n as u64;
         Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
+        self.out.flush()
     }
 }
 
@@ -364,20 +397,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (files, _) = SnapshotFiles::open(dir.path()).unwrap();
         files
-            .write_build(&meta(7), 11, |w| w.write_all(b"state bytes"), b"rows")
+            .write_build(&meta(7), |w| w.write_all(b"state bytes"), b"rows")
             .unwrap();
         assert!(files.commit_build(&meta(7)).unwrap());
         assert_eq!(
             files.read_current().unwrap().unwrap(),
             encode(&meta(7), b"state bytes", b"rows").unwrap()
         );
-        // A writer that lies about the length is refused.
-        assert!(files
-            .write_build(&meta(8), 3, |w| w.write_all(b"four"), b"")
-            .is_err());
+        // Whatever the state's length, it is what the file announces.
+        files
+            .write_build(&meta(8), |w| w.write_all(&[7; 3_000_000]), b"")
+            .unwrap();
+        let big = fs::read(dir.path().join(BUILD_TEMP)).unwrap();
+        assert_eq!(big, encode(&meta(8), &[7; 3_000_000], b"").unwrap());
         // An older build never replaces a newer snapshot.
         files
-            .write_build(&meta(6), 3, |w| w.write_all(b"six"), b"")
+            .write_build(&meta(6), |w| w.write_all(b"six"), b"")
             .unwrap();
         assert!(!files.commit_build(&meta(6)).unwrap());
         assert_eq!(
