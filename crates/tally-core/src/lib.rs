@@ -34,5 +34,5 @@ pub use ids::*;
 pub use journal::*;
 pub use money::Amount;
 pub use outcome::*;
-pub use state::{ApplyResult, LedgerState, SnapshotError};
+pub use state::{ApplyResult, LedgerState, SnapshotError, SNAPSHOT_VERSION};
 pub use view::*;

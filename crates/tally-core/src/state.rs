@@ -29,7 +29,7 @@ use crate::view::{
 const SNAPSHOT_MAGIC: &[u8; 8] = b"TALLYSNP";
 /// 2: accounts by ordinal, dedup records in their compact byte form.
 /// 3: integers and lengths as varints (bincode's default options), as in the log.
-const SNAPSHOT_VERSION: u32 = 3;
+pub const SNAPSHOT_VERSION: u32 = 3;
 
 /// The encoding of snapshots and of the state hash: bincode with varint integers and
 /// lengths. About 40% fewer bytes than fixed-width integers (every amount carried an 8-byte

@@ -40,7 +40,7 @@ use openraft::{
     StoredMembership,
 };
 
-use tally_core::{AccountId, JournalEntry, LedgerState};
+use tally_core::{AccountId, JournalEntry, LedgerState, SnapshotError};
 use tokio::sync::watch;
 
 use crate::codec::{self, u64_key};
@@ -243,9 +243,17 @@ fn heads_from_rows(
 /// Decodes a snapshotted ledger state and checks its invariants: a state that decodes but
 /// breaks conservation must stop the node loudly, not be served.
 fn decode_state(what: &'static str, bytes: &[u8]) -> Result<LedgerState, StoreError> {
-    let state = LedgerState::decode_snapshot(bytes).map_err(|e| StoreError::Corrupt {
-        what,
-        reason: e.to_string(),
+    let state = LedgerState::decode_snapshot(bytes).map_err(|e| match e {
+        // Written by another build (e.g. an older one): say so, and what to do.
+        SnapshotError::UnknownVersion(version) => StoreError::UnknownVersion {
+            what,
+            version: u8::try_from(version).unwrap_or(u8::MAX),
+            supported: tally_core::SNAPSHOT_VERSION as u8,
+        },
+        SnapshotError::Corrupt(_) => StoreError::Corrupt {
+            what,
+            reason: e.to_string(),
+        },
     })?;
     state
         .check_invariants()
@@ -644,5 +652,30 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.current_snapshot()
             .await
             .map_err(sto(Subject::ReadSnapshot))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_snapshot_from_another_build_is_refused_with_what_to_do() {
+        let mut bytes = LedgerState::new().encode_snapshot();
+        assert!(decode_state("snapshot state", &bytes).is_ok());
+        // The format version follows the 8-byte magic.
+        bytes[8..12].copy_from_slice(&(tally_core::SNAPSHOT_VERSION - 1).to_le_bytes());
+        let error = decode_state("snapshot state", &bytes).unwrap_err();
+        assert!(
+            matches!(error, StoreError::UnknownVersion { version, .. } if version as u32 == tally_core::SNAPSHOT_VERSION - 1),
+            "{error}"
+        );
+        assert!(error.to_string().contains("make clean-data"), "{error}");
+        // Damage is still called damage.
+        let truncated = &LedgerState::new().encode_snapshot()[..14];
+        assert!(matches!(
+            decode_state("snapshot state", truncated),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 }
