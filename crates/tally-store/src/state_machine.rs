@@ -544,7 +544,10 @@ impl SnapshotBuilder {
             // never whole in memory. (Encoding into memory first held the whole encoding,
             // about 550 bytes per account, on top of the state: 0.5 GiB more per node at a
             // million accounts.) Only the encoding is done under the lock; the hash, by
-            // reading the file back, and the fsync come after. The local snapshot holds no
+            // reading the file back, and the fsync come after. The writes land in the page
+            // cache; where the kernel's dirty-page limit is small next to the snapshot they
+            // wait for the disk, and apply with them (session 2 saw seconds; the encoding is
+            // smaller since). The lock time is logged. The local snapshot holds no
             // journal rows: they are in this node's `sm` tree, synced below before the
             // snapshot is made current; `current_snapshot` adds them when the snapshot leaves
             // for another node.
