@@ -15,8 +15,8 @@ use crate::report::{minus, plus, ReportAgg};
 use crate::vecmap::VecMap;
 use crate::view::Month;
 
-/// One account. Kept small (at most 128 bytes, one allocator size class): the state holds one per
-/// customer, a million of them per node is an expected size. What most accounts leave at
+/// One account. Kept small (at most 128 bytes, one allocator size class): the state holds one
+/// per customer, a million of them per node is an expected size. What most accounts leave at
 /// its default (credit terms, debt, settings, holds) is boxed and `None` while default.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Account {

@@ -669,8 +669,9 @@ mod tests {
         // The format version follows the 8-byte magic.
         bytes[8..12].copy_from_slice(&(tally_core::SNAPSHOT_VERSION - 1).to_le_bytes());
         let error = decode_state("snapshot state", &bytes).unwrap_err();
+        let older = tally_core::SNAPSHOT_VERSION - 1;
         assert!(
-            matches!(error, StoreError::UnknownVersion { version, .. } if version as u32 == tally_core::SNAPSHOT_VERSION - 1),
+            matches!(error, StoreError::UnknownVersion { version, .. } if u32::from(version) == older),
             "{error}"
         );
         assert!(error.to_string().contains("make clean-data"), "{error}");
