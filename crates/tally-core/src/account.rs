@@ -100,27 +100,24 @@ pub(crate) struct Accrual {
     pub cost: Accrued,
 }
 
-/// An exact running total and the rounded part of it already booked. Booking the difference
-/// between the rounded exact total and what was booked means rounding never leaks money.
+/// An exact running total, of which the total rounded at the accrual's scale is booked.
+/// Booking the difference between the rounded totals after and before each addition means
+/// rounding never leaks money. The booked part is not stored: it is the exact total rounded,
+/// and an accrual's scale never changes (the account's asset scale for charges, the reporting
+/// scale for cost and revenue), which saves 16 bytes per accrual.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Accrued {
     pub exact: Amount,
-    pub booked: Amount,
 }
 
 impl Accrued {
     /// What adding `exact` would book at `scale`, and the new accrual. `None` on overflow.
     pub fn add(self, exact: Amount, scale: u32) -> Option<(Amount, Accrued)> {
         let total = self.exact.checked_add(exact)?;
-        let rounded = total.round_half_even(scale);
-        let booked_now = rounded.checked_sub(self.booked)?;
-        Some((
-            booked_now,
-            Accrued {
-                exact: total,
-                booked: rounded,
-            },
-        ))
+        let booked_now = total
+            .round_half_even(scale)
+            .checked_sub(self.exact.round_half_even(scale))?;
+        Some((booked_now, Accrued { exact: total }))
     }
 }
 
@@ -955,6 +952,21 @@ mod tests {
         let mut free = test_grant(Amount::from_i64(5), Amount::ZERO);
         assert_eq!(free.book_revenue(Amount::from_i64(2), 2), Amount::ZERO);
         assert_eq!(free.revenue_units, Amount::from_i64(2));
+    }
+
+    #[test]
+    fn an_accrual_books_the_change_of_its_rounded_total() {
+        let third = Amount::parse("t", "0.3333").unwrap();
+        let mut accrued = Accrued::default();
+        let mut booked = Vec::new();
+        for _ in 0..3 {
+            let (now, next) = accrued.add(third, 2).unwrap();
+            booked.push(now.to_string());
+            accrued = next;
+        }
+        // 0.3333 -> 0.33, 0.6666 -> 0.67, 0.9999 -> 1.00: the rounding never leaks.
+        assert_eq!(booked, ["0.33", "0.34", "0.33"]);
+        assert_eq!(accrued.exact, Amount::parse("t", "0.9999").unwrap());
     }
 
     #[test]
