@@ -12,7 +12,7 @@ use crate::ids::{AccountId, AssetCode, GrantId, HoldId, Key, Meter};
 use crate::journal::{Book, JournalKind, LedgerEventKind};
 use crate::money::Amount;
 use crate::report::{minus, plus, ReportAgg};
-use crate::vecmap::VecMap;
+use crate::vecmap::{insert_one, VecMap};
 use crate::view::Month;
 
 /// One account. Kept small (at most 128 bytes, one allocator size class): the state holds one
@@ -393,14 +393,19 @@ impl Account {
         }
     }
 
+    /// 1 in the reporting currency, else 0.
+    fn default_list_price(&self) -> Amount {
+        if self.reporting_asset {
+            Amount::ONE
+        } else {
+            Amount::ZERO
+        }
+    }
+
     fn default_credit(&self) -> Credit {
         Credit {
             credit_limit: Amount::ZERO,
-            list_price: if self.reporting_asset {
-                Amount::ONE
-            } else {
-                Amount::ZERO
-            },
+            list_price: self.default_list_price(),
             debt: Amount::ZERO,
             debt_revenue: Accrued::default(),
         }
@@ -413,10 +418,9 @@ impl Account {
     }
 
     pub fn list_price(&self) -> Amount {
-        match &self.credit {
-            Some(credit) => credit.list_price,
-            None => self.default_credit().list_price,
-        }
+        self.credit
+            .as_ref()
+            .map_or_else(|| self.default_list_price(), |c| c.list_price)
     }
 
     pub fn debt(&self) -> Amount {
@@ -453,10 +457,8 @@ impl Account {
 
     /// Appends a grant (the slice grows by exactly one).
     pub fn push_grant(&mut self, grant: Grant) {
-        let mut grants = std::mem::take(&mut self.grants).into_vec();
-        grants.reserve_exact(1);
-        grants.push(grant);
-        self.grants = grants.into_boxed_slice();
+        let end = self.grants.len();
+        insert_one(&mut self.grants, end, grant);
     }
 
     pub fn settings(&self) -> &AccountSettings {

@@ -396,7 +396,6 @@ impl LedgerState {
             ended: None,
         };
         grant.next_reset = nonzero_time(grant.reset_boundary(1));
-        // Exact growth: most accounts hold a few grants, and every byte is paid per account.
         account.push_grant(grant);
         let index = account.grants.len() - 1;
         let source = if spec.category == GrantCategory::Promotional {

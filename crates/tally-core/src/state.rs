@@ -404,17 +404,10 @@ impl LedgerState {
 
     /// Versioned binary snapshot of the whole state.
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(self.snapshot_len() as usize);
+        let mut bytes = Vec::new();
         self.encode_snapshot_into(&mut bytes)
             .expect("writing to a Vec cannot fail");
         bytes
-    }
-
-    /// The length of [`Self::encode_snapshot`]'s bytes, without encoding them.
-    pub fn snapshot_len(&self) -> u64 {
-        12 + snapshot_options()
-            .serialized_size(self)
-            .expect("the state always serializes")
     }
 
     /// [`Self::encode_snapshot`] written to `out` as it is encoded (no intermediate buffer).

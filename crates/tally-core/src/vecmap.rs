@@ -5,9 +5,17 @@
 use serde::{Deserialize, Serialize};
 use std::borrow::Borrow;
 
-///
+/// Inserts `value` at `index` in a boxed slice that grows by exactly one slot: for the small
+/// per-account lists (grants, months, meters), where spare capacity would be paid per account.
+pub(crate) fn insert_one<T>(slice: &mut Box<[T]>, index: usize, value: T) {
+    let mut items = std::mem::take(slice).into_vec();
+    items.reserve_exact(1);
+    items.insert(index, value);
+    *slice = items.into_boxed_slice();
+}
+
 /// The entries are a boxed slice rather than a `Vec`: 16 bytes in every account instead of
-/// 24, and the map grows one entry at a time anyway.
+/// 24, and the map grows one entry at a time anyway ([`insert_one`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct VecMap<K, V>(Box<[(K, V)]>);
 
@@ -37,11 +45,7 @@ impl<K: Ord + Clone, V> VecMap<K, V> {
         let index = match self.position(key) {
             Ok(i) => i,
             Err(i) => {
-                // Grow one slot at a time: these maps stay small and live in every account.
-                let mut entries = std::mem::take(&mut self.0).into_vec();
-                entries.reserve_exact(1);
-                entries.insert(i, (key.clone(), make()));
-                self.0 = entries.into_boxed_slice();
+                insert_one(&mut self.0, i, (key.clone(), make()));
                 i
             }
         };

@@ -39,18 +39,8 @@ const TEMP: &str = "current.snap.tmp";
 const BUILD_TEMP: &str = "current.snap.build";
 
 pub(crate) fn encode(meta: &Meta, state: &[u8], history: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let header = codec::encode("snapshot header", meta)?;
-    let header_len = u32::try_from(header.len()).map_err(|_| StoreError::Encode {
-        what: "snapshot header",
-        reason: format!("{} bytes is over the u32 length field", header.len()),
-    })?;
-    let mut out = Vec::with_capacity(
-        MAGIC.len() + 1 + 4 + header.len() + 8 + state.len() + 8 + history.len() + HASH_LEN,
-    );
-    out.extend_from_slice(MAGIC);
-    out.push(SNAPSHOT_VERSION);
-    out.extend_from_slice(&header_len.to_be_bytes());
-    out.extend_from_slice(&header);
+    let mut out = prefix(meta)?;
+    out.reserve_exact(8 + state.len() + 8 + history.len() + HASH_LEN);
     out.extend_from_slice(&(state.len() as u64).to_be_bytes());
     out.extend_from_slice(state);
     out.extend_from_slice(&(history.len() as u64).to_be_bytes());
@@ -78,6 +68,21 @@ pub(crate) fn encode_rows(rows: &[Row]) -> Vec<u8> {
         out.extend_from_slice(value);
     }
     out
+}
+
+/// What a snapshot starts with: magic, format version, header length and header (`meta`).
+fn prefix(meta: &Meta) -> Result<Vec<u8>, StoreError> {
+    let header = codec::encode("snapshot header", meta)?;
+    let header_len = u32::try_from(header.len()).map_err(|_| StoreError::Encode {
+        what: "snapshot header",
+        reason: format!("{} bytes is over the u32 length field", header.len()),
+    })?;
+    let mut out = Vec::with_capacity(MAGIC.len() + 1 + 4 + header.len());
+    out.extend_from_slice(MAGIC);
+    out.push(SNAPSHOT_VERSION);
+    out.extend_from_slice(&header_len.to_be_bytes());
+    out.extend_from_slice(&header);
+    Ok(out)
 }
 
 /// Decodes [`encode_rows`], refusing anything that does not add up exactly.
@@ -227,20 +232,13 @@ impl SnapshotFiles {
     /// copy of it in memory), then [`Self::finish_build`] adds the history rows, the state's
     /// length and the hash. Blocking.
     pub(crate) fn start_build(&self, meta: &Meta) -> Result<Build, StoreError> {
-        let header = codec::encode("snapshot header", meta)?;
-        let header_len = u32::try_from(header.len()).map_err(|_| StoreError::Encode {
-            what: "snapshot header",
-            reason: format!("{} bytes is over the u32 length field", header.len()),
-        })?;
+        let prefix = prefix(meta)?;
         let path = self.dir.join(BUILD_TEMP);
         let io = |e| StoreError::io("write", &path, e);
         let file = File::create(&path).map_err(io)?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        out.write_all(MAGIC).map_err(io)?;
-        out.write_all(&[SNAPSHOT_VERSION]).map_err(io)?;
-        out.write_all(&header_len.to_be_bytes()).map_err(io)?;
-        out.write_all(&header).map_err(io)?;
-        let state_len_at = (MAGIC.len() + 1 + 4 + header.len()) as u64;
+        out.write_all(&prefix).map_err(io)?;
+        let state_len_at = prefix.len() as u64;
         // The state's length is not known before it is encoded; written over at the end.
         out.write_all(&0u64.to_be_bytes()).map_err(io)?;
         Ok(Build {
@@ -256,7 +254,6 @@ impl SnapshotFiles {
     /// released it by now: the hash is not computed while the state is locked). Not synced;
     /// [`Self::commit_build`] makes it the current snapshot. Blocking.
     pub(crate) fn finish_build(&self, build: Build, history: &[u8]) -> Result<(), StoreError> {
-        use std::io::Read;
         use std::os::unix::fs::FileExt;
         let Build {
             mut out,
@@ -272,19 +269,9 @@ impl SnapshotFiles {
         file.write_all_at(&state_len.to_be_bytes(), state_len_at)
             .map_err(io)?;
         let mut hasher = Sha256::new();
-        let mut reader = File::open(&path).map_err(|e| StoreError::io("read", &path, e))?;
-        let mut buf = vec![0; 1 << 20];
-        let mut total = 0u64;
-        loop {
-            let n = reader
-                .read(&mut buf)
-                .map_err(|e| StoreError::io("read", &path, e))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            total += n as u64;
-        }
+        let total = File::open(&path)
+            .and_then(|mut reader| std::io::copy(&mut reader, &mut hasher))
+            .map_err(|e| StoreError::io("read", &path, e))?;
         file.write_all_at(&hasher.finalize(), total).map_err(io)?;
         Ok(())
     }
