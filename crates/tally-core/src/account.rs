@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::num::NonZeroU64;
+use std::sync::Arc;
 
 use crate::calendar::{add_months, month_of, MS_PER_DAY, MS_PER_WEEK};
 use crate::command::{AccountStatus, AutoRecharge, GrantCategory, ResetPeriod};
@@ -12,12 +13,14 @@ use crate::ids::{AccountId, AssetCode, GrantId, HoldId, Key, Meter};
 use crate::journal::{Book, JournalKind, LedgerEventKind};
 use crate::money::Amount;
 use crate::report::{minus, plus, ReportAgg};
+use crate::share::{shared, Recent};
+use crate::table::FoldHasher;
 use crate::vecmap::{insert_one, VecMap};
 use crate::view::Month;
 
 /// One account. Kept small (at most 128 bytes, one allocator size class): the state holds one
 /// per customer, a million of them per node is an expected size. What most accounts leave at
-/// its default (credit terms, debt, settings, holds) is boxed and `None` while default.
+/// its default (credit terms, debt, settings, holds) is held apart and `None` while default.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Account {
     /// Creation order; the compact key of the dedup table.
@@ -33,7 +36,8 @@ pub(crate) struct Account {
     /// Credit limit, list price and debt; `None` while all are at their defaults (no
     /// credit, the default list price, never in debt). Read and changed through
     /// [`Account::credit_limit`], [`Account::debt`], [`Account::update_credit`] and the like.
-    credit: Option<Box<Credit>>,
+    #[serde(with = "shared_credit")]
+    credit: Option<Arc<Credit>>,
     /// Metadata and alert rules; `None` when the account has none (most accounts), which
     /// keeps every account's fixed size small.
     pub settings: Option<Box<AccountSettings>>,
@@ -57,8 +61,9 @@ pub(crate) struct Account {
 /// `Account::due` of an account with nothing due (an `Option<u64>` would take 16 bytes).
 const NOT_DUE: u64 = u64::MAX;
 
-/// An account's credit terms and debt, boxed in [`Account`] because most accounts keep the
-/// defaults.
+/// An account's credit terms and debt, held apart from [`Account`] because most accounts keep
+/// the defaults, and shared between accounts with identical terms (accounts of one plan set
+/// the same list price): see [`share_credit`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Credit {
     pub credit_limit: Amount,
@@ -66,6 +71,57 @@ pub(crate) struct Credit {
     pub debt: Amount,
     /// Revenue on debt at the list price, accrued exactly and recorded rounded.
     pub debt_revenue: Accrued,
+}
+
+impl Credit {
+    /// The exact representation (scales included): only terms identical in it are shared.
+    fn raw(&self) -> [[u8; 16]; 4] {
+        [
+            self.credit_limit.raw_bytes(),
+            self.list_price.raw_bytes(),
+            self.debt.raw_bytes(),
+            self.debt_revenue.exact.raw_bytes(),
+        ]
+    }
+}
+
+thread_local! {
+    static RECENT_CREDIT: Recent<Credit> = Recent::new();
+}
+
+/// `credit` in an `Arc`, shared with the last identical terms built on this thread.
+fn share_credit(credit: Credit) -> Arc<Credit> {
+    let raw = credit.raw();
+    let mut hasher = FoldHasher::new(0);
+    for part in &raw {
+        hasher.bytes(part);
+    }
+    shared(
+        &RECENT_CREDIT,
+        hasher.finish(),
+        |held| held.raw() == raw,
+        || Arc::new(credit),
+    )
+}
+
+/// Serde for `Account::credit`: encoded as an `Option<Credit>` (as it was when boxed), and
+/// shared as it is decoded.
+mod shared_credit {
+    use super::{share_credit, Arc, Credit};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        credit: &Option<Arc<Credit>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        credit.as_deref().serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Arc<Credit>>, D::Error> {
+        Ok(Option::<Credit>::deserialize(deserializer)?.map(share_credit))
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -437,13 +493,13 @@ impl Account {
     /// canonical form, so equal states encode and hash alike).
     pub fn update_credit(&mut self, change: impl FnOnce(&mut Credit)) {
         let default = self.default_credit();
-        let mut credit = self
-            .credit
-            .take()
-            .unwrap_or_else(|| Box::new(default.clone()));
+        let mut credit = match self.credit.take() {
+            Some(held) => Arc::unwrap_or_clone(held),
+            None => default.clone(),
+        };
         change(&mut credit);
-        if *credit != default {
-            self.credit = Some(credit);
+        if credit != default {
+            self.credit = Some(share_credit(credit));
         }
     }
 
@@ -1005,6 +1061,43 @@ mod tests {
         other.update_credit(|credit| credit.list_price = Amount::ONE);
         assert!(other.credit.is_some());
         assert_eq!(other.list_price(), Amount::ONE);
+    }
+
+    #[test]
+    fn identical_credit_terms_are_shared_and_changed_apart() {
+        let price = |text: &str| Amount::parse("list_price", text).unwrap();
+        let mut plan = Vec::new();
+        for _ in 0..3 {
+            let mut account = usd_account(false);
+            account.update_credit(|credit| credit.list_price = price("0.002"));
+            plan.push(account);
+        }
+        let terms = |account: &Account| Arc::clone(account.credit.as_ref().unwrap());
+        assert!(Arc::ptr_eq(&terms(&plan[0]), &terms(&plan[2])));
+
+        // Going into debt changes one account's terms, not its neighbours'.
+        plan[1].update_credit(|credit| credit.debt = Amount::from_i64(7));
+        assert_eq!(plan[1].debt(), Amount::from_i64(7));
+        assert_eq!(
+            (plan[0].debt(), plan[2].debt()),
+            (Amount::ZERO, Amount::ZERO)
+        );
+        assert_eq!(plan[0].list_price(), price("0.002"));
+
+        // Equal but held at another scale (0.0020): not shared, so each account keeps exactly
+        // what it computed.
+        let mut other = usd_account(false);
+        let rescaled = Amount::from_decimal_raw(rust_decimal::Decimal::new(20, 4));
+        other.update_credit(|credit| credit.list_price = rescaled);
+        assert!(!Arc::ptr_eq(&terms(&other), &terms(&plan[0])));
+        assert_eq!(other.list_price().raw_bytes(), rescaled.raw_bytes());
+
+        // Decoded accounts share too, and encode exactly as before.
+        let bytes = bincode::serialize(&plan).unwrap();
+        let decoded: Vec<Account> = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(decoded, plan);
+        assert!(Arc::ptr_eq(&terms(&decoded[0]), &terms(&decoded[2])));
+        assert_eq!(bincode::serialize(&decoded).unwrap(), bytes);
     }
 
     #[test]

@@ -40,6 +40,9 @@ fn check(
 
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, $field:literal, $max:expr, $allowed:expr, $allowed_text:literal) => {
+        string_id!($(#[$doc])* $name, $field, $max, $allowed, $allowed_text, Arc::from);
+    };
+    ($(#[$doc:meta])* $name:ident, $field:literal, $max:expr, $allowed:expr, $allowed_text:literal, $make:path) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, Deserialize)]
         #[serde(try_from = "String")]
@@ -89,7 +92,7 @@ macro_rules! string_id {
             pub fn parse_as(field: &'static str, value: impl AsRef<str>) -> Result<Self, InvalidInput> {
                 let value = value.as_ref();
                 check(field, value, $max, $allowed, $allowed_text)?;
-                Ok(Self(Arc::from(value)))
+                Ok(Self($make(value)))
             }
 
             pub fn as_str(&self) -> &str {
@@ -145,8 +148,9 @@ string_id!(
     AccountId, "account", 128, id_byte, "A-Z, a-z, 0-9 and _ . : @ -"
 );
 string_id!(
-    /// A grant id, unique within its account.
-    GrantId, "grant_id", 128, id_byte, "A-Z, a-z, 0-9 and _ . : @ -"
+    /// A grant id, unique within its account. Many accounts use the same few grant ids, so
+    /// an id shares its text with the last identical one built (see `share`).
+    GrantId, "grant_id", 128, id_byte, "A-Z, a-z, 0-9 and _ . : @ -", crate::share::text
 );
 string_id!(
     /// A hold id, unique within its account while the hold is remembered.

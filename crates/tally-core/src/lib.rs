@@ -20,6 +20,7 @@ pub mod money;
 pub mod outcome;
 mod pricing;
 mod report;
+mod share;
 pub mod state;
 mod table;
 mod usage;
