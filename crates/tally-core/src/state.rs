@@ -34,6 +34,20 @@ pub const SNAPSHOT_VERSION: u32 = 3;
 /// The encoding of snapshots and of the state hash: bincode with varint integers and
 /// lengths. About 40% fewer bytes than fixed-width integers (every amount carried an 8-byte
 /// length), so a snapshot is built, hashed and shipped in less time and memory.
+/// Magic and format version: what a state snapshot starts with.
+const SNAPSHOT_PREFIX_LEN: usize = 12;
+
+fn check_snapshot_prefix(bytes: &[u8]) -> Result<(), SnapshotError> {
+    if bytes.len() < SNAPSHOT_PREFIX_LEN || &bytes[..8] != SNAPSHOT_MAGIC {
+        return Err(SnapshotError::Corrupt("missing TALLYSNP header".into()));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != SNAPSHOT_VERSION {
+        return Err(SnapshotError::UnknownVersion(version));
+    }
+    Ok(())
+}
+
 fn snapshot_options() -> impl bincode::Options {
     bincode::DefaultOptions::new()
 }
@@ -425,16 +439,35 @@ impl LedgerState {
     /// Decodes a snapshot and checks the invariants of what it decoded (the pair of the
     /// checks done after apply), so a corrupt snapshot is refused rather than served.
     pub fn decode_snapshot(bytes: &[u8]) -> Result<Self, SnapshotError> {
-        if bytes.len() < 12 || &bytes[..8] != SNAPSHOT_MAGIC {
-            return Err(SnapshotError::Corrupt("missing TALLYSNP header".into()));
-        }
-        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version != SNAPSHOT_VERSION {
-            return Err(SnapshotError::UnknownVersion(version));
+        check_snapshot_prefix(bytes)?;
+        let state: LedgerState = snapshot_options()
+            .deserialize(&bytes[SNAPSHOT_PREFIX_LEN..])
+            .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        state.check_invariants().map_err(SnapshotError::Corrupt)?;
+        Ok(state)
+    }
+
+    /// [`Self::decode_snapshot`] read from `reader` as it decodes, so a large snapshot (some
+    /// 450 MB at a million accounts) is never in memory beside the state it decodes to. The
+    /// snapshot must end where `reader` does: anything after it is refused as corrupt.
+    pub fn decode_snapshot_from<R: std::io::Read>(mut reader: R) -> Result<Self, SnapshotError> {
+        let unreadable = |e: std::io::Error| SnapshotError::Corrupt(e.to_string());
+        let mut prefix = [0u8; SNAPSHOT_PREFIX_LEN];
+        match reader.read_exact(&mut prefix) {
+            Ok(()) => check_snapshot_prefix(&prefix)?,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(SnapshotError::Corrupt("missing TALLYSNP header".into()))
+            }
+            Err(e) => return Err(unreadable(e)),
         }
         let state: LedgerState = snapshot_options()
-            .deserialize(&bytes[12..])
+            .deserialize_from(&mut reader)
             .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        if reader.read(&mut [0u8; 1]).map_err(unreadable)? != 0 {
+            return Err(SnapshotError::Corrupt(
+                "bytes follow the end of the state".into(),
+            ));
+        }
         state.check_invariants().map_err(SnapshotError::Corrupt)?;
         Ok(state)
     }
