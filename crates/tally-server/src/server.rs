@@ -90,6 +90,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let (log_store, state_machine) = tally_store::open(&config.data_dir)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     let reader = state_machine.reader();
+    // openraft reads the current snapshot at start for its meta only: see the guard's docs.
+    let meta_only = state_machine.meta_only_snapshots();
     let raft_config = tally_raft::raft_config(&raft_settings(&config)).context("raft settings")?;
     let network = TallyNetwork::new(
         node_id,
@@ -108,6 +110,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     )
     .await
     .context("starting raft")?;
+    drop(meta_only);
 
     // Stops what must outlive the client listener: the proposer, the background tasks, the
     // peer listener and the HTTP responder.

@@ -71,7 +71,9 @@ use std::sync::Arc;
 pub use error::StoreError;
 pub use log_store::{LogOptions, LogStore};
 pub use reader::{LedgerReader, EVENTS_LIMIT_MAX, HISTORY_LIMIT_MAX};
-pub use state_machine::{SnapshotBuilder, StateMachineStore, JOURNAL_BLOCK_BYTES_TARGET};
+pub use state_machine::{
+    MetaOnlySnapshots, SnapshotBuilder, StateMachineStore, JOURNAL_BLOCK_BYTES_TARGET,
+};
 pub use types::{EncodedEntry, EntryResponse, NodeId, TypeConfig};
 
 /// sled's page cache budget, per database (the state machine's journal). sled's default is

@@ -16,7 +16,7 @@
 //! `current.snap.tmp`, fsync it, rename over `current.snap`, fsync the directory.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -70,6 +70,51 @@ pub(crate) fn encode_rows(rows: &[Row]) -> Vec<u8> {
     out
 }
 
+/// A snapshot assembled in memory row by row, byte for byte what [`encode`] makes of the
+/// same meta, state and [`encode_rows`] of the same rows, without first collecting the rows
+/// (a node's whole history, when a follower is sent a snapshot) and copying them twice.
+pub(crate) struct Assembly {
+    out: Vec<u8>,
+    /// Where the history's length goes; its row count follows it.
+    history_at: usize,
+    rows: u64,
+}
+
+impl Assembly {
+    pub(crate) fn new(meta: &Meta, state: &[u8]) -> Result<Self, StoreError> {
+        let mut out = prefix(meta)?;
+        out.reserve(8 + state.len() + 16);
+        out.extend_from_slice(&(state.len() as u64).to_be_bytes());
+        out.extend_from_slice(state);
+        let history_at = out.len();
+        out.extend_from_slice(&[0; 16]);
+        Ok(Assembly {
+            out,
+            history_at,
+            rows: 0,
+        })
+    }
+
+    pub(crate) fn row(&mut self, key: &[u8], value: &[u8]) {
+        for part in [key, value] {
+            self.out
+                .extend_from_slice(&(part.len() as u32).to_be_bytes());
+            self.out.extend_from_slice(part);
+        }
+        self.rows += 1;
+    }
+
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        let history_len = (self.out.len() - self.history_at - 8) as u64;
+        let at = self.history_at;
+        self.out[at..at + 8].copy_from_slice(&history_len.to_be_bytes());
+        self.out[at + 8..at + 16].copy_from_slice(&self.rows.to_be_bytes());
+        let hash = Sha256::digest(&self.out);
+        self.out.extend_from_slice(&hash);
+        self.out
+    }
+}
+
 /// What a snapshot starts with: magic, format version, header length and header (`meta`).
 fn prefix(meta: &Meta) -> Result<Vec<u8>, StoreError> {
     let header = codec::encode("snapshot header", meta)?;
@@ -121,16 +166,15 @@ fn corrupt(reason: impl Into<String>) -> StoreError {
     }
 }
 
-/// Checks and splits snapshot bytes into the meta, the state bytes and the history bytes.
-pub(crate) fn decode(bytes: &[u8]) -> Result<(Meta, &[u8], &[u8]), StoreError> {
-    let fixed = MAGIC.len() + 1 + 4;
-    if bytes.len() < fixed + 8 + HASH_LEN {
-        return Err(corrupt(format!("{} bytes is too short", bytes.len())));
-    }
-    if &bytes[..MAGIC.len()] != MAGIC {
+/// Magic, format version and header length: the fixed start of every snapshot.
+const FIXED: usize = MAGIC.len() + 1 + 4;
+
+/// Checks the magic and the format version; answers the header's length.
+fn check_fixed(fixed: &[u8; FIXED]) -> Result<usize, StoreError> {
+    if &fixed[..MAGIC.len()] != MAGIC {
         return Err(corrupt("does not start with the Tally snapshot magic"));
     }
-    let version = bytes[MAGIC.len()];
+    let version = fixed[MAGIC.len()];
     if version != SNAPSHOT_VERSION {
         return Err(StoreError::UnknownVersion {
             what: "snapshot",
@@ -138,17 +182,91 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(Meta, &[u8], &[u8]), StoreError> {
             supported: SNAPSHOT_VERSION,
         });
     }
+    Ok(u32::from_be_bytes(fixed[MAGIC.len() + 1..].try_into().expect("4 bytes")) as usize)
+}
+
+/// A snapshot file's meta, decoded state and history bytes, read without holding the file
+/// in memory (at a million accounts it is some 450 MB, as much again as the state it decodes
+/// to): one pass checks the SHA-256 of the whole file, a second decodes it, the state straight
+/// from the file through `decode_state`, which must read the state to its end. Blocking.
+pub(crate) fn read_file<T>(
+    path: &Path,
+    decode_state: impl FnOnce(&mut dyn Read) -> Result<T, StoreError>,
+) -> Result<(Meta, T, Vec<u8>), StoreError> {
+    let io = |e| StoreError::io("read", path, e);
+    let mut file = File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len < (FIXED + 8 + HASH_LEN) as u64 {
+        return Err(corrupt(format!("{len} bytes is too short")));
+    }
+    let body_len = len - HASH_LEN as u64;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut (&mut file).take(body_len), &mut hasher).map_err(io)?;
+    let mut hash = [0u8; HASH_LEN];
+    file.read_exact(&mut hash).map_err(io)?;
+    if hasher.finalize().as_slice() != hash {
+        return Err(corrupt("SHA-256 mismatch (truncated or damaged)"));
+    }
+
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut body = BufReader::with_capacity(1 << 20, file.take(body_len));
+    let mut fixed = [0u8; FIXED];
+    body.read_exact(&mut fixed).map_err(io)?;
+    let header_len = check_fixed(&fixed)?;
+    let mut rest = body_len - FIXED as u64;
+    if header_len as u64 + 8 > rest {
+        return Err(corrupt(format!(
+            "header length {header_len} runs past the end"
+        )));
+    }
+    let mut header = vec![0u8; header_len];
+    body.read_exact(&mut header).map_err(io)?;
+    let meta: Meta = codec::decode("snapshot header", &header)?;
+    let mut length = [0u8; 8];
+    body.read_exact(&mut length).map_err(io)?;
+    let state_len = u64::from_be_bytes(length);
+    rest -= header_len as u64 + 8;
+    if state_len.checked_add(8).is_none_or(|needed| needed > rest) {
+        return Err(corrupt(format!(
+            "state length {state_len} runs past the end"
+        )));
+    }
+    let mut state_bytes = (&mut body).take(state_len);
+    let state = decode_state(&mut state_bytes)?;
+    if state_bytes.limit() != 0 {
+        return Err(corrupt(format!(
+            "the state ends {} bytes before its length says",
+            state_bytes.limit()
+        )));
+    }
+    body.read_exact(&mut length).map_err(io)?;
+    let history_len = u64::from_be_bytes(length);
+    rest -= state_len + 8;
+    if history_len != rest {
+        return Err(corrupt(format!(
+            "history length field says {history_len} bytes, {rest} present"
+        )));
+    }
+    let mut history = Vec::with_capacity(rest as usize);
+    body.read_to_end(&mut history).map_err(io)?;
+    Ok((meta, state, history))
+}
+
+/// Checks and splits snapshot bytes into the meta, the state bytes and the history bytes.
+pub(crate) fn decode(bytes: &[u8]) -> Result<(Meta, &[u8], &[u8]), StoreError> {
+    if bytes.len() < FIXED + 8 + HASH_LEN {
+        return Err(corrupt(format!("{} bytes is too short", bytes.len())));
+    }
+    let header_len = check_fixed(bytes[..FIXED].try_into().expect("FIXED bytes"))?;
     let (body, hash) = bytes.split_at(bytes.len() - HASH_LEN);
     if Sha256::digest(body).as_slice() != hash {
         return Err(corrupt("SHA-256 mismatch (truncated or damaged)"));
     }
-    let header_len =
-        u32::from_be_bytes(body[MAGIC.len() + 1..fixed].try_into().expect("4 bytes")) as usize;
-    let header_end = fixed
+    let header_end = FIXED
         .checked_add(header_len)
         .filter(|end| end + 8 <= body.len())
         .ok_or_else(|| corrupt(format!("header length {header_len} runs past the end")))?;
-    let meta: Meta = codec::decode("snapshot header", &body[fixed..header_end])?;
+    let meta: Meta = codec::decode("snapshot header", &body[FIXED..header_end])?;
     let state_len = u64::from_be_bytes(
         body[header_end..header_end + 8]
             .try_into()
@@ -180,8 +298,13 @@ pub(crate) struct SnapshotFiles {
 }
 
 impl SnapshotFiles {
-    /// Opens the directory; returns the current snapshot's bytes, if any.
-    pub(crate) fn open(dir: &Path) -> Result<(Self, Option<Vec<u8>>), StoreError> {
+    /// Opens the directory; returns the current snapshot, if any, read by [`read_file`]
+    /// (`decode_state` decodes its state).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn open<T>(
+        dir: &Path,
+        decode_state: impl FnOnce(&mut dyn Read) -> Result<T, StoreError>,
+    ) -> Result<(Self, Option<(Meta, T, Vec<u8>)>), StoreError> {
         fs::create_dir_all(dir).map_err(|e| StoreError::io("create dir", dir, e))?;
         // A temp file is a write that crashed before its rename: never the current snapshot.
         for name in [TEMP, BUILD_TEMP] {
@@ -191,16 +314,16 @@ impl SnapshotFiles {
             }
         }
         let path = dir.join(CURRENT);
-        let (meta, bytes) = match fs::read(&path) {
-            Ok(bytes) => (Some(decode(&bytes)?.0), Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None),
-            Err(e) => return Err(StoreError::io("read", &path, e)),
+        let current = if path.exists() {
+            Some(read_file(&path, decode_state)?)
+        } else {
+            None
         };
         let files = SnapshotFiles {
             dir: dir.to_path_buf(),
-            current: Mutex::new(meta),
+            current: Mutex::new(current.as_ref().map(|(meta, _, _)| meta.clone())),
         };
-        Ok((files, bytes))
+        Ok((files, current))
     }
 
     /// Makes `bytes` (already encoded, describing `meta`) the current snapshot, durably, unless
@@ -310,6 +433,14 @@ impl SnapshotFiles {
         Ok(true)
     }
 
+    /// What the current snapshot describes, without reading it.
+    pub(crate) fn current_meta(&self) -> Option<Meta> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The current snapshot's bytes. Blocking.
     pub(crate) fn read_current(&self) -> Result<Option<Vec<u8>>, StoreError> {
         let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
@@ -350,6 +481,15 @@ mod tests {
     use openraft::{CommittedLeaderId, LogId, Membership, StoredMembership};
     use std::collections::BTreeSet;
 
+    /// A `decode_state` for [`SnapshotFiles::open`]: the state's bytes as they are.
+    fn state_bytes(state: &mut dyn Read) -> Result<Vec<u8>, StoreError> {
+        let mut bytes = Vec::new();
+        state
+            .read_to_end(&mut bytes)
+            .map_err(|e| StoreError::io("read", Path::new("state"), e))?;
+        Ok(bytes)
+    }
+
     fn meta(index: u64) -> Meta {
         let log_id = LogId::new(CommittedLeaderId::new(3, 1), index);
         Meta {
@@ -382,7 +522,7 @@ mod tests {
     #[test]
     fn a_streamed_build_writes_the_same_bytes_and_a_stale_one_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let (files, _) = SnapshotFiles::open(dir.path()).unwrap();
+        let (files, _) = SnapshotFiles::open(dir.path(), state_bytes).unwrap();
         files
             .write_build(&meta(7), |w| w.write_all(b"state bytes"), b"rows")
             .unwrap();
@@ -409,6 +549,26 @@ mod tests {
     }
 
     #[test]
+    fn an_assembly_is_the_encoding_of_the_same_rows() {
+        let rows = vec![
+            (b"j\0\0\0\0\0\0\0\x01".to_vec(), vec![1, 2, 3]),
+            (b"a\0\x04acme".to_vec(), Vec::new()),
+        ];
+        let mut assembly = Assembly::new(&meta(5), b"state bytes").unwrap();
+        for (key, value) in &rows {
+            assembly.row(key, value);
+        }
+        assert_eq!(
+            assembly.finish(),
+            encode(&meta(5), b"state bytes", &encode_rows(&rows)).unwrap()
+        );
+        assert_eq!(
+            Assembly::new(&meta(5), b"").unwrap().finish(),
+            encode(&meta(5), b"", &encode_rows(&[])).unwrap()
+        );
+    }
+
+    #[test]
     fn history_rows_round_trip_and_damage_is_refused() {
         let rows = vec![
             (b"j\0\0\0\0\0\0\0\x01".to_vec(), vec![1, 2, 3]),
@@ -426,7 +586,7 @@ mod tests {
     #[test]
     fn save_keeps_newest_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let (files, none) = SnapshotFiles::open(dir.path()).unwrap();
+        let (files, none) = SnapshotFiles::open(dir.path(), state_bytes).unwrap();
         assert!(none.is_none());
         assert!(files
             .save(&meta(10), &encode(&meta(10), b"ten", b"").unwrap())
@@ -435,9 +595,55 @@ mod tests {
             .save(&meta(5), &encode(&meta(5), b"five", b"").unwrap())
             .unwrap());
         drop(files);
-        let (files, bytes) = SnapshotFiles::open(dir.path()).unwrap();
-        let bytes = bytes.unwrap();
-        assert_eq!(decode(&bytes).unwrap().1, b"ten");
-        assert_eq!(files.read_current().unwrap().unwrap(), bytes);
+        let (files, current) = SnapshotFiles::open(dir.path(), state_bytes).unwrap();
+        let (m, state, history) = current.unwrap();
+        assert_eq!(
+            (m, &state[..], &history[..]),
+            (meta(10), &b"ten"[..], &b""[..])
+        );
+        assert_eq!(
+            files.read_current().unwrap().unwrap(),
+            encode(&meta(10), b"ten", b"").unwrap()
+        );
+    }
+
+    #[test]
+    fn a_file_read_in_two_passes_is_checked_like_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CURRENT);
+        let bytes = encode(&meta(4), &[9; 200_000], b"history rows").unwrap();
+        fs::write(&path, &bytes).unwrap();
+        let (m, state, history) = read_file(&path, state_bytes).unwrap();
+        assert_eq!(m, meta(4));
+        assert_eq!(state, vec![9; 200_000]);
+        assert_eq!(history, b"history rows");
+
+        // Damage anywhere, or a short file, is refused before any state is decoded.
+        for i in [0, 8, 12, bytes.len() / 2, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            fs::write(&path, &bad).unwrap();
+            let decoded = std::cell::Cell::new(false);
+            let result = read_file(&path, |state| {
+                decoded.set(true);
+                state_bytes(state)
+            });
+            assert!(result.is_err(), "flipped byte {i} not detected");
+            assert!(!decoded.get(), "flipped byte {i}: state decoded anyway");
+        }
+        fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(read_file(&path, state_bytes).is_err());
+
+        // A state decoder that stops short of the state's length is a corrupt snapshot.
+        fs::write(&path, &bytes).unwrap();
+        let error = read_file(&path, |state| {
+            let mut first = [0u8; 10];
+            state
+                .read_exact(&mut first)
+                .map_err(|e| StoreError::io("read", Path::new("state"), e))?;
+            Ok(first)
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("199990 bytes before"), "{error}");
     }
 }

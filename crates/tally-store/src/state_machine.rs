@@ -31,7 +31,7 @@
 //! journal.
 
 use std::io::Cursor;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -240,10 +240,11 @@ fn heads_from_rows(
     Ok(heads)
 }
 
-/// Decodes a snapshotted ledger state and checks its invariants: a state that decodes but
-/// breaks conservation must stop the node loudly, not be served.
-fn decode_state(what: &'static str, bytes: &[u8]) -> Result<LedgerState, StoreError> {
-    let state = LedgerState::decode_snapshot(bytes).map_err(|e| match e {
+/// Decodes a snapshotted ledger state as it is read. `decode_snapshot_from` also checks the
+/// state's invariants: a state that decodes but breaks conservation must stop the node
+/// loudly, not be served.
+fn decode_state(what: &'static str, bytes: impl std::io::Read) -> Result<LedgerState, StoreError> {
+    let state = LedgerState::decode_snapshot_from(bytes).map_err(|e| match e {
         // Written by another build (e.g. an older one): say so, and what to do.
         SnapshotError::UnknownVersion(version) => StoreError::UnknownVersion {
             what,
@@ -255,13 +256,16 @@ fn decode_state(what: &'static str, bytes: &[u8]) -> Result<LedgerState, StoreEr
             reason: e.to_string(),
         },
     })?;
-    state
-        .check_invariants()
-        .map_err(|broken| StoreError::Corrupt {
-            what,
-            reason: format!("decodes, but breaks a ledger invariant: {broken}"),
-        })?;
     Ok(state)
+}
+
+/// See [`StateMachineStore::meta_only_snapshots`].
+pub struct MetaOnlySnapshots(Arc<Shared>);
+
+impl Drop for MetaOnlySnapshots {
+    fn drop(&mut self) {
+        self.0.meta_only.store(false, Ordering::Release);
+    }
 }
 
 /// What the in-memory state reflects: always read and written together under one lock.
@@ -283,6 +287,8 @@ pub(crate) struct Shared {
     /// Highest ledger event seq persisted in `sm` (0: none yet).
     pub(crate) event_seq: watch::Sender<u64>,
     snapshot_counter: AtomicU64,
+    /// Set while [`MetaOnlySnapshots`] lives: `get_current_snapshot` then answers the meta.
+    meta_only: AtomicBool,
 }
 
 impl Shared {
@@ -327,18 +333,16 @@ impl StateMachineStore {
         let sm = db
             .open_tree("sm")
             .map_err(StoreError::sled("open tree sm"))?;
-        let (snapshots, current) = SnapshotFiles::open(snapshot_dir)?;
+        // The state is decoded straight from the file: the file is never in memory whole.
+        let (snapshots, current) =
+            SnapshotFiles::open(snapshot_dir, |state| decode_state("snapshot state", state))?;
         let applied = match current {
-            Some(bytes) => {
-                let (meta, state_bytes, history) = snapshot::decode(&bytes)?;
-                let state = decode_state("snapshot state", state_bytes)?;
-                Applied {
-                    heads: heads_from_rows(&snapshot::decode_rows(history)?, &state)?,
-                    state,
-                    last_applied: meta.last_log_id,
-                    membership: meta.last_membership,
-                }
-            }
+            Some((meta, state, history)) => Applied {
+                heads: heads_from_rows(&snapshot::decode_rows(&history)?, &state)?,
+                state,
+                last_applied: meta.last_log_id,
+                membership: meta.last_membership,
+            },
             None => Applied {
                 state: LedgerState::new(),
                 heads: AccountHeads::default(),
@@ -365,8 +369,20 @@ impl StateMachineStore {
                 snapshots,
                 event_seq,
                 snapshot_counter: AtomicU64::new(0),
+                meta_only: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Until the returned guard is dropped, `get_current_snapshot` answers the current
+    /// snapshot's meta with empty data instead of assembling the form sent to followers
+    /// (the state and every journal and event row, 2 GB and more at a million accounts,
+    /// held until the process ends). Hold it across `openraft::Raft::new`, which reads the
+    /// current snapshot once, for its meta only (`get_initial_state`); the guard must be gone
+    /// before any follower can be sent a snapshot.
+    pub fn meta_only_snapshots(&self) -> MetaOnlySnapshots {
+        self.shared.meta_only.store(true, Ordering::Release);
+        MetaOnlySnapshots(self.shared.clone())
     }
 
     /// A cheap, cloneable read handle on the applied state, history and events.
@@ -504,20 +520,31 @@ impl StateMachineStore {
     /// the snapshot point (this node applied more since) are committed data the receiver
     /// rewrites identically when it applies those entries, so carrying them is harmless.
     async fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
+        if self.shared.meta_only.load(Ordering::Acquire) {
+            return Ok(self.shared.snapshots.current_meta().map(|meta| Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(Vec::new())),
+            }));
+        }
         let shared = self.shared.clone();
         let bytes = tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, StoreError> {
             let Some(local) = shared.snapshots.read_current()? else {
                 return Ok(None);
             };
             let (meta, state_bytes, history) = snapshot::decode(&local)?;
-            let mut rows = snapshot::decode_rows(history)?;
+            let mut assembly = snapshot::Assembly::new(&meta, state_bytes)?;
+            let own_rows = snapshot::decode_rows(history)?;
+            drop(local);
+            for (key, value) in &own_rows {
+                assembly.row(key, value);
+            }
             for prefix in [PREFIX_JOURNAL, PREFIX_EVENT] {
                 for row in shared.sm.scan_prefix([prefix]) {
                     let (key, value) = row.map_err(StoreError::sled("read history rows"))?;
-                    rows.push((key.to_vec(), value.to_vec()));
+                    assembly.row(&key, &value);
                 }
             }
-            snapshot::encode(&meta, state_bytes, &snapshot::encode_rows(&rows)).map(Some)
+            Ok(Some(assembly.finish()))
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))??;
@@ -665,10 +692,10 @@ mod tests {
     #[test]
     fn a_state_snapshot_from_another_build_is_refused_with_what_to_do() {
         let mut bytes = LedgerState::new().encode_snapshot();
-        assert!(decode_state("snapshot state", &bytes).is_ok());
+        assert!(decode_state("snapshot state", &bytes[..]).is_ok());
         // The format version follows the 8-byte magic.
         bytes[8..12].copy_from_slice(&(tally_core::SNAPSHOT_VERSION - 1).to_le_bytes());
-        let error = decode_state("snapshot state", &bytes).unwrap_err();
+        let error = decode_state("snapshot state", &bytes[..]).unwrap_err();
         let older = tally_core::SNAPSHOT_VERSION - 1;
         assert!(
             matches!(error, StoreError::UnknownVersion { version, .. } if u32::from(version) == older),

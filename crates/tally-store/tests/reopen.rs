@@ -184,8 +184,15 @@ async fn state_machine_membership_survives_snapshot_and_reopen() {
     let (applied, mem) = sm.applied_state().await.unwrap();
     assert_eq!(applied, Some(log_id(1, 2)));
     assert_eq!(mem.log_id(), &Some(log_id(1, 1)));
+    // While openraft starts (the guard held), the current snapshot is its meta alone.
+    let meta_only = sm.meta_only_snapshots();
+    let bare = sm.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(bare.meta.last_log_id, Some(log_id(1, 2)));
+    assert!(bare.snapshot.get_ref().is_empty());
+    drop(meta_only);
     let snap = sm.get_current_snapshot().await.unwrap().unwrap();
-    assert_eq!(snap.meta.last_log_id, Some(log_id(1, 2)));
+    assert_eq!(snap.meta, bare.meta);
+    assert!(!snap.snapshot.get_ref().is_empty());
 }
 
 #[test]
