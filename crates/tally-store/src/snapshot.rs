@@ -15,8 +15,8 @@
 //! On disk there is one file, `snapshots/current.snap`, replaced atomically: write
 //! `current.snap.tmp`, fsync it, rename over `current.snap`, fsync the directory.
 
-use std::fs::{self, File};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -34,10 +34,15 @@ const MAGIC: &[u8; 8] = b"TALLYSNP";
 const SNAPSHOT_VERSION: u8 = 2;
 const HASH_LEN: usize = 32;
 const CURRENT: &str = "current.snap";
-const TEMP: &str = "current.snap.tmp";
+/// Where an installed snapshot's local form is written before it is made current.
+pub(crate) const INSTALL_TEMP: &str = "current.snap.tmp";
 /// Where a build writes before it is made current (apart from [`TEMP`], which installs use).
-const BUILD_TEMP: &str = "current.snap.build";
+pub(crate) const BUILD_TEMP: &str = "current.snap.build";
+/// Snapshots on their way to or from another node: unlinked right after they are created,
+/// so they vanish with their last handle (a crash in between leaves one, removed on open).
+const TRANSFER_SUFFIX: &str = ".transfer";
 
+#[cfg(test)]
 pub(crate) fn encode(meta: &Meta, state: &[u8], history: &[u8]) -> Result<Vec<u8>, StoreError> {
     let mut out = prefix(meta)?;
     out.reserve_exact(8 + state.len() + 8 + history.len() + HASH_LEN);
@@ -70,48 +75,60 @@ pub(crate) fn encode_rows(rows: &[Row]) -> Vec<u8> {
     out
 }
 
-/// A snapshot assembled in memory row by row, byte for byte what [`encode`] makes of the
-/// same meta, state and [`encode_rows`] of the same rows, without first collecting the rows
-/// (a node's whole history, when a follower is sent a snapshot) and copying them twice.
+/// A snapshot written to a file row by row, byte for byte what [`encode`] makes of the same
+/// meta, state and [`encode_rows`] of the same rows: the form sent to a follower (the state
+/// and the whole history) is never in memory.
 pub(crate) struct Assembly {
-    out: Vec<u8>,
+    out: BufWriter<File>,
     /// Where the history's length goes; its row count follows it.
-    history_at: usize,
+    history_at: u64,
+    written: u64,
     rows: u64,
 }
 
 impl Assembly {
-    pub(crate) fn new(meta: &Meta, state: &[u8]) -> Result<Self, StoreError> {
-        let mut out = prefix(meta)?;
-        out.reserve(8 + state.len() + 16);
-        out.extend_from_slice(&(state.len() as u64).to_be_bytes());
-        out.extend_from_slice(state);
-        let history_at = out.len();
-        out.extend_from_slice(&[0; 16]);
+    pub(crate) fn new(file: File, meta: &Meta, state: &[u8]) -> std::io::Result<Self> {
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let prefix = prefix(meta).map_err(std::io::Error::other)?;
+        out.write_all(&prefix)?;
+        out.write_all(&(state.len() as u64).to_be_bytes())?;
+        out.write_all(state)?;
+        let history_at = (prefix.len() + 8 + state.len()) as u64;
+        out.write_all(&[0; 16])?;
         Ok(Assembly {
             out,
             history_at,
+            written: history_at + 16,
             rows: 0,
         })
     }
 
-    pub(crate) fn row(&mut self, key: &[u8], value: &[u8]) {
+    pub(crate) fn row(&mut self, key: &[u8], value: &[u8]) -> std::io::Result<()> {
         for part in [key, value] {
-            self.out
-                .extend_from_slice(&(part.len() as u32).to_be_bytes());
-            self.out.extend_from_slice(part);
+            self.out.write_all(&(part.len() as u32).to_be_bytes())?;
+            self.out.write_all(part)?;
+            self.written += 4 + part.len() as u64;
         }
         self.rows += 1;
+        Ok(())
     }
 
-    pub(crate) fn finish(mut self) -> Vec<u8> {
-        let history_len = (self.out.len() - self.history_at - 8) as u64;
-        let at = self.history_at;
-        self.out[at..at + 8].copy_from_slice(&history_len.to_be_bytes());
-        self.out[at + 8..at + 16].copy_from_slice(&self.rows.to_be_bytes());
-        let hash = Sha256::digest(&self.out);
-        self.out.extend_from_slice(&hash);
-        self.out
+    /// Patches the history's length and row count, appends the SHA-256 (reading the file
+    /// back) and answers the file, positioned at its start.
+    pub(crate) fn finish(self) -> std::io::Result<File> {
+        use std::os::unix::fs::FileExt;
+        let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
+        let history_len = self.written - self.history_at - 8;
+        let mut lengths = [0u8; 16];
+        lengths[..8].copy_from_slice(&history_len.to_be_bytes());
+        lengths[8..].copy_from_slice(&self.rows.to_be_bytes());
+        file.write_all_at(&lengths, self.history_at)?;
+        file.rewind()?;
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut (&mut file).take(self.written), &mut hasher)?;
+        file.write_all_at(&hasher.finalize(), self.written)?;
+        file.rewind()?;
+        Ok(file)
     }
 }
 
@@ -131,31 +148,12 @@ fn prefix(meta: &Meta) -> Result<Vec<u8>, StoreError> {
 }
 
 /// Decodes [`encode_rows`], refusing anything that does not add up exactly.
-pub(crate) fn decode_rows(bytes: &[u8]) -> Result<Vec<Row>, StoreError> {
-    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8], StoreError> {
-        if bytes.len() < n {
-            return Err(corrupt("history rows are truncated"));
-        }
-        let (head, tail) = bytes.split_at(n);
-        *bytes = tail;
-        Ok(head)
-    }
-    let mut rest = bytes;
-    let count = u64::from_be_bytes(take(&mut rest, 8)?.try_into().expect("8 bytes"));
-    let mut rows = Vec::with_capacity(count.min(1 << 20) as usize);
-    for _ in 0..count {
-        let key_len = u32::from_be_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes"));
-        let key = take(&mut rest, key_len as usize)?.to_vec();
-        let value_len = u32::from_be_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes"));
-        let value = take(&mut rest, value_len as usize)?.to_vec();
+pub(crate) fn decode_rows(mut bytes: &[u8]) -> Result<Vec<Row>, StoreError> {
+    let mut rows = Vec::new();
+    read_rows(&mut bytes, |key, value| {
         rows.push((key, value));
-    }
-    if !rest.is_empty() {
-        return Err(corrupt(format!(
-            "{} bytes after the history rows",
-            rest.len()
-        )));
-    }
+        Ok(())
+    })?;
     Ok(rows)
 }
 
@@ -185,16 +183,19 @@ fn check_fixed(fixed: &[u8; FIXED]) -> Result<usize, StoreError> {
     Ok(u32::from_be_bytes(fixed[MAGIC.len() + 1..].try_into().expect("4 bytes")) as usize)
 }
 
-/// A snapshot file's meta, decoded state and history bytes, read without holding the file
-/// in memory (at a million accounts it is some 450 MB, as much again as the state it decodes
-/// to): one pass checks the SHA-256 of the whole file, a second decodes it, the state straight
-/// from the file through `decode_state`, which must read the state to its end. Blocking.
-pub(crate) fn read_file<T>(
+/// A snapshot file's meta, decoded state and history, read without holding the file in
+/// memory (at a million accounts it is some 450 MB, as much again as the state it decodes to;
+/// one sent to a follower also carries the whole history): one pass checks the SHA-256 of
+/// the whole file, a second decodes it, the state through `decode_state` and the history
+/// rows through `read_history` (see [`read_rows`]), each of which must read its part to the
+/// end. `path` names the file in errors. Blocking.
+pub(crate) fn read_file<T, H>(
+    mut file: File,
     path: &Path,
     decode_state: impl FnOnce(&mut dyn Read) -> Result<T, StoreError>,
-) -> Result<(Meta, T, Vec<u8>), StoreError> {
+    read_history: impl FnOnce(&mut dyn Read) -> Result<H, StoreError>,
+) -> Result<(Meta, T, H), StoreError> {
     let io = |e| StoreError::io("read", path, e);
-    let mut file = File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
     if len < (FIXED + 8 + HASH_LEN) as u64 {
         return Err(corrupt(format!("{len} bytes is too short")));
@@ -247,9 +248,53 @@ pub(crate) fn read_file<T>(
             "history length field says {history_len} bytes, {rest} present"
         )));
     }
-    let mut history = Vec::with_capacity(rest as usize);
-    body.read_to_end(&mut history).map_err(io)?;
+    let mut history_bytes = (&mut body).take(history_len);
+    let history = read_history(&mut history_bytes)?;
+    if history_bytes.limit() != 0 {
+        return Err(corrupt("the history rows end before their length says"));
+    }
     Ok((meta, state, history))
+}
+
+/// Reads [`encode_rows`] row by row, handing each to `each`; refuses anything that does not
+/// add up exactly (the reader must end with the last row).
+pub(crate) fn read_rows(
+    reader: &mut dyn Read,
+    mut each: impl FnMut(Vec<u8>, Vec<u8>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    fn take(reader: &mut dyn Read, n: usize) -> Result<Vec<u8>, StoreError> {
+        let mut bytes = Vec::new();
+        reader
+            .take(n as u64)
+            .read_to_end(&mut bytes)
+            .map_err(|e| corrupt(format!("history rows unreadable: {e}")))?;
+        if bytes.len() < n {
+            return Err(corrupt("history rows are truncated"));
+        }
+        Ok(bytes)
+    }
+    let length = |reader: &mut dyn Read| -> Result<usize, StoreError> {
+        Ok(u32::from_be_bytes(take(reader, 4)?.try_into().expect("4 bytes")) as usize)
+    };
+    let count = u64::from_be_bytes(take(reader, 8)?.try_into().expect("8 bytes"));
+    for _ in 0..count {
+        let key_len = length(reader)?;
+        let key = take(reader, key_len)?;
+        let value_len = length(reader)?;
+        let value = take(reader, value_len)?;
+        each(key, value)?;
+    }
+    let mut after = Vec::new();
+    reader
+        .read_to_end(&mut after)
+        .map_err(|e| corrupt(format!("history rows unreadable: {e}")))?;
+    if !after.is_empty() {
+        return Err(corrupt(format!(
+            "{} bytes after the history rows",
+            after.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Checks and splits snapshot bytes into the meta, the state bytes and the history bytes.
@@ -307,15 +352,31 @@ impl SnapshotFiles {
     ) -> Result<(Self, Option<(Meta, T, Vec<u8>)>), StoreError> {
         fs::create_dir_all(dir).map_err(|e| StoreError::io("create dir", dir, e))?;
         // A temp file is a write that crashed before its rename: never the current snapshot.
-        for name in [TEMP, BUILD_TEMP] {
+        for name in [INSTALL_TEMP, BUILD_TEMP] {
             let temp = dir.join(name);
             if temp.exists() {
                 fs::remove_file(&temp).map_err(|e| StoreError::io("remove", &temp, e))?;
             }
         }
+        let listing = fs::read_dir(dir).map_err(|e| StoreError::io("read dir", dir, e))?;
+        for entry in listing {
+            let path = entry
+                .map_err(|e| StoreError::io("read dir", dir, e))?
+                .path();
+            if path.to_string_lossy().ends_with(TRANSFER_SUFFIX) {
+                fs::remove_file(&path).map_err(|e| StoreError::io("remove", &path, e))?;
+            }
+        }
         let path = dir.join(CURRENT);
         let current = if path.exists() {
-            Some(read_file(&path, decode_state)?)
+            let file = File::open(&path).map_err(|e| StoreError::io("open", &path, e))?;
+            Some(read_file(file, &path, decode_state, |history| {
+                let mut bytes = Vec::new();
+                history
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| StoreError::io("read", &path, e))?;
+                Ok(bytes)
+            })?)
         } else {
             None
         };
@@ -326,37 +387,31 @@ impl SnapshotFiles {
         Ok((files, current))
     }
 
-    /// Makes `bytes` (already encoded, describing `meta`) the current snapshot, durably, unless
-    /// the current one is newer (a slow build racing an install). Returns whether it was kept.
-    /// Blocking.
-    pub(crate) fn save(&self, meta: &Meta, bytes: &[u8]) -> Result<bool, StoreError> {
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(cur) = current.as_ref() {
-            if cur.last_log_id > meta.last_log_id {
-                return Ok(false);
-            }
-        }
-        let temp = self.dir.join(TEMP);
-        let path = self.dir.join(CURRENT);
-        let mut f = File::create(&temp).map_err(|e| StoreError::io("create", &temp, e))?;
-        f.write_all(bytes)
-            .map_err(|e| StoreError::io("write", &temp, e))?;
-        f.sync_all()
-            .map_err(|e| StoreError::io("fsync", &temp, e))?;
-        drop(f);
-        fs::rename(&temp, &path).map_err(|e| StoreError::io("rename", &temp, e))?;
-        sync_dir(&self.dir)?;
-        *current = Some(meta.clone());
-        Ok(true)
+    /// An empty file for a snapshot on its way to or from another node, open for reading and
+    /// writing, and already unlinked. Blocking.
+    pub(crate) fn transfer_file(&self) -> Result<File, StoreError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self
+            .dir
+            .join(format!("{}-{n}{TRANSFER_SUFFIX}", std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StoreError::io("create", &path, e))?;
+        fs::remove_file(&path).map_err(|e| StoreError::io("remove", &path, e))?;
+        Ok(file)
     }
 
-    /// Starts writing a snapshot describing `meta` to the build temp file, in the format of
-    /// [`encode`]: the state is written through the returned [`Build`] as it is encoded (no
-    /// copy of it in memory), then [`Self::finish_build`] adds the history rows, the state's
-    /// length and the hash. Blocking.
-    pub(crate) fn start_build(&self, meta: &Meta) -> Result<Build, StoreError> {
+    /// Starts writing a snapshot describing `meta` to the temp file `temp` ([`BUILD_TEMP`] for
+    /// a build, [`INSTALL_TEMP`] for an install), in the format of [`encode`]: the state is
+    /// written through the returned [`Build`] as it is encoded (no copy of it in memory), then
+    /// [`Self::finish_build`] adds the history rows, the state's length and the hash. Blocking.
+    pub(crate) fn start_build(&self, meta: &Meta, temp: &str) -> Result<Build, StoreError> {
         let prefix = prefix(meta)?;
-        let path = self.dir.join(BUILD_TEMP);
+        let path = self.dir.join(temp);
         let io = |e| StoreError::io("write", &path, e);
         let file = File::create(&path).map_err(io)?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
@@ -407,15 +462,15 @@ impl SnapshotFiles {
         write_state: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
         history: &[u8],
     ) -> Result<(), StoreError> {
-        let mut build = self.start_build(meta)?;
+        let mut build = self.start_build(meta, BUILD_TEMP)?;
         write_state(&mut build).map_err(|e| StoreError::io("write", &build.path, e))?;
         self.finish_build(build, history)
     }
 
-    /// Makes the build temp file describing `meta` the current snapshot, durably, unless the
-    /// current one is newer. Returns whether it was kept. Blocking.
-    pub(crate) fn commit_build(&self, meta: &Meta) -> Result<bool, StoreError> {
-        let temp = self.dir.join(BUILD_TEMP);
+    /// Makes the temp file `temp`, a finished build describing `meta`, the current snapshot,
+    /// durably, unless the current one is newer. Returns whether it was kept. Blocking.
+    pub(crate) fn commit_build(&self, meta: &Meta, temp: &str) -> Result<bool, StoreError> {
+        let temp = self.dir.join(temp);
         File::open(&temp)
             .and_then(|f| f.sync_all())
             .map_err(|e| StoreError::io("fsync", &temp, e))?;
@@ -526,7 +581,7 @@ mod tests {
         files
             .write_build(&meta(7), |w| w.write_all(b"state bytes"), b"rows")
             .unwrap();
-        assert!(files.commit_build(&meta(7)).unwrap());
+        assert!(files.commit_build(&meta(7), BUILD_TEMP).unwrap());
         assert_eq!(
             files.read_current().unwrap().unwrap(),
             encode(&meta(7), b"state bytes", b"rows").unwrap()
@@ -541,7 +596,7 @@ mod tests {
         files
             .write_build(&meta(6), |w| w.write_all(b"six"), b"")
             .unwrap();
-        assert!(!files.commit_build(&meta(6)).unwrap());
+        assert!(!files.commit_build(&meta(6), BUILD_TEMP).unwrap());
         assert_eq!(
             decode(&files.read_current().unwrap().unwrap()).unwrap().0,
             meta(7)
@@ -554,16 +609,22 @@ mod tests {
             (b"j\0\0\0\0\0\0\0\x01".to_vec(), vec![1, 2, 3]),
             (b"a\0\x04acme".to_vec(), Vec::new()),
         ];
-        let mut assembly = Assembly::new(&meta(5), b"state bytes").unwrap();
-        for (key, value) in &rows {
-            assembly.row(key, value);
-        }
+        let assembled = |state: &[u8], rows: &[Row]| {
+            let mut assembly =
+                Assembly::new(tempfile::tempfile().unwrap(), &meta(5), state).unwrap();
+            for (key, value) in rows {
+                assembly.row(key, value).unwrap();
+            }
+            let mut bytes = Vec::new();
+            assembly.finish().unwrap().read_to_end(&mut bytes).unwrap();
+            bytes
+        };
         assert_eq!(
-            assembly.finish(),
+            assembled(b"state bytes", &rows),
             encode(&meta(5), b"state bytes", &encode_rows(&rows)).unwrap()
         );
         assert_eq!(
-            Assembly::new(&meta(5), b"").unwrap().finish(),
+            assembled(b"", &[]),
             encode(&meta(5), b"", &encode_rows(&[])).unwrap()
         );
     }
@@ -588,12 +649,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (files, none) = SnapshotFiles::open(dir.path(), state_bytes).unwrap();
         assert!(none.is_none());
-        assert!(files
-            .save(&meta(10), &encode(&meta(10), b"ten", b"").unwrap())
-            .unwrap());
-        assert!(!files
-            .save(&meta(5), &encode(&meta(5), b"five", b"").unwrap())
-            .unwrap());
+        files
+            .write_build(&meta(10), |w| w.write_all(b"ten"), b"")
+            .unwrap();
+        assert!(files.commit_build(&meta(10), BUILD_TEMP).unwrap());
+        files
+            .write_build(&meta(5), |w| w.write_all(b"five"), b"")
+            .unwrap();
+        assert!(!files.commit_build(&meta(5), BUILD_TEMP).unwrap());
         drop(files);
         let (files, current) = SnapshotFiles::open(dir.path(), state_bytes).unwrap();
         let (m, state, history) = current.unwrap();
@@ -607,13 +670,21 @@ mod tests {
         );
     }
 
+    /// [`read_file`] of the file at `path`, its history rows as they are.
+    fn read<T>(
+        path: &Path,
+        decode_state: impl FnOnce(&mut dyn Read) -> Result<T, StoreError>,
+    ) -> Result<(Meta, T, Vec<u8>), StoreError> {
+        read_file(File::open(path).unwrap(), path, decode_state, state_bytes)
+    }
+
     #[test]
     fn a_file_read_in_two_passes_is_checked_like_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(CURRENT);
         let bytes = encode(&meta(4), &[9; 200_000], b"history rows").unwrap();
         fs::write(&path, &bytes).unwrap();
-        let (m, state, history) = read_file(&path, state_bytes).unwrap();
+        let (m, state, history) = read(&path, state_bytes).unwrap();
         assert_eq!(m, meta(4));
         assert_eq!(state, vec![9; 200_000]);
         assert_eq!(history, b"history rows");
@@ -624,7 +695,7 @@ mod tests {
             bad[i] ^= 0x40;
             fs::write(&path, &bad).unwrap();
             let decoded = std::cell::Cell::new(false);
-            let result = read_file(&path, |state| {
+            let result = read(&path, |state| {
                 decoded.set(true);
                 state_bytes(state)
             });
@@ -632,11 +703,11 @@ mod tests {
             assert!(!decoded.get(), "flipped byte {i}: state decoded anyway");
         }
         fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
-        assert!(read_file(&path, state_bytes).is_err());
+        assert!(read(&path, state_bytes).is_err());
 
         // A state decoder that stops short of the state's length is a corrupt snapshot.
         fs::write(&path, &bytes).unwrap();
-        let error = read_file(&path, |state| {
+        let error = read(&path, |state| {
             let mut first = [0u8; 10];
             state
                 .read_exact(&mut first)

@@ -30,7 +30,7 @@
 //! history and event stream as one that applied every entry. That transfer grows with the
 //! journal.
 
-use std::io::Cursor;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -41,6 +41,7 @@ use openraft::{
 };
 
 use tally_core::{AccountId, JournalEntry, LedgerState, SnapshotError};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::codec::{self, u64_key};
@@ -268,6 +269,24 @@ impl Drop for MetaOnlySnapshots {
     }
 }
 
+/// Rows of a received snapshot are written to sled in batches of about this many bytes.
+const INSTALL_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// A reader that writes what it reads to `to`: a received snapshot's state is decoded and
+/// copied into this node's snapshot file in one pass.
+struct Tee<'a> {
+    from: &'a mut dyn std::io::Read,
+    to: &'a mut dyn std::io::Write,
+}
+
+impl std::io::Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.from.read(buf)?;
+        self.to.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
 /// What the in-memory state reflects: always read and written together under one lock.
 pub(crate) struct Applied {
     pub(crate) state: LedgerState,
@@ -444,50 +463,89 @@ impl StateMachineStore {
         Ok(responses)
     }
 
-    async fn install(&self, meta: &Meta, bytes: Vec<u8>) -> Result<(), StoreError> {
-        let (header, state_bytes, history_bytes) = snapshot::decode(&bytes)?;
-        if header != *meta {
-            return Err(StoreError::Corrupt {
-                what: "received snapshot",
-                reason: format!("its header says {header}, openraft's meta says {meta}"),
-            });
-        }
-        let state = decode_state("received snapshot state", state_bytes)?;
-        let history = snapshot::decode_rows(history_bytes)?;
-        let heads = heads_from_rows(&history, &state)?;
-        // Kept locally without the journal rows, which go to the `sm` tree below.
-        let local = snapshot::encode(
-            meta,
-            state_bytes,
-            &snapshot::encode_rows(&[heads_row(&heads, &state)?]),
-        )?;
-        // Rows for entries this node already applied are the same bytes (deterministic seqs),
-        // so writing all of them over is safe and fills any gap.
-        let mut rows = sled::Batch::default();
-        let mut max_event = None;
-        for (key, value) in &history {
-            if key.as_slice() == KEY_ACCOUNT_HEADS {
-                continue;
-            }
-            if key.first() == Some(&PREFIX_EVENT) && key.len() == 9 {
-                max_event = max_event.max(Some(codec::key_u64("event key", &key[1..])?));
-            }
-            rows.insert(key.as_slice(), value.as_slice());
-        }
-        drop(history);
+    /// Installs a snapshot received from the leader, read from its file without holding it
+    /// in memory: checked end to end first, then its history rows go to the `sm` tree as they
+    /// are read, and its state is decoded while it is copied into this node's own snapshot
+    /// file (the state and the account heads, without the journal rows).
+    async fn install(&self, meta: &Meta, file: std::fs::File) -> Result<(), StoreError> {
         let shared = self.shared.clone();
         let meta_owned = meta.clone();
         // Durable in this order: the journal rows (the local snapshot does not carry them, and
         // the log before the snapshot is not on this node), then the snapshot; only then is
         // the state replaced, so a restart finds both.
-        tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
-            shared
-                .sm
-                .apply_batch(rows)
-                .map_err(StoreError::sled("write installed snapshot rows"))?;
-            shared.disk.sync(&shared.db)?;
-            shared.snapshots.save(&meta_owned, &local)
-        })
+        let (state, heads, max_event) = tokio::task::spawn_blocking(
+            move || -> Result<(LedgerState, AccountHeads, Option<u64>), StoreError> {
+                let meta = meta_owned;
+                let snapshots = &shared.snapshots;
+                let mut build = snapshots.start_build(&meta, snapshot::INSTALL_TEMP)?;
+                let received = Path::new("received snapshot");
+                let mut max_event = None;
+                let mut heads_rows = Vec::new();
+                let read = snapshot::read_file(
+                    file,
+                    received,
+                    |state| {
+                        decode_state(
+                            "received snapshot state",
+                            Tee {
+                                from: state,
+                                to: &mut build,
+                            },
+                        )
+                    },
+                    |history| {
+                        // Rows for entries this node already applied are the same bytes
+                        // (deterministic seqs), so writing all of them over is safe and fills
+                        // any gap.
+                        let mut rows = sled::Batch::default();
+                        let mut pending = 0usize;
+                        snapshot::read_rows(history, |key, value| {
+                            if key.as_slice() == KEY_ACCOUNT_HEADS {
+                                heads_rows.push((key, value));
+                                return Ok(());
+                            }
+                            if key.first() == Some(&PREFIX_EVENT) && key.len() == 9 {
+                                let seq = codec::key_u64("event key", &key[1..])?;
+                                max_event = max_event.max(Some(seq));
+                            }
+                            pending += key.len() + value.len();
+                            rows.insert(key, value);
+                            if pending >= INSTALL_BATCH_BYTES {
+                                shared
+                                    .sm
+                                    .apply_batch(std::mem::take(&mut rows))
+                                    .map_err(StoreError::sled("write installed snapshot rows"))?;
+                                pending = 0;
+                            }
+                            Ok(())
+                        })?;
+                        shared
+                            .sm
+                            .apply_batch(rows)
+                            .map_err(StoreError::sled("write installed snapshot rows"))
+                    },
+                );
+                let (header, state, ()) = match read {
+                    Ok(read) => read,
+                    Err(e) => {
+                        drop(build);
+                        return Err(e);
+                    }
+                };
+                if header != meta {
+                    return Err(StoreError::Corrupt {
+                        what: "received snapshot",
+                        reason: format!("its header says {header}, openraft's meta says {meta}"),
+                    });
+                }
+                let heads = heads_from_rows(&heads_rows, &state)?;
+                snapshots
+                    .finish_build(build, &snapshot::encode_rows(&[heads_row(&heads, &state)?]))?;
+                shared.disk.sync(&shared.db)?;
+                snapshots.commit_build(&meta, snapshot::INSTALL_TEMP)?;
+                Ok((state, heads, max_event))
+            },
+        )
         .await
         .map_err(|e| StoreError::Task(e.to_string()))??;
         let mut batch = sled::Batch::default();
@@ -520,44 +578,44 @@ impl StateMachineStore {
     /// the snapshot point (this node applied more since) are committed data the receiver
     /// rewrites identically when it applies those entries, so carrying them is harmless.
     async fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
-        if self.shared.meta_only.load(Ordering::Acquire) {
-            return Ok(self.shared.snapshots.current_meta().map(|meta| Snapshot {
-                meta,
-                snapshot: Box::new(Cursor::new(Vec::new())),
-            }));
-        }
         let shared = self.shared.clone();
-        let bytes = tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, StoreError> {
-            let Some(local) = shared.snapshots.read_current()? else {
-                return Ok(None);
-            };
-            let (meta, state_bytes, history) = snapshot::decode(&local)?;
-            let mut assembly = snapshot::Assembly::new(&meta, state_bytes)?;
-            let own_rows = snapshot::decode_rows(history)?;
-            drop(local);
-            for (key, value) in &own_rows {
-                assembly.row(key, value);
-            }
-            for prefix in [PREFIX_JOURNAL, PREFIX_EVENT] {
-                for row in shared.sm.scan_prefix([prefix]) {
-                    let (key, value) = row.map_err(StoreError::sled("read history rows"))?;
-                    assembly.row(&key, &value);
+        let meta_only = self.shared.meta_only.load(Ordering::Acquire);
+        let found = tokio::task::spawn_blocking(
+            move || -> Result<Option<(Meta, std::fs::File)>, StoreError> {
+                if meta_only {
+                    let Some(meta) = shared.snapshots.current_meta() else {
+                        return Ok(None);
+                    };
+                    return Ok(Some((meta, shared.snapshots.transfer_file()?)));
                 }
-            }
-            Ok(Some(assembly.finish()))
-        })
+                let Some(local) = shared.snapshots.read_current()? else {
+                    return Ok(None);
+                };
+                let (meta, state_bytes, history) = snapshot::decode(&local)?;
+                let own_rows = snapshot::decode_rows(history)?;
+                let outgoing = Path::new("outgoing snapshot");
+                let io = |e| StoreError::io("write", outgoing, e);
+                let file = shared.snapshots.transfer_file()?;
+                let mut assembly = snapshot::Assembly::new(file, &meta, state_bytes).map_err(io)?;
+                drop(local);
+                for (key, value) in &own_rows {
+                    assembly.row(key, value).map_err(io)?;
+                }
+                for prefix in [PREFIX_JOURNAL, PREFIX_EVENT] {
+                    for row in shared.sm.scan_prefix([prefix]) {
+                        let (key, value) = row.map_err(StoreError::sled("read history rows"))?;
+                        assembly.row(&key, &value).map_err(io)?;
+                    }
+                }
+                Ok(Some((meta, assembly.finish().map_err(io)?)))
+            },
+        )
         .await
         .map_err(|e| StoreError::Task(e.to_string()))??;
-        match bytes {
-            None => Ok(None),
-            Some(bytes) => {
-                let meta = snapshot::decode(&bytes)?.0;
-                Ok(Some(Snapshot {
-                    meta,
-                    snapshot: Box::new(Cursor::new(bytes)),
-                }))
-            }
-        }
+        Ok(found.map(|(meta, file)| Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        }))
     }
 }
 
@@ -594,7 +652,7 @@ impl SnapshotBuilder {
                     last_membership: applied.membership.clone(),
                     snapshot_id,
                 };
-                let mut build = shared.snapshots.start_build(&meta)?;
+                let mut build = shared.snapshots.start_build(&meta, snapshot::BUILD_TEMP)?;
                 applied
                     .state
                     .encode_snapshot_into(&mut build)
@@ -609,7 +667,7 @@ impl SnapshotBuilder {
             // The journal rows up to this snapshot must be durable before the log entries
             // that could rebuild them may be purged.
             shared.disk.sync(&shared.db)?;
-            shared.snapshots.commit_build(&meta)?;
+            shared.snapshots.commit_build(&meta, snapshot::BUILD_TEMP)?;
             tracing::info!(
                 index = ?meta.last_log_id.map(|id| id.index),
                 state_lock_ms = locked.as_millis() as u64,
@@ -621,10 +679,12 @@ impl SnapshotBuilder {
         .await
         .map_err(|e| StoreError::Task(e.to_string()))??;
         // openraft 0.9 uses only the meta of a built snapshot (core/sm/worker.rs); what it
-        // sends a follower comes from `get_current_snapshot`. So the data is not read back.
+        // sends a follower comes from `get_current_snapshot`. So the data is not read back:
+        // an empty file (two system calls) stands for it.
+        let empty = self.shared.snapshots.transfer_file()?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(Vec::new())),
+            snapshot: Box::new(tokio::fs::File::from_std(empty)),
         })
     }
 }
@@ -662,16 +722,32 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn begin_receiving_snapshot(
         &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    ) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
+        let file = self
+            .shared
+            .snapshots
+            .transfer_file()
+            .map_err(sto(Subject::WriteSnapshot))?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &Meta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError<NodeId>> {
-        self.install(meta, snapshot.into_inner())
+        let mut file = *snapshot;
+        // openraft wrote the chunks through tokio's buffer: flush it, then read from the start.
+        let ready = async {
+            file.flush().await?;
+            file.rewind().await?;
+            Ok::<_, std::io::Error>(file.into_std().await)
+        };
+        let file = ready
+            .await
+            .map_err(|e| StoreError::io("write", Path::new("received snapshot"), e))
+            .map_err(sto(Subject::WriteSnapshot))?;
+        self.install(meta, file)
             .await
             .map_err(sto(Subject::WriteSnapshot))
     }

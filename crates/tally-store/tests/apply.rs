@@ -9,6 +9,7 @@ mod common;
 use common::*;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use tally_store::{LedgerReader, StateMachineStore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Raft index 1 is the initial membership, 2 the leader's blank entry, ledger entry k at k + 3.
 const FIRST_NORMAL: u64 = 3;
@@ -224,10 +225,15 @@ async fn snapshot_transfers_to_another_store_and_survives_its_restart() {
         .unwrap();
     // What openraft sends a follower is `get_current_snapshot` (the built one plus the journal
     // rows); the locally kept one is small.
-    let snap = leader.get_current_snapshot().await.unwrap().unwrap();
+    let mut snap = leader.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(snap.meta, built.meta);
+    let mut transfer = Vec::new();
+    snap.snapshot.read_to_end(&mut transfer).await.unwrap();
+    let local = std::fs::metadata(dir_l.path().join("snapshots/current.snap"))
+        .unwrap()
+        .len();
     assert!(
-        snap.snapshot.get_ref().len() > built.snapshot.get_ref().len(),
+        transfer.len() as u64 > local,
         "the transfer carries the journal, the local snapshot does not"
     );
     let want_hash = reference.states[n].state_hash();
@@ -238,10 +244,10 @@ async fn snapshot_transfers_to_another_store_and_survives_its_restart() {
 
         // A damaged transfer is refused and changes nothing.
         let mut bad = follower.begin_receiving_snapshot().await.unwrap();
-        let mut bytes = snap.snapshot.get_ref().clone();
+        let mut bytes = transfer.clone();
         let mid = bytes.len() / 2;
         bytes[mid] ^= 1;
-        *bad.get_mut() = bytes;
+        bad.write_all(&bytes).await.unwrap();
         assert!(follower.install_snapshot(&snap.meta, bad).await.is_err());
         assert_eq!(
             reader.state_hash(),
@@ -250,7 +256,7 @@ async fn snapshot_transfers_to_another_store_and_survives_its_restart() {
         assert!(follower.get_current_snapshot().await.unwrap().is_none());
 
         let mut rx = follower.begin_receiving_snapshot().await.unwrap();
-        *rx.get_mut() = snap.snapshot.get_ref().clone();
+        rx.write_all(&transfer).await.unwrap();
         follower.install_snapshot(&snap.meta, rx).await.unwrap();
         assert_eq!(reader.state_hash(), (snap.meta.last_log_id, want_hash));
         let current = follower.get_current_snapshot().await.unwrap().unwrap();

@@ -185,14 +185,18 @@ async fn state_machine_membership_survives_snapshot_and_reopen() {
     assert_eq!(applied, Some(log_id(1, 2)));
     assert_eq!(mem.log_id(), &Some(log_id(1, 1)));
     // While openraft starts (the guard held), the current snapshot is its meta alone.
+    use tokio::io::AsyncReadExt;
     let meta_only = sm.meta_only_snapshots();
-    let bare = sm.get_current_snapshot().await.unwrap().unwrap();
+    let mut bare = sm.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(bare.meta.last_log_id, Some(log_id(1, 2)));
-    assert!(bare.snapshot.get_ref().is_empty());
+    let mut data = Vec::new();
+    bare.snapshot.read_to_end(&mut data).await.unwrap();
+    assert!(data.is_empty());
     drop(meta_only);
-    let snap = sm.get_current_snapshot().await.unwrap().unwrap();
+    let mut snap = sm.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(snap.meta, bare.meta);
-    assert!(!snap.snapshot.get_ref().is_empty());
+    snap.snapshot.read_to_end(&mut data).await.unwrap();
+    assert!(!data.is_empty());
 }
 
 #[test]
