@@ -75,32 +75,41 @@ pub(crate) fn encode_rows(rows: &[Row]) -> Vec<u8> {
     out
 }
 
-/// A snapshot written to a file row by row, byte for byte what [`encode`] makes of the same
-/// meta, state and [`encode_rows`] of the same rows: the form sent to a follower (the state
-/// and the whole history) is never in memory.
+/// A snapshot written to a file as it is read from elsewhere, byte for byte what [`encode`]
+/// makes of the same meta, state and [`encode_rows`] of the same rows: the form sent to a
+/// follower (the state and the whole history) is never in memory. First [`Assembly::state`],
+/// then the rows, then [`Assembly::finish`].
 pub(crate) struct Assembly {
     out: BufWriter<File>,
-    /// Where the history's length goes; its row count follows it.
-    history_at: u64,
-    written: u64,
+    /// Where the state's length goes.
+    state_at: u64,
+    state_len: u64,
     rows: u64,
+    written: u64,
 }
 
 impl Assembly {
-    pub(crate) fn new(file: File, meta: &Meta, state: &[u8]) -> std::io::Result<Self> {
+    pub(crate) fn new(file: File, meta: &Meta) -> std::io::Result<Self> {
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let prefix = prefix(meta).map_err(std::io::Error::other)?;
         out.write_all(&prefix)?;
-        out.write_all(&(state.len() as u64).to_be_bytes())?;
-        out.write_all(state)?;
-        let history_at = (prefix.len() + 8 + state.len()) as u64;
-        out.write_all(&[0; 16])?;
+        out.write_all(&[0; 8])?;
         Ok(Assembly {
             out,
-            history_at,
-            written: history_at + 16,
+            state_at: prefix.len() as u64,
+            state_len: 0,
             rows: 0,
+            written: prefix.len() as u64 + 8,
         })
+    }
+
+    /// Copies the state (all that `state` reads) into place.
+    pub(crate) fn state(&mut self, state: &mut dyn Read) -> std::io::Result<()> {
+        self.state_len = std::io::copy(state, &mut self.out)?;
+        // The history's length and row count, written over in `finish`.
+        self.out.write_all(&[0; 16])?;
+        self.written += self.state_len + 16;
+        Ok(())
     }
 
     pub(crate) fn row(&mut self, key: &[u8], value: &[u8]) -> std::io::Result<()> {
@@ -113,16 +122,18 @@ impl Assembly {
         Ok(())
     }
 
-    /// Patches the history's length and row count, appends the SHA-256 (reading the file
-    /// back) and answers the file, positioned at its start.
+    /// Patches the lengths and the row count, appends the SHA-256 (reading the file back) and
+    /// answers the file, positioned at its start.
     pub(crate) fn finish(self) -> std::io::Result<File> {
         use std::os::unix::fs::FileExt;
         let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
-        let history_len = self.written - self.history_at - 8;
+        file.write_all_at(&self.state_len.to_be_bytes(), self.state_at)?;
+        let history_at = self.state_at + 8 + self.state_len;
+        let history_len = self.written - history_at - 8;
         let mut lengths = [0u8; 16];
         lengths[..8].copy_from_slice(&history_len.to_be_bytes());
         lengths[8..].copy_from_slice(&self.rows.to_be_bytes());
-        file.write_all_at(&lengths, self.history_at)?;
+        file.write_all_at(&lengths, history_at)?;
         file.rewind()?;
         let mut hasher = Sha256::new();
         std::io::copy(&mut (&mut file).take(self.written), &mut hasher)?;
@@ -192,7 +203,7 @@ fn check_fixed(fixed: &[u8; FIXED]) -> Result<usize, StoreError> {
 pub(crate) fn read_file<T, H>(
     mut file: File,
     path: &Path,
-    decode_state: impl FnOnce(&mut dyn Read) -> Result<T, StoreError>,
+    decode_state: impl FnOnce(&Meta, &mut dyn Read) -> Result<T, StoreError>,
     read_history: impl FnOnce(&mut dyn Read) -> Result<H, StoreError>,
 ) -> Result<(Meta, T, H), StoreError> {
     let io = |e| StoreError::io("read", path, e);
@@ -233,7 +244,7 @@ pub(crate) fn read_file<T, H>(
         )));
     }
     let mut state_bytes = (&mut body).take(state_len);
-    let state = decode_state(&mut state_bytes)?;
+    let state = decode_state(&meta, &mut state_bytes)?;
     if state_bytes.limit() != 0 {
         return Err(corrupt(format!(
             "the state ends {} bytes before its length says",
@@ -297,44 +308,6 @@ pub(crate) fn read_rows(
     Ok(())
 }
 
-/// Checks and splits snapshot bytes into the meta, the state bytes and the history bytes.
-pub(crate) fn decode(bytes: &[u8]) -> Result<(Meta, &[u8], &[u8]), StoreError> {
-    if bytes.len() < FIXED + 8 + HASH_LEN {
-        return Err(corrupt(format!("{} bytes is too short", bytes.len())));
-    }
-    let header_len = check_fixed(bytes[..FIXED].try_into().expect("FIXED bytes"))?;
-    let (body, hash) = bytes.split_at(bytes.len() - HASH_LEN);
-    if Sha256::digest(body).as_slice() != hash {
-        return Err(corrupt("SHA-256 mismatch (truncated or damaged)"));
-    }
-    let header_end = FIXED
-        .checked_add(header_len)
-        .filter(|end| end + 8 <= body.len())
-        .ok_or_else(|| corrupt(format!("header length {header_len} runs past the end")))?;
-    let meta: Meta = codec::decode("snapshot header", &body[FIXED..header_end])?;
-    let state_len = u64::from_be_bytes(
-        body[header_end..header_end + 8]
-            .try_into()
-            .expect("8 bytes"),
-    );
-    let rest = &body[header_end + 8..];
-    let state_end = usize::try_from(state_len)
-        .ok()
-        .filter(|end| end.checked_add(8).is_some_and(|e| e <= rest.len()))
-        .ok_or_else(|| corrupt(format!("state length {state_len} runs past the end")))?;
-    let state = &rest[..state_end];
-    let history_len =
-        u64::from_be_bytes(rest[state_end..state_end + 8].try_into().expect("8 bytes"));
-    let history = &rest[state_end + 8..];
-    if history.len() as u64 != history_len {
-        return Err(corrupt(format!(
-            "history length field says {history_len} bytes, {} present",
-            history.len()
-        )));
-    }
-    Ok((meta, state, history))
-}
-
 /// The snapshot directory. The mutex serializes writers (a build finishing while a received
 /// snapshot is installed) and remembers what `current.snap` holds.
 pub(crate) struct SnapshotFiles {
@@ -370,13 +343,18 @@ impl SnapshotFiles {
         let path = dir.join(CURRENT);
         let current = if path.exists() {
             let file = File::open(&path).map_err(|e| StoreError::io("open", &path, e))?;
-            Some(read_file(file, &path, decode_state, |history| {
-                let mut bytes = Vec::new();
-                history
-                    .read_to_end(&mut bytes)
-                    .map_err(|e| StoreError::io("read", &path, e))?;
-                Ok(bytes)
-            })?)
+            Some(read_file(
+                file,
+                &path,
+                |_, state| decode_state(state),
+                |history| {
+                    let mut bytes = Vec::new();
+                    history
+                        .read_to_end(&mut bytes)
+                        .map_err(|e| StoreError::io("read", &path, e))?;
+                    Ok(bytes)
+                },
+            )?)
         } else {
             None
         };
@@ -496,7 +474,20 @@ impl SnapshotFiles {
             .clone()
     }
 
+    /// The current snapshot file, opened (a later commit replaces the name, not what is
+    /// open), and its path. Blocking.
+    pub(crate) fn open_current(&self) -> Result<Option<(File, PathBuf)>, StoreError> {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.is_none() {
+            return Ok(None);
+        }
+        let path = self.dir.join(CURRENT);
+        let file = File::open(&path).map_err(|e| StoreError::io("open", &path, e))?;
+        Ok(Some((file, path)))
+    }
+
     /// The current snapshot's bytes. Blocking.
+    #[cfg(test)]
     pub(crate) fn read_current(&self) -> Result<Option<Vec<u8>>, StoreError> {
         let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if current.is_none() {
@@ -543,6 +534,19 @@ mod tests {
             .read_to_end(&mut bytes)
             .map_err(|e| StoreError::io("read", Path::new("state"), e))?;
         Ok(bytes)
+    }
+
+    /// [`read_file`] of `bytes`, written to a file first.
+    fn decode(bytes: &[u8]) -> Result<(Meta, Vec<u8>, Vec<u8>), StoreError> {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(bytes).unwrap();
+        file.rewind().unwrap();
+        read_file(
+            file,
+            Path::new("test"),
+            |_, state| state_bytes(state),
+            state_bytes,
+        )
     }
 
     fn meta(index: u64) -> Meta {
@@ -610,8 +614,8 @@ mod tests {
             (b"a\0\x04acme".to_vec(), Vec::new()),
         ];
         let assembled = |state: &[u8], rows: &[Row]| {
-            let mut assembly =
-                Assembly::new(tempfile::tempfile().unwrap(), &meta(5), state).unwrap();
+            let mut assembly = Assembly::new(tempfile::tempfile().unwrap(), &meta(5)).unwrap();
+            assembly.state(&mut &state[..]).unwrap();
             for (key, value) in rows {
                 assembly.row(key, value).unwrap();
             }
@@ -675,7 +679,12 @@ mod tests {
         path: &Path,
         decode_state: impl FnOnce(&mut dyn Read) -> Result<T, StoreError>,
     ) -> Result<(Meta, T, Vec<u8>), StoreError> {
-        read_file(File::open(path).unwrap(), path, decode_state, state_bytes)
+        read_file(
+            File::open(path).unwrap(),
+            path,
+            |_, state| decode_state(state),
+            state_bytes,
+        )
     }
 
     #[test]

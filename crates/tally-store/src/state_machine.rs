@@ -484,7 +484,7 @@ impl StateMachineStore {
                 let read = snapshot::read_file(
                     file,
                     received,
-                    |state| {
+                    |_, state| {
                         decode_state(
                             "received snapshot state",
                             Tee {
@@ -588,18 +588,31 @@ impl StateMachineStore {
                     };
                     return Ok(Some((meta, shared.snapshots.transfer_file()?)));
                 }
-                let Some(local) = shared.snapshots.read_current()? else {
+                let Some((local, path)) = shared.snapshots.open_current()? else {
                     return Ok(None);
                 };
-                let (meta, state_bytes, history) = snapshot::decode(&local)?;
-                let own_rows = snapshot::decode_rows(history)?;
                 let outgoing = Path::new("outgoing snapshot");
                 let io = |e| StoreError::io("write", outgoing, e);
                 let file = shared.snapshots.transfer_file()?;
-                let mut assembly = snapshot::Assembly::new(file, &meta, state_bytes).map_err(io)?;
-                drop(local);
-                for (key, value) in &own_rows {
-                    assembly.row(key, value).map_err(io)?;
+                // The local snapshot is checked, then its state copied across as it is read.
+                let (meta, mut assembly, own_history) = snapshot::read_file(
+                    local,
+                    &path,
+                    |meta, state| {
+                        let mut assembly = snapshot::Assembly::new(file, meta).map_err(io)?;
+                        assembly.state(state).map_err(io)?;
+                        Ok(assembly)
+                    },
+                    |history| {
+                        let mut bytes = Vec::new();
+                        history
+                            .read_to_end(&mut bytes)
+                            .map_err(|e| StoreError::io("read", &path, e))?;
+                        Ok(bytes)
+                    },
+                )?;
+                for (key, value) in snapshot::decode_rows(&own_history)? {
+                    assembly.row(&key, &value).map_err(io)?;
                 }
                 for prefix in [PREFIX_JOURNAL, PREFIX_EVENT] {
                     for row in shared.sm.scan_prefix([prefix]) {
