@@ -12,17 +12,8 @@
 #   BENCH_ACCOUNTS=300000 scripts/bench/catchup-memory.sh
 set -euo pipefail
 
-root="$(cd "$(dirname "$0")/../.." && pwd)"
+source "$(dirname "$0")/release-binaries.sh"
 accounts="${BENCH_ACCOUNTS:-300000}"
-tallyd="$root/target/release/tallyd"
-tally="$root/target/release/tally"
-bench="$root/target/release/tally-bench"
-for binary in "$tallyd" "$tally" "$bench"; do
-    if [ ! -x "$binary" ]; then
-        echo "catchup-memory: $binary is missing; run: cargo build --release -p tally-server -p tally-cli -p tally-bench" >&2
-        exit 1
-    fi
-done
 
 dir="$(mktemp -d "$root/target/catchup-memory.XXXXXX")"
 declare -A pid=()

@@ -10,17 +10,8 @@
 #   BENCH_ACCOUNTS=1000000 scripts/bench/restart-memory.sh
 set -euo pipefail
 
-root="$(cd "$(dirname "$0")/../.." && pwd)"
+source "$(dirname "$0")/release-binaries.sh"
 accounts="${BENCH_ACCOUNTS:-1000000}"
-tallyd="$root/target/release/tallyd"
-tally="$root/target/release/tally"
-bench="$root/target/release/tally-bench"
-for binary in "$tallyd" "$tally" "$bench"; do
-    if [ ! -x "$binary" ]; then
-        echo "restart-memory: $binary is missing; run: cargo build --release -p tally-server -p tally-cli -p tally-bench" >&2
-        exit 1
-    fi
-done
 
 dir="$(mktemp -d "$root/target/restart-memory.XXXXXX")"
 pid=""

@@ -267,6 +267,20 @@ pub(crate) fn read_file<T, H>(
     Ok((meta, state, history))
 }
 
+/// A `read_history` for [`read_file`]: the history's bytes as they are (`path` names the file
+/// in errors).
+pub(crate) fn history_bytes(
+    path: &Path,
+) -> impl FnOnce(&mut dyn Read) -> Result<Vec<u8>, StoreError> + '_ {
+    move |history| {
+        let mut bytes = Vec::new();
+        history
+            .read_to_end(&mut bytes)
+            .map_err(|e| StoreError::io("read", path, e))?;
+        Ok(bytes)
+    }
+}
+
 /// Reads [`encode_rows`] row by row, handing each to `each`; refuses anything that does not
 /// add up exactly (the reader must end with the last row).
 pub(crate) fn read_rows(
@@ -347,13 +361,7 @@ impl SnapshotFiles {
                 file,
                 &path,
                 |_, state| decode_state(state),
-                |history| {
-                    let mut bytes = Vec::new();
-                    history
-                        .read_to_end(&mut bytes)
-                        .map_err(|e| StoreError::io("read", &path, e))?;
-                    Ok(bytes)
-                },
+                history_bytes(&path),
             )?)
         } else {
             None
@@ -529,11 +537,7 @@ mod tests {
 
     /// A `decode_state` for [`SnapshotFiles::open`]: the state's bytes as they are.
     fn state_bytes(state: &mut dyn Read) -> Result<Vec<u8>, StoreError> {
-        let mut bytes = Vec::new();
-        state
-            .read_to_end(&mut bytes)
-            .map_err(|e| StoreError::io("read", Path::new("state"), e))?;
-        Ok(bytes)
+        history_bytes(Path::new("state"))(state)
     }
 
     /// [`read_file`] of `bytes`, written to a file first.

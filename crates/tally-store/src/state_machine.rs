@@ -603,13 +603,7 @@ impl StateMachineStore {
                         assembly.state(state).map_err(io)?;
                         Ok(assembly)
                     },
-                    |history| {
-                        let mut bytes = Vec::new();
-                        history
-                            .read_to_end(&mut bytes)
-                            .map_err(|e| StoreError::io("read", &path, e))?;
-                        Ok(bytes)
-                    },
+                    snapshot::history_bytes(&path),
                 )?;
                 for (key, value) in snapshot::decode_rows(&own_history)? {
                     assembly.row(&key, &value).map_err(io)?;
