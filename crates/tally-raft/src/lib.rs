@@ -18,7 +18,7 @@
 //! - [`codec`]: the bincode encoding of openraft messages inside the service's `bytes` fields.
 //!
 //! Snapshots travel in chunks of `RaftSettings::snapshot_chunk_bytes_max` (openraft 0.9 sends
-//! `SnapshotData = Cursor<Vec<u8>>` through repeated `InstallSnapshot` calls); keep the chunk
+//! `SnapshotData`, a file, through repeated `InstallSnapshot` calls); keep the chunk
 //! well below the message limit (`raft_config` enforces at most half of it).
 //!
 //! Timing caveat: openraft 0.9 uses `heartbeat_interval_ms` as the deadline of every

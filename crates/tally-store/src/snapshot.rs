@@ -12,8 +12,11 @@
 //! hole in its history). A snapshot received is checked end to end before it replaces
 //! anything.
 //!
-//! On disk there is one file, `snapshots/current.snap`, replaced atomically: write
-//! `current.snap.tmp`, fsync it, rename over `current.snap`, fsync the directory.
+//! On disk there is one file, `snapshots/current.snap`, replaced atomically: write a temp file
+//! (`current.snap.build` for a build, `current.snap.tmp` for an install), fsync it, rename over
+//! `current.snap`, fsync the directory. Snapshots on their way to or from another node are
+//! files too (unlinked as soon as they are created), and every reader here streams: no
+//! snapshot is ever held in memory whole.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};

@@ -525,13 +525,7 @@ impl StateMachineStore {
                             .map_err(StoreError::sled("write installed snapshot rows"))
                     },
                 );
-                let (header, state, ()) = match read {
-                    Ok(read) => read,
-                    Err(e) => {
-                        drop(build);
-                        return Err(e);
-                    }
-                };
+                let (header, state, ()) = read?;
                 if header != meta {
                     return Err(StoreError::Corrupt {
                         what: "received snapshot",
