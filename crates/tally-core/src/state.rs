@@ -439,12 +439,7 @@ impl LedgerState {
     /// Decodes a snapshot and checks the invariants of what it decoded (the pair of the
     /// checks done after apply), so a corrupt snapshot is refused rather than served.
     pub fn decode_snapshot(bytes: &[u8]) -> Result<Self, SnapshotError> {
-        check_snapshot_prefix(bytes)?;
-        let state: LedgerState = snapshot_options()
-            .deserialize(&bytes[SNAPSHOT_PREFIX_LEN..])
-            .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
-        state.check_invariants().map_err(SnapshotError::Corrupt)?;
-        Ok(state)
+        Self::decode_snapshot_from(bytes)
     }
 
     /// [`Self::decode_snapshot`] read from `reader` as it decodes, so a large snapshot (some
