@@ -189,9 +189,13 @@ for shape in $shapes; do
         perf_pid=$!
         echo "bench: profiling node $leader_node (the leader) into $perf_data"
     fi
-    if ! RUST_BACKTRACE=0 "$bench" "${endpoints[@]}" --accounts "$accounts" --clients "$clients" \
+    # The load generator shares the cores with the nodes: its CPU time (bash's `time`, user +
+    # system seconds) is reported next to theirs. Its own stderr goes through fd 3.
+    bench_status=0
+    { TIMEFORMAT='%U %S'; time RUST_BACKTRACE=0 "$bench" "${endpoints[@]}" --accounts "$accounts" --clients "$clients" \
         --events-per-request "$per_request" --duration "${seconds}s" --warmup "${warmup}s" \
-        --label "$shape" --out "$result" --skip-setup; then
+        --label "$shape" --out "$result" --skip-setup 2>&3 || bench_status=$?; } 3>&2 2>"$work/client-time"
+    if [ "$bench_status" != 0 ]; then
         failed_shapes+=("$shape")
     fi
     if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
@@ -214,6 +218,10 @@ for shape in $shapes; do
             if [ "$n" = "$leader_node" ]; then role=" (leader)"; fi
             line+=" node-$n$role $(awk -v t="$used" -v hz="$ticks_per_second" -v e="$settled" 'BEGIN {printf "%.1f", t / hz * 1e6 / e}') us"
         done
+        client_seconds="$(awk 'NF == 2 {print $1 + $2}' "$work/client-time")"
+        if [ -n "$client_seconds" ]; then
+            line+=" tally-bench $(awk -v s="$client_seconds" -v e="$settled" 'BEGIN {printf "%.1f", s * 1e6 / e}') us"
+        fi
         echo "$line"
     fi
     if [ -f "$result" ]; then results+=("$result"); fi

@@ -7,7 +7,7 @@ use tally_proto::v1::{self, admin_client::AdminClient, ledger_client::LedgerClie
 use tonic::transport::{Channel, Endpoint};
 
 /// Replies to an 8,190-event batch are a few MiB; allow well above that.
-const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// `host:port` or a URL, as a URL tonic accepts.
 pub fn endpoint_url(address: &str) -> String {

@@ -7,11 +7,10 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tally_proto::v1::{self, ledger_client::LedgerClient, usage_result::Outcome};
 use tally_proto::TallyError;
 use tokio::sync::Semaphore;
-use tonic::transport::Channel;
 
+use crate::reply::{Counted, CountedResult, UsageSender};
 use crate::summary::Recorder;
 use crate::workload::EventSource;
 
@@ -62,7 +61,7 @@ fn count_reply(
     recorder: &mut Recorder,
     progress: &Progress,
     events: u32,
-    reply: Result<Vec<v1::UsageResult>, tonic::Status>,
+    reply: Result<Vec<CountedResult>, tonic::Status>,
 ) {
     recorder.requests += 1;
     recorder.events_sent += u64::from(events);
@@ -72,10 +71,10 @@ fn count_reply(
             let mut rejected = 0;
             for result in results {
                 match result.outcome {
-                    Some(Outcome::Settled(_)) => settled += 1,
-                    Some(Outcome::Duplicate(_)) => recorder.duplicates += 1,
-                    Some(Outcome::Conflict(_)) => recorder.conflicts += 1,
-                    Some(Outcome::Rejected(rejection)) => {
+                    Some(Counted::Settled(_)) => settled += 1,
+                    Some(Counted::Duplicate(_)) => recorder.duplicates += 1,
+                    Some(Counted::Conflict(_)) => recorder.conflicts += 1,
+                    Some(Counted::Rejected(rejection)) => {
                         rejected += 1;
                         recorder.reject(&rejection.code);
                     }
@@ -94,36 +93,10 @@ fn count_reply(
     }
 }
 
-/// Sends one request of `events.len()` events: RecordUsage for one, RecordUsageBatch for more.
-async fn send(
-    client: &mut LedgerClient<Channel>,
-    mut events: Vec<v1::UsageEvent>,
-    timeout: Duration,
-) -> Result<Vec<v1::UsageResult>, tonic::Status> {
-    if events.len() == 1 {
-        let event = events.pop();
-        let mut request = tonic::Request::new(v1::RecordUsageRequest { event });
-        request.set_timeout(timeout);
-        let reply = client.record_usage(request).await?.into_inner();
-        Ok(reply.result.into_iter().collect())
-    } else {
-        let mut request = tonic::Request::new(v1::RecordUsageBatchRequest {
-            events,
-            atomic: false,
-        });
-        request.set_timeout(timeout);
-        Ok(client
-            .record_usage_batch(request)
-            .await?
-            .into_inner()
-            .results)
-    }
-}
-
 /// One closed-loop client. Returns its measured figures and when its last measured request
 /// completed.
 pub async fn closed_loop_client(
-    mut client: LedgerClient<Channel>,
+    mut client: UsageSender,
     mut source: EventSource,
     events_per_request: u32,
     timeout: Duration,
@@ -140,7 +113,7 @@ pub async fn closed_loop_client(
         }
         let events = source.next_events(events_per_request);
         progress.in_flight.fetch_add(1, Ordering::Relaxed);
-        let reply = send(&mut client, events, timeout).await;
+        let reply = client.send(events, timeout).await;
         progress.in_flight.fetch_sub(1, Ordering::Relaxed);
         let completed = Instant::now();
         // Counted by completion: a long request sent during the warm-up that comes back in the
@@ -164,7 +137,7 @@ type Shard = Mutex<(Recorder, Option<Instant>)>;
 /// `clients` round robin, at most `in_flight_max` outstanding.
 #[allow(clippy::too_many_arguments)]
 pub async fn open_loop(
-    clients: Vec<LedgerClient<Channel>>,
+    clients: Vec<UsageSender>,
     mut sources: Vec<EventSource>,
     events_per_request: u32,
     interval: Duration,
@@ -202,7 +175,7 @@ pub async fn open_loop(
         let measuring = scheduled >= schedule.measure_from;
         progress.in_flight.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            let reply = send(&mut client, events, timeout).await;
+            let reply = client.send(events, timeout).await;
             let completed = Instant::now();
             progress.in_flight.fetch_sub(1, Ordering::Relaxed);
             let mut scratch = Recorder::default();

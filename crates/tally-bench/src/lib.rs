@@ -27,6 +27,7 @@ pub mod connect;
 pub mod driver;
 pub mod options;
 pub mod pgbench;
+pub mod reply;
 pub mod setup;
 pub mod summary;
 pub mod workload;
@@ -100,7 +101,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Option<Summary>> {
         let channel = connect::connect(&leader, timeout)
             .await
             .with_context(|| format!("client {client}"))?;
-        clients.push(connect::ledger_client(channel));
+        clients.push(reply::UsageSender::new(channel));
         sources.push(EventSource::new(accounts.clone(), &run_tag, client, seed));
     }
 
