@@ -20,8 +20,9 @@
 //!   it rebuilds them exactly as before.
 //!
 //! Tree `sm` keys: `j`+first_seq (the journal block of one applied entry, see
-//! [`encode_block`]), `e`+seq (ledger event), `m:last_applied`, `m:membership`. Integers
-//! big-endian.
+//! [`encode_block`]), `e`+seq (ledger event). Integers big-endian. (Nodes of earlier builds
+//! also wrote `m:last_applied` and `m:membership` with every entry; nothing read them: where
+//! the state machine stands comes from the snapshot and the log replayed after it.)
 //!
 //! The snapshot kept on disk holds the state, the membership and the account heads, not the
 //! journal: building one costs the size of the state, however long the journal grows. The
@@ -56,10 +57,11 @@ pub(crate) type Membership = StoredMembership<NodeId, BasicNode>;
 
 pub(crate) const PREFIX_JOURNAL: u8 = b'j';
 pub(crate) const PREFIX_EVENT: u8 = b'e';
-const KEY_LAST_APPLIED: &[u8] = b"m:last_applied";
-const KEY_MEMBERSHIP: &[u8] = b"m:membership";
 /// The snapshot row holding the account heads (never written to the tree itself).
 const KEY_ACCOUNT_HEADS: &[u8] = b"m:account_heads";
+
+/// A key and value for the `sm` tree.
+type Row = ([u8; 9], Vec<u8>);
 
 pub(crate) fn seq_key(prefix: u8, seq: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
@@ -142,7 +144,7 @@ pub const JOURNAL_BLOCK_BYTES_TARGET: usize = 4 * 1024;
 /// [`JOURNAL_BLOCK_BYTES_TARGET`], each keyed by its first seq (a reader finds the block of a
 /// seq as the last block starting at or before it). Updates `heads` as it goes.
 fn put_journal(
-    batch: &mut sled::Batch,
+    rows: &mut Vec<Row>,
     journal: &[JournalEntry],
     state: &LedgerState,
     heads: &mut AccountHeads,
@@ -154,7 +156,7 @@ fn put_journal(
         let (chunk, tail) = rest.split_at(take.min(rest.len()));
         let block = encode_block(chunk, state, heads)?;
         take = (JOURNAL_BLOCK_BYTES_TARGET * chunk.len() / block.len().max(1)).max(1);
-        batch.insert(&seq_key(PREFIX_JOURNAL, first.seq), block);
+        rows.push((seq_key(PREFIX_JOURNAL, first.seq), block));
         rest = tail;
     }
     Ok(())
@@ -409,14 +411,20 @@ impl StateMachineStore {
         LedgerReader::new(self.shared.clone())
     }
 
-    /// Applies a batch under the write lock and writes its sled batch before releasing it, so
+    /// Applies a batch under the write lock and writes its rows to sled before releasing it, so
     /// anyone who sees the state at index N also finds N's journal rows.
+    ///
+    /// One `insert` per row, not a `sled::Batch`: sled 0.34 seals and writes its current IO
+    /// buffer twice for every batch (`PageCache::pin_log`), a pwrite on one of its pool
+    /// threads per applied entry. The rows need no atomicity of their own: after a crash the
+    /// entries after the last snapshot are applied again and write the same rows (seqs are
+    /// deterministic), and a snapshot build syncs sled before it is kept.
     fn apply_batch<I>(&self, entries: I) -> Result<Vec<EntryResponse>, StoreError>
     where
         I: IntoIterator<Item = Entry>,
     {
         let mut responses = Vec::new();
-        let mut batch = sled::Batch::default();
+        let mut rows: Vec<Row> = Vec::new();
         let mut max_event = None;
         let mut applied = self.shared.write();
         for entry in entries {
@@ -430,12 +438,12 @@ impl StateMachineStore {
                 EntryPayload::Normal(ref data) => {
                     let Applied { state, heads, .. } = &mut *applied;
                     let result = state.apply(data.entry());
-                    put_journal(&mut batch, &result.journal, state, heads)?;
+                    put_journal(&mut rows, &result.journal, state, heads)?;
                     for ev in &result.events {
-                        batch.insert(
-                            &seq_key(PREFIX_EVENT, ev.seq),
+                        rows.push((
+                            seq_key(PREFIX_EVENT, ev.seq),
                             codec::encode("ledger event", ev)?,
-                        );
+                        ));
                         max_event = max_event.max(Some(ev.seq));
                     }
                     responses.push(EntryResponse {
@@ -444,18 +452,12 @@ impl StateMachineStore {
                 }
             }
         }
-        batch.insert(
-            KEY_LAST_APPLIED,
-            codec::encode("last applied", &applied.last_applied)?,
-        );
-        batch.insert(
-            KEY_MEMBERSHIP,
-            codec::encode("membership", &applied.membership)?,
-        );
-        self.shared
-            .sm
-            .apply_batch(batch)
-            .map_err(StoreError::sled("write applied batch"))?;
+        for (key, value) in rows {
+            self.shared
+                .sm
+                .insert(key, value)
+                .map_err(StoreError::sled("write applied rows"))?;
+        }
         drop(applied);
         if let Some(seq) = max_event {
             self.shared.publish_event_seq(seq);
@@ -542,24 +544,11 @@ impl StateMachineStore {
         )
         .await
         .map_err(|e| StoreError::Task(e.to_string()))??;
-        let mut batch = sled::Batch::default();
-        batch.insert(
-            KEY_LAST_APPLIED,
-            codec::encode("last applied", &meta.last_log_id)?,
-        );
-        batch.insert(
-            KEY_MEMBERSHIP,
-            codec::encode("membership", &meta.last_membership)?,
-        );
         let mut applied = self.shared.write();
         applied.state = state;
         applied.heads = heads;
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
-        self.shared
-            .sm
-            .apply_batch(batch)
-            .map_err(StoreError::sled("write installed snapshot meta"))?;
         drop(applied);
         if let Some(seq) = max_event {
             self.shared.publish_event_seq(seq);
