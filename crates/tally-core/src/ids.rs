@@ -44,9 +44,27 @@ macro_rules! string_id {
     };
     ($(#[$doc:meta])* $name:ident, $field:literal, $max:expr, $allowed:expr, $allowed_text:literal, $make:path) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, Deserialize)]
-        #[serde(try_from = "String")]
+        #[derive(Clone, PartialEq, Eq, Hash)]
         pub struct $name(Arc<str>);
+
+        /// Deserialized from the text as the decoder holds it (validated as [`Self::new`]
+        /// does), without an intermediate `String`: entry decoding on followers builds several
+        /// ids per event.
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct TextVisitor;
+                impl serde::de::Visitor<'_> for TextVisitor {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        write!(f, "the text of a {}", $field)
+                    }
+                    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<$name, E> {
+                        $name::new(value).map_err(E::custom)
+                    }
+                }
+                deserializer.deserialize_str(TextVisitor)
+            }
+        }
 
         /// The text's order, found without comparing bytes when both share one allocation
         /// (an account's per-meter figures are keyed with the price book's own meter name, so

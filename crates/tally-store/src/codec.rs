@@ -99,6 +99,27 @@ mod tests {
         assert!(decode::<(u64, String)>("test value", &bytes[..bytes.len() - 1]).is_err());
     }
 
+    /// Ids decode from the text in place and are checked as on the API: a stored id that
+    /// breaks the id rules is refused, naming the field and the reason.
+    #[test]
+    fn ids_decode_checked() {
+        use tally_core::{AccountId, EventId};
+        let good = encode(
+            "ids",
+            &(AccountId::new("acme-1").unwrap(), "evt 1".to_string()),
+        )
+        .unwrap();
+        let (account, event): (AccountId, EventId) = decode("ids", &good).unwrap();
+        assert_eq!((account.as_str(), event.as_str()), ("acme-1", "evt 1"));
+
+        let bad = encode("ids", &("acme 1".to_string(), "evt".to_string())).unwrap();
+        let err = decode::<(AccountId, EventId)>("ids", &bad).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("account") && text.contains("' '"), "{text}");
+        let empty = encode("ids", &(String::new(), "evt".to_string())).unwrap();
+        assert!(decode::<(AccountId, EventId)>("ids", &empty).is_err());
+    }
+
     #[test]
     fn keys_sort_numerically() {
         assert!(u64_key(2) < u64_key(256));
