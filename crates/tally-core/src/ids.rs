@@ -179,16 +179,18 @@ string_id!(
     BookId, "price_book", 128, id_byte, "A-Z, a-z, 0-9 and _ . : @ -"
 );
 string_id!(
-    /// A meter name such as `tokens`.
-    Meter, "meter", 128, id_byte, "A-Z, a-z, 0-9 and _ . : @ -"
+    /// A meter name such as `tokens`. Every event names one and most name the same few, so a
+    /// meter shares its text with the last identical one built (see `share`): decoding an
+    /// entry allocates no meter text.
+    Meter, "meter", 128, id_byte, "A-Z, a-z, 0-9 and _ . : @ -", crate::share::text
 );
 string_id!(
     /// A usage event id: 1..=128 printable ASCII characters, unique per account.
     EventId, "event_id", 128, printable_ascii, "printable ASCII (0x20..=0x7e)"
 );
 string_id!(
-    /// A dimension key or metadata key.
-    Key, "key", 64, id_byte, "A-Z, a-z, 0-9 and _ . : @ -"
+    /// A dimension key or metadata key, shared like [`Meter`] (events repeat the same keys).
+    Key, "key", 64, id_byte, "A-Z, a-z, 0-9 and _ . : @ -", crate::share::text
 );
 
 #[cfg(test)]
