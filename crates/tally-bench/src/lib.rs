@@ -16,10 +16,14 @@
 //!   price matched on two dimensions, an allowance and a purchased grant per account, events on
 //!   uniformly random accounts with unique ids).
 //!
-//! The crate talks to the cluster with the generated tonic clients of `tally_proto::v1`, not
-//! through `tally-client`, on purpose: that client retries transient errors (a benchmark must
-//! count them, not hide them) and parses every settlement's amounts into `Amount`s (client CPU
-//! that competes with the nodes when both run on one machine).
+//! - [`reply`]: [`reply::UsageSender`] sends the usage requests and reads each result's
+//!   outcome and rejection code only (reply types with the wire format of `tally.v1`'s).
+//!
+//! The crate talks to the cluster with tonic directly (the generated clients of
+//! `tally_proto::v1` for setup, [`reply`] for the load), not through `tally-client`, on
+//! purpose: that client retries transient errors (a benchmark must count them, not hide them)
+//! and parses every settlement's amounts into `Amount`s (client CPU that competes with the
+//! nodes when both run on one machine).
 //! Benchmarks are measurements, never tests: nothing here runs in `make test` except unit
 //! tests of the bench's own logic.
 
