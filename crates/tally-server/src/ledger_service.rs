@@ -118,27 +118,31 @@ impl LedgerService {
             }
             return self.forward(message, forward).await;
         }
-        if !ctx.ledger_initialized() {
-            // Init must be the first command the ledger applies; until the leader has applied
-            // it, nothing else is proposed.
-            return Err(TallyError::new(
-                ErrorCode::NotInitialized,
-                "the cluster has not applied its Init entry yet; retry in a moment",
-            )
-            .to_status());
-        }
-        // What cannot succeed is answered from the applied state and never reaches the log.
-        // `log_index` then names the applied index the command was checked against.
-        let refused = ctx.reader.with_applied_state(|state, applied| {
-            precheck(&command, state).map(|outcome| {
-                let write = v1::WriteInfo {
-                    log_index: applied.map(|log_id| log_id.index).unwrap_or(0),
-                    at_ms: state.now_ms(),
-                    leader_id: ctx.node_id(),
-                };
-                (outcome, write)
+        // Init must be the first command the ledger applies; until the leader has applied it,
+        // nothing else is proposed. What cannot succeed is answered from the applied state and
+        // never reaches the log; `log_index` then names the applied index the command was
+        // checked against. Both read the state without blocking this runtime thread while an
+        // entry is being applied.
+        let refused = ctx
+            .reader
+            .with_applied_state_async(|state, applied| {
+                if state.config().is_none() {
+                    return Err(TallyError::new(
+                        ErrorCode::NotInitialized,
+                        "the cluster has not applied its Init entry yet; retry in a moment",
+                    ));
+                }
+                Ok(precheck(&command, state).map(|outcome| {
+                    let write = v1::WriteInfo {
+                        log_index: applied.map(|log_id| log_id.index).unwrap_or(0),
+                        at_ms: state.now_ms(),
+                        leader_id: ctx.node_id(),
+                    };
+                    (outcome, write)
+                }))
             })
-        });
+            .await
+            .map_err(|error| error.to_status())?;
         if let Some((outcome, write)) = refused {
             if let Some(rejection) = outcome.rejection() {
                 ctx.metrics.record_rejection(rejection.code());
@@ -256,15 +260,18 @@ impl LedgerService {
         if consistency == v1::Consistency::Linearizable {
             self.ctx.read_barrier().await?;
         }
-        self.ctx.reader.with_applied_state(|state, applied| {
-            let value = read(state)?;
-            let applied_index = applied.map(|log_id| log_id.index).unwrap_or(0);
-            Ok((
-                value,
-                self.ctx
-                    .read_info(consistency, applied_index, state.now_ms()),
-            ))
-        })
+        self.ctx
+            .reader
+            .with_applied_state_async(|state, applied| {
+                let value = read(state)?;
+                let applied_index = applied.map(|log_id| log_id.index).unwrap_or(0);
+                Ok((
+                    value,
+                    self.ctx
+                        .read_info(consistency, applied_index, state.now_ms()),
+                ))
+            })
+            .await
     }
 }
 

@@ -1,6 +1,6 @@
 //! [`LedgerReader`]: the server's read handle on the applied state, history and events.
 
-use std::sync::Arc;
+use std::sync::{Arc, TryLockError};
 
 use openraft::LogId;
 use tally_core::{AccountId, JournalEntry, LedgerEvent, LedgerState};
@@ -44,6 +44,33 @@ impl LedgerReader {
     ) -> R {
         let applied = self.shared.read();
         f(&applied.state, applied.last_applied)
+    }
+
+    /// Like [`Self::with_applied_state`], for async code: while an entry is being applied
+    /// (the write lock is held, milliseconds for a large batch) this waits without blocking
+    /// the runtime thread it runs on, so that thread's other tasks (connections, replication,
+    /// other requests) go on meanwhile.
+    pub async fn with_applied_state_async<R>(
+        &self,
+        f: impl FnOnce(&LedgerState, Option<LogId<NodeId>>) -> R,
+    ) -> R {
+        loop {
+            // Registered before trying, so a release between the try and the wait still wakes
+            // this reader.
+            let unlocked = self.shared.unlocked.notified();
+            tokio::pin!(unlocked);
+            unlocked.as_mut().enable();
+            match self.shared.applied.try_read() {
+                Ok(applied) => return f(&applied.state, applied.last_applied),
+                Err(TryLockError::Poisoned(poisoned)) => {
+                    let applied = poisoned.into_inner();
+                    return f(&applied.state, applied.last_applied);
+                }
+                Err(TryLockError::WouldBlock) => {}
+            }
+            // After the match: its result (which may hold a guard) is gone before the wait.
+            unlocked.await;
+        }
     }
 
     /// The last log id applied to the in-memory state.

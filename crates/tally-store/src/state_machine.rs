@@ -310,6 +310,39 @@ pub(crate) struct Shared {
     snapshot_counter: AtomicU64,
     /// Set while [`MetaOnlySnapshots`] lives: `get_current_snapshot` then answers the meta.
     meta_only: AtomicBool,
+    /// Woken whenever a writer releases `applied`: async readers wait on it instead of
+    /// blocking their runtime thread (see [`LedgerReader::with_applied_state_async`]).
+    ///
+    /// [`LedgerReader::with_applied_state_async`]: crate::LedgerReader::with_applied_state_async
+    pub(crate) unlocked: tokio::sync::Notify,
+}
+
+/// The write lock on the applied state; releasing it wakes the async readers that found it
+/// taken.
+pub(crate) struct WriteGuard<'a> {
+    guard: Option<RwLockWriteGuard<'a, Applied>>,
+    unlocked: &'a tokio::sync::Notify,
+}
+
+impl std::ops::Deref for WriteGuard<'_> {
+    type Target = Applied;
+    fn deref(&self) -> &Applied {
+        self.guard.as_ref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Applied {
+        self.guard.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        // Unlock first, then wake: a woken reader must find the lock free.
+        drop(self.guard.take());
+        self.unlocked.notify_waiters();
+    }
 }
 
 impl Shared {
@@ -330,8 +363,11 @@ impl Shared {
         });
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Applied> {
-        self.applied.write().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> WriteGuard<'_> {
+        WriteGuard {
+            guard: Some(self.applied.write().unwrap_or_else(|p| p.into_inner())),
+            unlocked: &self.unlocked,
+        }
     }
 }
 
@@ -391,6 +427,7 @@ impl StateMachineStore {
                 event_seq,
                 snapshot_counter: AtomicU64::new(0),
                 meta_only: AtomicBool::new(false),
+                unlocked: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -774,5 +811,46 @@ mod tests {
             decode_state("snapshot state", truncated),
             Err(StoreError::Corrupt { .. })
         ));
+    }
+
+    /// A request handler reading the state while an entry is applied must not block its
+    /// runtime thread: on a one-thread runtime, another task still runs while the reader
+    /// waits, and the reader is woken when the writer lets go.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_async_reader_waits_for_a_writer_without_blocking_its_thread() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, store) = crate::open(dir.path()).unwrap();
+        let shared = store.shared.clone();
+        let reader = store.reader();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let guard = shared.write();
+            locked_tx.send(()).unwrap();
+            // Bounded, so that a reader that blocks the thread fails the test, not hangs it.
+            let _ = release_rx.recv_timeout(Duration::from_secs(10));
+            drop(guard);
+        });
+        locked_rx.recv().unwrap();
+
+        let read = tokio::spawn(async move {
+            reader
+                .with_applied_state_async(|state, applied| (state.now_ms(), applied))
+                .await
+        });
+        let other = tokio::spawn(async { 7 });
+        assert_eq!(other.await.unwrap(), 7);
+        assert!(
+            !read.is_finished(),
+            "the reader answered while the writer held the lock"
+        );
+        release_tx.send(()).unwrap();
+        let (now_ms, applied) = tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("the reader is woken when the writer lets go")
+            .unwrap();
+        assert_eq!((now_ms, applied), (0, None));
+        holder.join().unwrap();
     }
 }
