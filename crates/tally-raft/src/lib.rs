@@ -45,3 +45,11 @@ pub use stats::NetworkStats;
 /// 4 MiB default; the proposer keeps one entry far below this, and the network halves an
 /// append batch that would exceed it.
 pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// HTTP/2 flow-control windows between peers, both ends: an AppendEntries request is cut at
+/// [`APPEND_ENTRIES_BYTES_TARGET`] (2 MiB), so a window of several of them lets the leader
+/// send one whole without waiting for a WINDOW_UPDATE (hyper's default is 1 MiB), and fixed
+/// windows need no BDP pings. Peers are trusted: this bounds what a connection may buffer.
+pub const PEER_STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+/// See [`PEER_STREAM_WINDOW_BYTES`].
+pub const PEER_CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;

@@ -159,9 +159,8 @@ impl TallyNetwork {
             .http2_keep_alive_interval(ms(self.config.keep_alive_interval_ms))
             .keep_alive_timeout(ms(self.config.connect_timeout_ms.max(1_000)))
             .keep_alive_while_idle(true)
-            // Large appends and snapshot chunks: let HTTP/2 grow its flow-control windows to the
-            // link's bandwidth-delay product instead of stalling at 64 KiB in flight.
-            .http2_adaptive_window(true);
+            .initial_stream_window_size(crate::PEER_STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(crate::PEER_CONNECTION_WINDOW_BYTES);
         let channel = endpoint.connect_lazy();
         channels.insert(target, (addr.to_string(), channel.clone()));
         Ok(channel)

@@ -12,7 +12,10 @@ use openraft::BasicNode;
 use tally_core::{Applied, Command, Outcome};
 use tally_proto::v1::admin_server::AdminServer;
 use tally_proto::v1::ledger_server::LedgerServer;
-use tally_raft::{NetworkConfig, RaftService, RaftSettings, TallyNetwork, MESSAGE_BYTES_MAX};
+use tally_raft::{
+    NetworkConfig, RaftService, RaftSettings, TallyNetwork, MESSAGE_BYTES_MAX,
+    PEER_CONNECTION_WINDOW_BYTES, PEER_STREAM_WINDOW_BYTES,
+};
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 
@@ -181,8 +184,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let peer_server = peer_listener.map(|listener| {
         // Peers: the Raft service, plus Ledger and Admin for requests followers forward. No
         // request timeout layer here: openraft sets its own deadlines per RPC.
-        let mut builder =
-            Server::builder().max_concurrent_streams(Some(limits.streams_per_connection_max));
+        let mut builder = Server::builder()
+            .max_concurrent_streams(Some(limits.streams_per_connection_max))
+            .initial_stream_window_size(Some(PEER_STREAM_WINDOW_BYTES))
+            .initial_connection_window_size(Some(PEER_CONNECTION_WINDOW_BYTES));
         let router = builder
             .add_service(raft_service)
             .add_service(ledger)
