@@ -18,8 +18,9 @@ pub const HISTORY_LIMIT_MAX: usize = 1_000;
 /// Most ledger events one `events_from` call returns.
 pub const EVENTS_LIMIT_MAX: usize = 1_000;
 
-/// Cheap to clone (one `Arc`); every method is synchronous and short, safe to call from async
-/// code. Reads see applied state only: linearizability is the caller's business
+/// Cheap to clone (one `Arc`); every method but [`Self::with_applied_state_async`] is
+/// synchronous and short, safe to call from async code (though it waits while an entry is
+/// being applied: request handlers use the async one). Reads see applied state only: linearizability is the caller's business
 /// (`Raft::ensure_linearizable` first, then read here).
 #[derive(Clone)]
 pub struct LedgerReader {
