@@ -201,6 +201,10 @@ impl v1::admin_server::Admin for AdminService {
                     .collect()
             })
             .unwrap_or_default();
+        let ledger_time_ms = ctx
+            .reader
+            .with_applied_state(|state, _| state.now_ms())
+            .await;
         let reply = v1::ClusterStatusReply {
             node_id: ctx.node_id(),
             role: role(metrics.state) as i32,
@@ -213,7 +217,7 @@ impl v1::admin_server::Admin for AdminService {
             committed_index: ctx.commit_index(),
             applied_index: metrics.last_applied.map(|log_id| log_id.index).unwrap_or(0),
             snapshot_index: metrics.snapshot.map(|log_id| log_id.index).unwrap_or(0),
-            ledger_time_ms: ctx.reader.with_state(|state| state.now_ms()),
+            ledger_time_ms,
             replication_matched_index,
         };
         ctx.metrics
@@ -414,7 +418,8 @@ impl v1::admin_server::Admin for AdminService {
         }
         let (applied, hash, ledger_time_ms) = ctx
             .reader
-            .with_applied_state(|state, applied| (applied, state.state_hash(), state.now_ms()));
+            .with_applied_state(|state, applied| (applied, state.state_hash(), state.now_ms()))
+            .await;
         let hash_hex = hash
             .iter()
             .map(|byte| format!("{byte:02x}"))

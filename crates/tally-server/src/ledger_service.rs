@@ -125,7 +125,7 @@ impl LedgerService {
         // entry is being applied.
         let refused = ctx
             .reader
-            .with_applied_state_async(|state, applied| {
+            .with_applied_state(|state, applied| {
                 if state.config().is_none() {
                     return Err(TallyError::new(
                         ErrorCode::NotInitialized,
@@ -262,7 +262,7 @@ impl LedgerService {
         }
         self.ctx
             .reader
-            .with_applied_state_async(|state, applied| {
+            .with_applied_state(|state, applied| {
                 let value = read(state)?;
                 let applied_index = applied.map(|log_id| log_id.index).unwrap_or(0);
                 Ok((

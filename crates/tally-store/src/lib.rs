@@ -36,8 +36,9 @@
 //!   after one is INSTALLED from the leader this node's `history`/`events_from` are as
 //!   complete as the leader's.
 //! - [`LedgerReader`] (from [`StateMachineStore::reader`]; cheap to clone, `Send + Sync`, all
-//!   methods synchronous and short):
-//!   `with_state(|s: &LedgerState| ..)`, `with_applied_state(|s, last_applied| ..)`,
+//!   methods synchronous and short but one):
+//!   `with_state(|s: &LedgerState| ..)`, `async with_applied_state(|s, last_applied| ..)`
+//!   (waits for a write in progress without blocking the runtime thread),
 //!   `last_applied()`, `membership()`, `state_hash() -> (Option<LogId>, [u8; 32])` (read
 //!   atomically), `history(account, before_seq, limit)` newest first, paged by `before_seq`
 //!   (limit <= [`HISTORY_LIMIT_MAX`]), `journal_entry(seq)`, `events_from(seq, limit)` oldest

@@ -18,9 +18,9 @@ pub const HISTORY_LIMIT_MAX: usize = 1_000;
 /// Most ledger events one `events_from` call returns.
 pub const EVENTS_LIMIT_MAX: usize = 1_000;
 
-/// Cheap to clone (one `Arc`); every method but [`Self::with_applied_state_async`] is
-/// synchronous and short, safe to call from async code (though it waits while an entry is
-/// being applied: request handlers use the async one). Reads see applied state only: linearizability is the caller's business
+/// Cheap to clone (one `Arc`); every method but [`Self::with_applied_state`] is synchronous
+/// and short, safe to call from async code (though it waits while an entry is being applied:
+/// request handlers read the state through the async one). Reads see applied state only: linearizability is the caller's business
 /// (`Raft::ensure_linearizable` first, then read here).
 #[derive(Clone)]
 pub struct LedgerReader {
@@ -37,21 +37,11 @@ impl LedgerReader {
         f(&self.shared.read().state)
     }
 
-    /// Like [`Self::with_state`], also passing the log id the state reflects (read atomically
-    /// with it).
-    pub fn with_applied_state<R>(
-        &self,
-        f: impl FnOnce(&LedgerState, Option<LogId<NodeId>>) -> R,
-    ) -> R {
-        let applied = self.shared.read();
-        f(&applied.state, applied.last_applied)
-    }
-
-    /// Like [`Self::with_applied_state`], for async code: while an entry is being applied
-    /// (the write lock is held, milliseconds for a large batch) this waits without blocking
-    /// the runtime thread it runs on, so that thread's other tasks (connections, replication,
-    /// other requests) go on meanwhile.
-    pub async fn with_applied_state_async<R>(
+    /// Runs `f` on the applied state and the log id it reflects (read atomically with it).
+    /// While an entry is being applied (the write lock is held, milliseconds for a large
+    /// batch) this waits without blocking the runtime thread it runs on, so that thread's
+    /// other tasks (connections, replication, other requests) go on meanwhile.
+    pub async fn with_applied_state<R>(
         &self,
         f: impl FnOnce(&LedgerState, Option<LogId<NodeId>>) -> R,
     ) -> R {

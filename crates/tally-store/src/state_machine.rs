@@ -311,9 +311,9 @@ pub(crate) struct Shared {
     /// Set while [`MetaOnlySnapshots`] lives: `get_current_snapshot` then answers the meta.
     meta_only: AtomicBool,
     /// Woken whenever a writer releases `applied`: async readers wait on it instead of
-    /// blocking their runtime thread (see [`LedgerReader::with_applied_state_async`]).
+    /// blocking their runtime thread (see [`LedgerReader::with_applied_state`]).
     ///
-    /// [`LedgerReader::with_applied_state_async`]: crate::LedgerReader::with_applied_state_async
+    /// [`LedgerReader::with_applied_state`]: crate::LedgerReader::with_applied_state
     pub(crate) unlocked: tokio::sync::Notify,
 }
 
@@ -836,7 +836,7 @@ mod tests {
 
         let read = tokio::spawn(async move {
             reader
-                .with_applied_state_async(|state, applied| (state.now_ms(), applied))
+                .with_applied_state(|state, applied| (state.now_ms(), applied))
                 .await
         });
         let other = tokio::spawn(async { 7 });
