@@ -719,6 +719,7 @@ impl Account {
         out.journal(
             at,
             id,
+            self.ordinal,
             &self.asset.clone(),
             JournalKind::AllowanceReset {
                 grant: grant_id.clone(),
@@ -779,6 +780,7 @@ impl Account {
         out.journal(
             at,
             id,
+            self.ordinal,
             &self.asset.clone(),
             kind,
             vec![
@@ -818,6 +820,7 @@ impl Account {
         out.journal(
             at,
             id,
+            self.ordinal,
             &self.asset.clone(),
             JournalKind::DebtRepaid {
                 grant: grant_id.clone(),

@@ -410,6 +410,7 @@ impl LedgerState {
         out.journal(
             now,
             &spec.account,
+            account.ordinal,
             &account.asset.clone(),
             JournalKind::GrantAdded {
                 grant: spec.id.clone(),
@@ -502,6 +503,7 @@ impl LedgerState {
         out.journal(
             now,
             id,
+            account.ordinal,
             &account.asset.clone(),
             JournalKind::GrantVoided {
                 grant: grant_id.clone(),

@@ -62,13 +62,15 @@ pub(crate) struct Out<'a> {
 }
 
 impl Out<'_> {
-    /// Appends a journal entry. Postings must balance; a non-zero sum is a bug in the ledger,
-    /// so it stops the node rather than writing an unbalanced journal.
+    /// Appends a journal entry of `account` (whose ordinal is `ordinal`). Postings must balance;
+    /// a non-zero sum is a bug in the ledger, so it stops the node rather than writing an
+    /// unbalanced journal.
     #[allow(clippy::too_many_arguments)]
     pub fn journal(
         &mut self,
         at_ms: u64,
         account: &AccountId,
+        ordinal: u32,
         asset: &AssetCode,
         kind: JournalKind,
         postings: Vec<(Book, Amount)>,
@@ -86,7 +88,16 @@ impl Out<'_> {
                 amount,
             })
             .collect();
-        self.journal_postings(at_ms, account, asset, kind, entry_postings, revenue, cost);
+        self.journal_postings(
+            at_ms,
+            account,
+            ordinal,
+            asset,
+            kind,
+            entry_postings,
+            revenue,
+            cost,
+        );
     }
 
     /// [`Self::journal`] for postings already built (all in `asset`, none zero), which spares
@@ -96,6 +107,7 @@ impl Out<'_> {
         &mut self,
         at_ms: u64,
         account: &AccountId,
+        ordinal: u32,
         asset: &AssetCode,
         kind: JournalKind,
         postings: Vec<Posting>,
@@ -117,6 +129,7 @@ impl Out<'_> {
             books.post(&posting.book, posting.amount);
         }
         self.totals.journal_seq += 1;
+        self.result.journal_ordinals.push(ordinal);
         self.result.journal.push(JournalEntry {
             seq: self.totals.journal_seq,
             at_ms,

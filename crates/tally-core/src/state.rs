@@ -58,6 +58,10 @@ fn snapshot_options() -> impl bincode::Options {
 pub struct ApplyResult {
     pub outcomes: Vec<Outcome>,
     pub journal: Vec<JournalEntry>,
+    /// The account ordinal of each journal entry (`journal_ordinals[i]` is that of
+    /// `journal[i]`): storage chains each account's history by ordinal, and would otherwise
+    /// look every entry's account up again by its id.
+    pub journal_ordinals: Vec<u32>,
     pub events: Vec<LedgerEvent>,
 }
 

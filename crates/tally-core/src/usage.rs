@@ -354,6 +354,7 @@ impl LedgerState {
         // Most events journal one entry: room for them up front, rather than growing (and
         // copying) the list as it fills.
         result.journal.reserve(events.len());
+        result.journal_ordinals.reserve(events.len());
         let ordinals = self.look_up_accounts(events);
         let month = month_of(self.now_ms);
         if !atomic {
@@ -529,6 +530,7 @@ fn apply_charge(
     out.journal_postings(
         now,
         id,
+        account.ordinal,
         &account.asset,
         JournalKind::Usage {
             event_id: event.event_id.clone(),
@@ -607,6 +609,7 @@ impl Checkpoint {
         }
         state.totals = self.totals;
         result.journal.truncate(self.journal_len);
+        result.journal_ordinals.truncate(self.journal_len);
         result.events.truncate(self.events_len);
     }
 }

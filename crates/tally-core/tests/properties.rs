@@ -368,6 +368,21 @@ fn run_case(seed: u64, steps: usize) -> (usize, usize) {
             commands,
         };
         let result = state.apply(&entry);
+        // Each journal entry comes with its account's ordinal (what a store chains an
+        // account's history by), also after an atomic batch rolled back.
+        assert_eq!(
+            result.journal_ordinals.len(),
+            result.journal.len(),
+            "seed {seed} step {step}: journal ordinals"
+        );
+        for (j, &ordinal) in result.journal.iter().zip(&result.journal_ordinals) {
+            assert_eq!(
+                state.account_id(ordinal),
+                Some(&j.account),
+                "seed {seed} step {step}: journal entry {} names another account",
+                j.seq
+            );
+        }
         for outcome in &result.outcomes {
             let outcomes = match outcome {
                 Outcome::Batch(list) => list.iter().collect::<Vec<_>>(),

@@ -105,22 +105,32 @@ fn unknown_account(what: &'static str, account: &AccountId) -> StoreError {
 /// One applied entry's journal entries as one value, each readable without decoding the
 /// others: `count: u32 BE`, `count` end offsets (`u32 BE`, from the start of the items), then
 /// per entry `previous seq of the same account: u64 BE (0: none)` + its versioned bincode.
+/// `ordinals[i]` is the account ordinal of `journal[i]` (as the state machine reported it).
 /// Updates `heads` as it goes.
 pub(crate) fn encode_block(
     journal: &[JournalEntry],
+    ordinals: &[u32],
     state: &LedgerState,
     heads: &mut AccountHeads,
 ) -> Result<Vec<u8>, StoreError> {
+    if ordinals.len() != journal.len() {
+        return Err(StoreError::Encode {
+            what: "journal block",
+            reason: format!(
+                "{} journal entries but {} account ordinals",
+                journal.len(),
+                ordinals.len()
+            ),
+        });
+    }
     // The offset table first (filled in as the items are written after it), so the items are
     // written once, in place.
     let table = 4 + 4 * journal.len();
     let mut out = Vec::with_capacity(table + journal.len() * 160);
     out.extend_from_slice(&(journal.len() as u32).to_be_bytes());
     out.resize(table, 0);
-    for (position, j) in journal.iter().enumerate() {
-        let ordinal = state
-            .account_ordinal(&j.account)
-            .ok_or_else(|| unknown_account("journal entry", &j.account))?;
+    for (position, (j, &ordinal)) in journal.iter().zip(ordinals).enumerate() {
+        debug_assert_eq!(state.account_ordinal(&j.account), Some(ordinal), "{j:?}");
         let previous = heads.replace(ordinal, j.seq);
         out.extend_from_slice(&previous.to_be_bytes());
         codec::encode_into("journal entry", j, &mut out)?;
@@ -146,18 +156,22 @@ pub const JOURNAL_BLOCK_BYTES_TARGET: usize = 4 * 1024;
 fn put_journal(
     rows: &mut Vec<Row>,
     journal: &[JournalEntry],
+    ordinals: &[u32],
     state: &LedgerState,
     heads: &mut AccountHeads,
 ) -> Result<(), StoreError> {
-    let mut rest = journal;
+    let (mut rest, mut rest_ordinals) = (journal, ordinals);
     // How many entries the next block takes: adapted to the size the last block came out at.
     let mut take = 16;
     while let Some(first) = rest.first() {
         let (chunk, tail) = rest.split_at(take.min(rest.len()));
-        let block = encode_block(chunk, state, heads)?;
+        let (chunk_ordinals, tail_ordinals) =
+            rest_ordinals.split_at(chunk.len().min(rest_ordinals.len()));
+        let block = encode_block(chunk, chunk_ordinals, state, heads)?;
         take = (JOURNAL_BLOCK_BYTES_TARGET * chunk.len() / block.len().max(1)).max(1);
         rows.push((seq_key(PREFIX_JOURNAL, first.seq), block));
         rest = tail;
+        rest_ordinals = tail_ordinals;
     }
     Ok(())
 }
@@ -475,7 +489,13 @@ impl StateMachineStore {
                 EntryPayload::Normal(ref data) => {
                     let Applied { state, heads, .. } = &mut *applied;
                     let result = state.apply(data.entry());
-                    put_journal(&mut rows, &result.journal, state, heads)?;
+                    put_journal(
+                        &mut rows,
+                        &result.journal,
+                        &result.journal_ordinals,
+                        state,
+                        heads,
+                    )?;
                     for ev in &result.events {
                         rows.push((
                             seq_key(PREFIX_EVENT, ev.seq),
