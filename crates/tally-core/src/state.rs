@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::account::{Account, Params};
-use crate::command::{Entry, LedgerConfig, FUTURE_TOLERANCE_MS};
+use crate::command::{Command, Entry, LedgerConfig, FUTURE_TOLERANCE_MS};
 use crate::dedup::{Dedup, Remembered};
 use crate::effects::{Out, Totals};
 use crate::ids::{AccountId, AssetCode, BookId, EventId};
@@ -109,8 +109,21 @@ impl LedgerState {
     /// Applies one replicated entry. Deterministic: depends only on `self` and `entry`.
     pub fn apply(&mut self, entry: &Entry) -> ApplyResult {
         self.now_ms = self.now_ms.max(entry.at_ms);
+        // Most usage events journal one entry: room for all of the entry's up front, rather
+        // than growing (and copying) the lists batch by batch.
+        let usage_events: usize = entry
+            .commands
+            .iter()
+            .map(|command| match command {
+                Command::Usage(_) => 1,
+                Command::UsageBatch { events, .. } => events.len(),
+                _ => 0,
+            })
+            .sum();
         let mut result = ApplyResult {
             outcomes: Vec::with_capacity(entry.commands.len()),
+            journal: Vec::with_capacity(usage_events),
+            journal_ordinals: Vec::with_capacity(usage_events),
             ..Default::default()
         };
         self.forget_old_event_ids();
