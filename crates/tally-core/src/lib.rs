@@ -35,5 +35,7 @@ pub use ids::*;
 pub use journal::*;
 pub use money::Amount;
 pub use outcome::*;
-pub use state::{ApplyResult, LedgerState, SnapshotError, SNAPSHOT_VERSION};
+pub use state::{
+    ApplyResult, LedgerState, SnapshotError, SNAPSHOT_VERSION, SNAPSHOT_VERSION_READ_MIN,
+};
 pub use view::*;

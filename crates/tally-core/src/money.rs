@@ -574,13 +574,68 @@ impl fmt::Debug for Amount {
     }
 }
 
-/// Text in human-readable formats (JSON), 16 canonical bytes in binary ones (the log, snapshots).
+/// Most bytes of an amount's compact binary form: a head byte and a 96-bit mantissa. Below 16,
+/// the length of the fixed form earlier builds wrote, so a reader tells the two apart.
+const COMPACT_BYTES_MAX: usize = 13;
+
+impl Amount {
+    /// The compact binary form into `buf`, returning its length: a head byte (`scale << 1 |
+    /// negative`), then the canonical mantissa's bytes, least significant first, up to its
+    /// highest non-zero one (none for zero). 2 to 4 bytes for the usual amount, where the
+    /// fixed form takes 16.
+    fn to_compact(self, buf: &mut [u8; COMPACT_BYTES_MAX]) -> usize {
+        let (scale, negative, mantissa) = self.canonical_parts();
+        buf[0] = (scale as u8) << 1 | negative as u8;
+        let len = (128 - mantissa.leading_zeros() as usize).div_ceil(8);
+        buf[1..1 + len].copy_from_slice(&mantissa.to_le_bytes()[..len]);
+        1 + len
+    }
+
+    /// Reads [`Self::to_compact`]'s form, refusing any but the one it writes for the value.
+    fn from_compact(bytes: &[u8]) -> Result<Amount, &'static str> {
+        let (&head, digits) = bytes
+            .split_first()
+            .ok_or("an amount needs at least its head byte")?;
+        let (scale, negative) = (u32::from(head >> 1), head & 1 == 1);
+        if scale > 28 {
+            return Err("an amount's scale is at most 28");
+        }
+        if digits.len() > COMPACT_BYTES_MAX - 1 {
+            return Err("an amount's mantissa is at most 96 bits");
+        }
+        if digits.last() == Some(&0) {
+            return Err("an amount's mantissa has no leading zero bytes");
+        }
+        let mut le = [0u8; 16];
+        le[..digits.len()].copy_from_slice(digits);
+        let mantissa = u128::from_le_bytes(le);
+        if mantissa == 0 && head != 0 {
+            return Err("zero is written without sign or scale");
+        }
+        if scale > 0 && mantissa.is_multiple_of(10) {
+            return Err("an amount is written without trailing zeros");
+        }
+        Ok(Amount(Decimal::from_parts(
+            mantissa as u32,
+            (mantissa >> 32) as u32,
+            (mantissa >> 64) as u32,
+            negative,
+            scale,
+        )))
+    }
+}
+
+/// Text in human-readable formats (JSON); in binary ones (the log, snapshots, the journal) the
+/// compact form of [`Amount::to_compact`]. The 16 fixed bytes earlier builds wrote are still
+/// read.
 impl Serialize for Amount {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         if serializer.is_human_readable() {
             serializer.serialize_str(&self.to_string())
         } else {
-            serializer.serialize_bytes(&self.to_bytes())
+            let mut buf = [0u8; COMPACT_BYTES_MAX];
+            let len = self.to_compact(&mut buf);
+            serializer.serialize_bytes(&buf[..len])
         }
     }
 }
@@ -595,13 +650,16 @@ impl<'de> Deserialize<'de> for Amount {
             impl serde::de::Visitor<'_> for BytesVisitor {
                 type Value = Amount;
                 fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("16 bytes of a decimal")
+                    f.write_str("an amount in 1 to 13 bytes, or the 16 bytes of a decimal")
                 }
                 fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Amount, E> {
-                    let array: [u8; 16] = bytes
-                        .try_into()
-                        .map_err(|_| E::invalid_length(bytes.len(), &self))?;
-                    Ok(Amount(Decimal::deserialize(array)))
+                    match <[u8; 16]>::try_from(bytes) {
+                        Ok(fixed) => Ok(Amount(Decimal::deserialize(fixed))),
+                        Err(_) if bytes.len() <= COMPACT_BYTES_MAX => {
+                            Amount::from_compact(bytes).map_err(E::custom)
+                        }
+                        Err(_) => Err(E::invalid_length(bytes.len(), &self)),
+                    }
                 }
             }
             deserializer.deserialize_bytes(BytesVisitor)
@@ -933,5 +991,79 @@ mod tests {
         let a = Amount::parse("x", "-12.345").unwrap();
         let bytes = bincode::serialize(&a).unwrap();
         assert_eq!(bincode::deserialize::<Amount>(&bytes).unwrap(), a);
+    }
+
+    /// An amount as the store and snapshots encode it (bincode, varint lengths): a one-byte
+    /// length, then its form.
+    fn form(amount: Amount) -> Vec<u8> {
+        use bincode::Options;
+        let bytes = bincode::DefaultOptions::new().serialize(&amount).unwrap();
+        assert_eq!(usize::from(bytes[0]), bytes.len() - 1);
+        bytes[1..].to_vec()
+    }
+
+    fn read(form: &[u8]) -> Result<Amount, String> {
+        use bincode::Options;
+        let mut bytes = vec![u8::try_from(form.len()).unwrap()];
+        bytes.extend_from_slice(form);
+        bincode::DefaultOptions::new()
+            .deserialize::<Amount>(&bytes)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_binary_form_is_compact_canonical_and_reads_the_fixed_one() {
+        let mut next = xorshift(0xc0de_d0c5_2026);
+        let mut values = vec![
+            Decimal::ZERO,
+            -Decimal::ZERO,
+            Decimal::new(0, 7),
+            Decimal::new(150, 2),
+            Decimal::new(-2, 3),
+            Decimal::MAX,
+            Decimal::MIN,
+            Decimal::from_i128_with_scale(1, 28),
+            Decimal::from_i128_with_scale(-((1 << 96) - 1), 27),
+            Decimal::from_i128_with_scale(10i128.pow(28), 28),
+        ];
+        for _ in 0..20_000 {
+            let bits = next();
+            let mantissa = ((next() as i128) << 64 ^ next() as i128) & ((1 << (bits % 97)) - 1);
+            let mantissa = if bits & 128 == 0 { mantissa } else { -mantissa };
+            values.push(Decimal::from_i128_with_scale(
+                mantissa,
+                ((bits >> 8) % 29) as u32,
+            ));
+        }
+        for value in values {
+            let amount = Amount(value);
+            let compact = form(amount);
+            assert!(compact.len() <= COMPACT_BYTES_MAX, "{value:?}");
+            let back = read(&compact).unwrap();
+            assert_eq!(back, amount, "{value:?}");
+            // One form per value: equal values write the same bytes, and so does what was read.
+            assert_eq!(form(Amount(value.normalize())), compact, "{value:?}");
+            assert_eq!(form(back), compact, "{value:?}");
+            // The 16 fixed bytes earlier builds wrote read as the same amount.
+            assert_eq!(read(&amount.to_bytes()).unwrap(), amount, "{value:?}");
+        }
+        // The usual amounts take 2 to 4 bytes; zero takes 1.
+        assert_eq!(form(Amount::ZERO), [0]);
+        assert_eq!(form(Amount::parse("x", "0.002").unwrap()), [3 << 1, 2]);
+        assert_eq!(form(Amount::parse("x", "-1234.56").unwrap()).len(), 4);
+        // Any other form is refused, naming why.
+        for (bad, why) in [
+            (&[][..], "at least its head byte"),
+            (&[1][..], "zero is written without sign or scale"),
+            (&[2][..], "zero is written without sign or scale"),
+            (&[2, 10][..], "without trailing zeros"),
+            (&[0, 5, 0][..], "no leading zero bytes"),
+            (&[29 << 1, 1][..], "scale is at most 28"),
+            (&[0; 14][..], "invalid length"),
+            (&[0; 17][..], "invalid length"),
+        ] {
+            let error = read(bad).unwrap_err();
+            assert!(error.contains(why), "{bad:?}: {error}");
+        }
     }
 }

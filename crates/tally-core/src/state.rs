@@ -29,7 +29,12 @@ use crate::view::{
 const SNAPSHOT_MAGIC: &[u8; 8] = b"TALLYSNP";
 /// 2: accounts by ordinal, dedup records in their compact byte form.
 /// 3: integers and lengths as varints (bincode's default options), as in the log.
-pub const SNAPSHOT_VERSION: u32 = 3;
+/// 4: amounts in their compact form (1 to 13 bytes, see `Amount`'s `Serialize`).
+pub const SNAPSHOT_VERSION: u32 = 4;
+
+/// The oldest snapshot version this build reads: a version 3 snapshot differs only in its
+/// amounts (16 fixed bytes each), which the amount decoder tells by their length.
+pub const SNAPSHOT_VERSION_READ_MIN: u32 = 3;
 
 /// The encoding of snapshots and of the state hash: bincode with varint integers and
 /// lengths. About 40% fewer bytes than fixed-width integers (every amount carried an 8-byte
@@ -42,7 +47,7 @@ fn check_snapshot_prefix(bytes: &[u8]) -> Result<(), SnapshotError> {
         return Err(SnapshotError::Corrupt("missing TALLYSNP header".into()));
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != SNAPSHOT_VERSION {
+    if !(SNAPSHOT_VERSION_READ_MIN..=SNAPSHOT_VERSION).contains(&version) {
         return Err(SnapshotError::UnknownVersion(version));
     }
     Ok(())

@@ -10,8 +10,14 @@ use crate::error::StoreError;
 
 /// Version of the value encoding. A value written by a newer (or older) build is refused with
 /// [`StoreError::UnknownVersion`] rather than misread. Version 2: a log entry's ledger entry is
-/// a byte string holding its own versioned encoding ([`crate::EncodedEntry`]).
-pub(crate) const FORMAT_VERSION: u8 = 2;
+/// a byte string holding its own versioned encoding ([`crate::EncodedEntry`]). Version 3:
+/// amounts in their compact form (1 to 13 bytes, see `tally_core::Amount`'s `Serialize`).
+pub(crate) const FORMAT_VERSION: u8 = 3;
+
+/// The oldest value version this build reads: version 2 differs only in its amounts (16 fixed
+/// bytes each), which the amount decoder tells by their length. Data written before this
+/// build (its log, journal and snapshots) stays readable.
+pub(crate) const FORMAT_VERSION_READ_MIN: u8 = 2;
 
 /// Largest value the store will decode: a log entry carries at most one batch of usage events,
 /// far below this; anything larger is corruption, not data.
@@ -50,7 +56,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
         what,
         reason: "empty value".to_string(),
     })?;
-    if version != FORMAT_VERSION {
+    if !(FORMAT_VERSION_READ_MIN..=FORMAT_VERSION).contains(&version) {
         return Err(StoreError::UnknownVersion {
             what,
             version,
@@ -93,6 +99,13 @@ mod tests {
         let err = decode::<(u64, String)>("test value", &future).unwrap_err();
         assert!(
             matches!(err, StoreError::UnknownVersion { version, .. } if version == FORMAT_VERSION + 1)
+        );
+
+        let mut past = bytes.clone();
+        past[0] = FORMAT_VERSION_READ_MIN - 1;
+        let err = decode::<(u64, String)>("test value", &past).unwrap_err();
+        assert!(
+            matches!(err, StoreError::UnknownVersion { version, .. } if version == FORMAT_VERSION_READ_MIN - 1)
         );
 
         assert!(decode::<(u64, String)>("test value", &[]).is_err());
@@ -139,5 +152,18 @@ mod openraft_types {
         let bytes = encode("vote", &v).unwrap();
         let back: Vote<u64> = decode("vote", &bytes).unwrap();
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn values_of_the_previous_version_with_fixed_amounts_are_still_read() {
+        let amount = tally_core::Amount::parse("amount", "-12.345").unwrap();
+        // This build writes the compact form: a head byte and two mantissa bytes.
+        let now = encode("test value", &(7u64, amount)).unwrap();
+        assert_eq!(now, [FORMAT_VERSION, 7, 3, (3 << 1) | 1, 0x39, 0x30]);
+        // Version 2 wrote every amount as the 16 bytes of its decimal.
+        let mut then = vec![FORMAT_VERSION_READ_MIN, 7, 16];
+        then.extend_from_slice(&amount.to_bytes());
+        let back: (u64, tally_core::Amount) = decode("test value", &then).unwrap();
+        assert_eq!(back, (7, amount));
     }
 }
