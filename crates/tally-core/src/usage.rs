@@ -351,10 +351,6 @@ impl LedgerState {
                 ),
             )));
         }
-        // Most events journal one entry: room for them up front, rather than growing (and
-        // copying) the list as it fills.
-        result.journal.reserve(events.len());
-        result.journal_ordinals.reserve(events.len());
         let ordinals = self.look_up_accounts(events);
         let month = month_of(self.now_ms);
         if !atomic {
