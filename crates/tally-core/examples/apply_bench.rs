@@ -284,7 +284,7 @@ fn apply_all(state: &mut LedgerState, entries: &[Entry]) -> (usize, usize) {
     (settled, journal_entries)
 }
 
-/// Encodes every entry as the log does (bincode, varint integers; amounts in their 16-byte
+/// Encodes every entry as the log does (bincode, varint integers; amounts in their compact
 /// canonical form), out of line for `--toggle-collect='*encode_entries*'`. Returns the bytes.
 #[inline(never)]
 fn encode_entries(entries: &[Entry]) -> usize {

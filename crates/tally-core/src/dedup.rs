@@ -475,7 +475,8 @@ fn put_varint(buf: &mut Vec<u8>, value: u128) {
 }
 
 /// An amount as one byte of sign and scale, then its mantissa as a varint; trailing zeros are
-/// dropped first, so the form is canonical (like the 16-byte form snapshots use elsewhere).
+/// dropped first, so the form is canonical (like the compact form of `Amount`'s `Serialize`,
+/// which has the same head byte and then the mantissa's bytes instead of a varint).
 fn put_amount(buf: &mut Vec<u8>, amount: Amount) {
     let (scale, negative, mantissa) = amount.canonical_parts();
     buf.push((scale as u8) << 1 | negative as u8);

@@ -506,16 +506,17 @@ impl Amount {
         out
     }
 
-    /// Canonical 16-byte form used by the state hash and binary encodings: the normalized
-    /// `Decimal`'s bytes, built from [`Self::canonical_parts`] (64-bit arithmetic in the usual
-    /// case) rather than `normalize`'s 96-bit division per digit; a test compares the two.
-    /// Every amount of every logged command and journal entry is encoded through here.
     /// The exact representation, scale included (1.0 and 1.00 differ here, unlike
     /// [`Amount::to_bytes`]).
     pub(crate) fn raw_bytes(self) -> [u8; 16] {
         self.0.serialize()
     }
 
+    /// The canonical 16-byte form: the normalized `Decimal`'s bytes, built from
+    /// [`Self::canonical_parts`] (64-bit arithmetic in the usual case) rather than
+    /// `normalize`'s 96-bit division per digit; a test compares the two. Binary encodings
+    /// wrote amounts this way before the compact form (store format 2, snapshot format 3),
+    /// and still read it.
     pub fn to_bytes(self) -> [u8; 16] {
         if self.0.scale() == 0 {
             // An integer (a quantity, usually) is canonical as it is, but for the sign of zero.
