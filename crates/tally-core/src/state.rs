@@ -232,6 +232,11 @@ impl LedgerState {
         self.config.as_ref()
     }
 
+    /// Whether the ledger has applied its `Init` (which must come before any other command).
+    pub fn is_initialized(&self) -> bool {
+        self.config.is_some()
+    }
+
     pub fn asset(&self, code: &AssetCode) -> Option<AssetView> {
         self.assets
             .get(code)

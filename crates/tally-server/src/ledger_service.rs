@@ -126,7 +126,7 @@ impl LedgerService {
         let refused = ctx
             .reader
             .with_applied_state(|state, applied| {
-                if state.config().is_none() {
+                if !state.is_initialized() {
                     return Err(TallyError::new(
                         ErrorCode::NotInitialized,
                         "the cluster has not applied its Init entry yet; retry in a moment",

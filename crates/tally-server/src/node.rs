@@ -104,7 +104,8 @@ impl NodeContext {
 
     /// Whether `Init` has been applied on this node.
     pub fn ledger_initialized(&self) -> bool {
-        self.reader.with_state(|state| state.config().is_some())
+        self.reader
+            .with_state(tally_core::LedgerState::is_initialized)
     }
 
     pub fn applied_index(&self) -> u64 {

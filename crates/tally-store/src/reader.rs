@@ -20,8 +20,9 @@ pub const EVENTS_LIMIT_MAX: usize = 1_000;
 
 /// Cheap to clone (one `Arc`); every method but [`Self::with_applied_state`] is synchronous
 /// and short, safe to call from async code (though it waits while an entry is being applied:
-/// request handlers read the state through the async one). Reads see applied state only: linearizability is the caller's business
-/// (`Raft::ensure_linearizable` first, then read here).
+/// request handlers read the state through the async one). Reads see applied state only:
+/// linearizability is the caller's business (`Raft::ensure_linearizable` first, then read
+/// here).
 #[derive(Clone)]
 pub struct LedgerReader {
     shared: Arc<Shared>,

@@ -113,16 +113,7 @@ pub(crate) fn encode_block(
     state: &LedgerState,
     heads: &mut AccountHeads,
 ) -> Result<Vec<u8>, StoreError> {
-    if ordinals.len() != journal.len() {
-        return Err(StoreError::Encode {
-            what: "journal block",
-            reason: format!(
-                "{} journal entries but {} account ordinals",
-                journal.len(),
-                ordinals.len()
-            ),
-        });
-    }
+    debug_assert_eq!(ordinals.len(), journal.len());
     // The offset table first (filled in as the items are written after it), so the items are
     // written once, in place.
     let table = 4 + 4 * journal.len();
@@ -166,13 +157,22 @@ fn put_journal(
     state: &LedgerState,
     heads: &mut AccountHeads,
 ) -> Result<(), StoreError> {
+    if ordinals.len() != journal.len() {
+        return Err(StoreError::Encode {
+            what: "journal block",
+            reason: format!(
+                "{} journal entries but {} account ordinals",
+                journal.len(),
+                ordinals.len()
+            ),
+        });
+    }
     let (mut rest, mut rest_ordinals) = (journal, ordinals);
     // How many entries the next block takes: adapted to the size the last block came out at.
     let mut take = 16;
     while let Some(first) = rest.first() {
         let (chunk, tail) = rest.split_at(take.min(rest.len()));
-        let (chunk_ordinals, tail_ordinals) =
-            rest_ordinals.split_at(chunk.len().min(rest_ordinals.len()));
+        let (chunk_ordinals, tail_ordinals) = rest_ordinals.split_at(chunk.len());
         let block = encode_block(chunk, chunk_ordinals, state, heads)?;
         take = (JOURNAL_BLOCK_BYTES_TARGET * chunk.len() / block.len().max(1)).max(1);
         rows.push((seq_key(PREFIX_JOURNAL, first.seq), block));
