@@ -23,6 +23,13 @@
 //!   that log id, so a committed index that reached the disk before the entries it names is
 //!   never believed.
 //!
+//! Preallocation: the active segment is kept zero-filled ahead of its last record (a small
+//! append that would pass the filled part writes [`PREALLOCATE_BYTES`] of zeros after its
+//! records, in the same `pwrite`). An `fdatasync` of records written over such blocks flushes
+//! data only; one that grows the file must also commit the new size and block map to the
+//! filesystem's journal, measured here at 90-140 us against 65-70 us. Recovery reads an
+//! all-zero rest of a segment as its clean end; a closed segment is trimmed to its records.
+//!
 //! Durability: `append` writes the records of the whole call with one `pwrite` and returns
 //! (and calls its `LogFlushed` callback) only after `fdatasync` of the segment (and of the
 //! directory when the append started a new segment). `truncate`, `purge` and `save_vote` are
@@ -72,6 +79,14 @@ impl Default for LogOptions {
         }
     }
 }
+/// Zeros written after a small append's records once it passes the zero-filled part of the
+/// active segment (see the module docs).
+const PREALLOCATE_BYTES: usize = 1024 * 1024;
+
+/// Appends larger than this are written without preallocating after them: their data
+/// outweighs the size update, and zero-filling as much again would double their writes.
+const PREALLOCATE_APPEND_BYTES_MAX: usize = 64 * 1024;
+
 /// The largest record payload accepted on read; anything larger is damage, not data.
 const RECORD_PAYLOAD_BYTES_MAX: u32 = 256 * 1024 * 1024;
 const HEADER_BYTES: usize = 32;
@@ -96,7 +111,10 @@ struct Segment {
     first_index: u64,
     path: PathBuf,
     file: Arc<File>,
+    /// The end of the last record.
     len: u64,
+    /// The end of the zero-filled space after it (`len` when there is none).
+    allocated: u64,
 }
 
 /// Where one entry's record is.
@@ -246,13 +264,19 @@ impl LogStore {
         }
         let mut new_segment = false;
         if log.active().len >= self.inner.options.segment_bytes_target {
-            // Rotation is rare: make the closed segment durable now, so only the active
-            // segment can ever have a torn tail.
+            // Rotation is rare: trim the closed segment to its records and make it durable
+            // now, so only the active segment can ever have a torn tail.
             let closed = log.active();
+            if closed.allocated > closed.len {
+                closed
+                    .file
+                    .set_len(closed.len)
+                    .map_err(|e| StoreError::io("truncate", &closed.path, e))?;
+            }
             closed
                 .file
-                .sync_data()
-                .map_err(|e| StoreError::io("fdatasync", &closed.path, e))?;
+                .sync_all()
+                .map_err(|e| StoreError::io("fsync", &closed.path, e))?;
             log.start_segment(&self.inner.dir, first_index)?;
             new_segment = true;
         }
@@ -281,6 +305,13 @@ impl LogStore {
             new_cache.push((entry, len));
         }
         let active = log.active_mut();
+        let records = buf.len();
+        let end = base + records as u64;
+        if end > active.allocated && records <= PREALLOCATE_APPEND_BYTES_MAX {
+            // Past the zero-filled part: fill the next stretch in the same write, so the
+            // appends that follow overwrite blocks the file already has (module docs).
+            buf.resize(records + PREALLOCATE_BYTES, 0);
+        }
         let written = active.file.write_all_at(&buf, base);
         if let Err(e) = written {
             // Whatever part landed is beyond the slots we know and is cut at the next open
@@ -288,7 +319,8 @@ impl LogStore {
             log.failed = Some(e.to_string());
             return Err(StoreError::io("write", &log.active().path, e));
         }
-        active.len += buf.len() as u64;
+        active.len = end;
+        active.allocated = active.allocated.max(base + buf.len() as u64);
         let file = active.file.clone();
         log.slots.extend(new_slots);
         for (entry, len) in new_cache {
@@ -467,6 +499,7 @@ impl Log {
             .set_len(offset)
             .map_err(|e| StoreError::io("truncate", &active.path, e))?;
         active.len = offset;
+        active.allocated = offset;
         let keep_slots = (index - self.first_index) as usize;
         self.slots.truncate(keep_slots);
         self.cache_truncate(index);
@@ -490,6 +523,7 @@ impl Log {
             path,
             file: Arc::new(file),
             len: 0,
+            allocated: 0,
         });
         Ok(())
     }
@@ -542,6 +576,10 @@ impl Log {
                         }
                         offset += HEADER_BYTES + len as usize;
                         expected += 1;
+                    }
+                    _ if bytes[offset..].iter().all(|&byte| byte == 0) => {
+                        // The zero-filled space after the last append: the clean end.
+                        break offset;
                     }
                     damaged => {
                         let reason = match damaged {
@@ -602,7 +640,8 @@ impl Log {
                 .write(true)
                 .open(&path)
                 .map_err(|e| StoreError::io("open", &path, e))?;
-            if valid_len < bytes.len() {
+            let zero_tail = bytes[valid_len..].iter().all(|&byte| byte == 0);
+            if !zero_tail {
                 file.set_len(valid_len as u64)
                     .map_err(|e| StoreError::io("truncate", &path, e))?;
                 file.sync_all()
@@ -613,6 +652,11 @@ impl Log {
                 path,
                 file: Arc::new(file),
                 len: valid_len as u64,
+                allocated: if zero_tail {
+                    bytes.len() as u64
+                } else {
+                    valid_len as u64
+                },
             });
             active_end = Some(end);
         }

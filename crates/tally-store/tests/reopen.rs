@@ -99,6 +99,128 @@ async fn log_vote_committed_truncate_purge_survive_reopen() {
     assert_eq!(got, (101..=110).map(|i| blank(4, i)).collect::<Vec<_>>());
 }
 
+/// The segment files of `dir`'s log, oldest first, with their sizes.
+fn segment_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("raft-log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .map(|p| {
+            let len = std::fs::metadata(&p).unwrap().len();
+            (p, len)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Small appends leave zero-filled space after the last record (so their fdatasync need not
+/// grow the file); a reopen reads that space as the clean end, appends after it continue right
+/// behind the last record, a record torn in that space is cut, and a closed segment is trimmed
+/// to its records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preallocated_space_is_the_clean_end_of_the_log() {
+    let options = tally_store::LogOptions {
+        segment_bytes_target: 512 * 1024,
+        cache_bytes_max: 0,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _sm) = tally_store::open_with(dir.path(), options).unwrap();
+        for i in 1..=20 {
+            log.blocking_append([entry(i)]).await.unwrap();
+        }
+    }
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 1);
+    assert!(files[0].1 >= 1024 * 1024, "zero-filled ahead: {files:?}");
+    let (path, size) = files[0].clone();
+    let bytes = std::fs::read(&path).unwrap();
+    let end_of_records = records_end(&bytes);
+    assert!(end_of_records < 20 * 1024, "20 small records, then zeros");
+    assert!(bytes[end_of_records..].iter().all(|&b| b == 0));
+    {
+        let (mut log, _sm) = tally_store::open_with(dir.path(), options).unwrap();
+        assert_eq!(
+            log.try_get_log_entries(..).await.unwrap(),
+            (1..=20).map(entry).collect::<Vec<_>>()
+        );
+        // The zero-filled space is kept, and the next append lands right after record 20.
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+        for i in 21..=30 {
+            log.blocking_append([entry(i)]).await.unwrap();
+        }
+    }
+    let (mut log, sm) = tally_store::open_with(dir.path(), options).unwrap();
+    assert_eq!(
+        log.try_get_log_entries(..).await.unwrap(),
+        (1..=30).map(entry).collect::<Vec<_>>()
+    );
+    drop((log, sm));
+
+    // A torn append in the zero-filled space: a header and part of a payload, then zeros.
+    let bytes = std::fs::read(&path).unwrap();
+    let end_of_records = records_end(&bytes);
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let mut torn = bytes[..HEADER_OF_FIRST_RECORD].to_vec();
+        torn.extend_from_slice(&[7u8; 40]);
+        file.write_all_at(&torn, end_of_records as u64).unwrap();
+    }
+    let (mut log, sm) = tally_store::open_with(dir.path(), options).unwrap();
+    assert_eq!(
+        log.try_get_log_entries(..).await.unwrap(),
+        (1..=30).map(entry).collect::<Vec<_>>(),
+        "the torn record is cut, the acknowledged ones stay"
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        end_of_records as u64,
+        "cut back to the last whole record"
+    );
+    log.blocking_append([entry(31)]).await.unwrap();
+    drop((log, sm));
+
+    // Fill the segment past its target: it is closed (trimmed to its records) and the next
+    // append starts a new one.
+    let (mut log, sm) = tally_store::open_with(dir.path(), options).unwrap();
+    let mut i = 32;
+    while segment_files(dir.path()).len() < 2 {
+        log.blocking_append([entry(i)]).await.unwrap();
+        i += 1;
+    }
+    drop((log, sm));
+    let files = segment_files(dir.path());
+    let closed = std::fs::read(&files[0].0).unwrap();
+    assert_eq!(
+        records_end(&closed),
+        closed.len(),
+        "a closed segment ends with its last record"
+    );
+    let (mut log, _sm) = tally_store::open_with(dir.path(), options).unwrap();
+    assert_eq!(
+        log.try_get_log_entries(..).await.unwrap(),
+        (1..i).map(entry).collect::<Vec<_>>()
+    );
+}
+
+/// A record's header: length, CRC and the log id (see `log_store.rs`).
+const HEADER_OF_FIRST_RECORD: usize = 32;
+
+/// Where a segment's records end: follows each record's length until one reads 0.
+fn records_end(bytes: &[u8]) -> usize {
+    let mut at = 0;
+    while at + 4 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        at += HEADER_OF_FIRST_RECORD + len;
+    }
+    at
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_entries_survive_reopen() {
     // Large entries in small segments: appends start new segment files, reads after a reopen
