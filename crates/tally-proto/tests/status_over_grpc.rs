@@ -22,6 +22,15 @@ impl Raft for Fixed {
         Err(TallyError::not_leader(Some(3), Some("127.0.0.1:7003".to_string())).to_status())
     }
 
+    type AppendEntriesStreamStream = tokio_stream::Empty<Result<v1::RaftReply, Status>>;
+
+    async fn append_entries_stream(
+        &self,
+        _: Request<tonic::Streaming<v1::RaftRequest>>,
+    ) -> Result<Response<Self::AppendEntriesStreamStream>, Status> {
+        Err(Status::unimplemented("not served here"))
+    }
+
     async fn vote(&self, _: Request<v1::RaftRequest>) -> Result<Response<v1::RaftReply>, Status> {
         Err(TallyError::from_reason(&Reason::InsufficientFunds {
             available: Amount::parse("a", "0.5").unwrap(),

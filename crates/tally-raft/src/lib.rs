@@ -38,7 +38,7 @@ mod stats;
 
 pub use config::{raft_config, RaftConfigError, RaftSettings};
 pub use network::{NetworkConfig, PeerNetwork, TallyNetwork, APPEND_ENTRIES_BYTES_TARGET};
-pub use service::RaftService;
+pub use service::{AppendEntriesReplies, RaftService};
 pub use stats::NetworkStats;
 
 /// Largest peer message, encoded, in either direction: 64 MiB. Batched appends exceed tonic's

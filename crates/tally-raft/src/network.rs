@@ -15,7 +15,13 @@
 //!   refuses it as too large: OUT_OF_RANGE or RESOURCE_EXHAUSTED);
 //! - anything else (undecodable reply, INTERNAL...): `NetworkError`.
 //!
-//! AppendEntries requests are cut to [`APPEND_ENTRIES_BYTES_TARGET`] (see there).
+//! AppendEntries requests are cut to [`APPEND_ENTRIES_BYTES_TARGET`] (see there), and go over
+//! one `AppendEntriesStream` call per `PeerNetwork` (request, reply, request, reply...), opened
+//! on first use and dropped on any error or timeout (the next request opens a new one, so a
+//! late reply can never be taken for the answer to a later request). A peer that answers
+//! UNIMPLEMENTED (an older build) gets unary `AppendEntries` calls from then on. Why: a unary
+//! call sets up and tears down an HTTP/2 stream each time, and at one request at a time every
+//! committed entry costs a follower two AppendEntries (the entry, then its commit).
 
 use std::collections::{BTreeMap, HashMap};
 use std::error::Error;
@@ -185,6 +191,8 @@ impl RaftNetworkFactory<TypeConfig> for TallyNetwork {
             target,
             target_node: node.clone(),
             client,
+            append_stream: None,
+            streaming: true,
             config: self.config.clone(),
             counters: self.counters.clone(),
         }
@@ -198,11 +206,52 @@ pub struct PeerNetwork {
     target_node: BasicNode,
     /// `Err` when the peer's address is not a valid URI: every call is then `Unreachable`.
     client: Result<RaftClient<Channel>, String>,
+    /// The open `AppendEntriesStream` call, if any.
+    append_stream: Option<AppendStream>,
+    /// False once the peer answered UNIMPLEMENTED to `AppendEntriesStream`.
+    streaming: bool,
     config: NetworkConfig,
     counters: Arc<Counters>,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+/// One open `AppendEntriesStream` call: requests go in through `requests`, and each is
+/// answered by the next item of `replies`.
+struct AppendStream {
+    requests: tokio::sync::mpsc::Sender<v1::RaftRequest>,
+    replies: tonic::Streaming<v1::RaftReply>,
+}
+
+/// Sends one AppendEntries request on `stream` (opening it first if it is `None`) and waits
+/// for its reply. Takes `data` only once the stream is open. On any failure the caller must
+/// drop the stream.
+async fn exchange_on_stream(
+    client: &mut RaftClient<Channel>,
+    stream: &mut Option<AppendStream>,
+    data: &mut Option<Vec<u8>>,
+) -> Result<v1::RaftReply, tonic::Status> {
+    let open = match stream {
+        Some(open) => open,
+        None => {
+            let (requests, receiver) = tokio::sync::mpsc::channel(1);
+            let replies = client
+                .append_entries_stream(tokio_stream::wrappers::ReceiverStream::new(receiver))
+                .await?
+                .into_inner();
+            stream.insert(AppendStream { requests, replies })
+        }
+    };
+    let data = data.take().expect("one request per exchange");
+    open.requests
+        .send(v1::RaftRequest { data })
+        .await
+        .map_err(|_| tonic::Status::unavailable("the append stream to the peer closed"))?;
+    open.replies
+        .message()
+        .await?
+        .ok_or_else(|| tonic::Status::unavailable("the peer closed the append stream"))
+}
 
 impl PeerNetwork {
     fn unreachable<E: Error>(
@@ -259,7 +308,33 @@ impl PeerNetwork {
                 return Err(self.unreachable(reason));
             }
         };
-        let mut request = tonic::Request::new(v1::RaftRequest { data });
+        let deadline = tokio::time::Instant::now() + ttl;
+        let mut data = Some(data);
+        if action == RPCTypes::AppendEntries && self.streaming {
+            let stream = &mut self.append_stream;
+            let result =
+                tokio::time::timeout_at(deadline, exchange_on_stream(client, stream, &mut data))
+                    .await;
+            if !matches!(result, Ok(Ok(_))) {
+                // The reply to this request may still come: never read it as another's.
+                *stream = None;
+            }
+            match result {
+                Ok(Err(status)) if status.code() == Code::Unimplemented && data.is_some() => {
+                    // An older peer (the stream never opened, the request is still here): unary
+                    // calls from now on, starting with this one.
+                    tracing::info!(
+                        target_node = target,
+                        "peer does not serve AppendEntriesStream; using unary AppendEntries"
+                    );
+                    self.streaming = false;
+                }
+                other => return self.answer(action, ttl, shrink_to_entries, other),
+            }
+        }
+        let mut request = tonic::Request::new(v1::RaftRequest {
+            data: data.take().expect("not sent yet"),
+        });
         // The peer stops working on it once the caller has given up.
         request.set_timeout(ttl);
         let call = async {
@@ -269,7 +344,28 @@ impl PeerNetwork {
                 RPCTypes::InstallSnapshot => client.install_snapshot(request).await,
             }
         };
-        let reply = match tokio::time::timeout(ttl, call).await {
+        let result = tokio::time::timeout_at(deadline, call)
+            .await
+            .map(|reply| reply.map(tonic::Response::into_inner));
+        self.answer(action, ttl, shrink_to_entries, result)
+    }
+
+    /// Maps the outcome of one exchange (timed out, a gRPC status, or a reply) to openraft's
+    /// result, decoding the reply.
+    #[allow(clippy::result_large_err)] // openraft's error type, which the network must return
+    fn answer<Resp, E>(
+        &self,
+        action: RPCTypes,
+        ttl: Duration,
+        shrink_to_entries: Option<u64>,
+        result: Result<Result<v1::RaftReply, tonic::Status>, tokio::time::error::Elapsed>,
+    ) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: Error + DeserializeOwned,
+    {
+        let target = self.target;
+        let reply = match result {
             Err(_elapsed) => return Err(self.timeout(action, ttl)),
             Ok(Err(status)) => {
                 return Err(match (status.code(), shrink_to_entries) {
@@ -288,7 +384,7 @@ impl PeerNetwork {
                     )),
                 });
             }
-            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Ok(reply)) => reply,
         };
         match reply.result {
             Some(v1::raft_reply::Result::Ok(bytes)) => {

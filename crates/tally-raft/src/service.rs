@@ -1,12 +1,15 @@
 //! The server side of the peer network: the generated `Raft` gRPC service, dispatching each
 //! decoded request to this node's `openraft::Raft`.
 
+use std::pin::Pin;
+
+use futures::Stream;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::Serialize;
 use tally_proto::v1;
 use tally_proto::v1::raft_server::RaftServer;
 use tally_store::{NodeId, TypeConfig};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec;
 
@@ -30,11 +33,31 @@ impl RaftService {
     }
 }
 
+/// Decodes one AppendEntries request, hands it to `raft` and encodes its answer.
+async fn append_entries_reply(
+    raft: &openraft::Raft<TypeConfig>,
+    data: &[u8],
+) -> Result<v1::RaftReply, Status> {
+    let rpc: AppendEntriesRequest<TypeConfig> = codec::decode("append entries request", data)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    encode_reply("append entries response", raft.append_entries(rpc).await)
+}
+
+/// The replies of an AppendEntriesStream call.
+pub type AppendEntriesReplies = Pin<Box<dyn Stream<Item = Result<v1::RaftReply, Status>> + Send>>;
+
 /// Encodes openraft's answer: `ok` for a response, `error` for the `RaftError` it returned.
 fn reply<T: Serialize, E: Serialize>(
     what: &'static str,
     result: Result<T, E>,
 ) -> Result<Response<v1::RaftReply>, Status> {
+    encode_reply(what, result).map(Response::new)
+}
+
+fn encode_reply<T: Serialize, E: Serialize>(
+    what: &'static str,
+    result: Result<T, E>,
+) -> Result<v1::RaftReply, Status> {
     use v1::raft_reply::Result as Wire;
     let wire = match result {
         Ok(response) => {
@@ -44,7 +67,7 @@ fn reply<T: Serialize, E: Serialize>(
             codec::encode("raft error", &error).map_err(|e| Status::internal(e.to_string()))?,
         ),
     };
-    Ok(Response::new(v1::RaftReply { result: Some(wire) }))
+    Ok(v1::RaftReply { result: Some(wire) })
 }
 
 #[tonic::async_trait]
@@ -53,13 +76,33 @@ impl v1::raft_server::Raft for RaftService {
         &self,
         request: Request<v1::RaftRequest>,
     ) -> Result<Response<v1::RaftReply>, Status> {
-        let rpc: AppendEntriesRequest<TypeConfig> =
-            codec::decode("append entries request", &request.get_ref().data)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        reply(
-            "append entries response",
-            self.raft.append_entries(rpc).await,
-        )
+        append_entries_reply(&self.raft, &request.get_ref().data)
+            .await
+            .map(Response::new)
+    }
+
+    type AppendEntriesStreamStream = AppendEntriesReplies;
+
+    /// Answers each request of the stream in turn, in order; ends the stream after the first
+    /// request it cannot answer (its status is the last item) or when the leader closes it.
+    async fn append_entries_stream(
+        &self,
+        request: Request<Streaming<v1::RaftRequest>>,
+    ) -> Result<Response<AppendEntriesReplies>, Status> {
+        let state = Some((self.raft.clone(), request.into_inner()));
+        let replies = futures::stream::unfold(state, |state| async move {
+            let (raft, mut requests) = state?;
+            let request = match requests.message().await {
+                Ok(Some(request)) => request,
+                Ok(None) => return None,
+                Err(status) => return Some((Err(status), None)),
+            };
+            match append_entries_reply(&raft, &request.data).await {
+                Ok(reply) => Some((Ok(reply), Some((raft, requests)))),
+                Err(status) => Some((Err(status), None)),
+            }
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn vote(
