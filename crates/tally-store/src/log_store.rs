@@ -26,9 +26,11 @@
 //! Preallocation: the active segment is kept zero-filled ahead of its last record (a small
 //! append that would pass the filled part writes [`PREALLOCATE_BYTES`] of zeros after its
 //! records, in the same `pwrite`). An `fdatasync` of records written over such blocks flushes
-//! data only; one that grows the file must also commit the new size and block map to the
-//! filesystem's journal, measured here at 90-140 us against 65-70 us. Recovery reads an
-//! all-zero rest of a segment as its clean end; a closed segment is trimmed to its records.
+//! data only; one that grows the file must also write the inode (its new size and blocks):
+//! 90-140 us against 65-70 us on the dev VM (`cargo test -p tally-store --release --test
+//! append_cost -- --ignored --nocapture`: one small entry per append, p50 91-101 -> 64-94 us;
+//! 64 per append, 256-266 -> 148-181 us). Recovery reads an all-zero rest of a segment as its
+//! clean end; a closed segment is trimmed to its records.
 //!
 //! Durability: `append` writes the records of the whole call with one `pwrite` and returns
 //! (and calls its `LogFlushed` callback) only after `fdatasync` of the segment (and of the
