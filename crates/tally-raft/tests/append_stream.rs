@@ -1,7 +1,8 @@
 //! AppendEntries go over one `AppendEntriesStream` call per peer connection, answered in
 //! order; a peer that does not serve the stream (an older build) gets unary calls instead.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -10,7 +11,7 @@ use openraft::{BasicNode, CommittedLeaderId, EntryPayload, LogId, Raft, Vote};
 use tally_core::{AssetCode, AssetSpec, Command, Entry};
 use tally_proto::v1;
 use tally_proto::v1::raft_server::{Raft as RaftRpc, RaftServer};
-use tally_raft::{raft_config, NetworkConfig, RaftService, RaftSettings, TallyNetwork};
+use tally_raft::{NetworkConfig, RaftService, TallyNetwork};
 use tally_store::TypeConfig;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -105,18 +106,7 @@ fn append(index: u64, with_entry: bool) -> AppendEntriesRequest<TypeConfig> {
 async fn follower(
     refuse: Refuse,
 ) -> (Raft<TypeConfig>, tally_raft::PeerNetwork, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, state_machine) = tally_store::open(dir.path()).unwrap();
-    let config = Arc::new(raft_config(&RaftSettings::default()).unwrap());
-    let raft = Raft::new(
-        2,
-        config,
-        TallyNetwork::new(2, NetworkConfig::default()),
-        log,
-        state_machine,
-    )
-    .await
-    .unwrap();
+    let (raft, dir) = common::lone_raft(2).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let service = Partial {
@@ -153,9 +143,10 @@ async fn replicate_three_entries(peer: &mut tally_raft::PeerNetwork) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn appends_go_over_one_stream_answered_in_order() {
-    let (raft, mut peer, _dir) = follower(Refuse::Unary).await;
+/// Three entries, each followed by a heartbeat, to a follower served with `refuse`: every
+/// request answered, the follower's log holds the three.
+async fn replicate_to(refuse: Refuse) {
+    let (raft, mut peer, _dir) = follower(refuse).await;
     replicate_three_entries(&mut peer).await;
     let metrics = raft.metrics().borrow().clone();
     assert_eq!(metrics.last_log_index, Some(2));
@@ -163,10 +154,11 @@ async fn appends_go_over_one_stream_answered_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_go_over_one_stream_answered_in_order() {
+    replicate_to(Refuse::Unary).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_without_the_stream_gets_unary_appends() {
-    let (raft, mut peer, _dir) = follower(Refuse::Stream).await;
-    replicate_three_entries(&mut peer).await;
-    let metrics = raft.metrics().borrow().clone();
-    assert_eq!(metrics.last_log_index, Some(2));
-    raft.shutdown().await.unwrap();
+    replicate_to(Refuse::Stream).await;
 }

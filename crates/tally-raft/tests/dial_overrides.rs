@@ -1,17 +1,16 @@
 //! `NetworkConfig::peer_dial_overrides`: a peer with an override is dialled at the override,
 //! not at its membership address (the fault-injection tests put a proxy there).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::RPCError;
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::VoteRequest;
-use openraft::{BasicNode, Raft, Vote};
-use tally_raft::{
-    raft_config, NetworkConfig, RaftService, RaftSettings, TallyNetwork, MESSAGE_BYTES_MAX,
-};
+use openraft::{BasicNode, Vote};
+use tally_raft::{NetworkConfig, RaftService, TallyNetwork, MESSAGE_BYTES_MAX};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -34,18 +33,7 @@ fn dial_addr_prefers_the_override() {
 
 #[tokio::test]
 async fn a_peer_with_an_override_is_dialled_there() {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, state_machine) = tally_store::open(dir.path()).unwrap();
-    let config = Arc::new(raft_config(&RaftSettings::default()).unwrap());
-    let raft = Raft::new(
-        2,
-        config,
-        TallyNetwork::new(2, NetworkConfig::default()),
-        log,
-        state_machine,
-    )
-    .await
-    .unwrap();
+    let (raft, _dir) = common::lone_raft(2).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let real_addr = listener.local_addr().unwrap().to_string();
     let server = tokio::spawn(

@@ -2,17 +2,16 @@
 //! backs off (Unreachable), retries smaller (PayloadTooLarge) or treats the peer's own answer
 //! (RemoteError).
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use openraft::error::{RPCError, RaftError};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
-use openraft::{BasicNode, CommittedLeaderId, EntryPayload, LogId, Raft, Vote};
+use openraft::{BasicNode, CommittedLeaderId, EntryPayload, LogId, Vote};
 use tally_core::{AssetCode, AssetSpec, Command, Entry};
-use tally_raft::{
-    raft_config, NetworkConfig, RaftService, RaftSettings, TallyNetwork, MESSAGE_BYTES_MAX,
-};
+use tally_raft::{NetworkConfig, RaftService, TallyNetwork, MESSAGE_BYTES_MAX};
 use tally_store::TypeConfig;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -160,18 +159,7 @@ async fn a_batch_above_the_default_limit_is_cut_before_it_is_sent() {
 
 #[tokio::test]
 async fn the_peers_raft_errors_come_back_as_remote_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, state_machine) = tally_store::open(dir.path()).unwrap();
-    let config = Arc::new(raft_config(&RaftSettings::default()).unwrap());
-    let raft = Raft::new(
-        2,
-        config,
-        TallyNetwork::new(2, NetworkConfig::default()),
-        log,
-        state_machine,
-    )
-    .await
-    .unwrap();
+    let (raft, _dir) = common::lone_raft(2).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let service = RaftService::new(raft.clone()).into_server(MESSAGE_BYTES_MAX);

@@ -155,6 +155,19 @@ impl Node {
     }
 }
 
+/// A Raft node `id` on a fresh store, with default settings, not initialized and served
+/// nowhere: the caller serves it as the test needs. Keep the directory alive with it.
+pub async fn lone_raft(id: NodeId) -> (Raft<TypeConfig>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, state_machine) = tally_store::open(dir.path()).unwrap();
+    let config = Arc::new(raft_config(&RaftSettings::default()).unwrap());
+    let network = TallyNetwork::new(id, NetworkConfig::default());
+    let raft = Raft::new(id, config, network, log, state_machine)
+        .await
+        .unwrap();
+    (raft, dir)
+}
+
 pub fn test_settings() -> RaftSettings {
     RaftSettings {
         cluster_name: "tally-raft-test".to_string(),
