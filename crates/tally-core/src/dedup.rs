@@ -9,9 +9,10 @@
 //! structs took about 400. A hash index over (account ordinal, event id) finds a record; it
 //! holds each record's location and the low half of its key hash (so growing or tidying the
 //! index rehashes without reading a record: with the records spread over megabytes of chunks,
-//! reading each one back was 6% of a follower's time at 4 x 8,190) and is rebuilt from the records when a snapshot is
-//! decoded, so it never reaches an encoding or the state hash. Its hash function is fixed (no random seed:
-//! the crate draws no randomness), and iteration never touches it.
+//! reading each one back was 6% of a follower's time at 4 x 8,190) and is rebuilt from the
+//! records when a snapshot is decoded, so it never reaches an encoding or the state hash. Its
+//! hash function is fixed (no random seed: the crate draws no randomness), and iteration
+//! never touches it.
 
 use std::collections::VecDeque;
 

@@ -557,9 +557,10 @@ impl Log {
             let mut offset = 0usize;
             let mut expected = first_index;
             let mut kept = Vec::new();
-            let valid_len = loop {
+            // Where the records end, and whether only zeros (or nothing) follow them.
+            let (valid_len, clean_end) = loop {
                 if offset == bytes.len() {
-                    break offset;
+                    break (offset, true);
                 }
                 match parse_record(&bytes[offset..]) {
                     Parsed::Record {
@@ -581,7 +582,7 @@ impl Log {
                     }
                     _ if bytes[offset..].iter().all(|&byte| byte == 0) => {
                         // The zero-filled space after the last append: the clean end.
-                        break offset;
+                        break (offset, true);
                     }
                     damaged => {
                         let reason = match damaged {
@@ -608,7 +609,7 @@ impl Log {
                             reason,
                             "cutting the torn tail of the log: an append that was never acknowledged"
                         );
-                        break offset;
+                        break (offset, false);
                     }
                 }
             };
@@ -642,8 +643,7 @@ impl Log {
                 .write(true)
                 .open(&path)
                 .map_err(|e| StoreError::io("open", &path, e))?;
-            let zero_tail = bytes[valid_len..].iter().all(|&byte| byte == 0);
-            if !zero_tail {
+            if !clean_end {
                 file.set_len(valid_len as u64)
                     .map_err(|e| StoreError::io("truncate", &path, e))?;
                 file.sync_all()
@@ -654,7 +654,7 @@ impl Log {
                 path,
                 file: Arc::new(file),
                 len: valid_len as u64,
-                allocated: if zero_tail {
+                allocated: if clean_end {
                     bytes.len() as u64
                 } else {
                     valid_len as u64
