@@ -33,14 +33,17 @@ impl RaftService {
     }
 }
 
-/// Decodes one AppendEntries request, hands it to `raft` and encodes its answer.
+/// Decodes one AppendEntries request, hands it to `raft` and encodes its answer, saying
+/// whether `raft` has stopped (answered `Fatal`: it will answer nothing else).
 async fn append_entries_reply(
     raft: &openraft::Raft<TypeConfig>,
     data: &[u8],
-) -> Result<v1::RaftReply, Status> {
+) -> Result<(v1::RaftReply, bool), Status> {
     let rpc: AppendEntriesRequest<TypeConfig> = codec::decode("append entries request", data)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    encode_reply("append entries response", raft.append_entries(rpc).await)
+    let result = raft.append_entries(rpc).await;
+    let stopped = matches!(result, Err(openraft::error::RaftError::Fatal(_)));
+    Ok((encode_reply("append entries response", result)?, stopped))
 }
 
 /// The replies of an AppendEntriesStream call.
@@ -78,13 +81,16 @@ impl v1::raft_server::Raft for RaftService {
     ) -> Result<Response<v1::RaftReply>, Status> {
         append_entries_reply(&self.raft, &request.get_ref().data)
             .await
-            .map(Response::new)
+            .map(|(reply, _)| Response::new(reply))
     }
 
     type AppendEntriesStreamStream = AppendEntriesReplies;
 
     /// Answers each request of the stream in turn, in order; ends the stream after the first
-    /// request it cannot answer (its status is the last item) or when the leader closes it.
+    /// request it cannot answer (its status is the last item), after the answer saying this
+    /// node's Raft has stopped (so a graceful shutdown of the server, which waits for open
+    /// streams, is not held up by a leader that keeps its stream open), or when the leader
+    /// closes it.
     async fn append_entries_stream(
         &self,
         request: Request<Streaming<v1::RaftRequest>>,
@@ -98,7 +104,8 @@ impl v1::raft_server::Raft for RaftService {
                 Err(status) => return Some((Err(status), None)),
             };
             match append_entries_reply(&raft, &request.data).await {
-                Ok(reply) => Some((Ok(reply), Some((raft, requests)))),
+                Ok((reply, false)) => Some((Ok(reply), Some((raft, requests)))),
+                Ok((reply, true)) => Some((Ok(reply), None)),
                 Err(status) => Some((Err(status), None)),
             }
         });
