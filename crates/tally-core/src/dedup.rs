@@ -16,6 +16,7 @@
 //! randomness), and iteration never touches it.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use hashbrown::HashTable;
 use rust_decimal::Decimal;
@@ -154,8 +155,10 @@ fn spread(low: u32) -> u64 {
 #[derive(Clone, Default)]
 pub(crate) struct Dedup {
     /// Records, oldest first, each a varint length and then its bytes. No allocation per
-    /// record, and no pointer per record beside its bytes.
-    chunks: VecDeque<Vec<u8>>,
+    /// record, and no pointer per record beside its bytes. Shared (`Arc`) with a snapshot
+    /// being written (see [`Dedup::frozen`]): a chunk it holds is never written to again, so
+    /// the snapshot reads the records as they were when it began while apply goes on.
+    chunks: VecDeque<Arc<Vec<u8>>>,
     /// Sequence number of `chunks[0]`.
     first_chunk: u64,
     /// Position of the oldest record in `chunks[0]`.
@@ -356,18 +359,20 @@ impl Dedup {
     /// Appends an encoded record and indexes it under `hash`.
     fn push_record(&mut self, record: &[u8], hash: u64) {
         let needed = record.len() + 5;
-        let fits = self
-            .chunks
-            .back()
-            .is_some_and(|chunk| chunk.capacity() - chunk.len() >= needed);
+        // A chunk shared with a snapshot being written counts as full.
+        let fits = self.chunks.back_mut().is_some_and(|chunk| {
+            Arc::get_mut(chunk).is_some_and(|chunk| chunk.capacity() - chunk.len() >= needed)
+        });
         if !fits {
-            self.chunks.push_back(Vec::with_capacity(CHUNK.max(needed)));
+            self.chunks
+                .push_back(Arc::new(Vec::with_capacity(CHUNK.max(needed))));
             if self.chunks.len() == 1 {
                 self.head = 0;
             }
         }
         let chunk_seq = self.first_chunk + self.chunks.len() as u64 - 1;
-        let chunk = self.chunks.back_mut().expect("pushed above");
+        let chunk = Arc::get_mut(self.chunks.back_mut().expect("pushed above"))
+            .expect("not shared: checked above");
         let location = chunk_seq << 32 | chunk.len() as u64;
         put_varint(chunk, record.len() as u128);
         chunk.extend_from_slice(record);
@@ -405,7 +410,10 @@ impl Dedup {
             // Nothing left: start over in one (emptied) chunk.
             self.chunks.truncate(1);
             if let Some(chunk) = self.chunks.front_mut() {
-                chunk.clear();
+                match Arc::get_mut(chunk) {
+                    Some(chunk) => chunk.clear(),
+                    None => *chunk = Arc::new(Vec::new()),
+                }
             }
             self.head = 0;
         }
@@ -415,7 +423,7 @@ impl Dedup {
     pub fn mark(&self) -> DedupMark {
         DedupMark {
             chunk: self.first_chunk + self.chunks.len().saturating_sub(1) as u64,
-            position: self.chunks.back().map_or(0, Vec::len),
+            position: self.chunks.back().map_or(0, |chunk| chunk.len()),
             count: self.count,
         }
     }
@@ -435,26 +443,78 @@ impl Dedup {
             .chunks
             .get_mut((mark.chunk - self.first_chunk) as usize)
         {
-            chunk.truncate(mark.position);
+            if chunk.len() > mark.position {
+                // Copied first if a snapshot being written holds it.
+                Arc::make_mut(chunk).truncate(mark.position);
+            }
         }
         self.count = mark.count;
     }
 }
 
+/// The records of a dedup table as they were when [`Dedup::frozen`] took them: what a
+/// snapshot encodes, read while apply goes on (it shares the chunks, which the table then
+/// leaves as they are). Serialized exactly as the table was.
+pub(crate) struct FrozenRecords {
+    chunks: Vec<Arc<Vec<u8>>>,
+    head: usize,
+    count: usize,
+}
+
+impl Dedup {
+    /// The records as they are now, without copying them (see [`FrozenRecords`]).
+    pub fn frozen(&self) -> FrozenRecords {
+        FrozenRecords {
+            chunks: self.chunks.iter().cloned().collect(),
+            head: self.head,
+            count: self.count,
+        }
+    }
+}
+
+impl FrozenRecords {
+    fn records(&self) -> impl Iterator<Item = &[u8]> {
+        self.chunks.iter().enumerate().flat_map(move |(n, chunk)| {
+            let mut position = if n == 0 { self.head } else { 0 };
+            std::iter::from_fn(move || {
+                (position < chunk.len()).then(|| {
+                    let (start, len) = record_span(chunk, position);
+                    position = start + len;
+                    &chunk[start..start + len]
+                })
+            })
+        })
+    }
+}
+
+fn serialize_records<'a, S: Serializer>(
+    serializer: S,
+    count: usize,
+    records: impl Iterator<Item = &'a [u8]>,
+) -> Result<S::Ok, S::Error> {
+    struct Bytes<'a>(&'a [u8]);
+    impl Serialize for Bytes<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_bytes(self.0)
+        }
+    }
+    let mut seq = serializer.serialize_seq(Some(count))?;
+    for record in records {
+        seq.serialize_element(&Bytes(record))?;
+    }
+    seq.end()
+}
+
 /// Serialized as the list of records, oldest first: canonical for the same log.
 impl Serialize for Dedup {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        struct Bytes<'a>(&'a [u8]);
-        impl Serialize for Bytes<'_> {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_bytes(self.0)
-            }
-        }
-        let mut seq = serializer.serialize_seq(Some(self.count))?;
-        for record in self.records() {
-            seq.serialize_element(&Bytes(record))?;
-        }
-        seq.end()
+        serialize_records(serializer, self.count, self.records())
+    }
+}
+
+impl Serialize for FrozenRecords {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_records(serializer, self.count, self.records())
     }
 }
 

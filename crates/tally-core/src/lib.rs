@@ -36,6 +36,7 @@ pub use journal::*;
 pub use money::Amount;
 pub use outcome::*;
 pub use state::{
-    ApplyResult, LedgerState, SnapshotError, SNAPSHOT_VERSION, SNAPSHOT_VERSION_READ_MIN,
+    ApplyResult, LedgerState, SnapshotError, SnapshotStep, SnapshotWriter, SNAPSHOT_VERSION,
+    SNAPSHOT_VERSION_READ_MIN,
 };
 pub use view::*;

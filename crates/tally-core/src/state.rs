@@ -70,6 +70,47 @@ pub struct ApplyResult {
     pub events: Vec<LedgerEvent>,
 }
 
+/// A snapshot being written while the state changes (see [`LedgerState::begin_snapshot`]).
+pub struct SnapshotWriter {
+    build: u64,
+    /// The price books, their ids and the cost book, encoded.
+    middle: Vec<u8>,
+    dedup: crate::dedup::FrozenRecords,
+    /// The due times and the totals, encoded.
+    tail: Vec<u8>,
+}
+
+/// What [`LedgerState::write_snapshot_accounts`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotStep {
+    /// Accounts are left to write.
+    More,
+    /// Every account is written: [`SnapshotWriter::finish`] next.
+    AccountsWritten,
+}
+
+impl SnapshotWriter {
+    /// Writes the rest of the snapshot (after every account).
+    pub fn finish<W: std::io::Write>(self, mut out: W) -> std::io::Result<()> {
+        out.write_all(&self.middle)?;
+        encode_part(&mut out, &self.dedup)?;
+        out.write_all(&self.tail)
+    }
+}
+
+/// `value` in the snapshot's encoding, written to `out`.
+fn encode_part<T: serde::Serialize + ?Sized>(
+    out: &mut impl std::io::Write,
+    value: &T,
+) -> std::io::Result<()> {
+    snapshot_options()
+        .serialize_into(out, value)
+        .map_err(|e| match *e {
+            bincode::ErrorKind::Io(io) => io,
+            other => std::io::Error::other(other.to_string()),
+        })
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum SnapshotError {
     UnknownVersion(u32),
@@ -461,6 +502,67 @@ impl LedgerState {
                 bincode::ErrorKind::Io(io) => io,
                 other => std::io::Error::other(other.to_string()),
             })
+    }
+
+    /// Starts writing a snapshot of the state as it is now, the same bytes as
+    /// [`Self::encode_snapshot_into`], without holding the state still while it is written:
+    /// this writes the start of it to `out`, keeps the small parts (and the table of due
+    /// times) encoded aside and the dedup records shared, and leaves the accounts to
+    /// [`Self::write_snapshot_accounts`], a few at a time, while entries go on being applied
+    /// in between (an account changed before it is written is copied first, as it was). Then
+    /// [`SnapshotWriter::finish`] writes the rest, without the state. Beginning another
+    /// snapshot ends this one's hold on the accounts.
+    pub fn begin_snapshot<W: std::io::Write>(
+        &mut self,
+        mut out: W,
+    ) -> std::io::Result<SnapshotWriter> {
+        static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let build = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        out.write_all(SNAPSHOT_MAGIC)?;
+        out.write_all(&SNAPSHOT_VERSION.to_le_bytes())?;
+        // The fields in their order in the struct (bincode writes a struct as its fields one
+        // after the other), the accounts as the length of their list and then each one.
+        encode_part(&mut out, &self.now_ms)?;
+        encode_part(&mut out, &self.config)?;
+        encode_part(&mut out, &self.assets)?;
+        encode_part(&mut out, &(self.accounts.len() as u64))?;
+        let mut middle = Vec::new();
+        encode_part(&mut middle, &self.price_books)?;
+        encode_part(&mut middle, &self.book_ids)?;
+        encode_part(&mut middle, &self.cost_book)?;
+        let mut tail = Vec::new();
+        encode_part(&mut tail, &self.due)?;
+        encode_part(&mut tail, &self.totals)?;
+        self.accounts.freeze(build);
+        Ok(SnapshotWriter {
+            build,
+            middle,
+            dedup: self.dedup.frozen(),
+            tail,
+        })
+    }
+
+    /// Writes the next (up to) `max` accounts of the snapshot `writer` began. `Ok(None)`
+    /// when the snapshot cannot be finished from this state (it was replaced, or another
+    /// snapshot began): start over.
+    pub fn write_snapshot_accounts<W: std::io::Write>(
+        &mut self,
+        writer: &SnapshotWriter,
+        mut out: W,
+        max: u32,
+    ) -> std::io::Result<Option<SnapshotStep>> {
+        let step = self
+            .accounts
+            .write_frozen(writer.build, max, |id, account| {
+                encode_part(&mut out, &(id, account))
+            })?;
+        Ok(step.map(|done| {
+            if done {
+                SnapshotStep::AccountsWritten
+            } else {
+                SnapshotStep::More
+            }
+        }))
     }
 
     /// Decodes a snapshot and checks the invariants of what it decoded (the pair of the

@@ -84,6 +84,22 @@ pub(crate) struct Accounts {
     /// a pointer per slot, not a whole account.
     entries: Vec<(AccountId, Box<Account>)>,
     index: HashTable<u32>,
+    /// Set while a snapshot is written account by account (see [`Accounts::freeze`]).
+    frozen: Option<Box<Frozen>>,
+}
+
+/// A snapshot's hold on the accounts that existed when it began: those it has not written
+/// yet are kept as they were, by copying one the first time it is changed.
+#[derive(Clone)]
+struct Frozen {
+    /// Tells one snapshot's hold from another's.
+    build: u64,
+    /// The first ordinal not written yet.
+    next: u32,
+    /// The number of accounts when the snapshot began.
+    end: u32,
+    /// Accounts changed since, as they were then.
+    saved: std::collections::BTreeMap<u32, Box<Account>>,
 }
 
 impl PartialEq for Accounts {
@@ -119,8 +135,8 @@ impl Accounts {
     }
 
     pub fn get_mut(&mut self, id: &AccountId) -> Option<&mut Account> {
-        self.ordinal(id)
-            .map(|ordinal| &mut *self.entries[ordinal as usize].1)
+        let ordinal = self.ordinal(id)?;
+        Some(self.by_ordinal_mut(ordinal))
     }
 
     /// The account with `ordinal` (which exists: ordinals come from this table).
@@ -128,8 +144,57 @@ impl Accounts {
         &self.entries[ordinal as usize].1
     }
 
+    /// Every change to an account goes through here (or [`Self::get_mut`], which calls it),
+    /// so a snapshot being written keeps the account as it was.
     pub fn by_ordinal_mut(&mut self, ordinal: u32) -> &mut Account {
+        if let Some(frozen) = &mut self.frozen {
+            if (frozen.next..frozen.end).contains(&ordinal) {
+                frozen
+                    .saved
+                    .entry(ordinal)
+                    .or_insert_with(|| self.entries[ordinal as usize].1.clone());
+            }
+        }
         &mut self.entries[ordinal as usize].1
+    }
+
+    /// Starts writing the accounts as they are now for snapshot `build`, to be written with
+    /// [`Self::write_frozen`] while they go on changing (a later call replaces an earlier hold).
+    pub fn freeze(&mut self, build: u64) {
+        self.frozen = Some(Box::new(Frozen {
+            build,
+            next: 0,
+            end: self.entries.len() as u32,
+            saved: Default::default(),
+        }));
+    }
+
+    /// Hands the next (up to) `max` accounts of snapshot `build`, by ordinal and as they
+    /// were when it began, to `write`. `Ok(None)` when the hold is gone (another snapshot
+    /// began, or the table was replaced); `Ok(Some(true))` once the last one was written.
+    pub fn write_frozen<E>(
+        &mut self,
+        build: u64,
+        max: u32,
+        mut write: impl FnMut(&AccountId, &Account) -> Result<(), E>,
+    ) -> Result<Option<bool>, E> {
+        let Some(frozen) = self.frozen.as_mut().filter(|frozen| frozen.build == build) else {
+            return Ok(None);
+        };
+        let stop = frozen.end.min(frozen.next.saturating_add(max));
+        for ordinal in frozen.next..stop {
+            let (id, live) = &self.entries[ordinal as usize];
+            match frozen.saved.remove(&ordinal) {
+                Some(saved) => write(id, &saved)?,
+                None => write(id, live)?,
+            }
+            frozen.next = ordinal + 1;
+        }
+        let done = frozen.next == frozen.end;
+        if done {
+            self.frozen = None;
+        }
+        Ok(Some(done))
     }
 
     /// The id of the account with `ordinal`.
