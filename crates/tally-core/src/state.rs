@@ -76,7 +76,10 @@ pub struct SnapshotWriter {
     /// The price books, their ids and the cost book, encoded.
     middle: Vec<u8>,
     dedup: crate::dedup::FrozenRecords,
-    /// The due times and the totals, encoded.
+    /// The due index as of the start, gathered from the accounts as they are written (it is
+    /// derived from them: each account with a due time, filed under it).
+    due: Vec<(u64, u32)>,
+    /// The totals, encoded.
     tail: Vec<u8>,
 }
 
@@ -94,6 +97,10 @@ impl SnapshotWriter {
     pub fn finish<W: std::io::Write>(self, mut out: W) -> std::io::Result<()> {
         out.write_all(&self.middle)?;
         encode_part(&mut out, &self.dedup)?;
+        // A set is encoded as its length and its items in order, like this sorted list.
+        let mut due = self.due;
+        due.sort_unstable();
+        encode_part(&mut out, &due)?;
         out.write_all(&self.tail)
     }
 }
@@ -506,8 +513,8 @@ impl LedgerState {
 
     /// Starts writing a snapshot of the state as it is now, the same bytes as
     /// [`Self::encode_snapshot_into`], without holding the state still while it is written:
-    /// this writes the start of it to `out`, keeps the small parts (and the table of due
-    /// times) encoded aside and the dedup records shared, and leaves the accounts to
+    /// this writes the start of it to `out`, keeps the small parts encoded aside and the dedup
+    /// records shared, and leaves the accounts (and the due index, gathered from them) to
     /// [`Self::write_snapshot_accounts`], a few at a time, while entries go on being applied
     /// in between (an account changed before it is written is copied first, as it was). Then
     /// [`SnapshotWriter::finish`] writes the rest, without the state. Beginning another
@@ -531,13 +538,13 @@ impl LedgerState {
         encode_part(&mut middle, &self.book_ids)?;
         encode_part(&mut middle, &self.cost_book)?;
         let mut tail = Vec::new();
-        encode_part(&mut tail, &self.due)?;
         encode_part(&mut tail, &self.totals)?;
         self.accounts.freeze(build);
         Ok(SnapshotWriter {
             build,
             middle,
             dedup: self.dedup.frozen(),
+            due: Vec::with_capacity(self.due.len()),
             tail,
         })
     }
@@ -547,13 +554,17 @@ impl LedgerState {
     /// snapshot began): start over.
     pub fn write_snapshot_accounts<W: std::io::Write>(
         &mut self,
-        writer: &SnapshotWriter,
+        writer: &mut SnapshotWriter,
         mut out: W,
         max: u32,
     ) -> std::io::Result<Option<SnapshotStep>> {
+        let due = &mut writer.due;
         let step = self
             .accounts
             .write_frozen(writer.build, max, |id, account| {
+                if let Some(at) = account.due_at() {
+                    due.push((at, account.ordinal));
+                }
                 encode_part(&mut out, &(id, account))
             })?;
         Ok(step.map(|done| {
@@ -662,6 +673,17 @@ impl LedgerState {
                     return Err(format!("account {id} is missing from the due index"));
                 }
             }
+        }
+        let filed = self
+            .accounts
+            .values()
+            .filter(|account| account.due_at().is_some())
+            .count();
+        if self.due.len() != filed {
+            return Err(format!(
+                "the due index holds {} entries for {filed} accounts due",
+                self.due.len()
+            ));
         }
         for (asset, books) in &self.totals.books {
             if !books.sum().is_zero() {

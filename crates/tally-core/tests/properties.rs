@@ -423,9 +423,9 @@ fn run_case(seed: u64, steps: usize) -> (usize, usize) {
         log.push(entry);
         check_step(&state, seed, step);
 
-        if let Some((writer, mut bytes, expected, hash)) = building.take() {
+        if let Some((mut writer, mut bytes, expected, hash)) = building.take() {
             match state
-                .write_snapshot_accounts(&writer, &mut bytes, 1)
+                .write_snapshot_accounts(&mut writer, &mut bytes, 1)
                 .unwrap()
             {
                 Some(SnapshotStep::More) => building = Some((writer, bytes, expected, hash)),
@@ -606,12 +606,12 @@ fn a_snapshot_written_in_steps_is_of_the_state_it_began_from() {
     });
     let expected = state.encode_snapshot();
     let mut stale = Vec::new();
-    let first = state.begin_snapshot(&mut stale).unwrap();
+    let mut first = state.begin_snapshot(&mut stale).unwrap();
     let mut bytes = Vec::new();
-    let writer = state.begin_snapshot(&mut bytes).unwrap();
+    let mut writer = state.begin_snapshot(&mut bytes).unwrap();
     assert_eq!(
         state
-            .write_snapshot_accounts(&first, &mut stale, 1)
+            .write_snapshot_accounts(&mut first, &mut stale, 1)
             .unwrap(),
         None
     );
@@ -634,7 +634,7 @@ fn a_snapshot_written_in_steps_is_of_the_state_it_began_from() {
         assert!(matches!(result.outcomes[0], Outcome::Applied(_)));
         steps += 1;
         match state
-            .write_snapshot_accounts(&writer, &mut bytes, 1)
+            .write_snapshot_accounts(&mut writer, &mut bytes, 1)
             .unwrap()
         {
             Some(SnapshotStep::More) => {}

@@ -222,17 +222,21 @@ pub(crate) fn decode_block_item(
 
 /// The snapshot row of the account heads, sorted so equal states make equal snapshot bytes.
 fn heads_row(heads: &AccountHeads, state: &LedgerState) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
-    sorted_heads_row(account_heads(heads, state)?)
+    let mut listed = Vec::with_capacity(heads.0.len());
+    list_heads(&heads.0, 0, state, &mut listed)?;
+    sorted_heads_row(listed)
 }
 
-/// The account heads by account id (in ordinal order): what [`heads_row`] sorts. Taken
-/// apart so a snapshot build sorts outside the state's lock.
-fn account_heads(
-    heads: &AccountHeads,
+/// Lists the heads `seqs` of the accounts from ordinal `first` on with their ids (what
+/// [`heads_row`] sorts), taken apart so a snapshot build names the accounts a block at a
+/// time and sorts outside the state's lock.
+fn list_heads(
+    seqs: &[u64],
+    first: usize,
     state: &LedgerState,
-) -> Result<Vec<(AccountId, u64)>, StoreError> {
-    let mut listed = Vec::with_capacity(heads.0.len());
-    for (ordinal, seq) in heads.0.iter().enumerate() {
+    listed: &mut Vec<(AccountId, u64)>,
+) -> Result<(), StoreError> {
+    for (ordinal, seq) in (first..).zip(seqs) {
         if *seq == 0 {
             continue;
         }
@@ -245,7 +249,7 @@ fn account_heads(
             })?;
         listed.push((id.clone(), *seq));
     }
-    Ok(listed)
+    Ok(())
 }
 
 fn sorted_heads_row(mut sorted: Vec<(AccountId, u64)>) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
@@ -715,38 +719,63 @@ fn snapshot_meta(applied: &Applied, n: u64) -> Meta {
     }
 }
 
+/// How a build held the state's lock: the first hold (the begin), the longest, how many.
+struct Holds {
+    first: Duration,
+    longest: Duration,
+    count: u32,
+}
+
 /// Encodes the state straight into the build file (through a 1 MiB buffer: the encoding is
 /// never whole in memory), without holding apply up while it does: the state's lock is
 /// taken once to begin (the state's small parts, the account heads and the meta, all as of
 /// one applied index) and then once per [`ACCOUNTS_PER_HOLD`] accounts, and entries are
 /// applied in between; an account changed before it is written is copied first, and the
 /// dedup records are shared, so the file holds the state as of the index it began at (see
-/// `LedgerState::begin_snapshot`). Returns the longest hold and the number of holds. If the
+/// `LedgerState::begin_snapshot`). Returns how it held the lock. If the
 /// state is replaced meanwhile (a snapshot installed), the build starts over as one encoding
 /// of the whole state under the lock.
-fn encode_in_steps(shared: &Shared, n: u64) -> Result<(Built, Duration, u32), StoreError> {
-    let begun = Instant::now();
-    let (meta, mut build, heads, writer) = {
+fn encode_in_steps(shared: &Shared, n: u64) -> Result<(Built, Holds), StoreError> {
+    // The heads as sequence numbers only (a copy of one array); each hold below names the
+    // accounts of the block it wrote (ids never change, and the hold is still this state's).
+    let (meta, seqs, start, mut writer, first) = {
         let mut applied = shared.write();
-        let heads = account_heads(&applied.heads, &applied.state)?;
+        let held = Instant::now();
+        let seqs = applied.heads.0.clone();
         let meta = snapshot_meta(&applied, n);
-        let mut build = shared.snapshots.start_build(&meta, snapshot::BUILD_TEMP)?;
+        let mut start = Vec::new();
         let writer = applied
             .state
-            .begin_snapshot(&mut build)
+            .begin_snapshot(&mut start)
             .map_err(encode_error)?;
-        (meta, build, heads, writer)
+        (meta, seqs, start, writer, held.elapsed())
     };
-    let mut longest = begun.elapsed();
+    let mut build = shared.snapshots.start_build(&meta, snapshot::BUILD_TEMP)?;
+    std::io::Write::write_all(&mut build, &start).map_err(encode_error)?;
+    let mut heads = Vec::with_capacity(seqs.len());
+    let mut longest = first;
     let mut holds = 1;
     loop {
-        let held = Instant::now();
-        let step = shared
-            .write()
-            .state
-            .write_snapshot_accounts(&writer, &mut build, ACCOUNTS_PER_HOLD)
-            .map_err(encode_error)?;
-        longest = longest.max(held.elapsed());
+        let block = (holds - 1) as usize * ACCOUNTS_PER_HOLD as usize;
+        let step = {
+            let mut applied = shared.write();
+            let held = Instant::now();
+            let step = applied
+                .state
+                .write_snapshot_accounts(&mut writer, &mut build, ACCOUNTS_PER_HOLD)
+                .map_err(encode_error)?;
+            if let Some(step) = step {
+                let end = match step {
+                    SnapshotStep::More => seqs.len().min(block + ACCOUNTS_PER_HOLD as usize),
+                    SnapshotStep::AccountsWritten => seqs.len(),
+                };
+                if let Some(block_seqs) = seqs.get(block..end) {
+                    list_heads(block_seqs, block, &applied.state, &mut heads)?;
+                }
+            }
+            longest = longest.max(held.elapsed());
+            step
+        };
         holds += 1;
         match step {
             Some(SnapshotStep::More) => {}
@@ -755,19 +784,29 @@ fn encode_in_steps(shared: &Shared, n: u64) -> Result<(Built, Duration, u32), St
                 tracing::info!("the state was replaced while a snapshot was built; building again");
                 drop(build);
                 let (built, whole) = encode_whole(shared, n)?;
-                return Ok((built, longest.max(whole), holds + 1));
+                let holds = Holds {
+                    first,
+                    longest: longest.max(whole),
+                    count: holds + 1,
+                };
+                return Ok((built, holds));
             }
         }
     }
     writer.finish(&mut build).map_err(encode_error)?;
     let history = snapshot::encode_rows(&[sorted_heads_row(heads)?]);
-    Ok(((meta, build, history), longest, holds))
+    let holds = Holds {
+        first,
+        longest,
+        count: holds,
+    };
+    Ok(((meta, build, history), holds))
 }
 
 /// The whole state encoded under the lock, in one hold (returned with how long it took).
 fn encode_whole(shared: &Shared, n: u64) -> Result<(Built, Duration), StoreError> {
-    let begun = Instant::now();
     let applied = shared.read();
+    let begun = Instant::now();
     let history = snapshot::encode_rows(&[heads_row(&applied.heads, &applied.state)?]);
     let meta = snapshot_meta(&applied, n);
     let mut build = shared.snapshots.start_build(&meta, snapshot::BUILD_TEMP)?;
@@ -790,7 +829,7 @@ impl SnapshotBuilder {
             // `sm` tree, synced below before the snapshot is made current;
             // `current_snapshot` adds them when the snapshot leaves for another node.
             let started = Instant::now();
-            let ((meta, build, history), longest, holds) = encode_in_steps(&shared, n)?;
+            let ((meta, build, history), holds) = encode_in_steps(&shared, n)?;
             let encoded = started.elapsed();
             shared.snapshots.finish_build(build, &history)?;
             // The journal rows up to this snapshot must be durable before the log entries
@@ -799,8 +838,9 @@ impl SnapshotBuilder {
             shared.snapshots.commit_build(&meta, snapshot::BUILD_TEMP)?;
             tracing::info!(
                 index = ?meta.last_log_id.map(|id| id.index),
-                state_lock_ms = longest.as_millis() as u64,
-                holds,
+                state_lock_ms = holds.longest.as_millis() as u64,
+                first_hold_ms = holds.first.as_millis() as u64,
+                holds = holds.count,
                 encode_ms = encoded.as_millis() as u64,
                 total_ms = started.elapsed().as_millis() as u64,
                 "snapshot built"

@@ -384,7 +384,19 @@ async fn a_snapshot_built_while_entries_apply_is_of_the_index_it_names() {
         (snapshot_log_id, reference.states[applied].state_hash()),
         "the snapshot names index {index} but holds another state"
     );
+    // The account heads it carries chain each account's history on from where it was.
+    for a in (0..3_000).step_by(97) {
+        let acct = account(a);
+        let want = reference.history(applied, &acct);
+        assert_eq!(reader.history(&acct, None, 1_000).unwrap(), want, "{acct}");
+    }
     apply_range(&mut sm, &entries, applied..n, &reference).await;
     assert_eq!(reader.state_hash().1, reference.states[n].state_hash());
+    for a in (0..3_000).step_by(97) {
+        let acct = account(a);
+        let want = reference.history(n, &acct);
+        assert!(!want.is_empty());
+        assert_eq!(reader.history(&acct, None, 1_000).unwrap(), want, "{acct}");
+    }
     reader.with_state(|s| s.check_invariants()).unwrap();
 }
