@@ -576,6 +576,12 @@ impl LedgerState {
         }))
     }
 
+    /// Ends the hold of the snapshot `writer` began on the accounts, if it still has it (a
+    /// build that failed: the accounts it had not written stop being copied).
+    pub fn abandon_snapshot(&mut self, writer: &SnapshotWriter) {
+        self.accounts.thaw(writer.build);
+    }
+
     /// Decodes a snapshot and checks the invariants of what it decoded (the pair of the
     /// checks done after apply), so a corrupt snapshot is refused rather than served.
     pub fn decode_snapshot(bytes: &[u8]) -> Result<Self, SnapshotError> {

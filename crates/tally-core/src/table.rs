@@ -169,6 +169,17 @@ impl Accounts {
         }));
     }
 
+    /// Ends snapshot `build`'s hold, if it still has it.
+    pub fn thaw(&mut self, build: u64) {
+        if self
+            .frozen
+            .as_ref()
+            .is_some_and(|frozen| frozen.build == build)
+        {
+            self.frozen = None;
+        }
+    }
+
     /// Hands the next (up to) `max` accounts of snapshot `build`, by ordinal and as they
     /// were when it began, to `write`. `Ok(None)` when the hold is gone (another snapshot
     /// began, or the table was replaced); `Ok(Some(true))` once the last one was written.

@@ -643,6 +643,15 @@ fn a_snapshot_written_in_steps_is_of_the_state_it_began_from() {
         }
     }
     assert_eq!(steps, ACCOUNTS.len() as u64);
+    // A build that failed gives its hold up; writing on with it is refused.
+    let mut given_up = state.begin_snapshot(Vec::new()).unwrap();
+    state.abandon_snapshot(&given_up);
+    assert_eq!(
+        state
+            .write_snapshot_accounts(&mut given_up, Vec::new(), 1)
+            .unwrap(),
+        None
+    );
     writer.finish(&mut bytes).unwrap();
     assert!(
         bytes == expected,

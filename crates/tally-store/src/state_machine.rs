@@ -750,8 +750,16 @@ fn encode_in_steps(shared: &Shared, n: u64) -> Result<(Built, Holds), StoreError
             .map_err(encode_error)?;
         (meta, seqs, start, writer, held.elapsed())
     };
-    let mut build = shared.snapshots.start_build(&meta, snapshot::BUILD_TEMP)?;
-    std::io::Write::write_all(&mut build, &start).map_err(encode_error)?;
+    // A build that fails ends its hold on the accounts (or apply would go on copying them).
+    let abandon = |writer: &tally_core::SnapshotWriter, error: StoreError| {
+        shared.write().state.abandon_snapshot(writer);
+        error
+    };
+    let mut build = match shared.snapshots.start_build(&meta, snapshot::BUILD_TEMP) {
+        Ok(build) => build,
+        Err(e) => return Err(abandon(&writer, e)),
+    };
+    std::io::Write::write_all(&mut build, &start).map_err(|e| abandon(&writer, encode_error(e)))?;
     let mut heads = Vec::with_capacity(seqs.len());
     let mut longest = first;
     let mut holds = 1;
@@ -760,21 +768,32 @@ fn encode_in_steps(shared: &Shared, n: u64) -> Result<(Built, Holds), StoreError
         let step = {
             let mut applied = shared.write();
             let held = Instant::now();
-            let step = applied
+            let written = applied
                 .state
                 .write_snapshot_accounts(&mut writer, &mut build, ACCOUNTS_PER_HOLD)
-                .map_err(encode_error)?;
-            if let Some(step) = step {
-                let end = match step {
-                    SnapshotStep::More => seqs.len().min(block + ACCOUNTS_PER_HOLD as usize),
-                    SnapshotStep::AccountsWritten => seqs.len(),
-                };
-                if let Some(block_seqs) = seqs.get(block..end) {
-                    list_heads(block_seqs, block, &applied.state, &mut heads)?;
+                .map_err(encode_error)
+                .and_then(|step| {
+                    if let Some(step) = step {
+                        let end = match step {
+                            SnapshotStep::More => {
+                                seqs.len().min(block + ACCOUNTS_PER_HOLD as usize)
+                            }
+                            SnapshotStep::AccountsWritten => seqs.len(),
+                        };
+                        if let Some(block_seqs) = seqs.get(block..end) {
+                            list_heads(block_seqs, block, &applied.state, &mut heads)?;
+                        }
+                    }
+                    Ok(step)
+                });
+            longest = longest.max(held.elapsed());
+            match written {
+                Ok(step) => step,
+                Err(e) => {
+                    applied.state.abandon_snapshot(&writer);
+                    return Err(e);
                 }
             }
-            longest = longest.max(held.elapsed());
-            step
         };
         holds += 1;
         match step {
