@@ -728,13 +728,13 @@ struct Holds {
 
 /// Encodes the state straight into the build file (through a 1 MiB buffer: the encoding is
 /// never whole in memory), without holding apply up while it does: the state's lock is
-/// taken once to begin (the state's small parts, the account heads and the meta, all as of
-/// one applied index) and then once per [`ACCOUNTS_PER_HOLD`] accounts, and entries are
+/// taken once to begin (the state's small parts, the account heads' sequence numbers and the
+/// meta, all as of one applied index) and then once per [`ACCOUNTS_PER_HOLD`] accounts, and entries are
 /// applied in between; an account changed before it is written is copied first, and the
 /// dedup records are shared, so the file holds the state as of the index it began at (see
-/// `LedgerState::begin_snapshot`). Returns how it held the lock. If the
-/// state is replaced meanwhile (a snapshot installed), the build starts over as one encoding
-/// of the whole state under the lock.
+/// `LedgerState::begin_snapshot`). Returns how it held the lock. If the state is replaced
+/// meanwhile (a snapshot installed), the build starts over as one encoding of the whole state
+/// under the lock; if it fails, it ends its hold on the accounts.
 fn encode_in_steps(shared: &Shared, n: u64) -> Result<(Built, Holds), StoreError> {
     // The heads as sequence numbers only (a copy of one array); each hold below names the
     // accounts of the block it wrote (ids never change, and the hold is still this state's).
