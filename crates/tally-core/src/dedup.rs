@@ -225,22 +225,10 @@ impl Dedup {
     }
 
     /// Every record with its location, oldest first.
-    fn records_from(
-        &self,
-        mut chunk: u64,
-        mut position: usize,
-    ) -> impl Iterator<Item = (Location, &[u8])> {
-        std::iter::from_fn(move || loop {
-            let bytes = self.chunks.get((chunk - self.first_chunk) as usize)?;
-            if position < bytes.len() {
-                let (start, len) = record_span(bytes, position);
-                let location = chunk << 32 | position as u64;
-                position = start + len;
-                return Some((location, &bytes[start..start + len]));
-            }
-            chunk += 1;
-            position = 0;
-        })
+    fn records_from(&self, chunk: u64, position: usize) -> impl Iterator<Item = (Location, &[u8])> {
+        let chunks = self.chunks.iter().skip((chunk - self.first_chunk) as usize);
+        records_in(chunks, position)
+            .map(move |(n, at, record)| ((chunk + n as u64) << 32 | at as u64, record))
     }
 
     fn records(&self) -> impl Iterator<Item = &[u8]> {
@@ -472,49 +460,45 @@ impl Dedup {
     }
 }
 
-impl FrozenRecords {
-    fn records(&self) -> impl Iterator<Item = &[u8]> {
-        self.chunks.iter().enumerate().flat_map(move |(n, chunk)| {
-            let mut position = if n == 0 { self.head } else { 0 };
-            std::iter::from_fn(move || {
-                (position < chunk.len()).then(|| {
-                    let (start, len) = record_span(chunk, position);
-                    position = start + len;
-                    &chunk[start..start + len]
-                })
+/// The records in `chunks` from byte `position` of the first one on, oldest first, each with
+/// the index of its chunk among `chunks` and its position in that chunk.
+fn records_in<'a>(
+    chunks: impl Iterator<Item = &'a Arc<Vec<u8>>>,
+    position: usize,
+) -> impl Iterator<Item = (usize, usize, &'a [u8])> {
+    chunks.enumerate().flat_map(move |(n, chunk)| {
+        let mut at = if n == 0 { position } else { 0 };
+        std::iter::from_fn(move || {
+            (at < chunk.len()).then(|| {
+                let (start, len) = record_span(chunk, at);
+                let record = (n, at, &chunk[start..start + len]);
+                at = start + len;
+                record
             })
         })
-    }
-}
-
-fn serialize_records<'a, S: Serializer>(
-    serializer: S,
-    count: usize,
-    records: impl Iterator<Item = &'a [u8]>,
-) -> Result<S::Ok, S::Error> {
-    struct Bytes<'a>(&'a [u8]);
-    impl Serialize for Bytes<'_> {
-        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            serializer.serialize_bytes(self.0)
-        }
-    }
-    let mut seq = serializer.serialize_seq(Some(count))?;
-    for record in records {
-        seq.serialize_element(&Bytes(record))?;
-    }
-    seq.end()
+    })
 }
 
 /// Serialized as the list of records, oldest first: canonical for the same log.
 impl Serialize for Dedup {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serialize_records(serializer, self.count, self.records())
+        self.frozen().serialize(serializer)
     }
 }
 
 impl Serialize for FrozenRecords {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serialize_records(serializer, self.count, self.records())
+        struct Bytes<'a>(&'a [u8]);
+        impl Serialize for Bytes<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_bytes(self.0)
+            }
+        }
+        let mut seq = serializer.serialize_seq(Some(self.count))?;
+        for (_, _, record) in records_in(self.chunks.iter(), self.head) {
+            seq.serialize_element(&Bytes(record))?;
+        }
+        seq.end()
     }
 }
 

@@ -105,6 +105,12 @@ impl SnapshotWriter {
     }
 }
 
+/// What a snapshot starts with: magic and format version.
+fn write_snapshot_prefix(out: &mut impl std::io::Write) -> std::io::Result<()> {
+    out.write_all(SNAPSHOT_MAGIC)?;
+    out.write_all(&SNAPSHOT_VERSION.to_le_bytes())
+}
+
 /// `value` in the snapshot's encoding, written to `out`.
 fn encode_part<T: serde::Serialize + ?Sized>(
     out: &mut impl std::io::Write,
@@ -501,14 +507,8 @@ impl LedgerState {
 
     /// [`Self::encode_snapshot`] written to `out` as it is encoded (no intermediate buffer).
     pub fn encode_snapshot_into<W: std::io::Write>(&self, mut out: W) -> std::io::Result<()> {
-        out.write_all(SNAPSHOT_MAGIC)?;
-        out.write_all(&SNAPSHOT_VERSION.to_le_bytes())?;
-        snapshot_options()
-            .serialize_into(&mut out, self)
-            .map_err(|e| match *e {
-                bincode::ErrorKind::Io(io) => io,
-                other => std::io::Error::other(other.to_string()),
-            })
+        write_snapshot_prefix(&mut out)?;
+        encode_part(&mut out, self)
     }
 
     /// Starts writing a snapshot of the state as it is now, the same bytes as
@@ -525,8 +525,7 @@ impl LedgerState {
     ) -> std::io::Result<SnapshotWriter> {
         static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let build = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        out.write_all(SNAPSHOT_MAGIC)?;
-        out.write_all(&SNAPSHOT_VERSION.to_le_bytes())?;
+        write_snapshot_prefix(&mut out)?;
         // The fields in their order in the struct (bincode writes a struct as its fields one
         // after the other), the accounts as the length of their list and then each one.
         encode_part(&mut out, &self.now_ms)?;
