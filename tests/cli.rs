@@ -1594,4 +1594,67 @@ async fn client_library_routes_batches_and_streams() {
     assert!(kinds.contains(&"balance_low".to_string()), "{kinds:?}");
     let account = client.get_account("acme").await.unwrap();
     assert_eq!(account.balance, "8");
+
+    // A batch asking for the unsettled events only: counts, the money of what settled now,
+    // and the exceptions by position, each as the full reply would carry it.
+    let batch = vec![
+        usage_event("c-0", "acme", "tokens", "4", occurred),
+        usage_event("b-0", "acme", "tokens", "4", occurred),
+        usage_event("b-1", "acme", "tokens", "5", occurred),
+        usage_event("c-1", "ghost", "tokens", "1", occurred),
+        usage_event("c-2", "acme", "tokens", "4", occurred),
+        usage_event("c-3", "acme", "tokens", "1", occurred),
+    ];
+    let summary = client
+        .record_usage_batch_unsettled(batch, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            summary.settled,
+            summary.duplicate,
+            summary.conflict,
+            summary.rejected
+        ),
+        (2, 1, 1, 2),
+        "{summary:?}"
+    );
+    // 100 units bought for 1: each unit drawn books 0.01 of revenue; no cost book.
+    assert_eq!(summary.revenue.to_string(), "0.08");
+    assert_eq!(summary.cost.to_string(), "0");
+    assert_eq!(summary.margin.to_string(), "0.08");
+    let listed: Vec<(usize, &str, &str)> = summary
+        .unsettled
+        .iter()
+        .map(|(index, event)| (*index, event.event_id.as_str(), event.outcome.kind()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (1, "b-0", "duplicate"),
+            (2, "b-1", "conflict"),
+            (3, "c-1", "rejected"),
+            (5, "c-3", "rejected"),
+        ]
+    );
+    // The duplicate carries its original settlement, the rejections their codes.
+    assert_eq!(
+        summary.unsettled[0]
+            .1
+            .outcome
+            .settlement()
+            .map(|s| &s.event_id),
+        Some(&"b-0".to_string())
+    );
+    let codes: Vec<&str> = summary
+        .unsettled
+        .iter()
+        .filter_map(|(_, event)| match &event.outcome {
+            UsageOutcome::Rejected(rejection) => Some(rejection.code.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(codes, ["unknown_account", "insufficient_funds"]);
+    let account = client.get_account("acme").await.unwrap();
+    assert_eq!(account.balance, "0", "the two settled events were debited");
 }

@@ -515,6 +515,7 @@ async fn bad_input_is_refused_and_the_state_hash_does_not_move() {
             .record_usage_batch(Request::new(v1::RecordUsageBatchRequest {
                 events,
                 atomic: false,
+                reply: v1::BatchReply::UnsettledOnly as i32,
             }))
             .await
             .expect_err("a batch of 8,191 events");

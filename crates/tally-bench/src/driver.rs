@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tally_proto::TallyError;
 use tokio::sync::Semaphore;
 
-use crate::reply::{Counted, CountedResult, UsageSender};
+use crate::reply::{Counts, UsageSender};
 use crate::summary::Recorder;
 use crate::workload::EventSource;
 
@@ -61,29 +61,27 @@ fn count_reply(
     recorder: &mut Recorder,
     progress: &Progress,
     events: u32,
-    reply: Result<Vec<CountedResult>, tonic::Status>,
+    reply: Result<Counts, tonic::Status>,
 ) {
     recorder.requests += 1;
     recorder.events_sent += u64::from(events);
     match reply {
-        Ok(results) => {
-            let mut settled = 0;
-            let mut rejected = 0;
-            for result in results {
-                match result.outcome {
-                    Some(Counted::Settled(_)) => settled += 1,
-                    Some(Counted::Duplicate(_)) => recorder.duplicates += 1,
-                    Some(Counted::Conflict(_)) => recorder.conflicts += 1,
-                    Some(Counted::Rejected(rejection)) => {
-                        rejected += 1;
-                        recorder.reject(&rejection.code);
-                    }
-                    None => recorder.error("empty_result", 1),
-                }
+        Ok(counts) => {
+            recorder.duplicates += counts.duplicates;
+            recorder.conflicts += counts.conflicts;
+            for code in &counts.rejections {
+                recorder.reject(code);
             }
-            recorder.settled += settled;
-            progress.settled.fetch_add(settled, Ordering::Relaxed);
-            progress.rejected.fetch_add(rejected, Ordering::Relaxed);
+            if counts.empty > 0 {
+                recorder.error("empty_result", counts.empty);
+            }
+            recorder.settled += counts.settled;
+            progress
+                .settled
+                .fetch_add(counts.settled, Ordering::Relaxed);
+            progress
+                .rejected
+                .fetch_add(counts.rejections.len() as u64, Ordering::Relaxed);
         }
         Err(status) => {
             let error = TallyError::from_status(&status);

@@ -105,7 +105,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Option<Summary>> {
         let channel = connect::connect(&leader, timeout)
             .await
             .with_context(|| format!("client {client}"))?;
-        clients.push(reply::UsageSender::new(channel));
+        clients.push(reply::UsageSender::new(
+            channel,
+            options.batch_reply == "every",
+        ));
         sources.push(EventSource::new(accounts.clone(), &run_tag, client, seed));
     }
 
@@ -185,7 +188,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Option<Summary>> {
         progress.rejected.load(Ordering::Relaxed),
         progress.errors.load(Ordering::Relaxed)
     ));
-    let summary = Summary::new(
+    let mut summary = Summary::new(
         "tally",
         label,
         options.clients,
@@ -196,6 +199,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Option<Summary>> {
         measured.as_secs_f64(),
         &recorder,
     );
+    if options.events_per_request > 1 {
+        summary.batch_reply = options.batch_reply.clone();
+    }
     print!("{}", summary.report());
     if let Some(path) = &options.out {
         write_json(path, &summary)?;

@@ -69,6 +69,12 @@ pub struct RunOptions {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub in_flight_max: u32,
 
+    /// What a batch's reply lists: `unsettled` (the counts and only the events that did not
+    /// settle, as a high-volume ingest client asks) or `every` (every event's settlement in
+    /// full).
+    #[arg(long, value_name = "LISTED", default_value = "unsettled", value_parser = ["unsettled", "every"])]
+    pub batch_reply: String,
+
     /// Write the result as JSON to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,

@@ -1,12 +1,15 @@
 //! Sending usage and reading back only what the benchmark counts.
 //!
-//! The node builds and sends every settlement in full (event id, account, amounts, drawdown,
-//! revenue, cost, margin...); a client that uses them decodes them all. The load generator
-//! needs each result's outcome and, for a rejection, its code, so it decodes the replies with
-//! the message types below: the same wire format as `tally.v1.RecordUsageReply` and
-//! `RecordUsageBatchReply`, with the settlement bodies skipped instead of turned into strings.
-//! On a machine where the generator shares the cores with the nodes, that leaves them the CPU
-//! (`make bench` prints the generator's CPU per event next to the nodes').
+//! The load generator needs each result's outcome and, for a rejection, its code. A batch is
+//! sent asking for the unsettled events only (`BATCH_REPLY_UNSETTLED_ONLY`, what a
+//! high-volume ingest client would ask for; `--batch-reply every` asks for every result): the
+//! reply holds the counts and the exceptions. A full reply (one event, or every result) builds
+//! and sends every settlement in full (event id, account, amounts, drawdown, revenue, cost,
+//! margin...); the generator decodes those with the message types below: the same wire format
+//! as `tally.v1.RecordUsageReply` and `RecordUsageBatchReply`, with the settlement bodies
+//! skipped instead of turned into strings. On a machine where the generator shares the cores
+//! with the nodes, that leaves them the CPU (`make bench` prints the generator's CPU per event
+//! next to the nodes').
 
 use std::time::Duration;
 
@@ -65,32 +68,114 @@ pub struct RejectionCode {
 const RECORD_USAGE: &str = "/tally.v1.Ledger/RecordUsage";
 const RECORD_USAGE_BATCH: &str = "/tally.v1.Ledger/RecordUsageBatch";
 
+/// What one reply said, counted.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub settled: u64,
+    pub duplicates: u64,
+    pub conflicts: u64,
+    /// The code of each rejection.
+    pub rejections: Vec<String>,
+    /// Results without an outcome (a broken reply).
+    pub empty: u64,
+}
+
+impl Counts {
+    fn of_results(results: impl IntoIterator<Item = CountedResult>) -> Counts {
+        let mut counts = Counts::default();
+        for result in results {
+            counts.add(result.outcome);
+        }
+        counts
+    }
+
+    fn add(&mut self, outcome: Option<Counted>) {
+        match outcome {
+            Some(Counted::Settled(_)) => self.settled += 1,
+            Some(Counted::Duplicate(_)) => self.duplicates += 1,
+            Some(Counted::Conflict(_)) => self.conflicts += 1,
+            Some(Counted::Rejected(rejection)) => self.rejections.push(rejection.code),
+            None => self.empty += 1,
+        }
+    }
+
+    /// A `BATCH_REPLY_UNSETTLED_ONLY` reply to `events` events: the summary's settled count,
+    /// the listed exceptions one by one; a reply whose counts do not add up to the batch
+    /// counts the difference as empty results.
+    fn of_unsettled(reply: UnsettledBatchReply, events: u64) -> Counts {
+        let mut counts = Counts::default();
+        let Some(summary) = reply.summary else {
+            counts.empty = events;
+            return counts;
+        };
+        counts.settled = u64::from(summary.settled);
+        for listed in reply.unsettled {
+            counts.add(listed.result.and_then(|result| result.outcome));
+        }
+        let total = counts.settled
+            + counts.duplicates
+            + counts.conflicts
+            + counts.rejections.len() as u64
+            + counts.empty;
+        counts.empty += events.saturating_sub(total);
+        counts
+    }
+}
+
+/// `tally.v1.RecordUsageBatchReply` as `BATCH_REPLY_UNSETTLED_ONLY` fills it, reading the
+/// summary's settled count and each listed result's outcome.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UnsettledBatchReply {
+    #[prost(message, repeated, tag = "2")]
+    pub unsettled: Vec<ListedResult>,
+    #[prost(message, optional, tag = "3")]
+    pub summary: Option<SettledCount>,
+}
+
+/// `tally.v1.IndexedUsageResult`, its result's outcome.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListedResult {
+    #[prost(message, optional, tag = "2")]
+    pub result: Option<CountedResult>,
+}
+
+/// `tally.v1.BatchSummary`, its settled count.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SettledCount {
+    #[prost(uint32, tag = "1")]
+    pub settled: u32,
+}
+
 /// A connection to the leader that sends usage: RecordUsage for one event, RecordUsageBatch
 /// for more. Cheap to clone (the channel is shared).
 #[derive(Clone)]
 pub struct UsageSender {
     grpc: tonic::client::Grpc<Channel>,
+    /// Batches ask for every result instead of the unsettled ones only.
+    every_result: bool,
 }
 
 impl UsageSender {
-    pub fn new(channel: Channel) -> Self {
+    pub fn new(channel: Channel, every_result: bool) -> Self {
         UsageSender {
             grpc: tonic::client::Grpc::new(channel)
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
+            every_result,
         }
     }
 
-    /// Sends `events` and returns one result per event, in order.
+    /// Sends `events` and counts their outcomes.
     pub async fn send(
         &mut self,
         mut events: Vec<v1::UsageEvent>,
         timeout: Duration,
-    ) -> Result<Vec<CountedResult>, tonic::Status> {
+    ) -> Result<Counts, tonic::Status> {
         self.grpc.ready().await.map_err(|error| {
             tonic::Status::unavailable(format!("the connection is not ready: {error}"))
         })?;
-        if events.len() == 1 {
+        let event_count = events.len() as u64;
+        if event_count == 1 {
             let mut request = tonic::Request::new(v1::RecordUsageRequest {
                 event: events.pop(),
             });
@@ -100,11 +185,12 @@ impl UsageSender {
                 .grpc
                 .unary(request, PathAndQuery::from_static(RECORD_USAGE), codec)
                 .await?;
-            Ok(reply.into_inner().result.into_iter().collect())
-        } else {
+            Ok(Counts::of_results(reply.into_inner().result))
+        } else if self.every_result {
             let mut request = tonic::Request::new(v1::RecordUsageBatchRequest {
                 events,
                 atomic: false,
+                reply: v1::BatchReply::EveryResult as i32,
             });
             request.set_timeout(timeout);
             let codec = ProstCodec::<v1::RecordUsageBatchRequest, CountedBatchReply>::default();
@@ -116,7 +202,24 @@ impl UsageSender {
                     codec,
                 )
                 .await?;
-            Ok(reply.into_inner().results)
+            Ok(Counts::of_results(reply.into_inner().results))
+        } else {
+            let mut request = tonic::Request::new(v1::RecordUsageBatchRequest {
+                events,
+                atomic: false,
+                reply: v1::BatchReply::UnsettledOnly as i32,
+            });
+            request.set_timeout(timeout);
+            let codec = ProstCodec::<v1::RecordUsageBatchRequest, UnsettledBatchReply>::default();
+            let reply = self
+                .grpc
+                .unary(
+                    request,
+                    PathAndQuery::from_static(RECORD_USAGE_BATCH),
+                    codec,
+                )
+                .await?;
+            Ok(Counts::of_unsettled(reply.into_inner(), event_count))
         }
     }
 }
@@ -211,5 +314,64 @@ mod tests {
         };
         let counted = CountedReply::decode(single.encode_to_vec().as_slice()).unwrap();
         assert_eq!(kind(&counted.result.unwrap().outcome), "settled");
+    }
+
+    /// An unsettled-only reply, read with the counting types: the summary's settled count and
+    /// each listed exception; counts that fall short of the batch are empty results.
+    #[test]
+    fn unsettled_only_replies_are_counted_like_full_ones() {
+        let full = v1::RecordUsageBatchReply {
+            unsettled: vec![
+                v1::IndexedUsageResult {
+                    index: 1,
+                    result: Some(v1::UsageResult {
+                        outcome: Some(Outcome::Duplicate(settlement("e2"))),
+                    }),
+                },
+                v1::IndexedUsageResult {
+                    index: 3,
+                    result: Some(v1::UsageResult {
+                        outcome: Some(Outcome::Rejected(v1::Rejection {
+                            code: "no_rate".to_string(),
+                            ..Default::default()
+                        })),
+                    }),
+                },
+            ],
+            summary: Some(v1::BatchSummary {
+                settled: 3,
+                duplicate: 1,
+                rejected: 1,
+                revenue: "1.5".to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let read = |events| {
+            Counts::of_unsettled(
+                UnsettledBatchReply::decode(full.encode_to_vec().as_slice()).unwrap(),
+                events,
+            )
+        };
+        let expected = Counts {
+            settled: 3,
+            duplicates: 1,
+            rejections: vec!["no_rate".to_string()],
+            ..Default::default()
+        };
+        assert_eq!(read(5), expected);
+        assert_eq!(
+            read(7),
+            Counts {
+                empty: 2,
+                ..expected
+            }
+        );
+        let no_summary = v1::RecordUsageBatchReply::default();
+        let counts = Counts::of_unsettled(
+            UnsettledBatchReply::decode(no_summary.encode_to_vec().as_slice()).unwrap(),
+            4,
+        );
+        assert_eq!(counts.empty, 4);
     }
 }

@@ -124,6 +124,10 @@ pub struct Summary {
     pub events_per_request: u32,
     /// `closed` (next request when the previous is answered) or `open` (fixed schedule).
     pub mode: String,
+    /// What a batch's reply listed: `unsettled` or `every` (empty: one event per request,
+    /// a peer, or a file from before the option).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub batch_reply: String,
     pub target_events_per_second: Option<u64>,
     pub accounts: u32,
     pub warmup_seconds: f64,
@@ -173,6 +177,7 @@ impl Summary {
             } else {
                 "closed".to_string()
             },
+            batch_reply: String::new(),
             target_events_per_second,
             accounts,
             warmup_seconds,

@@ -236,6 +236,7 @@ mod tests {
         v1::RecordUsageBatchRequest {
             events: source.next_events(3),
             atomic: false,
+            ..Default::default()
         }
         .to_command()
         .unwrap();

@@ -19,7 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::config::{normalize_endpoint, ClientConfig};
 use crate::error::ClientError;
 use crate::events::EventSubscription;
-use crate::usage::{EventOutcome, UsageOutcome};
+use crate::usage::{BatchSummary, EventOutcome, UsageOutcome};
 
 /// Extra time the local timer allows beyond the `grpc-timeout` the server enforces, so that the
 /// server's own `deadline_exceeded` (with its message) usually arrives first.
@@ -581,7 +581,11 @@ impl Client {
         events: Vec<v1::UsageEvent>,
         atomic: bool,
     ) -> Result<Vec<EventOutcome>, ClientError> {
-        let request = v1::RecordUsageBatchRequest { events, atomic };
+        let request = v1::RecordUsageBatchRequest {
+            events,
+            atomic,
+            reply: v1::BatchReply::EveryResult as i32,
+        };
         request.to_command()?;
         let answer = self
             .ledger_call_counted(
@@ -610,6 +614,30 @@ impl Client {
                 })
             })
             .collect()
+    }
+
+    /// [`Self::record_usage_batch`] for high-volume ingest: the reply lists only the events
+    /// that did not settle now (duplicates, conflicts, rejections), with counts and the sums
+    /// of revenue, cost and margin, instead of every settlement in full. Retried like it.
+    pub async fn record_usage_batch_unsettled(
+        &self,
+        events: Vec<v1::UsageEvent>,
+        atomic: bool,
+    ) -> Result<BatchSummary, ClientError> {
+        let request = v1::RecordUsageBatchRequest {
+            events,
+            atomic,
+            reply: v1::BatchReply::UnsettledOnly as i32,
+        };
+        request.to_command()?;
+        let answer = self
+            .ledger_call_counted(
+                "record usage batch",
+                request.clone(),
+                |mut c, r| async move { c.record_usage_batch(r).await },
+            )
+            .await?;
+        BatchSummary::from_wire(&request.events, answer.reply)
     }
 
     // ---- History, reports, events -----------------------------------------------------------

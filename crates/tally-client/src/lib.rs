@@ -46,7 +46,7 @@ pub use config::{normalize_endpoint, ClientConfig, DEFAULT_ENDPOINTS};
 pub use error::ClientError;
 pub use events::EventSubscription;
 pub use tally_proto::{v1, ErrorCode, TallyError};
-pub use usage::{Draw, EventOutcome, Rejection, Settlement, UsageOutcome};
+pub use usage::{BatchSummary, Draw, EventOutcome, Rejection, Settlement, UsageOutcome};
 
 /// A fresh event id: `evt-` and 24 random hex digits (96 bits: collisions are not a concern
 /// within a 35-day dedup window).

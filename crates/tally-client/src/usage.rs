@@ -112,6 +112,92 @@ pub struct EventOutcome {
     pub outcome: UsageOutcome,
 }
 
+/// What a batch sent with [`crate::Client::record_usage_batch_unsettled`] answered: counts,
+/// the money of the events settled now, and only the events that did not settle now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchSummary {
+    pub settled: u32,
+    pub duplicate: u32,
+    pub conflict: u32,
+    pub rejected: u32,
+    /// Sums over the events settled now, in the reporting currency, exact.
+    pub revenue: Amount,
+    pub cost: Amount,
+    pub margin: Amount,
+    /// The events that did not settle now (duplicate, conflict, rejected), in batch order,
+    /// each with its position in the batch.
+    pub unsettled: Vec<(usize, EventOutcome)>,
+}
+
+impl BatchSummary {
+    /// Parses a reply to a batch of `events` (the request's, for their ids); a reply whose
+    /// counts or positions do not fit the batch is a protocol error.
+    pub fn from_wire(
+        events: &[v1::UsageEvent],
+        reply: v1::RecordUsageBatchReply,
+    ) -> Result<BatchSummary, ClientError> {
+        let protocol = |what: String| ClientError::Protocol(format!("batch reply: {what}"));
+        let wire = reply
+            .summary
+            .ok_or_else(|| protocol("no summary".to_string()))?;
+        let total = [wire.settled, wire.duplicate, wire.conflict, wire.rejected]
+            .iter()
+            .map(|&n| n as usize)
+            .sum::<usize>();
+        if total != events.len() {
+            return Err(protocol(format!(
+                "the counts add up to {total} for {} events",
+                events.len()
+            )));
+        }
+        let expected = total - wire.settled as usize;
+        if reply.unsettled.len() != expected {
+            return Err(protocol(format!(
+                "{} unsettled results listed for {expected} unsettled events",
+                reply.unsettled.len()
+            )));
+        }
+        let mut unsettled = Vec::with_capacity(reply.unsettled.len());
+        for listed in reply.unsettled {
+            let index = listed.index as usize;
+            let event = events
+                .get(index)
+                .ok_or_else(|| protocol(format!("index {index} outside the batch")))?;
+            let result = listed
+                .result
+                .ok_or_else(|| protocol(format!("index {index} without a result")))?;
+            let outcome = UsageOutcome::from_wire(result)?;
+            if matches!(outcome, UsageOutcome::Settled(_)) {
+                return Err(protocol(format!(
+                    "index {index} listed as unsettled settled"
+                )));
+            }
+            unsettled.push((
+                index,
+                EventOutcome {
+                    event_id: event.event_id.clone(),
+                    account: event.account.clone(),
+                    outcome,
+                },
+            ));
+        }
+        let money = |field: &str, text: &str| {
+            Amount::parse(field, text)
+                .map_err(|error| ClientError::Protocol(format!("batch reply: summary.{error}")))
+        };
+        Ok(BatchSummary {
+            settled: wire.settled,
+            duplicate: wire.duplicate,
+            conflict: wire.conflict,
+            rejected: wire.rejected,
+            revenue: money("revenue", &wire.revenue)?,
+            cost: money("cost", &wire.cost)?,
+            margin: money("margin", &wire.margin)?,
+            unsettled,
+        })
+    }
+}
+
 fn wire_amount(field: &str, text: &str) -> Result<Amount, ClientError> {
     // Empty means zero on the wire for amounts that did not apply (no hold, no debt).
     if text.is_empty() {
@@ -209,6 +295,72 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_batch_summary_must_fit_its_batch() {
+        use v1::usage_result::Outcome as Wire;
+        let events: Vec<v1::UsageEvent> = ["e0", "e1", "e2"]
+            .iter()
+            .map(|id| v1::UsageEvent {
+                event_id: id.to_string(),
+                account: "acme".into(),
+                ..Default::default()
+            })
+            .collect();
+        let conflict = |index: u32| v1::IndexedUsageResult {
+            index,
+            result: Some(v1::UsageResult {
+                outcome: Some(Wire::Conflict(v1::Conflict {
+                    account: "acme".into(),
+                    event_id: "e1".into(),
+                })),
+            }),
+        };
+        let reply = v1::RecordUsageBatchReply {
+            unsettled: vec![conflict(1)],
+            summary: Some(v1::BatchSummary {
+                settled: 2,
+                conflict: 1,
+                revenue: "0.5".into(),
+                cost: "0.25".into(),
+                margin: "0.25".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let summary = BatchSummary::from_wire(&events, reply.clone()).unwrap();
+        assert_eq!((summary.settled, summary.conflict), (2, 1));
+        assert_eq!(summary.revenue.to_string(), "0.5");
+        assert_eq!(summary.unsettled.len(), 1);
+        assert_eq!(summary.unsettled[0].0, 1);
+        assert_eq!(summary.unsettled[0].1.event_id, "e1");
+        assert_eq!(summary.unsettled[0].1.outcome.kind(), "conflict");
+
+        let broken = |change: &dyn Fn(&mut v1::RecordUsageBatchReply)| {
+            let mut reply = reply.clone();
+            change(&mut reply);
+            BatchSummary::from_wire(&events, reply)
+                .unwrap_err()
+                .message()
+        };
+        assert!(broken(&|r| r.summary = None).contains("no summary"));
+        assert!(broken(&|r| r.summary.as_mut().unwrap().settled = 3).contains("add up to 4"));
+        assert!(broken(&|r| r.unsettled.clear()).contains("0 unsettled results"));
+        assert!(broken(&|r| r.unsettled[0] = conflict(3)).contains("index 3 outside"));
+        assert!(
+            broken(&|r| r.summary.as_mut().unwrap().revenue = "x".into())
+                .contains("summary.revenue")
+        );
+        let settled_listed = broken(&|r| {
+            r.unsettled[0].result = Some(v1::UsageResult {
+                outcome: Some(Wire::Settled(wire_settlement())),
+            })
+        });
+        assert!(
+            settled_listed.contains("listed as unsettled"),
+            "{settled_listed}"
+        );
     }
 
     #[test]

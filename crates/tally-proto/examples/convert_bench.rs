@@ -55,6 +55,7 @@ fn request(rng: &mut Rng, batch: usize) -> v1::RecordUsageBatchRequest {
             })
             .collect(),
         atomic: false,
+        ..Default::default()
     }
 }
 
@@ -124,7 +125,13 @@ fn convert_requests(requests: &[v1::RecordUsageBatchRequest]) -> usize {
 fn convert_outcomes(outcomes: &[Outcome]) -> usize {
     let mut bytes = 0;
     for outcome in outcomes {
-        let reply = record_usage_batch_reply(outcome, EVENTS, v1::WriteInfo::default());
+        let reply = record_usage_batch_reply(
+            outcome,
+            EVENTS,
+            v1::BatchReply::EveryResult as i32,
+            v1::WriteInfo::default(),
+        )
+        .expect("the sums fit");
         bytes += reply.results.len();
         std::hint::black_box(&reply);
     }

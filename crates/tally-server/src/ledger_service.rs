@@ -421,16 +421,13 @@ impl v1::ledger_server::Ledger for LedgerService {
         request: Request<v1::RecordUsageBatchRequest>,
     ) -> Result<Response<v1::RecordUsageBatchReply>, Status> {
         let event_count = request.get_ref().events.len();
+        let listed = request.get_ref().reply;
         self.write(
             "record_usage_batch",
             request,
             |mut client, request| Box::pin(async move { client.record_usage_batch(request).await }),
             move |outcome, write| {
-                Ok(convert::record_usage_batch_reply(
-                    outcome,
-                    event_count,
-                    write,
-                ))
+                convert::record_usage_batch_reply(outcome, event_count, listed, write)
             },
         )
         .await

@@ -569,6 +569,7 @@ mod tests {
         let request = v1::RecordUsageBatchRequest {
             events: bad,
             atomic: false,
+            ..Default::default()
         };
         assert_eq!(
             message(request.to_command()),
@@ -580,6 +581,7 @@ mod tests {
         let request = v1::RecordUsageBatchRequest {
             events: bad,
             atomic: true,
+            ..Default::default()
         };
         assert_eq!(
             message(request.to_command()),
@@ -591,6 +593,7 @@ mod tests {
         let request = v1::RecordUsageBatchRequest {
             events: bad,
             atomic: false,
+            ..Default::default()
         };
         let text = message(request.to_command());
         assert!(
@@ -603,6 +606,7 @@ mod tests {
         let request = v1::RecordUsageBatchRequest {
             events: bad,
             atomic: false,
+            ..Default::default()
         };
         let text = message(request.to_command());
         assert!(
@@ -615,6 +619,7 @@ mod tests {
         let request = v1::RecordUsageBatchRequest {
             events: bad,
             atomic: false,
+            ..Default::default()
         };
         assert!(message(request.to_command()).starts_with("events[0].hold_id: contains ' '"));
 
@@ -625,6 +630,7 @@ mod tests {
         let request = v1::RecordUsageBatchRequest {
             events: bad,
             atomic: false,
+            ..Default::default()
         };
         assert_eq!(
             message(request.to_command()),
@@ -635,6 +641,7 @@ mod tests {
         let request = v1::RecordUsageBatchRequest {
             events: bad,
             atomic: false,
+            ..Default::default()
         };
         assert!(
             message(request.to_command()).starts_with("events[3].dimensions[1].key: contains '/'")
@@ -647,6 +654,7 @@ mod tests {
         } = v1::RecordUsageBatchRequest {
             events: mixed,
             atomic: false,
+            ..Default::default()
         }
         .to_command()
         .unwrap()
@@ -674,6 +682,7 @@ mod tests {
         let request = v1::RecordUsageBatchRequest {
             events: bad,
             atomic: false,
+            ..Default::default()
         };
         assert_eq!(
             message(request.to_command()),
@@ -685,6 +694,7 @@ mod tests {
         let request = v1::RecordUsageBatchRequest {
             events: bad,
             atomic: false,
+            ..Default::default()
         };
         assert!(message(request.to_command())
             .starts_with("events[0].quantity: must be a plain decimal"));
@@ -695,6 +705,7 @@ mod tests {
         let request = v1::RecordUsageBatchRequest {
             events: vec![],
             atomic: false,
+            ..Default::default()
         };
         assert_eq!(
             message(request.to_command()),
@@ -705,6 +716,7 @@ mod tests {
         let error = v1::RecordUsageBatchRequest {
             events,
             atomic: false,
+            ..Default::default()
         }
         .to_command()
         .unwrap_err();
@@ -721,6 +733,7 @@ mod tests {
         let command = v1::RecordUsageBatchRequest {
             events,
             atomic: true,
+            ..Default::default()
         }
         .to_command()
         .unwrap();

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use tally_core::{Applied, Outcome, Reason, Settlement};
+use tally_core::{Amount, Applied, Outcome, Reason, Settlement};
 
 use super::fields::amount_text;
 use crate::error::{ErrorCode, TallyError};
@@ -159,15 +159,87 @@ pub fn record_usage_reply(outcome: &Outcome, write: v1::WriteInfo) -> v1::Record
     }
 }
 
+/// The reply to a batch of `event_count` events, listing what `listed` asks for; the summary
+/// always. An unknown `listed` value (a newer client) gets every result.
 pub fn record_usage_batch_reply(
     outcome: &Outcome,
     event_count: usize,
+    listed: i32,
     write: v1::WriteInfo,
-) -> v1::RecordUsageBatchReply {
-    v1::RecordUsageBatchReply {
-        results: usage_results(outcome, event_count),
+) -> Result<v1::RecordUsageBatchReply, TallyError> {
+    let unsettled_only = listed == v1::BatchReply::UnsettledOnly as i32;
+    let (results, unsettled) = match outcome {
+        Outcome::Batch(outcomes) if unsettled_only => (
+            Vec::new(),
+            outcomes
+                .iter()
+                .enumerate()
+                .filter(|(_, outcome)| !matches!(outcome, Outcome::Settled(_)))
+                .map(|(index, outcome)| v1::IndexedUsageResult {
+                    index: index as u32,
+                    result: Some(usage_result(outcome)),
+                })
+                .collect(),
+        ),
+        _ if unsettled_only => (
+            Vec::new(),
+            usage_results(outcome, event_count)
+                .into_iter()
+                .enumerate()
+                .map(|(index, result)| v1::IndexedUsageResult {
+                    index: index as u32,
+                    result: Some(result),
+                })
+                .collect(),
+        ),
+        _ => (usage_results(outcome, event_count), Vec::new()),
+    };
+    Ok(v1::RecordUsageBatchReply {
+        results,
+        unsettled,
+        summary: Some(batch_summary(outcome, event_count)?),
         write: Some(write),
+    })
+}
+
+/// The counts of a batch's outcomes and the sums of revenue, cost and margin of the events
+/// settled now. A batch answered as a whole (one outcome for all its events, e.g. not
+/// initialized) counts that outcome once per event.
+pub fn batch_summary(
+    outcome: &Outcome,
+    event_count: usize,
+) -> Result<v1::BatchSummary, TallyError> {
+    let mut summary = v1::BatchSummary::default();
+    let (mut revenue, mut cost, mut margin) =
+        (Some(Amount::ZERO), Some(Amount::ZERO), Some(Amount::ZERO));
+    let mut count = |outcome: &Outcome, times: u32| match outcome {
+        Outcome::Settled(settled) => {
+            summary.settled += times;
+            // Each is far inside an amount's 28 digits, so 8,190 of them add up exactly; a
+            // sum that did not would be a bug, answered as `internal` below.
+            revenue = revenue.and_then(|sum| sum.checked_add(settled.revenue));
+            cost = cost.and_then(|sum| sum.checked_add(settled.cost));
+            margin = margin.and_then(|sum| sum.checked_add(settled.margin));
+        }
+        Outcome::Duplicate(_) => summary.duplicate += times,
+        Outcome::Conflict { .. } => summary.conflict += times,
+        // A rejection, or an outcome core never gives a usage event (reported as rejected
+        // by `usage_result`).
+        Outcome::Rejected(_) | Outcome::Applied(_) | Outcome::Batch(_) => summary.rejected += times,
+    };
+    match outcome {
+        Outcome::Batch(outcomes) => outcomes.iter().for_each(|outcome| count(outcome, 1)),
+        other => count(other, event_count as u32),
     }
+    let (Some(revenue), Some(cost), Some(margin)) = (revenue, cost, margin) else {
+        return Err(TallyError::internal(
+            "the batch's revenue, cost or margin does not fit in an amount",
+        ));
+    };
+    summary.revenue = amount_text(revenue);
+    summary.cost = amount_text(cost);
+    summary.margin = amount_text(margin);
+    Ok(summary)
 }
 
 /// `Applied` for a non-usage command, a rejection as its error, anything else `internal`.
@@ -471,6 +543,72 @@ mod tests {
             panic!()
         };
         assert_eq!(r.code, "internal");
+    }
+
+    #[test]
+    fn an_unsettled_only_reply_lists_the_exceptions_by_position_with_the_summary() {
+        let mut second = settled();
+        second.revenue = amount("1.005");
+        second.cost = amount("2");
+        second.margin = amount("-0.995");
+        let outcome = Outcome::Batch(vec![
+            Outcome::Settled(settled()),
+            Outcome::Duplicate(settled()),
+            Outcome::Settled(second),
+            Outcome::Conflict {
+                account: AccountId::new("acme").unwrap(),
+                event_id: EventId::new("e2").unwrap(),
+            },
+            Outcome::Rejected(Rejection::from(Reason::NotInitialized)),
+        ]);
+        let write = v1::WriteInfo::default();
+        let every =
+            record_usage_batch_reply(&outcome, 5, v1::BatchReply::EveryResult as i32, write)
+                .unwrap();
+        let only =
+            record_usage_batch_reply(&outcome, 5, v1::BatchReply::UnsettledOnly as i32, write)
+                .unwrap();
+        assert_eq!(every.results.len(), 5);
+        assert!(every.unsettled.is_empty());
+        assert!(only.results.is_empty());
+        // The unsettled entries are exactly the full reply's results at their positions.
+        let listed: Vec<(u32, v1::UsageResult)> = only
+            .unsettled
+            .iter()
+            .map(|listed| (listed.index, listed.result.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            listed,
+            [1, 3, 4].map(|index| (index, every.results[index as usize].clone()))
+        );
+        // One summary for both, the settled events' money summed exactly (not the duplicate's).
+        let expected = v1::BatchSummary {
+            settled: 2,
+            duplicate: 1,
+            conflict: 1,
+            rejected: 1,
+            revenue: "1.02".into(),
+            cost: "2.01".into(),
+            margin: "-0.99".into(),
+        };
+        assert_eq!(only.summary.as_ref(), Some(&expected));
+        assert_eq!(every.summary.as_ref(), Some(&expected));
+        // An unknown value (a newer client's) gets every result.
+        let newer = record_usage_batch_reply(&outcome, 5, 7, write).unwrap();
+        assert_eq!(newer.results, every.results);
+
+        // A batch answered as a whole: every event is listed, and counted, with that answer.
+        let whole = Outcome::Rejected(Rejection::from(Reason::NotInitialized));
+        let reply =
+            record_usage_batch_reply(&whole, 3, v1::BatchReply::UnsettledOnly as i32, write)
+                .unwrap();
+        assert_eq!(
+            reply.unsettled.iter().map(|l| l.index).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        let summary = reply.summary.unwrap();
+        assert_eq!((summary.settled, summary.rejected), (0, 3));
+        assert_eq!(summary.revenue, "0");
     }
 
     #[test]
