@@ -13,7 +13,9 @@
 #   scripts/bench/side-by-side.sh OLD_TALLYD NEW_TALLYD
 #
 # Environment: BENCH_SECONDS (default 8), BENCH_SHAPES (default all four), BENCH_ACCOUNTS,
-# TALLY_BENCH (default target/release/tally-bench). Logs: target/bench/side-by-side-{A,B}.log.
+# TALLY_BENCH (default target/release/tally-bench); SIDE_A_ENV / SIDE_B_ENV: NAME=VALUE words
+# for one side's run only (e.g. SIDE_A_ENV="BENCH_BATCH_REPLY=every" compares the two reply
+# forms on one build). Logs: target/bench/side-by-side-{A,B}.log.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -31,14 +33,15 @@ export BENCH_SECONDS="${BENCH_SECONDS:-8}"
 export BENCH_SHAPES="${BENCH_SHAPES:-1x1 64x1 16x100 4x8190}"
 mkdir -p "$root/target/bench"
 
-run() { # SIDE TALLYD PORT_BASE
-    TALLYD="$2" BENCH_PORT_BASE="$3" BENCH_OUT="$root/target/bench/side-by-side-$1.json" \
+run() { # SIDE TALLYD PORT_BASE EXTRA_ENV
+    # shellcheck disable=SC2086 # EXTRA_ENV is a list of NAME=VALUE words
+    env $4 TALLYD="$2" BENCH_PORT_BASE="$3" BENCH_OUT="$root/target/bench/side-by-side-$1.json" \
         bash "$root/scripts/bench/tally.sh" >"$root/target/bench/side-by-side-$1.log" 2>&1
 }
 
-run A "$1" 7400 &
+run A "$1" 7400 "${SIDE_A_ENV:-}" &
 a=$!
-run B "$2" 8400 &
+run B "$2" 8400 "${SIDE_B_ENV:-}" &
 b=$!
 status=0
 wait "$a" || status=$?
