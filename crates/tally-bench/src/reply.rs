@@ -105,6 +105,12 @@ impl Counts {
     fn of_unsettled(reply: UnsettledBatchReply, events: u64) -> Counts {
         let mut counts = Counts::default();
         let Some(summary) = reply.summary else {
+            if !reply.results.is_empty() {
+                // A node of an earlier build: every result, no summary.
+                let mut counts = Counts::of_results(reply.results);
+                counts.empty += events.saturating_sub(counts.total());
+                return counts;
+            }
             counts.empty = events;
             return counts;
         };
@@ -112,20 +118,23 @@ impl Counts {
         for listed in reply.unsettled {
             counts.add(listed.result.and_then(|result| result.outcome));
         }
-        let total = counts.settled
-            + counts.duplicates
-            + counts.conflicts
-            + counts.rejections.len() as u64
-            + counts.empty;
-        counts.empty += events.saturating_sub(total);
+        counts.empty += events.saturating_sub(counts.total());
         counts
+    }
+
+    /// Results counted, of every kind.
+    fn total(&self) -> u64 {
+        self.settled + self.duplicates + self.conflicts + self.rejections.len() as u64 + self.empty
     }
 }
 
 /// `tally.v1.RecordUsageBatchReply` as `BATCH_REPLY_UNSETTLED_ONLY` fills it, reading the
-/// summary's settled count and each listed result's outcome.
+/// summary's settled count and each listed result's outcome (and every result, which a node
+/// of an earlier build sends instead).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct UnsettledBatchReply {
+    #[prost(message, repeated, tag = "1")]
+    pub results: Vec<CountedResult>,
     #[prost(message, repeated, tag = "2")]
     pub unsettled: Vec<ListedResult>,
     #[prost(message, optional, tag = "3")]
@@ -367,6 +376,23 @@ mod tests {
                 ..expected
             }
         );
+        // A node of an earlier build: every result, no summary.
+        let earlier = v1::RecordUsageBatchReply {
+            results: vec![
+                v1::UsageResult {
+                    outcome: Some(Outcome::Settled(settlement("e1"))),
+                },
+                v1::UsageResult {
+                    outcome: Some(Outcome::Duplicate(settlement("e2"))),
+                },
+            ],
+            ..Default::default()
+        };
+        let counts = Counts::of_unsettled(
+            UnsettledBatchReply::decode(earlier.encode_to_vec().as_slice()).unwrap(),
+            2,
+        );
+        assert_eq!((counts.settled, counts.duplicates, counts.empty), (1, 1, 0));
         let no_summary = v1::RecordUsageBatchReply::default();
         let counts = Counts::of_unsettled(
             UnsettledBatchReply::decode(no_summary.encode_to_vec().as_slice()).unwrap(),

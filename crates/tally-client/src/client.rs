@@ -618,7 +618,8 @@ impl Client {
 
     /// [`Self::record_usage_batch`] for high-volume ingest: the reply lists only the events
     /// that did not settle now (duplicates, conflicts, rejections), with counts and the sums
-    /// of revenue, cost and margin, instead of every settlement in full. Retried like it.
+    /// of revenue, cost and margin, instead of every settlement in full. Retried like it. A
+    /// node of an earlier build answers every result; the summary is then made from those.
     pub async fn record_usage_batch_unsettled(
         &self,
         events: Vec<v1::UsageEvent>,

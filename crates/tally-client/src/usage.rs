@@ -137,6 +137,10 @@ impl BatchSummary {
         reply: v1::RecordUsageBatchReply,
     ) -> Result<BatchSummary, ClientError> {
         let protocol = |what: String| ClientError::Protocol(format!("batch reply: {what}"));
+        if reply.summary.is_none() && !events.is_empty() && reply.results.len() == events.len() {
+            // A node of an earlier build: it lists every result and no summary.
+            return BatchSummary::from_every_result(events, reply.results);
+        }
         let wire = reply
             .summary
             .ok_or_else(|| protocol("no summary".to_string()))?;
@@ -195,6 +199,59 @@ impl BatchSummary {
             margin: money("margin", &wire.margin)?,
             unsettled,
         })
+    }
+}
+
+impl BatchSummary {
+    /// The summary of a reply that lists every event's result (one per event, in order).
+    fn from_every_result(
+        events: &[v1::UsageEvent],
+        results: Vec<v1::UsageResult>,
+    ) -> Result<BatchSummary, ClientError> {
+        let mut summary = BatchSummary {
+            settled: 0,
+            duplicate: 0,
+            conflict: 0,
+            rejected: 0,
+            revenue: Amount::ZERO,
+            cost: Amount::ZERO,
+            margin: Amount::ZERO,
+            unsettled: Vec::new(),
+        };
+        let overflow = || ClientError::Protocol("batch reply: the sums overflow".to_string());
+        for (index, (event, result)) in events.iter().zip(results).enumerate() {
+            let outcome = UsageOutcome::from_wire(result)?;
+            match &outcome {
+                UsageOutcome::Settled(settled) => {
+                    summary.settled += 1;
+                    summary.revenue = summary
+                        .revenue
+                        .checked_add(settled.revenue)
+                        .ok_or_else(overflow)?;
+                    summary.cost = summary
+                        .cost
+                        .checked_add(settled.cost)
+                        .ok_or_else(overflow)?;
+                    summary.margin = summary
+                        .margin
+                        .checked_add(settled.margin)
+                        .ok_or_else(overflow)?;
+                    continue;
+                }
+                UsageOutcome::Duplicate(_) => summary.duplicate += 1,
+                UsageOutcome::Conflict { .. } => summary.conflict += 1,
+                UsageOutcome::Rejected(_) => summary.rejected += 1,
+            }
+            summary.unsettled.push((
+                index,
+                EventOutcome {
+                    event_id: event.event_id.clone(),
+                    account: event.account.clone(),
+                    outcome,
+                },
+            ));
+        }
+        Ok(summary)
     }
 }
 
@@ -361,6 +418,28 @@ mod tests {
             settled_listed.contains("listed as unsettled"),
             "{settled_listed}"
         );
+
+        // A node of an earlier build answers every result and no summary: the same summary.
+        let every = v1::RecordUsageBatchReply {
+            results: vec![
+                v1::UsageResult {
+                    outcome: Some(Wire::Settled(wire_settlement())),
+                },
+                conflict(1).result.unwrap(),
+                v1::UsageResult {
+                    outcome: Some(Wire::Settled(wire_settlement())),
+                },
+            ],
+            ..Default::default()
+        };
+        let summary = BatchSummary::from_wire(&events, every).unwrap();
+        assert_eq!((summary.settled, summary.conflict), (2, 1));
+        assert_eq!(summary.revenue.to_string(), "2.4");
+        assert_eq!(summary.cost.to_string(), "0.8");
+        assert_eq!(summary.margin.to_string(), "1.6");
+        assert_eq!(summary.unsettled.len(), 1);
+        assert_eq!(summary.unsettled[0].0, 1);
+        assert_eq!(summary.unsettled[0].1.event_id, "e1");
     }
 
     #[test]
