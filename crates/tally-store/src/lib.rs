@@ -60,6 +60,7 @@
 mod codec;
 mod durable;
 mod error;
+mod journal_file;
 mod log_store;
 mod reader;
 mod snapshot;
@@ -120,7 +121,8 @@ pub fn open_with(
     let state_db = open_sled(&state_dir)?;
     let state_disk = Arc::new(durable::DiskSync::new(&state_dir)?);
     let log = LogStore::open(&dir.join("raft-log"), log_options)?;
-    let sm = StateMachineStore::open(state_db, state_disk, &dir.join("snapshots"))?;
+    let journal = journal_file::JournalFile::open(&dir.join("journal.dat"))?;
+    let sm = StateMachineStore::open(state_db, state_disk, journal, &dir.join("snapshots"))?;
     Ok((log, sm))
 }
 

@@ -8,8 +8,9 @@ use tokio::sync::watch;
 
 use crate::codec;
 use crate::error::StoreError;
+use crate::journal_file::Location;
 use crate::state_machine::{
-    decode_block_item, seq_key, Membership, Shared, PREFIX_EVENT, PREFIX_JOURNAL,
+    decode_block_item, seq_key, Membership, Shared, PREFIX_EVENT, PREFIX_JOURNAL, PREFIX_JOURNAL_AT,
 };
 use crate::types::NodeId;
 
@@ -132,18 +133,31 @@ impl LedgerReader {
         if seq == 0 {
             return Ok(None);
         }
-        // The block holding `seq` is the last one starting at or before it.
-        let found = self
-            .shared
-            .sm
-            .range(seq_key(PREFIX_JOURNAL, 0)..=seq_key(PREFIX_JOURNAL, seq))
-            .next_back()
-            .transpose()
-            .map_err(StoreError::sled("read journal"))?;
-        let Some((key, block)) = found else {
-            return Ok(None);
+        // The block holding `seq` is the last one starting at or before it: located in the
+        // journal file (`J` rows), or held in sled itself (`j` rows, earlier builds), whichever
+        // starts later.
+        let last_at_or_before = |prefix| {
+            self.shared
+                .sm
+                .range(seq_key(prefix, 0)..=seq_key(prefix, seq))
+                .next_back()
+                .transpose()
+                .map_err(StoreError::sled("read journal"))?
+                .map(|(key, value)| Ok((codec::key_u64("journal key", &key[1..])?, value)))
+                .transpose()
         };
-        let first = codec::key_u64("journal key", &key[1..])?;
+        let located = last_at_or_before(PREFIX_JOURNAL_AT)?;
+        let held = last_at_or_before(PREFIX_JOURNAL)?;
+        let (first, block) = match (located, held) {
+            (Some((first, at)), None) => {
+                (first, self.shared.journal.read(Location::from_bytes(&at)?)?)
+            }
+            (Some((first, at)), Some((held_first, _))) if held_first <= first => {
+                (first, self.shared.journal.read(Location::from_bytes(&at)?)?)
+            }
+            (_, Some((first, block))) => (first, block.to_vec()),
+            (None, None) => return Ok(None),
+        };
         match decode_block_item(&block, (seq - first) as usize)? {
             Some((entry, _)) if entry.seq != seq => Err(StoreError::Corrupt {
                 what: "journal block",

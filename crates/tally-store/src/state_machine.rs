@@ -4,23 +4,25 @@
 //! - the ledger state itself only through snapshots (`snapshot.rs`); on open, the latest
 //!   snapshot is loaded and `applied_state()` reports its last applied log id, so openraft
 //!   re-applies the committed log after it (the log is never purged beyond a snapshot);
-//! - per applied batch of entries, ONE sled batch on tree `sm`: for each applied entry that
-//!   journaled anything, its journal entries in blocks of a few KiB (not one row per event:
-//!   a row per event made sled the node's biggest CPU cost; not one value per entry either:
-//!   sled writes a large value to a file of its own), the ledger events (rare: alerts)
-//!   one row each, `last_applied` and the membership. Keys are the deterministic journal and
-//!   event sequence numbers, so re-applying after a restart rewrites the same bytes. This
-//!   batch is not fsynced on its own (it can always be rebuilt from the log), but a snapshot
-//!   build syncs it before the snapshot file is written, so journal rows at or below a
-//!   snapshot never depend on log entries that may be purged.
+//! - per applied batch of entries: for each applied entry that journaled anything, its
+//!   journal entries in blocks of a few KiB (not one row per event: a row per event made sled
+//!   the node's biggest CPU cost), appended with one write to the journal file
+//!   ([`JournalFile`]: sled rewrote blocks kept in it several times over), and in tree `sm`
+//!   a row locating each block, plus the ledger events (rare: alerts) one row each. Keys are
+//!   the deterministic journal and event sequence numbers, so re-applying after a restart
+//!   writes the same blocks and rows again. Nothing here is fsynced on its own (it can
+//!   always be rebuilt from the log), but a snapshot build syncs the journal file and then
+//!   sled before the snapshot file is written, so journal rows at or below a snapshot never
+//!   depend on log entries that may be purged.
 //! - the per-account history index is a chain: every journal entry is stored with the seq of
 //!   the previous journal entry of the same account, and the newest seq of each account (its
 //!   "head") is kept in memory, next to the state, under the same lock. `history` walks the
 //!   chain from the head. The heads are saved in every snapshot, and re-applying the log after
 //!   it rebuilds them exactly as before.
 //!
-//! Tree `sm` keys: `j`+first_seq (the journal block of one applied entry, see
-//! [`encode_block`]), `e`+seq (ledger event). Integers big-endian. (Nodes of earlier builds
+//! Tree `sm` keys: `J`+first_seq (where a journal block, see [`encode_block`], is in the
+//! journal file), `j`+first_seq (a journal block itself, as builds before session 10 kept it;
+//! still read, and what a snapshot sent to another node carries), `e`+seq (ledger event). Integers big-endian. (Nodes of earlier builds
 //! also wrote `m:last_applied` and `m:membership` with every entry; nothing read them: where
 //! the state machine stands comes from the snapshot and the log replayed after it.)
 //!
@@ -49,6 +51,7 @@ use tokio::sync::watch;
 use crate::codec::{self, u64_key};
 use crate::durable::DiskSync;
 use crate::error::{sto, StoreError, Subject};
+use crate::journal_file::{JournalFile, Location};
 use crate::reader::LedgerReader;
 use crate::snapshot::{self, Meta, SnapshotFiles};
 use crate::types::{EntryResponse, NodeId, TypeConfig};
@@ -57,6 +60,9 @@ type Entry = openraft::Entry<TypeConfig>;
 pub(crate) type Membership = StoredMembership<NodeId, BasicNode>;
 
 pub(crate) const PREFIX_JOURNAL: u8 = b'j';
+/// `J`+first_seq: where a journal block is in the journal file ([`JournalFile`]). Blocks
+/// written by earlier builds are `j` rows holding the block itself; both are read.
+pub(crate) const PREFIX_JOURNAL_AT: u8 = b'J';
 pub(crate) const PREFIX_EVENT: u8 = b'e';
 /// The snapshot row holding the account heads (never written to the tree itself).
 const KEY_ACCOUNT_HEADS: &[u8] = b"m:account_heads";
@@ -152,7 +158,7 @@ const JOURNAL_ENTRY_BYTES_RESERVED: usize = 320;
 /// [`JOURNAL_BLOCK_BYTES_TARGET`], each keyed by its first seq (a reader finds the block of a
 /// seq as the last block starting at or before it). Updates `heads` as it goes.
 fn put_journal(
-    rows: &mut Vec<Row>,
+    blocks: &mut Vec<(u64, Vec<u8>)>,
     journal: &[JournalEntry],
     ordinals: &[u32],
     state: &LedgerState,
@@ -176,9 +182,43 @@ fn put_journal(
         let (chunk_ordinals, tail_ordinals) = rest_ordinals.split_at(chunk.len());
         let block = encode_block(chunk, chunk_ordinals, state, heads)?;
         take = (JOURNAL_BLOCK_BYTES_TARGET * chunk.len() / block.len().max(1)).max(1);
-        rows.push((seq_key(PREFIX_JOURNAL, first.seq), block));
+        blocks.push((first.seq, block));
         rest = tail;
         rest_ordinals = tail_ordinals;
+    }
+    Ok(())
+}
+
+/// Appends the received journal blocks this node does not hold yet to the journal file and
+/// adds rows locating them to `rows`. A block this node holds (same first seq, either way it
+/// is kept) has the same bytes: seqs and blocks are deterministic.
+fn install_blocks(
+    shared: &Shared,
+    blocks: Vec<(u64, Vec<u8>)>,
+    rows: &mut sled::Batch,
+) -> Result<(), StoreError> {
+    let mut missing = Vec::with_capacity(blocks.len());
+    for (first, block) in blocks {
+        let held = |prefix| {
+            shared
+                .sm
+                .contains_key(seq_key(prefix, first))
+                .map_err(StoreError::sled("read journal"))
+        };
+        if !held(PREFIX_JOURNAL_AT)? && !held(PREFIX_JOURNAL)? {
+            missing.push((first, block));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let bytes: Vec<&[u8]> = missing.iter().map(|(_, block)| block.as_slice()).collect();
+    let locations = shared.journal.append(&bytes)?;
+    for ((first, _), location) in missing.iter().zip(locations) {
+        rows.insert(
+            seq_key(PREFIX_JOURNAL_AT, *first).to_vec(),
+            location.to_bytes().to_vec(),
+        );
     }
     Ok(())
 }
@@ -340,6 +380,8 @@ pub(crate) struct Applied {
 pub(crate) struct Shared {
     pub(crate) db: sled::Db,
     pub(crate) sm: sled::Tree,
+    /// The journal blocks' bytes; `sm` holds their locations.
+    pub(crate) journal: JournalFile,
     pub(crate) disk: Arc<DiskSync>,
     pub(crate) applied: RwLock<Applied>,
     pub(crate) snapshots: SnapshotFiles,
@@ -423,6 +465,7 @@ impl StateMachineStore {
     pub(crate) fn open(
         db: sled::Db,
         disk: Arc<DiskSync>,
+        journal: JournalFile,
         snapshot_dir: &std::path::Path,
     ) -> Result<Self, StoreError> {
         let sm = db
@@ -459,6 +502,7 @@ impl StateMachineStore {
             shared: Arc::new(Shared {
                 db,
                 sm,
+                journal,
                 disk,
                 applied: RwLock::new(applied),
                 snapshots,
@@ -481,13 +525,45 @@ impl StateMachineStore {
         MetaOnlySnapshots(self.shared.clone())
     }
 
+    /// Moves the journal blocks starting at or before `upto_seq` back into sled as `j` rows,
+    /// the way builds before session 10 kept them, and syncs: for tests of reading such a
+    /// data directory. Returns how many blocks moved. Not for use on a live node.
+    #[doc(hidden)]
+    pub fn keep_journal_blocks_in_sled_for_tests(
+        &self,
+        upto_seq: u64,
+    ) -> Result<usize, StoreError> {
+        let shared = &self.shared;
+        let located: Vec<(sled::IVec, sled::IVec)> = shared
+            .sm
+            .range(seq_key(PREFIX_JOURNAL_AT, 0)..=seq_key(PREFIX_JOURNAL_AT, upto_seq))
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::sled("read journal"))?;
+        for (key, at) in &located {
+            let block = shared.journal.read(Location::from_bytes(at)?)?;
+            let first = codec::key_u64("journal key", &key[1..])?;
+            shared
+                .sm
+                .insert(seq_key(PREFIX_JOURNAL, first), block)
+                .map_err(StoreError::sled("write journal"))?;
+            shared
+                .sm
+                .remove(key)
+                .map_err(StoreError::sled("write journal"))?;
+        }
+        shared.journal.sync()?;
+        shared.disk.sync(&shared.db)?;
+        Ok(located.len())
+    }
+
     /// A cheap, cloneable read handle on the applied state, history and events.
     pub fn reader(&self) -> LedgerReader {
         LedgerReader::new(self.shared.clone())
     }
 
-    /// Applies a batch under the write lock and writes its rows to sled before releasing it, so
-    /// anyone who sees the state at index N also finds N's journal rows.
+    /// Applies a batch under the write lock and writes its journal blocks (to the journal
+    /// file) and rows (to sled) before releasing it, so anyone who sees the state at index N
+    /// also finds N's journal rows.
     ///
     /// One `insert` per row, not a `sled::Batch`: sled 0.34 seals and writes its current IO
     /// buffer twice for every batch (`PageCache::pin_log`), a pwrite on one of its pool
@@ -500,6 +576,7 @@ impl StateMachineStore {
     {
         let mut responses = Vec::new();
         let mut rows: Vec<Row> = Vec::new();
+        let mut blocks: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut max_event = None;
         let mut applied = self.shared.write();
         for entry in entries {
@@ -514,7 +591,7 @@ impl StateMachineStore {
                     let Applied { state, heads, .. } = &mut *applied;
                     let result = state.apply(data.entry());
                     put_journal(
-                        &mut rows,
+                        &mut blocks,
                         &result.journal,
                         &result.journal_ordinals,
                         state,
@@ -531,6 +608,16 @@ impl StateMachineStore {
                         outcomes: result.outcomes,
                     });
                 }
+            }
+        }
+        if !blocks.is_empty() {
+            let bytes: Vec<&[u8]> = blocks.iter().map(|(_, block)| block.as_slice()).collect();
+            let locations = self.shared.journal.append(&bytes)?;
+            for ((first, _), location) in blocks.iter().zip(locations) {
+                rows.push((
+                    seq_key(PREFIX_JOURNAL_AT, *first),
+                    location.to_bytes().to_vec(),
+                ));
             }
         }
         for (key, value) in rows {
@@ -581,6 +668,7 @@ impl StateMachineStore {
                         // (deterministic seqs), so writing all of them over is safe and fills
                         // any gap.
                         let mut rows = sled::Batch::default();
+                        let mut blocks = Vec::new();
                         let mut pending = 0usize;
                         snapshot::read_rows(history, |key, value| {
                             if key.as_slice() == KEY_ACCOUNT_HEADS {
@@ -592,8 +680,14 @@ impl StateMachineStore {
                                 max_event = max_event.max(Some(seq));
                             }
                             pending += key.len() + value.len();
-                            rows.insert(key, value);
+                            if key.first() == Some(&PREFIX_JOURNAL) && key.len() == 9 {
+                                let first = codec::key_u64("journal key", &key[1..])?;
+                                blocks.push((first, value));
+                            } else {
+                                rows.insert(key, value);
+                            }
                             if pending >= INSTALL_BATCH_BYTES {
+                                install_blocks(&shared, std::mem::take(&mut blocks), &mut rows)?;
                                 shared
                                     .sm
                                     .apply_batch(std::mem::take(&mut rows))
@@ -602,6 +696,7 @@ impl StateMachineStore {
                             }
                             Ok(())
                         })?;
+                        install_blocks(&shared, blocks, &mut rows)?;
                         shared
                             .sm
                             .apply_batch(rows)
@@ -618,6 +713,8 @@ impl StateMachineStore {
                 let heads = heads_from_rows(&heads_rows, &state)?;
                 snapshots
                     .finish_build(build, &snapshot::encode_rows(&[heads_row(&heads, &state)?]))?;
+                // The blocks before the rows that locate them (module docs of journal_file).
+                shared.journal.sync()?;
                 shared.disk.sync(&shared.db)?;
                 snapshots.commit_build(&meta, snapshot::INSTALL_TEMP)?;
                 Ok((state, heads, max_event))
@@ -672,11 +769,23 @@ impl StateMachineStore {
                 for (key, value) in snapshot::decode_rows(&own_history)? {
                     assembly.row(&key, &value).map_err(io)?;
                 }
-                for prefix in [PREFIX_JOURNAL, PREFIX_EVENT] {
-                    for row in shared.sm.scan_prefix([prefix]) {
-                        let (key, value) = row.map_err(StoreError::sled("read history rows"))?;
-                        assembly.row(&key, &value).map_err(io)?;
-                    }
+                // Journal blocks travel as `j` rows holding the block, whichever way this node
+                // keeps them (a receiver of an earlier build reads them as it always did).
+                for row in shared.sm.scan_prefix([PREFIX_JOURNAL]) {
+                    let (key, value) = row.map_err(StoreError::sled("read history rows"))?;
+                    assembly.row(&key, &value).map_err(io)?;
+                }
+                for row in shared.sm.scan_prefix([PREFIX_JOURNAL_AT]) {
+                    let (key, value) = row.map_err(StoreError::sled("read history rows"))?;
+                    let block = shared.journal.read(Location::from_bytes(&value)?)?;
+                    let first = codec::key_u64("journal key", &key[1..])?;
+                    assembly
+                        .row(&seq_key(PREFIX_JOURNAL, first), &block)
+                        .map_err(io)?;
+                }
+                for row in shared.sm.scan_prefix([PREFIX_EVENT]) {
+                    let (key, value) = row.map_err(StoreError::sled("read history rows"))?;
+                    assembly.row(&key, &value).map_err(io)?;
                 }
                 Ok(Some((meta, assembly.finish().map_err(io)?)))
             },
@@ -852,7 +961,9 @@ impl SnapshotBuilder {
             let encoded = started.elapsed();
             shared.snapshots.finish_build(build, &history)?;
             // The journal rows up to this snapshot must be durable before the log entries
-            // that could rebuild them may be purged.
+            // that could rebuild them may be purged: the blocks first, then the rows that
+            // locate them.
+            shared.journal.sync()?;
             shared.disk.sync(&shared.db)?;
             shared.snapshots.commit_build(&meta, snapshot::BUILD_TEMP)?;
             tracing::info!(

@@ -165,8 +165,8 @@ async fn real_entries_persist_journal_and_restart_to_the_same_hash() {
         reader.state_hash(),
         (snapshot_log_id, reference.states[snap_at].state_hash())
     );
-    // Journal rows written after the snapshot survived too (they were flushed by sled);
-    // re-applying the tail as openraft does rewrites them without duplicates.
+    // Re-applying the tail as openraft does appends its journal blocks again (the same
+    // bytes; the rows then locate the new copies): history reads as before, once each.
     apply_range(&mut sm, &entries, snap_at..n, &reference).await;
     check_reads(&reader, &reference, n, ACCOUNTS);
     assert_eq!(reader.state_hash().1, reference.states[n].state_hash());
@@ -202,6 +202,53 @@ async fn restart_without_snapshot_reports_nothing_applied() {
         reference.states[entries.len()].state_hash()
     );
     check_reads(&sm.reader(), &reference, entries.len(), 2);
+}
+
+/// A data directory of a build before session 10 kept the journal blocks in sled itself; this
+/// build keeps them in the journal file and their locations in sled. Such a directory, grown
+/// by this build after a restart, serves its whole history, and a snapshot sent from it
+/// carries every block, old and new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_blocks_kept_in_sled_by_earlier_builds_are_read_and_sent() {
+    const ACCOUNTS: u64 = 3;
+    let entries = scenario(ACCOUNTS, 30);
+    let reference = Reference::new(&entries);
+    let n = entries.len();
+    let half = n / 2;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_log, mut sm) = tally_store::open(dir.path()).unwrap();
+        sm.apply([membership(1, 1, &[1, 2]), blank(1, 2)])
+            .await
+            .unwrap();
+        apply_range(&mut sm, &entries, 0..half, &reference).await;
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let moved = sm.keep_journal_blocks_in_sled_for_tests(u64::MAX).unwrap();
+        assert!(moved > 1, "{moved} blocks");
+        check_reads(&sm.reader(), &reference, half, ACCOUNTS);
+    }
+    let (_log, mut sm) = tally_store::open(dir.path()).unwrap();
+    apply_range(&mut sm, &entries, half..n, &reference).await;
+    check_reads(&sm.reader(), &reference, n, ACCOUNTS);
+
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let mut snap = sm.get_current_snapshot().await.unwrap().unwrap();
+    let mut transfer = Vec::new();
+    snap.snapshot.read_to_end(&mut transfer).await.unwrap();
+    let dir_f = tempfile::tempdir().unwrap();
+    let (_log_f, mut follower) = tally_store::open(dir_f.path()).unwrap();
+    let mut rx = follower.begin_receiving_snapshot().await.unwrap();
+    rx.write_all(&transfer).await.unwrap();
+    follower.install_snapshot(&snap.meta, rx).await.unwrap();
+    check_reads(&follower.reader(), &reference, n, ACCOUNTS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
