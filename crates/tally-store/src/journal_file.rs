@@ -13,10 +13,11 @@
 //!
 //! Durability is the journal rows' (state_machine module docs): nothing is synced per
 //! append; a snapshot build syncs this file BEFORE sled, so a location that is durable names
-//! bytes that are. After a crash, the entries after the last snapshot are applied again and
-//! append their blocks again (the same bytes, at new offsets, their rows pointing there): the
-//! earlier copies, and any torn record at the end, stay as unreferenced space, at most the
-//! journal of the entries applied since the last snapshot.
+//! bytes that are. After a crash, the entries after the last snapshot are applied again; a
+//! block whose row is there and whose bytes read back the same is kept, any other is appended
+//! again (its row then points at the new copy). What no row names (a torn record at the end,
+//! a copy whose row was lost) stays as unreferenced space: at most the journal of the entries
+//! applied since the last snapshot, and only after a crash.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;

@@ -189,26 +189,48 @@ fn put_journal(
     Ok(())
 }
 
-/// Appends the received journal blocks this node does not hold yet to the journal file and
-/// adds rows locating them to `rows`. A block this node holds (same first seq, either way it
-/// is kept) has the same bytes: seqs and blocks are deterministic.
+/// The blocks of `blocks` (first seq, bytes) this node does not already hold with the same
+/// bytes: re-applying the entries after the last snapshot (after a restart) or installing a
+/// snapshot finds most of them held (seqs and blocks are deterministic) and does not append
+/// them again. A held copy that does not read back whole (its bytes did not reach the disk
+/// before a crash, while its row did) is written again. One sled lookup per block (of a few
+/// dozen events) when nothing is held.
+fn blocks_not_held(
+    shared: &Shared,
+    blocks: Vec<(u64, Vec<u8>)>,
+) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    let mut missing = Vec::with_capacity(blocks.len());
+    for (first, block) in blocks {
+        let get = |prefix| {
+            shared
+                .sm
+                .get(seq_key(prefix, first))
+                .map_err(StoreError::sled("read journal"))
+        };
+        let held = if let Some(at) = get(PREFIX_JOURNAL_AT)? {
+            Location::from_bytes(&at)
+                .and_then(|location| shared.journal.read(location))
+                .is_ok_and(|held| held == block)
+        } else if let Some(held) = get(PREFIX_JOURNAL)? {
+            held == block.as_slice()
+        } else {
+            false
+        };
+        if !held {
+            missing.push((first, block));
+        }
+    }
+    Ok(missing)
+}
+
+/// Appends the received journal blocks this node does not hold yet ([`blocks_not_held`]) to
+/// the journal file and adds rows locating them to `rows`.
 fn install_blocks(
     shared: &Shared,
     blocks: Vec<(u64, Vec<u8>)>,
     rows: &mut sled::Batch,
 ) -> Result<(), StoreError> {
-    let mut missing = Vec::with_capacity(blocks.len());
-    for (first, block) in blocks {
-        let held = |prefix| {
-            shared
-                .sm
-                .contains_key(seq_key(prefix, first))
-                .map_err(StoreError::sled("read journal"))
-        };
-        if !held(PREFIX_JOURNAL_AT)? && !held(PREFIX_JOURNAL)? {
-            missing.push((first, block));
-        }
-    }
+    let missing = blocks_not_held(shared, blocks)?;
     if missing.is_empty() {
         return Ok(());
     }
@@ -610,6 +632,7 @@ impl StateMachineStore {
                 }
             }
         }
+        let blocks = blocks_not_held(&self.shared, blocks)?;
         if !blocks.is_empty() {
             let bytes: Vec<&[u8]> = blocks.iter().map(|(_, block)| block.as_slice()).collect();
             let locations = self.shared.journal.append(&bytes)?;

@@ -165,8 +165,8 @@ async fn real_entries_persist_journal_and_restart_to_the_same_hash() {
         reader.state_hash(),
         (snapshot_log_id, reference.states[snap_at].state_hash())
     );
-    // Re-applying the tail as openraft does appends its journal blocks again (the same
-    // bytes; the rows then locate the new copies): history reads as before, once each.
+    // Re-applying the tail as openraft does writes the same journal blocks and rows again
+    // (or finds them held): history reads as before, once each.
     apply_range(&mut sm, &entries, snap_at..n, &reference).await;
     check_reads(&reader, &reference, n, ACCOUNTS);
     assert_eq!(reader.state_hash().1, reference.states[n].state_hash());
@@ -202,6 +202,45 @@ async fn restart_without_snapshot_reports_nothing_applied() {
         reference.states[entries.len()].state_hash()
     );
     check_reads(&sm.reader(), &reference, entries.len(), 2);
+}
+
+/// After a restart the log after the last snapshot is applied again: its journal blocks are
+/// found held, with the same bytes, and are not appended to the journal file a second time;
+/// neither are blocks an earlier build kept in sled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reapplied_entries_do_not_append_their_journal_again() {
+    const ACCOUNTS: u64 = 3;
+    let entries = scenario(ACCOUNTS, 30);
+    let reference = Reference::new(&entries);
+    let n = entries.len();
+    let dir = tempfile::tempdir().unwrap();
+    let journal_file = dir.path().join("journal.dat");
+    let apply_all = |dir: std::path::PathBuf| {
+        let entries = entries.clone();
+        let reference = &reference;
+        async move {
+            let (log, mut sm) = tally_store::open(&dir).unwrap();
+            assert_eq!(sm.applied_state().await.unwrap().0, None, "no snapshot");
+            sm.apply([membership(1, 1, &[1, 2]), blank(1, 2)])
+                .await
+                .unwrap();
+            apply_range(&mut sm, &entries, 0..n, reference).await;
+            check_reads(&sm.reader(), reference, n, ACCOUNTS);
+            (log, sm)
+        }
+    };
+    let written = {
+        let _store = apply_all(dir.path().to_path_buf()).await;
+        std::fs::metadata(&journal_file).unwrap().len()
+    };
+    assert!(written > 1_000, "{written} bytes of journal");
+    let (_log, sm) = apply_all(dir.path().to_path_buf()).await;
+    assert_eq!(std::fs::metadata(&journal_file).unwrap().len(), written);
+    // The same with the blocks where an earlier build kept them.
+    assert!(sm.keep_journal_blocks_in_sled_for_tests(u64::MAX).unwrap() > 1);
+    drop((_log, sm));
+    let _store = apply_all(dir.path().to_path_buf()).await;
+    assert_eq!(std::fs::metadata(&journal_file).unwrap().len(), written);
 }
 
 /// A data directory of a build before session 10 kept the journal blocks in sled itself; this
