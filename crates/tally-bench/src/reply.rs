@@ -185,51 +185,51 @@ impl UsageSender {
         })?;
         let event_count = events.len() as u64;
         if event_count == 1 {
-            let mut request = tonic::Request::new(v1::RecordUsageRequest {
+            let request = v1::RecordUsageRequest {
                 event: events.pop(),
-            });
-            request.set_timeout(timeout);
-            let codec = ProstCodec::<v1::RecordUsageRequest, CountedReply>::default();
-            let reply = self
-                .grpc
-                .unary(request, PathAndQuery::from_static(RECORD_USAGE), codec)
-                .await?;
-            Ok(Counts::of_results(reply.into_inner().result))
-        } else if self.every_result {
-            let mut request = tonic::Request::new(v1::RecordUsageBatchRequest {
-                events,
-                atomic: false,
-                reply: v1::BatchReply::EveryResult as i32,
-            });
-            request.set_timeout(timeout);
-            let codec = ProstCodec::<v1::RecordUsageBatchRequest, CountedBatchReply>::default();
-            let reply = self
-                .grpc
-                .unary(
-                    request,
-                    PathAndQuery::from_static(RECORD_USAGE_BATCH),
-                    codec,
-                )
-                .await?;
-            Ok(Counts::of_results(reply.into_inner().results))
-        } else {
-            let mut request = tonic::Request::new(v1::RecordUsageBatchRequest {
-                events,
-                atomic: false,
-                reply: v1::BatchReply::UnsettledOnly as i32,
-            });
-            request.set_timeout(timeout);
-            let codec = ProstCodec::<v1::RecordUsageBatchRequest, UnsettledBatchReply>::default();
-            let reply = self
-                .grpc
-                .unary(
-                    request,
-                    PathAndQuery::from_static(RECORD_USAGE_BATCH),
-                    codec,
-                )
-                .await?;
-            Ok(Counts::of_unsettled(reply.into_inner(), event_count))
+            };
+            let reply: CountedReply = self.unary(RECORD_USAGE, request, timeout).await?;
+            return Ok(Counts::of_results(reply.result));
         }
+        let listed = if self.every_result {
+            v1::BatchReply::EveryResult
+        } else {
+            v1::BatchReply::UnsettledOnly
+        };
+        let request = v1::RecordUsageBatchRequest {
+            events,
+            atomic: false,
+            reply: listed as i32,
+        };
+        if self.every_result {
+            let reply: CountedBatchReply = self.unary(RECORD_USAGE_BATCH, request, timeout).await?;
+            Ok(Counts::of_results(reply.results))
+        } else {
+            let reply: UnsettledBatchReply =
+                self.unary(RECORD_USAGE_BATCH, request, timeout).await?;
+            Ok(Counts::of_unsettled(reply, event_count))
+        }
+    }
+
+    /// One unary call of `path`, its reply decoded as `Reply` (a reading of the real one).
+    async fn unary<Req, Reply>(
+        &mut self,
+        path: &'static str,
+        message: Req,
+        timeout: Duration,
+    ) -> Result<Reply, tonic::Status>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Reply: prost::Message + Default + Send + Sync + 'static,
+    {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(timeout);
+        let codec = ProstCodec::<Req, Reply>::default();
+        let reply = self
+            .grpc
+            .unary(request, PathAndQuery::from_static(path), codec)
+            .await?;
+        Ok(reply.into_inner())
     }
 }
 

@@ -581,30 +581,19 @@ impl Client {
         events: Vec<v1::UsageEvent>,
         atomic: bool,
     ) -> Result<Vec<EventOutcome>, ClientError> {
-        let request = v1::RecordUsageBatchRequest {
-            events,
-            atomic,
-            reply: v1::BatchReply::EveryResult as i32,
-        };
-        request.to_command()?;
-        let answer = self
-            .ledger_call_counted(
-                "record usage batch",
-                request.clone(),
-                |mut c, r| async move { c.record_usage_batch(r).await },
-            )
+        let (events, reply) = self
+            .send_usage_batch(events, atomic, v1::BatchReply::EveryResult)
             .await?;
-        if answer.reply.results.len() != request.events.len() {
+        if reply.results.len() != events.len() {
             return Err(ClientError::Protocol(format!(
                 "{} results for {} events",
-                answer.reply.results.len(),
-                request.events.len()
+                reply.results.len(),
+                events.len()
             )));
         }
-        request
-            .events
+        events
             .into_iter()
-            .zip(answer.reply.results)
+            .zip(reply.results)
             .map(|(event, result)| {
                 let outcome = UsageOutcome::from_wire(result)?;
                 Ok(EventOutcome {
@@ -625,10 +614,23 @@ impl Client {
         events: Vec<v1::UsageEvent>,
         atomic: bool,
     ) -> Result<BatchSummary, ClientError> {
+        let (events, reply) = self
+            .send_usage_batch(events, atomic, v1::BatchReply::UnsettledOnly)
+            .await?;
+        BatchSummary::from_wire(&events, reply)
+    }
+
+    /// Sends a batch (checked first) asking for `listed`; the events come back with the reply.
+    async fn send_usage_batch(
+        &self,
+        events: Vec<v1::UsageEvent>,
+        atomic: bool,
+        listed: v1::BatchReply,
+    ) -> Result<(Vec<v1::UsageEvent>, v1::RecordUsageBatchReply), ClientError> {
         let request = v1::RecordUsageBatchRequest {
             events,
             atomic,
-            reply: v1::BatchReply::UnsettledOnly as i32,
+            reply: listed as i32,
         };
         request.to_command()?;
         let answer = self
@@ -638,7 +640,7 @@ impl Client {
                 |mut c, r| async move { c.record_usage_batch(r).await },
             )
             .await?;
-        BatchSummary::from_wire(&request.events, answer.reply)
+        Ok((request.events, answer.reply))
     }
 
     // ---- History, reports, events -----------------------------------------------------------
