@@ -17,8 +17,8 @@
 //!
 //! AppendEntries requests are cut to [`APPEND_ENTRIES_BYTES_TARGET`] (see there), and go over
 //! one `AppendEntriesStream` call per `PeerNetwork` (request, reply, request, reply...), opened
-//! on first use and dropped on any error or timeout (the next request opens a new one, so a
-//! late reply can never be taken for the answer to a later request). A peer that answers
+//! on first use and dropped on any error, timeout or cancellation (the next request opens a
+//! new one, so a late reply can never be taken for the answer to a later request). A peer that answers
 //! UNIMPLEMENTED (an older build) gets unary `AppendEntries` calls from then on. Why: a unary
 //! call sets up and tears down an HTTP/2 stream each time, and at one request at a time every
 //! committed entry costs a follower two AppendEntries (the entry, then its commit).
@@ -224,14 +224,18 @@ struct AppendStream {
 }
 
 /// Sends one AppendEntries request on `stream` (opening it first if it is `None`) and waits
-/// for its reply. Takes `data` only once the stream is open. On any failure the caller must
-/// drop the stream.
+/// for its reply. Takes `data` only once the stream is open.
+///
+/// The stream is taken out of `stream` while in use and put back only once its reply is read:
+/// a call that fails, or that is cancelled in between (openraft runs its own timer to the same
+/// deadline around the whole call, and dropped the future when it fired first), takes the
+/// stream with it, so a reply left unread can never be taken for a later request's.
 async fn exchange_on_stream(
     client: &mut RaftClient<Channel>,
     stream: &mut Option<AppendStream>,
     data: &mut Option<Vec<u8>>,
 ) -> Result<v1::RaftReply, tonic::Status> {
-    let open = match stream {
+    let mut open = match stream.take() {
         Some(open) => open,
         None => {
             let (requests, receiver) = tokio::sync::mpsc::channel(1);
@@ -239,7 +243,7 @@ async fn exchange_on_stream(
                 .append_entries_stream(tokio_stream::wrappers::ReceiverStream::new(receiver))
                 .await?
                 .into_inner();
-            stream.insert(AppendStream { requests, replies })
+            AppendStream { requests, replies }
         }
     };
     let data = data.take().expect("one request per exchange");
@@ -247,10 +251,13 @@ async fn exchange_on_stream(
         .send(v1::RaftRequest { data })
         .await
         .map_err(|_| tonic::Status::unavailable("the append stream to the peer closed"))?;
-    open.replies
+    let reply = open
+        .replies
         .message()
         .await?
-        .ok_or_else(|| tonic::Status::unavailable("the peer closed the append stream"))
+        .ok_or_else(|| tonic::Status::unavailable("the peer closed the append stream"))?;
+    *stream = Some(open);
+    Ok(reply)
 }
 
 impl PeerNetwork {

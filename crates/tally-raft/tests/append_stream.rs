@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -15,6 +17,7 @@ use tally_raft::{NetworkConfig, RaftService, TallyNetwork};
 use tally_store::TypeConfig;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Which of the two AppendEntries calls a test server refuses.
@@ -30,6 +33,8 @@ enum Refuse {
 struct Partial {
     inner: RaftService,
     refuse: Refuse,
+    /// Each streamed reply leaves this many milliseconds late.
+    reply_delay_ms: Arc<AtomicU64>,
 }
 
 #[tonic::async_trait]
@@ -53,7 +58,20 @@ impl RaftRpc for Partial {
         if self.refuse == Refuse::Stream {
             return Err(Status::unimplemented("tally.v1.Raft/AppendEntriesStream"));
         }
-        self.inner.append_entries_stream(request).await
+        let replies = self
+            .inner
+            .append_entries_stream(request)
+            .await?
+            .into_inner();
+        let delay = self.reply_delay_ms.clone();
+        let delayed = replies.then(move |reply| {
+            let ms = delay.load(Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                reply
+            }
+        });
+        Ok(Response::new(Box::pin(delayed)))
     }
 
     async fn vote(
@@ -106,12 +124,27 @@ fn append(index: u64, with_entry: bool) -> AppendEntriesRequest<TypeConfig> {
 async fn follower(
     refuse: Refuse,
 ) -> (Raft<TypeConfig>, tally_raft::PeerNetwork, tempfile::TempDir) {
+    let (raft, peer, dir, _) = delayed_follower(refuse).await;
+    (raft, peer, dir)
+}
+
+/// [`follower`], with a handle on how late its streamed replies leave.
+async fn delayed_follower(
+    refuse: Refuse,
+) -> (
+    Raft<TypeConfig>,
+    tally_raft::PeerNetwork,
+    tempfile::TempDir,
+    Arc<AtomicU64>,
+) {
     let (raft, dir) = common::lone_raft(2).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
+    let reply_delay_ms = Arc::new(AtomicU64::new(0));
     let service = Partial {
         inner: RaftService::new(raft.clone()),
         refuse,
+        reply_delay_ms: reply_delay_ms.clone(),
     };
     tokio::spawn(
         tonic::transport::Server::builder()
@@ -120,7 +153,7 @@ async fn follower(
     );
     let mut factory = TallyNetwork::new(1, NetworkConfig::default());
     let peer = factory.new_client(2, &BasicNode { addr }).await;
-    (raft, peer, dir)
+    (raft, peer, dir, reply_delay_ms)
 }
 
 async fn replicate_three_entries(peer: &mut tally_raft::PeerNetwork) {
@@ -161,4 +194,37 @@ async fn appends_go_over_one_stream_answered_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_without_the_stream_gets_unary_appends() {
     replicate_to(Refuse::Stream).await;
+}
+
+/// openraft runs its own timer around every AppendEntries and drops the call when it fires:
+/// a call dropped after its request went out must take its stream with it, or the next
+/// request would be answered with the dropped one's reply (a leader then believes a follower
+/// holds entries it refused, and panics on the contradiction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_call_never_leaves_its_reply_to_the_next_one() {
+    let (raft, mut peer, _dir, delay) = delayed_follower(Refuse::Unary).await;
+    let option = || RPCOption::new(Duration::from_secs(5));
+    // Entry 0 goes out; its reply is held back and the caller gives up first.
+    delay.store(500, Ordering::SeqCst);
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(100),
+        peer.append_entries(append(0, true), option()),
+    )
+    .await;
+    assert!(
+        dropped.is_err(),
+        "the call was meant to be dropped: {dropped:?}"
+    );
+    delay.store(0, Ordering::SeqCst);
+    // Entry 5 after 4, which the follower does not hold: its own answer is a conflict. Read
+    // from the first stream, it would be entry 0's success.
+    let response = peer
+        .append_entries(append(5, true), option())
+        .await
+        .unwrap();
+    assert!(
+        matches!(response, AppendEntriesResponse::Conflict),
+        "{response:?}"
+    );
+    raft.shutdown().await.unwrap();
 }
