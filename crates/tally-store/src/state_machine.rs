@@ -22,7 +22,8 @@
 //!
 //! Tree `sm` keys: `J`+first_seq (where a journal block, see [`encode_block`], is in the
 //! journal file), `j`+first_seq (a journal block itself, as builds before session 10 kept it;
-//! still read, and what a snapshot sent to another node carries), `e`+seq (ledger event). Integers big-endian. (Nodes of earlier builds
+//! still read, and what a snapshot sent to another node carries), `e`+seq (ledger event).
+//! Integers big-endian. (Nodes of earlier builds
 //! also wrote `m:last_applied` and `m:membership` with every entry; nothing read them: where
 //! the state machine stands comes from the snapshot and the log replayed after it.)
 //!
@@ -193,7 +194,7 @@ fn put_journal(
 /// bytes: re-applying the entries after the last snapshot (after a restart) or installing a
 /// snapshot finds most of them held (seqs and blocks are deterministic) and does not append
 /// them again. A held copy that does not read back whole (its bytes did not reach the disk
-/// before a crash, while its row did) is written again. One sled lookup per block (of a few
+/// before a crash, while its row did) is written again. Two sled lookups per block (of a few
 /// dozen events) when nothing is held.
 fn blocks_not_held(
     shared: &Shared,
