@@ -137,7 +137,8 @@ impl JournalFile {
         let len = u32::from_le_bytes(record[..4].try_into().expect("4 bytes"));
         let crc = u32::from_le_bytes(record[4..8].try_into().expect("4 bytes"));
         let payload = record.split_off(HEADER_BYTES as usize);
-        if len != location.len || crc32fast::hash(&payload) != crc {
+        let crc_matches = crc32fast::hash(&payload) == crc;
+        if len != location.len || !crc_matches {
             return Err(StoreError::Corrupt {
                 what: "journal file",
                 reason: format!(
@@ -146,7 +147,7 @@ impl JournalFile {
                     location.offset,
                     self.path.display(),
                     location.len,
-                    if crc32fast::hash(&payload) == crc {
+                    if crc_matches {
                         "matches"
                     } else {
                         "does not match"
@@ -155,6 +156,11 @@ impl JournalFile {
             });
         }
         Ok(payload)
+    }
+
+    /// The payload a location row (what [`Location::to_bytes`] gave) names.
+    pub(crate) fn read_located(&self, row: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.read(Location::from_bytes(row)?)
     }
 
     /// `fdatasync`: every block appended so far is on disk. Blocking.

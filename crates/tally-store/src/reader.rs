@@ -8,7 +8,6 @@ use tokio::sync::watch;
 
 use crate::codec;
 use crate::error::StoreError;
-use crate::journal_file::Location;
 use crate::state_machine::{
     decode_block_item, seq_key, Membership, Shared, PREFIX_EVENT, PREFIX_JOURNAL, PREFIX_JOURNAL_AT,
 };
@@ -149,11 +148,9 @@ impl LedgerReader {
         let located = last_at_or_before(PREFIX_JOURNAL_AT)?;
         let held = last_at_or_before(PREFIX_JOURNAL)?;
         let (first, block) = match (located, held) {
-            (Some((first, at)), None) => {
-                (first, self.shared.journal.read(Location::from_bytes(&at)?)?)
-            }
+            (Some((first, at)), None) => (first, self.shared.journal.read_located(&at)?),
             (Some((first, at)), Some((held_first, _))) if held_first <= first => {
-                (first, self.shared.journal.read(Location::from_bytes(&at)?)?)
+                (first, self.shared.journal.read_located(&at)?)
             }
             (_, Some((first, block))) => (first, block.to_vec()),
             (None, None) => return Ok(None),

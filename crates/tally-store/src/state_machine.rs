@@ -52,7 +52,7 @@ use tokio::sync::watch;
 use crate::codec::{self, u64_key};
 use crate::durable::DiskSync;
 use crate::error::{sto, StoreError, Subject};
-use crate::journal_file::{JournalFile, Location};
+use crate::journal_file::JournalFile;
 use crate::reader::LedgerReader;
 use crate::snapshot::{self, Meta, SnapshotFiles};
 use crate::types::{EntryResponse, NodeId, TypeConfig};
@@ -209,8 +209,9 @@ fn blocks_not_held(
                 .map_err(StoreError::sled("read journal"))
         };
         let held = if let Some(at) = get(PREFIX_JOURNAL_AT)? {
-            Location::from_bytes(&at)
-                .and_then(|location| shared.journal.read(location))
+            shared
+                .journal
+                .read_located(&at)
                 .is_ok_and(|held| held == block)
         } else if let Some(held) = get(PREFIX_JOURNAL)? {
             held == block.as_slice()
@@ -224,24 +225,35 @@ fn blocks_not_held(
     Ok(missing)
 }
 
-/// Appends the received journal blocks this node does not hold yet ([`blocks_not_held`]) to
-/// the journal file and adds rows locating them to `rows`.
+/// Appends the blocks of `blocks` this node does not hold yet ([`blocks_not_held`]) to the
+/// journal file with one write, and returns the rows locating them, for the caller to insert.
+fn store_blocks(shared: &Shared, blocks: Vec<(u64, Vec<u8>)>) -> Result<Vec<Row>, StoreError> {
+    let missing = blocks_not_held(shared, blocks)?;
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    let bytes: Vec<&[u8]> = missing.iter().map(|(_, block)| block.as_slice()).collect();
+    let locations = shared.journal.append(&bytes)?;
+    Ok(missing
+        .iter()
+        .zip(locations)
+        .map(|((first, _), location)| {
+            (
+                seq_key(PREFIX_JOURNAL_AT, *first),
+                location.to_bytes().to_vec(),
+            )
+        })
+        .collect())
+}
+
+/// [`store_blocks`] for received blocks, their rows added to `rows`.
 fn install_blocks(
     shared: &Shared,
     blocks: Vec<(u64, Vec<u8>)>,
     rows: &mut sled::Batch,
 ) -> Result<(), StoreError> {
-    let missing = blocks_not_held(shared, blocks)?;
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let bytes: Vec<&[u8]> = missing.iter().map(|(_, block)| block.as_slice()).collect();
-    let locations = shared.journal.append(&bytes)?;
-    for ((first, _), location) in missing.iter().zip(locations) {
-        rows.insert(
-            seq_key(PREFIX_JOURNAL_AT, *first).to_vec(),
-            location.to_bytes().to_vec(),
-        );
+    for (key, value) in store_blocks(shared, blocks)? {
+        rows.insert(key.to_vec(), value);
     }
     Ok(())
 }
@@ -563,7 +575,7 @@ impl StateMachineStore {
             .collect::<Result<_, _>>()
             .map_err(StoreError::sled("read journal"))?;
         for (key, at) in &located {
-            let block = shared.journal.read(Location::from_bytes(at)?)?;
+            let block = shared.journal.read_located(at)?;
             let first = codec::key_u64("journal key", &key[1..])?;
             shared
                 .sm
@@ -633,17 +645,7 @@ impl StateMachineStore {
                 }
             }
         }
-        let blocks = blocks_not_held(&self.shared, blocks)?;
-        if !blocks.is_empty() {
-            let bytes: Vec<&[u8]> = blocks.iter().map(|(_, block)| block.as_slice()).collect();
-            let locations = self.shared.journal.append(&bytes)?;
-            for ((first, _), location) in blocks.iter().zip(locations) {
-                rows.push((
-                    seq_key(PREFIX_JOURNAL_AT, *first),
-                    location.to_bytes().to_vec(),
-                ));
-            }
-        }
+        rows.extend(store_blocks(&self.shared, blocks)?);
         for (key, value) in rows {
             self.shared
                 .sm
@@ -801,7 +803,7 @@ impl StateMachineStore {
                 }
                 for row in shared.sm.scan_prefix([PREFIX_JOURNAL_AT]) {
                     let (key, value) = row.map_err(StoreError::sled("read history rows"))?;
-                    let block = shared.journal.read(Location::from_bytes(&value)?)?;
+                    let block = shared.journal.read_located(&value)?;
                     let first = codec::key_u64("journal key", &key[1..])?;
                     assembly
                         .row(&seq_key(PREFIX_JOURNAL, first), &block)
