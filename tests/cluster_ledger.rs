@@ -5,6 +5,7 @@ use tally_tests::requests::{
     create_account, create_asset, per_unit_prices, purchased_grant, usage,
 };
 use tally_tests::tally_proto::error::{CODE_METADATA_KEY, LEADER_ID_METADATA_KEY};
+use tally_tests::tally_proto::ingest::{self, RecordUsageBatchWire};
 use tally_tests::tally_proto::v1;
 use tally_tests::tally_proto::{ErrorCode, TallyError};
 use tally_tests::{now_ms, settlement, Cluster, ClusterSpec};
@@ -87,6 +88,32 @@ async fn ledger_round_trip_through_leader_and_follower() {
     let (kind, retried_settlement) = settlement(&retried.result);
     assert_eq!(kind, "duplicate");
     assert_eq!(retried_settlement, first_settlement);
+
+    // Both again as one batch through the follower, which forwards the request's bytes as they
+    // came: each event's own original result, in order, nothing charged.
+    let batch = via_follower
+        .record_usage_batch(v1::RecordUsageBatchRequest {
+            events: vec![
+                usage("evt-2", "acme", "tokens", "250", occurred)
+                    .event
+                    .expect("event"),
+                usage("evt-1", "acme", "tokens", "100", occurred)
+                    .event
+                    .expect("event"),
+            ],
+            atomic: false,
+            reply: v1::BatchReply::EveryResult as i32,
+        })
+        .await
+        .expect("batch via follower")
+        .into_inner();
+    assert_eq!(batch.results.len(), 2);
+    let (kind, again) = settlement(&Some(batch.results[0].clone()));
+    assert_eq!((kind, &again), ("duplicate", &second_settlement));
+    let (kind, again) = settlement(&Some(batch.results[1].clone()));
+    assert_eq!((kind, &again), ("duplicate", &first_settlement));
+    let summary = batch.summary.expect("summary");
+    assert_eq!((summary.settled, summary.duplicate), (0, 2));
 
     // Linearizable reads from every node see both charges, served by that node.
     for id in cluster.running() {
@@ -447,6 +474,49 @@ async fn bad_input_is_refused_and_the_state_hash_does_not_move() {
                 .await
                 .map(drop),
             "event_id",
+        );
+        let mut batch = vec![
+            usage("e-2", "acme", "tokens", "1", now_ms())
+                .event
+                .expect("event"),
+            usage("e-3", "acme", "tokens", "1", now_ms())
+                .event
+                .expect("event"),
+        ];
+        batch[1].dimensions.push(v1::KeyValue {
+            key: "bad key".to_string(),
+            value: "x".to_string(),
+        });
+        case(
+            "a batch with a bad dimension key",
+            client
+                .record_usage_batch(v1::RecordUsageBatchRequest {
+                    events: batch,
+                    atomic: false,
+                    reply: 0,
+                })
+                .await
+                .map(drop),
+            "events[1].dimensions[0].key",
+        );
+        // Batches are read straight from their bytes (forwarded as they came): bytes that are
+        // not valid protobuf are refused, naming where.
+        let mut raw = ingest::ledger_client::LedgerClient::new(cluster.channel(via));
+        // events[0].event_id (field 1 of field 1) holding two bytes that are not UTF-8.
+        let not_utf8 = vec![0x0a, 0x04, 0x0a, 0x02, 0xff, 0xfe];
+        case(
+            "a batch whose event id is not UTF-8",
+            raw.record_usage_batch(RecordUsageBatchWire::from(not_utf8))
+                .await
+                .map(drop),
+            "events[0].event_id",
+        );
+        case(
+            "a truncated batch",
+            raw.record_usage_batch(RecordUsageBatchWire::from(vec![0x0a, 0x05, 0x0a]))
+                .await
+                .map(drop),
+            "events",
         );
         case(
             "usage without event",

@@ -381,7 +381,7 @@ impl Cluster {
         self.nodes.get_mut(&id).expect("node").start();
     }
 
-    fn channel(&self, id: u64) -> Channel {
+    pub fn channel(&self, id: u64) -> Channel {
         Endpoint::from_shared(format!("http://{}", self.node(id).addrs.client))
             .expect("endpoint")
             .connect_timeout(Duration::from_secs(2))

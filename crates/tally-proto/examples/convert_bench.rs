@@ -4,16 +4,19 @@
 //!
 //! Builds BATCHES (default 100) `RecordUsageBatchRequest`s of 8,190 events shaped like
 //! tally-bench's workload, then times, per event: prost decoding of the encoded request,
-//! `to_command` (request -> core command), and `record_usage_batch_reply` (core outcomes ->
+//! `to_command` (request -> core command), the two in one step from the request's bytes
+//! (`ingest`), and `record_usage_batch_reply` (core outcomes ->
 //! reply) for settlements shaped like the ones the workload produces. For instruction counts
 //! run it under callgrind with one of the measured parts toggled on, e.g.
 //! `valgrind --tool=callgrind --toggle-collect='*convert_requests*' target/release/examples/convert_bench 5`
-//! (the parts: `decode_requests`, `convert_requests`, `convert_outcomes`).
+//! (the parts: `decode_requests`, `convert_requests`, `convert_outcomes`, and `read_wire`: what
+//! tally-server does instead of the first two, `ingest::RecordUsageBatchWire`).
 
 use prost::Message;
 use std::time::Instant;
 use tally_core::{AccountId, Amount, BookId, Draw, EventId, GrantId, Outcome, Settlement};
 use tally_proto::convert::record_usage_batch_reply;
+use tally_proto::ingest::RecordUsageBatchWire;
 use tally_proto::{v1, ToCommand};
 
 /// tallyd's allocator, so allocation costs what it costs there.
@@ -121,6 +124,20 @@ fn convert_requests(requests: &[v1::RecordUsageBatchRequest]) -> usize {
     events
 }
 
+/// What tally-server does with a batch: keep its bytes, read them straight into core events.
+#[inline(never)]
+fn read_wire(encoded: &[Vec<u8>]) -> usize {
+    let mut events = 0;
+    for bytes in encoded {
+        let wire = RecordUsageBatchWire::decode(bytes.as_slice()).unwrap();
+        match wire.to_command().unwrap() {
+            tally_core::Command::UsageBatch { events: list, .. } => events += list.len(),
+            other => panic!("unexpected {}", other.name()),
+        }
+    }
+    events
+}
+
 #[inline(never)]
 fn convert_outcomes(outcomes: &[Outcome]) -> usize {
     let mut bytes = 0;
@@ -157,6 +174,10 @@ fn main() {
     let converted = convert_requests(&requests);
     let to_command = started.elapsed();
     let started = Instant::now();
+    let read = read_wire(&encoded);
+    let wire = started.elapsed();
+    assert_eq!(read, batches * EVENTS);
+    let started = Instant::now();
     let replied = convert_outcomes(&outcomes);
     let to_reply = started.elapsed();
     assert_eq!(converted, batches * EVENTS);
@@ -170,6 +191,10 @@ fn main() {
     println!(
         "request -> command            {:.0} ns/event",
         per_event(to_command)
+    );
+    println!(
+        "bytes -> command (ingest)     {:.0} ns/event",
+        per_event(wire)
     );
     println!(
         "outcome -> reply              {:.0} ns/event",

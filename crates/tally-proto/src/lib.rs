@@ -8,6 +8,10 @@
 //! - [`error`]: [`ErrorCode`] (the stable codes, `as_str()`, `grpc_code()`), [`TallyError`]
 //!   (`to_status()` / `from_status()`: the `tally-code`, `tally-leader-id`, `tally-leader-addr`
 //!   metadata plus an encoded `v1::ErrorInfo` in the status details).
+//! - [`ingest`]: the Ledger service as tally-server runs it: `v1`'s, except that a
+//!   `RecordUsageBatchRequest` arrives as its bytes ([`ingest::RecordUsageBatchWire`]) and is
+//!   read straight into core events (the same checks and errors as [`ToCommand`] on prost's
+//!   message, a third of the instructions per event).
 //! - [`convert`]: wire -> core with [`ToCommand::to_command`] on every write request (validation
 //!   errors name the field path: `events[3].quantity: must be >= 0, got -1`); read parameters
 //!   (`consistency`, `history_limit`, `parse_month`); core -> wire for outcomes
@@ -21,6 +25,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod ingest;
 
 pub use convert::ToCommand;
 pub use error::{ErrorCode, TallyError};

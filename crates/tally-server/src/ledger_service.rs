@@ -13,8 +13,8 @@ use prost::Message;
 use tally_core::{AccountId, BookId, Command, LedgerState, Outcome, Reason};
 use tally_proto::convert;
 use tally_proto::error::{CODE_METADATA_KEY, LEADER_ADDR_METADATA_KEY, LEADER_ID_METADATA_KEY};
+use tally_proto::ingest::{self, ledger_client::LedgerClient, RecordUsageBatchWire};
 use tally_proto::v1;
-use tally_proto::v1::ledger_client::LedgerClient;
 use tally_proto::{ErrorCode, TallyError, ToCommand};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
@@ -282,7 +282,7 @@ fn unknown_account(account: &AccountId) -> TallyError {
 }
 
 #[tonic::async_trait]
-impl v1::ledger_server::Ledger for LedgerService {
+impl ingest::ledger_server::Ledger for LedgerService {
     async fn create_asset(
         &self,
         request: Request<v1::CreateAssetRequest>,
@@ -418,10 +418,15 @@ impl v1::ledger_server::Ledger for LedgerService {
 
     async fn record_usage_batch(
         &self,
-        request: Request<v1::RecordUsageBatchRequest>,
+        request: Request<RecordUsageBatchWire>,
     ) -> Result<Response<v1::RecordUsageBatchReply>, Status> {
-        let event_count = request.get_ref().events.len();
-        let listed = request.get_ref().reply;
+        // The request's top level; its events are read by `to_command` in `write`, which also
+        // refuses malformed bytes, naming the field (then these two are never used).
+        let (event_count, listed) = request
+            .get_ref()
+            .batch()
+            .map(|batch| (batch.len(), batch.reply))
+            .unwrap_or_default();
         self.write(
             "record_usage_batch",
             request,

@@ -10,8 +10,8 @@ use anyhow::Context as _;
 use openraft::error::{InitializeError, RaftError};
 use openraft::BasicNode;
 use tally_core::{Applied, Command, Outcome};
+use tally_proto::ingest::ledger_server::LedgerServer;
 use tally_proto::v1::admin_server::AdminServer;
-use tally_proto::v1::ledger_server::LedgerServer;
 use tally_raft::{
     NetworkConfig, RaftService, RaftSettings, TallyNetwork, MESSAGE_BYTES_MAX,
     PEER_CONNECTION_WINDOW_BYTES, PEER_STREAM_WINDOW_BYTES,

@@ -9,8 +9,8 @@ use tally_core::{
 };
 
 use super::fields::{
-    amount, amount_non_negative, amount_positive, optional_amount_non_negative, pairs, pairs_seen,
-    path, required_enum, required_time_ms, Seen,
+    amount, amount_non_negative, amount_positive, key_values, optional_amount_non_negative, pairs,
+    pairs_seen, path, required_enum, required_time_ms, Seen,
 };
 use crate::error::TallyError;
 use crate::v1;
@@ -79,8 +79,11 @@ impl ToCommand for v1::CreateAccountRequest {
             id: AccountId::parse_as("id", self.id.as_str())?,
             asset: AssetCode::parse_as("asset", self.asset.as_str())?,
             price_book: optional_book("price_book", self.price_book.as_ref())?,
-            credit_limit: optional_amount_non_negative("credit_limit", self.credit_limit.as_ref())?,
-            list_price: optional_amount_non_negative("list_price", self.list_price.as_ref())?,
+            credit_limit: optional_amount_non_negative(
+                "credit_limit",
+                self.credit_limit.as_deref(),
+            )?,
+            list_price: optional_amount_non_negative("list_price", self.list_price.as_deref())?,
             metadata: pairs("metadata", &self.metadata)?,
             thresholds: thresholds("thresholds", &self.thresholds)?,
             auto_recharge: self
@@ -120,8 +123,11 @@ impl ToCommand for v1::UpdateAccountRequest {
         Ok(Command::UpdateAccount(AccountUpdate {
             account: AccountId::parse_as("account", self.account.as_str())?,
             price_book,
-            credit_limit: optional_amount_non_negative("credit_limit", self.credit_limit.as_ref())?,
-            list_price: optional_amount_non_negative("list_price", self.list_price.as_ref())?,
+            credit_limit: optional_amount_non_negative(
+                "credit_limit",
+                self.credit_limit.as_deref(),
+            )?,
+            list_price: optional_amount_non_negative("list_price", self.list_price.as_deref())?,
             metadata: self
                 .metadata
                 .as_ref()
@@ -210,11 +216,11 @@ impl ToCommand for v1::AddGrantRequest {
             return Err(InvalidInput::new("reset_every", "only allowances can reset").into());
         }
         let rollover_max =
-            optional_amount_non_negative("rollover_max", self.rollover_max.as_ref())?;
+            optional_amount_non_negative("rollover_max", self.rollover_max.as_deref())?;
         if rollover_max.is_some() && reset_every.is_none() {
             return Err(InvalidInput::new("rollover_max", "needs reset_every").into());
         }
-        let paid = optional_amount_non_negative("paid", self.paid.as_ref())?;
+        let paid = optional_amount_non_negative("paid", self.paid.as_deref())?;
         match (category, paid) {
             (GrantCategory::Purchased, None) => {
                 return Err(InvalidInput::new("paid", "is required for a purchased grant").into())
@@ -415,6 +421,19 @@ impl ToCommand for v1::PublishCostsRequest {
     }
 }
 
+/// A usage event's fields as the client sent them, borrowed from prost's message or straight
+/// from a request's bytes (`crate::ingest`): both convert through [`usage_event_of`], so they
+/// check alike and fail alike.
+pub(crate) struct UsageEventText<'a> {
+    pub event_id: &'a str,
+    pub account: &'a str,
+    pub meter: &'a str,
+    pub quantity: &'a str,
+    pub occurred_at_ms: u64,
+    pub cost: Option<&'a str>,
+    pub hold_id: Option<&'a str>,
+}
+
 /// One usage event. Errors name the field within the event (`quantity`); the caller prefixes
 /// the event's own path (`event`, `events[3]`) only when there is an error, because this runs
 /// for every event of every batch. `seen` shares the meter and keys across a batch's events.
@@ -422,18 +441,35 @@ pub(crate) fn usage_event(
     wire: &v1::UsageEvent,
     seen: &mut Seen,
 ) -> Result<UsageEvent, InvalidInput> {
+    let text = UsageEventText {
+        event_id: &wire.event_id,
+        account: &wire.account,
+        meter: &wire.meter,
+        quantity: &wire.quantity,
+        occurred_at_ms: wire.occurred_at_ms,
+        cost: wire.cost.as_deref(),
+        hold_id: wire.hold_id.as_deref(),
+    };
+    usage_event_of(&text, key_values(&wire.dimensions), seen)
+}
+
+/// [`usage_event`] from the event's text and its dimensions as (key, value) text.
+pub(crate) fn usage_event_of<'a>(
+    text: &UsageEventText<'_>,
+    dimensions: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+    seen: &mut Seen,
+) -> Result<UsageEvent, InvalidInput> {
     Ok(UsageEvent {
-        event_id: EventId::parse_as("event_id", wire.event_id.as_str())?,
-        account: AccountId::parse_as("account", wire.account.as_str())?,
-        meter: seen.meter(wire.meter.as_str())?,
-        quantity: amount_non_negative("quantity", &wire.quantity)?,
-        dimensions: pairs_seen("dimensions", &wire.dimensions, seen)?,
-        occurred_at: required_time_ms("occurred_at_ms", wire.occurred_at_ms)?,
-        cost: optional_amount_non_negative("cost", wire.cost.as_ref())?,
-        hold: wire
+        event_id: EventId::parse_as("event_id", text.event_id)?,
+        account: AccountId::parse_as("account", text.account)?,
+        meter: seen.meter(text.meter)?,
+        quantity: amount_non_negative("quantity", text.quantity)?,
+        dimensions: pairs_seen("dimensions", dimensions, seen)?,
+        occurred_at: required_time_ms("occurred_at_ms", text.occurred_at_ms)?,
+        cost: optional_amount_non_negative("cost", text.cost)?,
+        hold: text
             .hold_id
-            .as_ref()
-            .map(|hold| HoldId::parse_as("hold_id", hold.as_str()))
+            .map(|hold| HoldId::parse_as("hold_id", hold))
             .transpose()?,
     })
 }
@@ -450,19 +486,24 @@ impl ToCommand for v1::RecordUsageRequest {
     }
 }
 
+/// A batch holds 1 to [`BATCH_EVENTS_MAX`] events; checked before any event is converted.
+pub(crate) fn check_batch_len(events: usize) -> Result<(), TallyError> {
+    if events > BATCH_EVENTS_MAX {
+        return Err(TallyError::request_too_large(format!(
+            "events: the batch holds {events} events; at most {BATCH_EVENTS_MAX} allowed"
+        ))
+        .with_detail("field", "events")
+        .with_detail("limit", BATCH_EVENTS_MAX.to_string()));
+    }
+    if events == 0 {
+        return Err(InvalidInput::new("events", "must hold at least 1 event").into());
+    }
+    Ok(())
+}
+
 impl ToCommand for v1::RecordUsageBatchRequest {
     fn to_command(&self) -> Result<Command, TallyError> {
-        if self.events.len() > BATCH_EVENTS_MAX {
-            return Err(TallyError::request_too_large(format!(
-                "events: the batch holds {} events; at most {BATCH_EVENTS_MAX} allowed",
-                self.events.len()
-            ))
-            .with_detail("field", "events")
-            .with_detail("limit", BATCH_EVENTS_MAX.to_string()));
-        }
-        if self.events.is_empty() {
-            return Err(InvalidInput::new("events", "must hold at least 1 event").into());
-        }
+        check_batch_len(self.events.len())?;
         // Filled in place: collecting into a `Result` would grow (and copy) the list as it
         // goes, not knowing its length.
         let mut events = Vec::with_capacity(self.events.len());

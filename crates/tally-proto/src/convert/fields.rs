@@ -63,7 +63,7 @@ pub(crate) fn amount_positive(field: &str, text: &str) -> Result<Amount, Invalid
 
 pub(crate) fn optional_amount_non_negative(
     field: &str,
-    text: Option<&String>,
+    text: Option<&str>,
 ) -> Result<Option<Amount>, InvalidInput> {
     text.map(|text| amount_non_negative(field, text))
         .transpose()
@@ -109,13 +109,20 @@ pub(crate) fn pairs(
     field: &str,
     wire: &[v1::KeyValue],
 ) -> Result<Vec<(Key, String)>, InvalidInput> {
-    pairs_seen(field, wire, &mut Seen::default())
+    pairs_seen(field, key_values(wire), &mut Seen::default())
 }
 
-/// [`pairs`], sharing keys with the rest of the request through `seen`.
-pub(crate) fn pairs_seen(
+/// The pairs of `wire` as text, for [`pairs_seen`].
+pub(crate) fn key_values(wire: &[v1::KeyValue]) -> impl ExactSizeIterator<Item = (&str, &str)> {
+    wire.iter()
+        .map(|pair| (pair.key.as_str(), pair.value.as_str()))
+}
+
+/// [`pairs`], sharing keys with the rest of the request through `seen`; the pairs as (key,
+/// value) text, from prost's messages ([`key_values`]) or straight from a request's bytes.
+pub(crate) fn pairs_seen<'a>(
     field: &str,
-    wire: &[v1::KeyValue],
+    wire: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
     seen: &mut Seen,
 ) -> Result<Vec<(Key, String)>, InvalidInput> {
     if wire.len() > PAIRS_MAX {
@@ -125,25 +132,25 @@ pub(crate) fn pairs_seen(
         ));
     }
     let mut pairs = Vec::with_capacity(wire.len());
-    for (index, pair) in wire.iter().enumerate() {
+    for (index, (key, value)) in wire.enumerate() {
         // Field paths are built only on error: this runs for every event of every batch.
         let item = || format!("{field}[{index}]");
-        let key = seen.key(pair.key.as_str()).map_err(|e| e.within(&item()))?;
-        if pair.value.len() > PAIR_VALUE_LEN_MAX {
+        let key = seen.key(key).map_err(|e| e.within(&item()))?;
+        if value.len() > PAIR_VALUE_LEN_MAX {
             return Err(InvalidInput::new(
                 format!("{}.value", item()),
                 format!(
                     "is {} bytes long; at most {PAIR_VALUE_LEN_MAX} allowed",
-                    pair.value.len()
+                    value.len()
                 ),
             ));
         }
         // The control characters of ASCII text are its bytes below 0x20 and 0x7f: checked
         // without decoding characters when the text is ASCII (the usual case).
-        let control = if pair.value.is_ascii() {
-            pair.value.bytes().any(|b| b < 0x20 || b == 0x7f)
+        let control = if value.is_ascii() {
+            value.bytes().any(|b| b < 0x20 || b == 0x7f)
         } else {
-            pair.value.chars().any(char::is_control)
+            value.chars().any(char::is_control)
         };
         if control {
             return Err(InvalidInput::new(
@@ -151,7 +158,7 @@ pub(crate) fn pairs_seen(
                 "must not contain control characters",
             ));
         }
-        pairs.push((key, pair.value.clone()));
+        pairs.push((key, value.to_owned()));
     }
     // A list that arrives sorted (the usual case) costs the sort one pass: it finds the run.
     pairs.sort_by(|a, b| a.0.cmp(&b.0));

@@ -12,6 +12,8 @@ mod read;
 mod view;
 
 pub use command::ToCommand;
+pub(crate) use command::{check_batch_len, usage_event_of, UsageEventText};
+pub(crate) use fields::Seen;
 pub use fields::{amount_text, month_text, parse_month};
 pub use names::{
     account_status_name, consistency_name, grant_category_name, node_role_name,
