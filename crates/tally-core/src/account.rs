@@ -259,6 +259,13 @@ impl Grant {
         if units.is_zero() || self.paid.is_zero() {
             return Amount::ZERO;
         }
+        if self.paid != self.amount {
+            if let Some(revenue) =
+                units.mul_div_round_half_even(self.paid, self.amount, reporting_scale)
+            {
+                return revenue;
+            }
+        }
         let exact = if self.paid == self.amount {
             Some(units)
         } else {

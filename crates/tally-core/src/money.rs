@@ -31,6 +31,17 @@ const POWERS_OF_TEN: [u64; 10] = [
     1_000_000_000,
 ];
 
+/// 10^0 ..= 10^38: every power of ten below 2^128.
+const POWERS_OF_TEN_U128: [u128; 39] = {
+    let mut powers = [1u128; 39];
+    let mut k = 1;
+    while k < 39 {
+        powers[k] = powers[k - 1] * 10;
+        k += 1;
+    }
+    powers
+};
+
 /// The settlement path adds and subtracts a few dozen amounts per event, and `rust_decimal`'s
 /// general addition spends most of its time choosing a path. This does the common cases the
 /// way `rust_decimal` does them, giving the same `Decimal` bit for bit (value, scale and sign;
@@ -349,6 +360,70 @@ impl Amount {
             return Some(Amount(quotient));
         }
         self.0.checked_div(other.0).map(Amount)
+    }
+
+    /// `self * by / over`, exact, rounded half-to-even at `scale` digits, in 128-bit integers:
+    /// a grant's revenue (`units * paid / amount`), computed twice per draw. The same value as
+    /// `checked_mul`, `checked_div`, then `round_half_even` (a test compares). `None` where
+    /// that could differ or this does not apply, and the caller takes that way: a negative or
+    /// 96-bit operand, a product `rust_decimal` would not hold exactly, a result of 10^18 or
+    /// more at `scale`, or an exact quotient within a millionth of a unit at `scale` of a
+    /// rounding midpoint without being on it (`rust_decimal` rounds a quotient that does not
+    /// end to about 28 digits first, which could move it across the midpoint).
+    pub(crate) fn mul_div_round_half_even(
+        self,
+        by: Amount,
+        over: Amount,
+        scale: u32,
+    ) -> Option<Amount> {
+        let (x, y, z) = (self.0.unpack(), by.0.unpack(), over.0.unpack());
+        if x.negative || y.negative || z.negative || x.hi != 0 || y.hi != 0 || z.hi != 0 {
+            return None;
+        }
+        let (units, by_mantissa, over_mantissa) = (
+            (x.mid as u64) << 32 | x.lo as u64,
+            (y.mid as u64) << 32 | y.lo as u64,
+            (z.mid as u64) << 32 | z.lo as u64,
+        );
+        if over_mantissa == 0 {
+            return None;
+        }
+        let product = units as u128 * by_mantissa as u128;
+        if product >> 96 != 0 || x.scale + y.scale > 28 {
+            return None;
+        }
+        // value * 10^scale = product * 10^(scale + over's scale - the product's scale) / over.
+        let shift = (scale + z.scale) as i64 - (x.scale + y.scale) as i64;
+        let power = *POWERS_OF_TEN_U128.get(shift.unsigned_abs() as usize)?;
+        let (numerator, denominator) = if shift >= 0 {
+            (product.checked_mul(power)?, over_mantissa as u128)
+        } else {
+            (product, (over_mantissa as u128).checked_mul(power)?)
+        };
+        // 64-bit division where both fit (the usual case), a good deal cheaper than 128-bit.
+        let (mut quotient, below) = match (u64::try_from(numerator), u64::try_from(denominator)) {
+            (Ok(n), Ok(d)) => ((n / d) as u128, (n % d) as u128),
+            _ => (numerator / denominator, numerator % denominator),
+        };
+        let above = denominator - below;
+        // |below - above| / (2 * denominator): the distance from the midpoint, in units.
+        let off_midpoint = below.abs_diff(above);
+        if off_midpoint != 0 && off_midpoint.saturating_mul(1_000_000) < denominator {
+            return None;
+        }
+        if below > above || (below == above && quotient & 1 == 1) {
+            quotient += 1;
+        }
+        if quotient >= 1_000_000_000_000_000_000 {
+            return None;
+        }
+        Some(Amount(Decimal::from_parts(
+            quotient as u32,
+            (quotient >> 32) as u32,
+            0,
+            false,
+            scale,
+        )))
     }
 
     /// `self` rounded half-to-even at `scale` digits.
@@ -801,6 +876,85 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// `mul_div_round_half_even` gives the value of `checked_mul`, `checked_div` and
+    /// `round_half_even` wherever it answers; it answers for the usual grant amounts, and it
+    /// declines next to a midpoint (where `rust_decimal`'s 28-digit quotient could round the
+    /// other way).
+    #[test]
+    fn revenue_shortcut_matches_rust_decimal() {
+        let mut next = xorshift(0x4e7e_2ee0_5ca1_ab1e);
+        let mut answered = 0;
+        let mut declined = 0;
+        let cases = 300_000;
+        for case in 0..cases {
+            let bits = next();
+            let mut mantissa = |kind: u64| -> i128 {
+                match kind % 6 {
+                    0 => (next() % 1_000) as i128,
+                    1 => (next() % 1_000_000_000) as i128,
+                    2 => next() as i128,
+                    3 => ((next() as i128) << 32) ^ next() as i128,
+                    4 => 10i128.pow((next() % 19) as u32) * (1 + (next() % 9) as i128),
+                    _ => (next() % 100) as i128 * 3 + 1,
+                }
+            };
+            let units = Decimal::from_i128_with_scale(mantissa(bits), ((bits >> 8) % 20) as u32);
+            let paid =
+                Decimal::from_i128_with_scale(mantissa(bits >> 3), ((bits >> 16) % 19) as u32);
+            let mut amount =
+                Decimal::from_i128_with_scale(mantissa(bits >> 6), ((bits >> 24) % 19) as u32);
+            if case % 5 == 0 {
+                // An amount that makes the exact value land on or right next to a midpoint:
+                // units * paid / amount = k + 1/2 at the scale, nudged by a little or not at all.
+                amount = Decimal::from_i128_with_scale(2 * ((next() % 997) as i128 + 1), 0);
+            }
+            if bits & (1 << 40) != 0 && case % 7 == 0 {
+                amount = -amount;
+            }
+            let scale = [0, 2, 4, 6, 8, 18][((bits >> 32) % 6) as usize];
+            let (units, paid, amount) = (Amount(units), Amount(paid), Amount(amount));
+            let slow = units
+                .checked_mul(paid)
+                .and_then(|x| x.checked_div(amount))
+                .map(|x| x.round_half_even(scale));
+            match units.mul_div_round_half_even(paid, amount, scale) {
+                Some(fast) => {
+                    answered += 1;
+                    let slow = slow.unwrap_or_else(|| {
+                        panic!("{units:?} * {paid:?} / {amount:?}: only the shortcut answers")
+                    });
+                    assert_eq!(fast, slow, "{units:?} * {paid:?} / {amount:?} at {scale}");
+                    assert_eq!(fast.0.scale(), scale);
+                }
+                None if slow.is_some() => declined += 1,
+                None => {}
+            }
+        }
+        // It is the usual path, not a rare one.
+        assert!(answered > cases / 3, "answered {answered} of {cases}");
+        assert!(declined > 0, "the other way is taken too");
+        let amount = |mantissa: i64, scale: u32| Amount(Decimal::new(mantissa, scale));
+        // 1/3 at 2 digits: 0.33, answered here.
+        assert_eq!(
+            amount(1, 0).mul_div_round_half_even(amount(1, 0), amount(3, 0), 2),
+            Some(amount(33, 2))
+        );
+        // 2.5 exactly (a midpoint): to even, 2.
+        assert_eq!(
+            amount(5, 0).mul_div_round_half_even(amount(1, 0), amount(2, 0), 0),
+            Some(amount(2, 0))
+        );
+        // 0.4999999985...: three billionths from the midpoint, left to `rust_decimal`.
+        assert_eq!(
+            amount(499_999_999, 0).mul_div_round_half_even(
+                amount(1, 0),
+                amount(1_000_000_001, 0),
+                0
+            ),
+            None
+        );
     }
 
     /// The rounding shortcut gives exactly what `rust_decimal` gives (the same bytes).
