@@ -19,6 +19,8 @@
 #                             $'[limits]\nentries_in_flight_max = 8')
 #   BENCH_BATCH_REPLY=every   batches ask for every event's result in the reply (default
 #                             `unsettled`: counts and the events that did not settle only)
+#   BENCH_CONNECTIONS=N       the clients share N connections (default: one per client; the
+#                             standard table keeps one per client)
 #   BENCH_OUT=FILE            where the table goes (default target/bench/tally.json)
 #   BENCH_KEEP=1              keep the cluster's directory (data and logs) afterwards
 #   TALLYD, TALLY_BENCH       binaries (default target/release/...; `make bench` builds them)
@@ -196,7 +198,8 @@ for shape in $shapes; do
     bench_status=0
     { TIMEFORMAT='%U %S'; time RUST_BACKTRACE=0 "$bench" "${endpoints[@]}" --accounts "$accounts" --clients "$clients" \
         --events-per-request "$per_request" --duration "${seconds}s" --warmup "${warmup}s" \
-        --label "$shape" --batch-reply "${BENCH_BATCH_REPLY:-unsettled}" --out "$result" --skip-setup 2>&3 || bench_status=$?; } 3>&2 2>"$work/client-time"
+        --label "$shape" --batch-reply "${BENCH_BATCH_REPLY:-unsettled}" ${BENCH_CONNECTIONS:+--connections "$BENCH_CONNECTIONS"} \
+        --out "$result" --skip-setup 2>&3 || bench_status=$?; } 3>&2 2>"$work/client-time"
     if [ "$bench_status" != 0 ]; then
         failed_shapes+=("$shape")
     fi

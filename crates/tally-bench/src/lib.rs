@@ -101,12 +101,21 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Option<Summary>> {
     let mut sources = Vec::with_capacity(options.clients as usize);
     // A tag from the seed and the clock keeps event ids unique across runs on one cluster.
     let run_tag = format!("{:x}", workload::now_ms() ^ seed.rotate_left(17));
+    let connections = options
+        .connections
+        .unwrap_or(options.clients)
+        .min(options.clients);
+    let mut channels = Vec::with_capacity(connections as usize);
+    for connection in 0..connections {
+        channels.push(
+            connect::connect(&leader, timeout)
+                .await
+                .with_context(|| format!("connection {connection}"))?,
+        );
+    }
     for client in 0..options.clients {
-        let channel = connect::connect(&leader, timeout)
-            .await
-            .with_context(|| format!("client {client}"))?;
         clients.push(reply::UsageSender::new(
-            channel,
+            channels[(client % connections) as usize].clone(),
             options.batch_reply == "every",
         ));
         sources.push(EventSource::new(accounts.clone(), &run_tag, client, seed));
@@ -202,6 +211,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Option<Summary>> {
     if options.events_per_request > 1 {
         summary.batch_reply = options.batch_reply.clone();
     }
+    summary.connections = Some(connections);
     print!("{}", summary.report());
     if let Some(path) = &options.out {
         write_json(path, &summary)?;

@@ -38,9 +38,15 @@ pub struct RunOptions {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub accounts: u32,
 
-    /// Concurrent clients, each with its own connection (open loop: connections).
+    /// Concurrent clients, each with its own connection unless `--connections` says otherwise
+    /// (open loop: connections).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4_096))]
     pub clients: u32,
+
+    /// HTTP/2 connections the clients share, client i using connection i mod N, as the callers
+    /// of one gRPC channel share it (default: one per client).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4_096))]
+    pub connections: Option<u32>,
 
     /// Events per request: 1 sends RecordUsage, more sends RecordUsageBatch.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=EVENTS_PER_REQUEST_MAX as i64))]

@@ -121,6 +121,9 @@ pub struct Summary {
     /// `CLIENTSxEVENTS` unless given, e.g. `64x1`.
     pub label: String,
     pub clients: u32,
+    /// HTTP/2 connections the clients shared (Tally runs since session 11; none for a peer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u32>,
     pub events_per_request: u32,
     /// `closed` (next request when the previous is answered) or `open` (fixed schedule).
     pub mode: String,
@@ -171,6 +174,7 @@ impl Summary {
             system: system.to_string(),
             label,
             clients,
+            connections: None,
             events_per_request,
             mode: if target_events_per_second.is_some() {
                 "open".to_string()
@@ -202,10 +206,16 @@ impl Summary {
         let mut text = String::new();
         let _ = writeln!(
             text,
-            "{} {}: {} clients x {} events/request, {} loop{}, {} accounts, {:.1} s measured",
+            "{} {}: {} clients{} x {} events/request, {} loop{}, {} accounts, {:.1} s measured",
             self.system,
             self.label,
             self.clients,
+            match self.connections {
+                Some(1) if self.clients != 1 => " over 1 connection".to_string(),
+                Some(connections) if connections != self.clients =>
+                    format!(" over {connections} connections"),
+                _ => String::new(),
+            },
             self.events_per_request,
             self.mode,
             self.target_events_per_second
@@ -493,8 +503,36 @@ mod tests {
         assert_eq!(summary.mode, "closed");
 
         let json = serde_json::to_string(&summary).unwrap();
+        assert!(!json.contains("connections"), "a peer's run has none: {json}");
         let back: Summary = serde_json::from_str(&json).unwrap();
         assert_eq!(back, summary);
+    }
+
+    /// The report says when clients shared connections, and the JSON keeps how many.
+    #[test]
+    fn shared_connections_are_reported() {
+        let mut summary = Summary::new(
+            "tally",
+            "64x1".into(),
+            64,
+            1,
+            None,
+            10,
+            0.0,
+            1.0,
+            &Recorder::default(),
+        );
+        assert!(summary.report().contains("64 clients x 1 events"));
+        summary.connections = Some(64);
+        assert!(summary.report().contains("64 clients x 1 events"));
+        summary.connections = Some(1);
+        assert!(summary.report().contains("64 clients over 1 connection x"));
+        summary.connections = Some(4);
+        assert!(summary.report().contains("64 clients over 4 connections x"));
+        let json = serde_json::to_string(&summary).unwrap();
+        assert!(json.contains("\"connections\":4"), "{json}");
+        let back: Summary = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.connections, Some(4));
     }
 
     #[test]
