@@ -503,7 +503,10 @@ mod tests {
         assert_eq!(summary.mode, "closed");
 
         let json = serde_json::to_string(&summary).unwrap();
-        assert!(!json.contains("connections"), "a peer's run has none: {json}");
+        assert!(
+            !json.contains("connections"),
+            "a peer's run has none: {json}"
+        );
         let back: Summary = serde_json::from_str(&json).unwrap();
         assert_eq!(back, summary);
     }
