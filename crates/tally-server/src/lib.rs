@@ -38,6 +38,7 @@
 //!   digits than its asset allows; see `precheck.rs`). So bad input leaves the state hash alone.
 
 pub mod admin_service;
+pub mod alloc;
 pub mod config;
 pub mod http;
 pub mod incoming;

@@ -38,6 +38,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    tally_server::alloc::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
