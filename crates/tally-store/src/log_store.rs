@@ -85,6 +85,9 @@ impl Default for LogOptions {
 /// active segment (see the module docs).
 const PREALLOCATE_BYTES: usize = 1024 * 1024;
 
+/// What [`PREALLOCATE_BYTES`] of zeros are written from.
+static ZEROS: [u8; PREALLOCATE_BYTES] = [0; PREALLOCATE_BYTES];
+
 /// Appends larger than this are written without preallocating after them: their data
 /// outweighs the size update, and zero-filling as much again would double their writes.
 const PREALLOCATE_APPEND_BYTES_MAX: usize = 64 * 1024;
@@ -309,12 +312,16 @@ impl LogStore {
         let active = log.active_mut();
         let records = buf.len();
         let end = base + records as u64;
-        if end > active.allocated && records <= PREALLOCATE_APPEND_BYTES_MAX {
-            // Past the zero-filled part: fill the next stretch in the same write, so the
-            // appends that follow overwrite blocks the file already has (module docs).
-            buf.resize(records + PREALLOCATE_BYTES, 0);
+        let mut written = active.file.write_all_at(&buf, base);
+        let mut allocated = end;
+        if written.is_ok() && end > active.allocated && records <= PREALLOCATE_APPEND_BYTES_MAX {
+            // Past the zero-filled part: fill the next stretch right after the records, so the
+            // appends that follow overwrite blocks the file already has (module docs). The
+            // zeros come from a static (the kernel's zero page until read: no buffer to
+            // allocate, clear and fault in for every mebibyte of log).
+            written = active.file.write_all_at(&ZEROS[..], end);
+            allocated = end + PREALLOCATE_BYTES as u64;
         }
-        let written = active.file.write_all_at(&buf, base);
         if let Err(e) = written {
             // Whatever part landed is beyond the slots we know and is cut at the next open
             // (a torn tail) or overwritten by the next append at the same offset.
@@ -322,7 +329,7 @@ impl LogStore {
             return Err(StoreError::io("write", &log.active().path, e));
         }
         active.len = end;
-        active.allocated = active.allocated.max(base + buf.len() as u64);
+        active.allocated = active.allocated.max(allocated);
         let file = active.file.clone();
         log.slots.extend(new_slots);
         for (entry, len) in new_cache {
