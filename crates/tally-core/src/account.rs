@@ -259,22 +259,19 @@ impl Grant {
         if units.is_zero() || self.paid.is_zero() {
             return Amount::ZERO;
         }
-        if self.paid != self.amount {
-            if let Some(revenue) =
-                units.mul_div_round_half_even(self.paid, self.amount, reporting_scale)
-            {
-                return revenue;
-            }
+        if self.paid == self.amount {
+            return units.round_half_even(reporting_scale);
         }
-        let exact = if self.paid == self.amount {
-            Some(units)
-        } else {
-            units
-                .checked_mul(self.paid)
-                .and_then(|x| x.checked_div(self.amount))
-        }
-        .expect("invariant: revenue within range for bounded amounts");
-        exact.round_half_even(reporting_scale)
+        // In integers where that gives the same value; `rust_decimal` otherwise.
+        units
+            .mul_div_round_half_even(self.paid, self.amount, reporting_scale)
+            .unwrap_or_else(|| {
+                units
+                    .checked_mul(self.paid)
+                    .and_then(|x| x.checked_div(self.amount))
+                    .expect("invariant: revenue within range for bounded amounts")
+                    .round_half_even(reporting_scale)
+            })
     }
 
     /// The `n`th reset boundary after `starts_at` (n >= 1).

@@ -6,11 +6,12 @@
 //! load it kept purging pages it needed again. Faulting those pages back in, and the kernel
 //! zeroing them, was 10-12% of a follower's samples at 16 x 100 (perf:
 //! `exc_page_fault` / `clear_page_erms` under mimalloc's `mi_page_extend_free`). tallyd keeps
-//! freed memory for reuse instead (purge delay -1): side by side, the same build's CPU per
-//! settled event fell 7-13% on every node (scripts/bench/README.md, session 11). Peak memory
-//! is what it was (a process keeps what it has used; reaching the peak is not changed), but
-//! resident memory no longer falls back after a peak. `MIMALLOC_PURGE_DELAY` in the
-//! environment still decides, when set (milliseconds; -1 never).
+//! freed memory for reuse instead (purge delay -1): a follower's page faults fell from 976 to
+//! 3-13 per second, and side by side the same build's CPU per settled event fell 6-8% at
+//! 16 x 100 and 16-22% at 4 x 8,190 on every node (scripts/bench/README.md, session 11). The
+//! cost: resident memory no longer falls back after a peak, and the peak at a million accounts
+//! was 6-10% higher (0.92-0.96 against 0.86-0.87 KiB per account). `MIMALLOC_PURGE_DELAY` in
+//! the environment still decides, when set (milliseconds; -1 never; mimalloc's default 1000).
 
 #![allow(unsafe_code)] // Two calls into mimalloc's option table, the only unsafe code here.
 
