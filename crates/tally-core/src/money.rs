@@ -699,6 +699,25 @@ impl Amount {
             scale,
         )))
     }
+
+    /// The binary form the store writes (serde's binary `Serialize`'s bytes, without bincode's
+    /// length prefix): the buffer and how many of its bytes are the value. For encoders that
+    /// write the store's layout by hand.
+    pub fn to_binary(self) -> ([u8; COMPACT_BYTES_MAX], usize) {
+        let mut buf = [0u8; COMPACT_BYTES_MAX];
+        let len = self.to_compact(&mut buf);
+        (buf, len)
+    }
+
+    /// Reads what [`Self::to_binary`] writes, or the 16 fixed bytes of a `Decimal` that
+    /// earlier builds wrote; the error says why the bytes are not an amount.
+    pub fn from_binary(bytes: &[u8]) -> Result<Amount, &'static str> {
+        match <[u8; 16]>::try_from(bytes) {
+            Ok(fixed) => Ok(Amount(Decimal::deserialize(fixed))),
+            Err(_) if bytes.len() <= COMPACT_BYTES_MAX => Amount::from_compact(bytes),
+            Err(_) => Err("an amount is 1 to 13 bytes, or the 16 bytes of a decimal"),
+        }
+    }
 }
 
 /// Text in human-readable formats (JSON); in binary ones (the log, snapshots, the journal) the
@@ -709,8 +728,7 @@ impl Serialize for Amount {
         if serializer.is_human_readable() {
             serializer.serialize_str(&self.to_string())
         } else {
-            let mut buf = [0u8; COMPACT_BYTES_MAX];
-            let len = self.to_compact(&mut buf);
+            let (buf, len) = self.to_binary();
             serializer.serialize_bytes(&buf[..len])
         }
     }
@@ -729,13 +747,7 @@ impl<'de> Deserialize<'de> for Amount {
                     f.write_str("an amount in 1 to 13 bytes, or the 16 bytes of a decimal")
                 }
                 fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Amount, E> {
-                    match <[u8; 16]>::try_from(bytes) {
-                        Ok(fixed) => Ok(Amount(Decimal::deserialize(fixed))),
-                        Err(_) if bytes.len() <= COMPACT_BYTES_MAX => {
-                            Amount::from_compact(bytes).map_err(E::custom)
-                        }
-                        Err(_) => Err(E::invalid_length(bytes.len(), &self)),
-                    }
+                    Amount::from_binary(bytes).map_err(E::custom)
                 }
             }
             deserializer.deserialize_bytes(BytesVisitor)
@@ -1201,8 +1213,8 @@ mod tests {
             (&[2, 10][..], "without trailing zeros"),
             (&[0, 5, 0][..], "no leading zero bytes"),
             (&[29 << 1, 1][..], "scale is at most 28"),
-            (&[0; 14][..], "invalid length"),
-            (&[0; 17][..], "invalid length"),
+            (&[0; 14][..], "an amount is 1 to 13 bytes, or the 16 bytes"),
+            (&[0; 17][..], "an amount is 1 to 13 bytes, or the 16 bytes"),
         ] {
             let error = read(bad).unwrap_err();
             assert!(error.contains(why), "{bad:?}: {error}");

@@ -40,6 +40,16 @@ pub(crate) fn encode_into<T: Serialize>(
     out: &mut Vec<u8>,
 ) -> Result<(), StoreError> {
     out.push(FORMAT_VERSION);
+    encode_body_into(what, value, out)
+}
+
+/// `value`'s bincode bytes alone (no version byte), appended to `out`: for the writers in
+/// `binary` that write the rest of a value by hand.
+pub(crate) fn encode_body_into<T: Serialize>(
+    what: &'static str,
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), StoreError> {
     options()
         .serialize_into(&mut *out, value)
         .map_err(|e| StoreError::Encode {

@@ -135,7 +135,7 @@ pub(crate) fn encode_block(
         debug_assert_eq!(state.account_ordinal(&j.account), Some(ordinal), "{j:?}");
         let previous = heads.replace(ordinal, j.seq);
         out.extend_from_slice(&previous.to_be_bytes());
-        codec::encode_into("journal entry", j, &mut out)?;
+        crate::binary::encode_journal_entry_into(j, &mut out);
         let end = u32::try_from(out.len() - table).map_err(|_| StoreError::Encode {
             what: "journal block",
             reason: "more than 4 GiB of journal in one entry".to_string(),

@@ -37,13 +37,19 @@ struct Encoded {
 impl EncodedEntry {
     /// Encodes `entry`.
     pub fn new(entry: tally_core::Entry) -> Result<Self, StoreError> {
-        let bytes = codec::encode("ledger entry", &entry)?;
+        let mut bytes = Vec::with_capacity(64);
+        crate::binary::encode_entry_into(&entry, &mut bytes)?;
         Ok(EncodedEntry(Arc::new(Encoded { entry, bytes })))
     }
 
     /// Decodes an entry from the bytes [`EncodedEntry::bytes`] gave.
     pub fn decode(bytes: Vec<u8>) -> Result<Self, StoreError> {
-        let entry = codec::decode("ledger entry", &bytes)?;
+        // Usage entries (nearly every entry) by hand; the rest, and anything the hand-written
+        // reader declines, by bincode.
+        let entry = match crate::binary::decode_usage_entry(&bytes) {
+            Some(entry) => entry,
+            None => codec::decode("ledger entry", &bytes)?,
+        };
         Ok(EncodedEntry(Arc::new(Encoded { entry, bytes })))
     }
 
