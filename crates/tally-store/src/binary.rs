@@ -22,7 +22,7 @@ use tally_core::{
     Meter, Posting, UsageEvent,
 };
 
-use crate::codec::FORMAT_VERSION;
+use crate::codec::{FORMAT_VERSION, VALUE_BYTES_MAX};
 
 /// `Command`'s variant indices (its declaration order) of the two the writer and the reader
 /// handle themselves.
@@ -89,6 +89,7 @@ pub(crate) fn encode_entry_into(
     entry: &Entry,
     out: &mut Vec<u8>,
 ) -> Result<(), crate::error::StoreError> {
+    let start = out.len();
     out.push(FORMAT_VERSION);
     varint(out, entry.at_ms);
     varint(out, entry.commands.len() as u64);
@@ -111,6 +112,14 @@ pub(crate) fn encode_entry_into(
             }
             other => crate::codec::encode_body_into("ledger entry", other, out)?,
         }
+    }
+    // The size bincode's writer and reader are limited to (far above any entry the proposer
+    // builds): an entry no reader would take is not written.
+    if (out.len() - start - 1) as u64 > VALUE_BYTES_MAX {
+        return Err(crate::error::StoreError::Encode {
+            what: "ledger entry",
+            reason: format!("{} bytes; at most {VALUE_BYTES_MAX}", out.len() - start - 1),
+        });
     }
     Ok(())
 }
@@ -145,32 +154,25 @@ pub(crate) fn encode_journal_entry_into(journal: &JournalEntry, out: &mut Vec<u8
     varint(out, journal.seq);
     varint(out, journal.at_ms);
     text(out, journal.account.as_str());
+    let tag = match &journal.kind {
+        JournalKind::GrantAdded { .. } => 0,
+        JournalKind::GrantVoided { .. } => 1,
+        JournalKind::GrantExpired { .. } => 2,
+        JournalKind::AllowanceReset { .. } => 3,
+        JournalKind::DebtRepaid { .. } => 4,
+        JournalKind::Usage { .. } => 5,
+    };
+    out.push(tag);
     match &journal.kind {
-        JournalKind::GrantAdded { grant } => {
-            out.push(0);
-            text(out, grant.as_str());
-        }
+        JournalKind::GrantAdded { grant }
+        | JournalKind::GrantExpired { grant }
+        | JournalKind::AllowanceReset { grant }
+        | JournalKind::DebtRepaid { grant } => text(out, grant.as_str()),
         JournalKind::GrantVoided { grant, reason } => {
-            out.push(1);
             text(out, grant.as_str());
             text(out, reason);
         }
-        JournalKind::GrantExpired { grant } => {
-            out.push(2);
-            text(out, grant.as_str());
-        }
-        JournalKind::AllowanceReset { grant } => {
-            out.push(3);
-            text(out, grant.as_str());
-        }
-        JournalKind::DebtRepaid { grant } => {
-            out.push(4);
-            text(out, grant.as_str());
-        }
-        JournalKind::Usage { event_id } => {
-            out.push(5);
-            text(out, event_id.as_str());
-        }
+        JournalKind::Usage { event_id } => text(out, event_id.as_str()),
     }
     varint(out, journal.postings.len() as u64);
     for p in &journal.postings {
@@ -302,7 +304,7 @@ impl<'a> Reader<'a> {
 /// differently (the caller decodes those with bincode).
 pub(crate) fn decode_usage_entry(bytes: &[u8]) -> Option<Entry> {
     let (&version, body) = bytes.split_first()?;
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION || body.len() as u64 > VALUE_BYTES_MAX {
         return None;
     }
     let mut reader = Reader { bytes: body };
