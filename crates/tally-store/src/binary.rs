@@ -89,6 +89,15 @@ pub(crate) fn encode_entry_into(
     entry: &Entry,
     out: &mut Vec<u8>,
 ) -> Result<(), crate::error::StoreError> {
+    encode_entry_limited(entry, out, VALUE_BYTES_MAX)
+}
+
+/// [`encode_entry_into`] with the size limit as a parameter (tests use a small one).
+fn encode_entry_limited(
+    entry: &Entry,
+    out: &mut Vec<u8>,
+    limit: u64,
+) -> Result<(), crate::error::StoreError> {
     let start = out.len();
     out.push(FORMAT_VERSION);
     varint(out, entry.at_ms);
@@ -115,10 +124,12 @@ pub(crate) fn encode_entry_into(
     }
     // The size bincode's writer and reader are limited to (far above any entry the proposer
     // builds): an entry no reader would take is not written.
-    if (out.len() - start - 1) as u64 > VALUE_BYTES_MAX {
+    let written = (out.len() - start - 1) as u64;
+    if written > limit {
+        out.truncate(start);
         return Err(crate::error::StoreError::Encode {
             what: "ledger entry",
-            reason: format!("{} bytes; at most {VALUE_BYTES_MAX}", out.len() - start - 1),
+            reason: format!("{written} bytes; at most {limit}"),
         });
     }
     Ok(())
@@ -303,8 +314,13 @@ impl<'a> Reader<'a> {
 /// bincode; `None` for any other entry and for anything bincode would refuse or read
 /// differently (the caller decodes those with bincode).
 pub(crate) fn decode_usage_entry(bytes: &[u8]) -> Option<Entry> {
+    decode_usage_entry_limited(bytes, VALUE_BYTES_MAX)
+}
+
+/// [`decode_usage_entry`] with the size limit as a parameter (tests use a small one).
+fn decode_usage_entry_limited(bytes: &[u8], limit: u64) -> Option<Entry> {
     let (&version, body) = bytes.split_first()?;
-    if version != FORMAT_VERSION || body.len() as u64 > VALUE_BYTES_MAX {
+    if version != FORMAT_VERSION || body.len() as u64 > limit {
         return None;
     }
     let mut reader = Reader { bytes: body };
@@ -544,6 +560,35 @@ mod tests {
             }
         }
         assert!(declined > 1_000, "{declined}");
+    }
+
+    /// Above the size limit (bincode's options: 256 MiB of value after the version byte),
+    /// the writer refuses, leaving `out` as it was, and the reader declines; at the limit both
+    /// go ahead.
+    #[test]
+    fn the_size_limit_is_bincodes() {
+        let mut rng = SmallRng::seed_from_u64(17);
+        let entry = Entry {
+            at_ms: 1,
+            commands: vec![Command::UsageBatch {
+                events: (0..5).map(|_| event(&mut rng)).collect(),
+                atomic: false,
+            }],
+        };
+        let bytes = written(&entry);
+        let body = (bytes.len() - 1) as u64;
+        let mut out = vec![7];
+        encode_entry_limited(&entry, &mut out, body).unwrap();
+        assert_eq!(out[1..], bytes[..]);
+        assert_eq!(
+            decode_usage_entry_limited(&bytes, body),
+            Some(entry.clone())
+        );
+        let mut out = vec![7];
+        let error = encode_entry_limited(&entry, &mut out, body - 1).unwrap_err();
+        assert!(error.to_string().contains("at most"), "{error}");
+        assert_eq!(out, [7]);
+        assert_eq!(decode_usage_entry_limited(&bytes, body - 1), None);
     }
 
     /// A longer-than-needed integer (which this build never writes, but bincode reads) is left
