@@ -655,19 +655,22 @@ impl fmt::Debug for Amount {
 const COMPACT_BYTES_MAX: usize = 13;
 
 impl Amount {
-    /// The compact binary form into `buf`, returning its length: a head byte (`scale << 1 |
-    /// negative`), then the canonical mantissa's bytes, least significant first, up to its
-    /// highest non-zero one (none for zero). 2 to 4 bytes for the usual amount, where the
-    /// fixed form takes 16.
-    fn to_compact(self, buf: &mut [u8; COMPACT_BYTES_MAX]) -> usize {
+    /// The compact binary form the store writes (serde's binary `Serialize`'s bytes, without
+    /// bincode's length prefix): the buffer and how many of its bytes are the value. A head
+    /// byte (`scale << 1 | negative`), then the canonical mantissa's bytes, least significant
+    /// first, up to its highest non-zero one (none for zero): 2 to 4 bytes for the usual
+    /// amount, where the fixed form takes 16. Public for encoders that write the store's
+    /// layout by hand.
+    pub fn to_binary(self) -> ([u8; COMPACT_BYTES_MAX], usize) {
+        let mut buf = [0u8; COMPACT_BYTES_MAX];
         let (scale, negative, mantissa) = self.canonical_parts();
         buf[0] = (scale as u8) << 1 | negative as u8;
         let len = (128 - mantissa.leading_zeros() as usize).div_ceil(8);
         buf[1..1 + len].copy_from_slice(&mantissa.to_le_bytes()[..len]);
-        1 + len
+        (buf, 1 + len)
     }
 
-    /// Reads [`Self::to_compact`]'s form, refusing any but the one it writes for the value.
+    /// Reads [`Self::to_binary`]'s form, refusing any but the one it writes for the value.
     fn from_compact(bytes: &[u8]) -> Result<Amount, &'static str> {
         let (&head, digits) = bytes
             .split_first()
@@ -700,15 +703,6 @@ impl Amount {
         )))
     }
 
-    /// The binary form the store writes (serde's binary `Serialize`'s bytes, without bincode's
-    /// length prefix): the buffer and how many of its bytes are the value. For encoders that
-    /// write the store's layout by hand.
-    pub fn to_binary(self) -> ([u8; COMPACT_BYTES_MAX], usize) {
-        let mut buf = [0u8; COMPACT_BYTES_MAX];
-        let len = self.to_compact(&mut buf);
-        (buf, len)
-    }
-
     /// Reads what [`Self::to_binary`] writes, or the 16 fixed bytes of a `Decimal` that
     /// earlier builds wrote; the error says why the bytes are not an amount.
     pub fn from_binary(bytes: &[u8]) -> Result<Amount, &'static str> {
@@ -721,7 +715,7 @@ impl Amount {
 }
 
 /// Text in human-readable formats (JSON); in binary ones (the log, snapshots, the journal) the
-/// compact form of [`Amount::to_compact`]. The 16 fixed bytes earlier builds wrote are still
+/// compact form of [`Amount::to_binary`]. The 16 fixed bytes earlier builds wrote are still
 /// read.
 impl Serialize for Amount {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
