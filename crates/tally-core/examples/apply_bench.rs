@@ -1,11 +1,11 @@
 //! Release benchmark of `LedgerState::apply` on one core (not a test).
 //!
-//! `cargo run --release -p tally-core --example apply_bench [-- ACCOUNTS EVENTS [PER]]`
+//! `cargo run --release -p tally-core --example apply_bench [-- ACCOUNTS EVENTS [PER [BATCH]]]`
 //!
 //! 10,000 accounts each with a monthly allowance and a purchased grant, a per_unit price matched
 //! on two dimensions (quoted per PER units, default 1; tally-bench quotes per 1000 tokens, which
 //! divides every charge; the charges are the same either way), usage events on uniformly random
-//! accounts in entries of 1,000 events (one `UsageBatch` command each). Prints settled events
+//! accounts in entries of BATCH events (default 1,000; one `UsageBatch` command each). Prints settled events
 //! per second, bytes of state per account and per remembered event id (measured with a
 //! counting allocator), and the bytes of the entries as the log encodes them.
 //!
@@ -69,7 +69,11 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(2_000_000);
     let per = amount(args.get(3).map_or("1", String::as_str));
-    let batch = 1_000;
+    let batch: usize = args
+        .get(4)
+        .and_then(|a| a.parse().ok())
+        .filter(|b| (1..=8_190).contains(b))
+        .unwrap_or(1_000);
     let start_ms = parse_utc("2026-03-02T00:00:00Z").unwrap();
 
     let base_bytes = live();

@@ -662,3 +662,139 @@ fn a_snapshot_written_in_steps_is_of_the_state_it_began_from() {
         "the state went on changing"
     );
 }
+
+/// A batch longer than the window in which the state machine reads its events' accounts
+/// ahead (64 events) settles exactly as its events do one by one: the same outcomes in the
+/// same order (duplicates and conflicts of events earlier in the batch included) and the same
+/// state. Atomic, the same events all settle; with one that fails in the third window,
+/// nothing of the earlier windows stays and the failure names its index in the whole batch.
+#[test]
+fn long_batches_settle_as_their_events_one_by_one() {
+    for seed in [7, 2_026, 90_001] {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut now = parse_utc("2026-03-30T00:00:00Z").unwrap() + rng.gen_range(0..86_400_000);
+        let mut state = LedgerState::new();
+        state.apply(&Entry {
+            at_ms: now,
+            commands: setup(),
+        });
+        let mut generator = Generator {
+            rng,
+            next_id: 0,
+            settled: Vec::new(),
+            holds: Vec::new(),
+            grants: Vec::new(),
+        };
+        // Grants, holds, price versions and some usage first, as in the random sequences.
+        for _ in 0..60 {
+            now += generator.rng.gen_range(0..20_000);
+            let commands = (0..3).map(|_| generator.command(now)).collect();
+            state.apply(&Entry {
+                at_ms: now,
+                commands,
+            });
+        }
+        now += 1_000;
+        let mut events: Vec<UsageEvent> = (0..400).map(|_| generator.usage(now)).collect();
+        // A retry of an event of the first window that settled, in the third window, and a
+        // conflicting one (same id, other content).
+        let first = state.clone().apply(&Entry {
+            at_ms: now,
+            commands: events[..64].iter().cloned().map(Command::Usage).collect(),
+        });
+        let settled_early: Vec<usize> = (0..64)
+            .filter(|&i| matches!(first.outcomes[i], Outcome::Settled(_)))
+            .collect();
+        assert!(settled_early.len() >= 2, "seed {seed}");
+        events[150] = events[settled_early[0]].clone();
+        events[170] = events[settled_early[1]].clone();
+        events[170].quantity = events[170].quantity.checked_add(Amount::ONE).unwrap();
+
+        let batch = |events: &[UsageEvent], atomic: bool| Entry {
+            at_ms: now,
+            commands: vec![Command::UsageBatch {
+                events: events.to_vec(),
+                atomic,
+            }],
+        };
+        let one_by_one = |events: &[UsageEvent]| Entry {
+            at_ms: now,
+            commands: events.iter().cloned().map(Command::Usage).collect(),
+        };
+        let (mut batched, mut single) = (state.clone(), state.clone());
+        let batched_result = batched.apply(&batch(&events, false));
+        let single_result = single.apply(&one_by_one(&events));
+        assert_eq!(
+            batched_result.outcomes,
+            vec![Outcome::Batch(single_result.outcomes.clone())],
+            "seed {seed}"
+        );
+        assert_eq!(batched_result.journal, single_result.journal, "seed {seed}");
+        assert_eq!(batched.state_hash(), single.state_hash(), "seed {seed}");
+        let kinds = |kind: &str| {
+            single_result
+                .outcomes
+                .iter()
+                .filter(|o| o.kind() == kind)
+                .count()
+        };
+        assert!(
+            kinds("duplicate") >= 1 && kinds("conflict") >= 1,
+            "seed {seed}"
+        );
+
+        // The events that settled, alone: an atomic batch of them settles every one.
+        let settled: Vec<UsageEvent> = events
+            .iter()
+            .zip(&single_result.outcomes)
+            .filter(|(_, outcome)| matches!(outcome, Outcome::Settled(_)))
+            .map(|(event, _)| event.clone())
+            .take(200)
+            .collect();
+        assert!(
+            settled.len() >= 160,
+            "seed {seed}: {} settled",
+            settled.len()
+        );
+        let mut atomic = state.clone();
+        let result = atomic.apply(&batch(&settled, true));
+        let Outcome::Batch(outcomes) = &result.outcomes[0] else {
+            panic!("seed {seed}: {:?}", result.outcomes[0]);
+        };
+        assert!(
+            outcomes.iter().all(|o| o.kind() == "settled"),
+            "seed {seed}"
+        );
+        let mut alone = state.clone();
+        alone.apply(&one_by_one(&settled));
+        assert_eq!(atomic.state_hash(), alone.state_hash(), "seed {seed}");
+
+        // One event of an unknown account in the third window: the whole batch rolls back.
+        let mut failing = settled.clone();
+        failing[150].account = id(AccountId::new, "nobody");
+        let mut aborted = state.clone();
+        let result = aborted.apply(&batch(&failing, true));
+        let Outcome::Batch(outcomes) = &result.outcomes[0] else {
+            panic!("seed {seed}: {:?}", result.outcomes[0]);
+        };
+        assert_eq!(outcomes.len(), failing.len());
+        for (index, outcome) in outcomes.iter().enumerate() {
+            let reason = &outcome.rejection().expect("every event rejected").reason;
+            if index == 150 {
+                assert!(
+                    matches!(reason, Reason::UnknownAccount { .. }),
+                    "{reason:?}"
+                );
+            } else {
+                assert_eq!(reason, &Reason::BatchAborted { failed_index: 150 });
+            }
+        }
+        assert!(result.journal.is_empty() && result.events.is_empty());
+        let mut untouched = state.clone();
+        untouched.apply(&Entry {
+            at_ms: now,
+            commands: Vec::new(),
+        });
+        assert_eq!(aborted.state_hash(), untouched.state_hash(), "seed {seed}");
+    }
+}
