@@ -26,6 +26,7 @@ use std::sync::Mutex;
 
 use crate::durable::sync_dir;
 use crate::error::StoreError;
+use crate::page_cache::Trim;
 
 /// Bytes of a record's header.
 const HEADER_BYTES: u64 = 8;
@@ -65,8 +66,14 @@ impl Location {
 pub(crate) struct JournalFile {
     path: PathBuf,
     file: File,
+    tail: Mutex<Tail>,
+}
+
+struct Tail {
     /// Where the next record goes: the file's length when opened, then grown by each append.
-    end: Mutex<u64>,
+    end: u64,
+    /// How far the older pages were advised out of the page cache (see `page_cache`).
+    trim: Trim,
 }
 
 impl JournalFile {
@@ -92,13 +99,17 @@ impl JournalFile {
         Ok(JournalFile {
             path: path.to_path_buf(),
             file,
-            end: Mutex::new(end),
+            tail: Mutex::new(Tail {
+                end,
+                trim: Trim::new(0),
+            }),
         })
     }
 
     /// Appends `blocks` with one write and returns their locations, in order. Not synced.
     pub(crate) fn append<B: AsRef<[u8]>>(&self, blocks: &[B]) -> Result<Vec<Location>, StoreError> {
-        let mut end = self.end.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        let end = &mut tail.end;
         let bytes: usize = blocks
             .iter()
             .map(|block| HEADER_BYTES as usize + block.as_ref().len())
@@ -125,6 +136,8 @@ impl JournalFile {
             .write_all_at(&buf, *end)
             .map_err(|e| StoreError::io("write", &self.path, e))?;
         *end += buf.len() as u64;
+        let end = *end;
+        tail.trim.after_append(&self.file, end);
         Ok(locations)
     }
 

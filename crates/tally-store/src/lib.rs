@@ -66,6 +66,7 @@ mod durable;
 mod error;
 mod journal_file;
 mod log_store;
+mod page_cache;
 mod reader;
 mod snapshot;
 mod state_machine;

@@ -60,6 +60,7 @@ use openraft::{CommittedLeaderId, LogId, OptionalSend, RaftLogReader, StorageErr
 use crate::codec;
 use crate::durable::sync_dir;
 use crate::error::{sto, StoreError, Subject};
+use crate::page_cache::Trim;
 use crate::types::{NodeId, TypeConfig};
 
 type Entry = openraft::Entry<TypeConfig>;
@@ -120,6 +121,8 @@ struct Segment {
     len: u64,
     /// The end of the zero-filled space after it (`len` when there is none).
     allocated: u64,
+    /// How far its older pages were advised out of the page cache (see `page_cache`).
+    trim: Trim,
 }
 
 /// Where one entry's record is.
@@ -282,6 +285,8 @@ impl LogStore {
                 .file
                 .sync_all()
                 .map_err(|e| StoreError::io("fsync", &closed.path, e))?;
+            // Read again only by a follower far behind or a restart: out of the page cache.
+            Trim::all(&closed.file);
             log.start_segment(&self.inner.dir, first_index)?;
             new_segment = true;
         }
@@ -330,6 +335,8 @@ impl LogStore {
         }
         active.len = end;
         active.allocated = active.allocated.max(allocated);
+        // The records older than the page cache keeps were synced by earlier appends.
+        active.trim.after_append(&active.file, end);
         let file = active.file.clone();
         log.slots.extend(new_slots);
         for (entry, len) in new_cache {
@@ -533,6 +540,7 @@ impl Log {
             file: Arc::new(file),
             len: 0,
             allocated: 0,
+            trim: Trim::new(0),
         });
         Ok(())
     }
@@ -666,6 +674,7 @@ impl Log {
                 } else {
                     valid_len as u64
                 },
+                trim: Trim::new(0),
             });
             active_end = Some(end);
         }
