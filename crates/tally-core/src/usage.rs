@@ -366,23 +366,25 @@ impl LedgerState {
                 if failed {
                     if let Some(checkpoint) = checkpoint {
                         checkpoint.restore(self, result);
-                        let index = outcomes.len() - 1;
-                        let failed_index = index as u32;
-                        let mut aborted: Vec<Outcome> = (0..events.len())
-                            .map(|_| {
-                                Outcome::Rejected(Rejection::from(Reason::BatchAborted {
-                                    failed_index,
-                                }))
-                            })
-                            .collect();
-                        aborted[index] = outcomes.pop().expect("just pushed");
-                        return Outcome::Batch(aborted);
+                        return aborted(outcomes, events.len());
                     }
                 }
             }
         }
         Outcome::Batch(outcomes)
     }
+}
+
+/// The outcome of an atomic batch of `events` events whose last settled one (the last of
+/// `outcomes`) failed: that event's own outcome, and `BatchAborted` naming it for every other.
+fn aborted(mut outcomes: Vec<Outcome>, events: usize) -> Outcome {
+    let index = outcomes.len() - 1;
+    let failed_index = index as u32;
+    let mut aborted: Vec<Outcome> = (0..events)
+        .map(|_| Outcome::Rejected(Rejection::from(Reason::BatchAborted { failed_index })))
+        .collect();
+    aborted[index] = outcomes.pop().expect("at least the failed one");
+    Outcome::Batch(aborted)
 }
 
 /// How many events of a batch [`LedgerState::look_up_accounts`] reads ahead of settling them.

@@ -148,6 +148,16 @@ struct Generator {
 }
 
 impl Generator {
+    fn new(rng: StdRng) -> Generator {
+        Generator {
+            rng,
+            next_id: 0,
+            settled: Vec::new(),
+            holds: Vec::new(),
+            grants: Vec::new(),
+        }
+    }
+
     fn fresh(&mut self, prefix: &str) -> String {
         self.next_id += 1;
         format!("{prefix}{}", self.next_id)
@@ -351,13 +361,7 @@ fn run_case(seed: u64, steps: usize) -> (usize, usize) {
         setup_result.outcomes
     );
     let (mut settled_count, mut refused_count) = (0, 0);
-    let mut generator = Generator {
-        rng,
-        next_id: 0,
-        settled: Vec::new(),
-        holds: Vec::new(),
-        grants: Vec::new(),
-    };
+    let mut generator = Generator::new(rng);
     let mut building: Option<Building> = None;
     for step in 0..steps {
         if step % 40 == 20 {
@@ -678,13 +682,7 @@ fn long_batches_settle_as_their_events_one_by_one() {
             at_ms: now,
             commands: setup(),
         });
-        let mut generator = Generator {
-            rng,
-            next_id: 0,
-            settled: Vec::new(),
-            holds: Vec::new(),
-            grants: Vec::new(),
-        };
+        let mut generator = Generator::new(rng);
         // Grants, holds, price versions and some usage first, as in the random sequences.
         for _ in 0..60 {
             now += generator.rng.gen_range(0..20_000);
