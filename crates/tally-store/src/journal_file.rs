@@ -109,7 +109,7 @@ impl JournalFile {
     /// Appends `blocks` with one write and returns their locations, in order. Not synced.
     pub(crate) fn append<B: AsRef<[u8]>>(&self, blocks: &[B]) -> Result<Vec<Location>, StoreError> {
         let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        let end = &mut tail.end;
+        let start = tail.end;
         let bytes: usize = blocks
             .iter()
             .map(|block| HEADER_BYTES as usize + block.as_ref().len())
@@ -123,7 +123,7 @@ impl JournalFile {
                 reason: format!("{} bytes; at most 4 GiB", block.len()),
             })?;
             locations.push(Location {
-                offset: *end + buf.len() as u64,
+                offset: start + buf.len() as u64,
                 len,
             });
             buf.extend_from_slice(&len.to_le_bytes());
@@ -133,12 +133,19 @@ impl JournalFile {
         // On an error, whatever part landed lies past `end` and is written over by the next
         // append: no location names it.
         self.file
-            .write_all_at(&buf, *end)
+            .write_all_at(&buf, start)
             .map_err(|e| StoreError::io("write", &self.path, e))?;
-        *end += buf.len() as u64;
-        let end = *end;
-        tail.trim.after_append(&self.file, end);
+        tail.end = start + buf.len() as u64;
         Ok(locations)
+    }
+
+    /// Advises the older pages out of the page cache as the file grows (see `page_cache`).
+    /// Apart from [`Self::append`] so that the caller can do it after releasing the state's
+    /// write lock: the first advice of a range starts its write-back.
+    pub(crate) fn trim_cache(&self) {
+        let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        let end = tail.end;
+        tail.trim.after_append(&self.file, end);
     }
 
     /// The payload at `location`, checked against its record's header and CRC.

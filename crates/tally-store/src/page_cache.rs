@@ -13,7 +13,9 @@
 //! How: after an append, once at least [`STEP_BYTES`] were written since the last time,
 //! `posix_fadvise(DONTNEED)` the file's range that ends [`KEEP_BYTES`] before its end. That
 //! advice never loses data: Linux starts writing back dirty pages of the range and drops only
-//! clean ones. A range is advised twice, one step apart: the log's pages are clean already
+//! clean ones (the journal's advice runs after the applied entry has released the state's
+//! write lock, since its first advice of a range starts write-back). A range is advised
+//! twice, one step apart: the log's pages are clean already
 //! (every append is synced) and go at once; the journal's (not synced per append) are written
 //! back at the first advice and dropped at the second (a page still being written back then
 //! stays cached; nothing else happens to it). The newest [`KEEP_BYTES`] stay cached, so recent
@@ -63,28 +65,21 @@ impl Trim {
         if upto < self.advised.saturating_add(STEP_BYTES) {
             return;
         }
-        advise_away(file, self.dropped, upto);
+        advise_away(file, self.dropped, NonZeroU64::new(upto - self.dropped));
         self.dropped = self.advised;
         self.advised = upto;
     }
 
     /// The whole file, e.g. a log segment that was closed and synced.
     pub(crate) fn all(file: &File) {
-        advise_away(file, 0, u64::MAX);
+        advise_away(file, 0, None);
     }
 }
 
-fn advise_away(file: &File, from: u64, to: u64) {
-    let len = if to == u64::MAX {
-        None
-    } else {
-        match NonZeroU64::new(to.saturating_sub(from)) {
-            Some(len) => Some(len),
-            None => return,
-        }
-    };
+/// `len` bytes from `from` (`None`: to the end of the file).
+fn advise_away(file: &File, from: u64, len: Option<NonZeroU64>) {
     if let Err(error) = fadvise(file, from, len, Advice::DontNeed) {
-        tracing::debug!(%error, from, to, "posix_fadvise(DONTNEED) failed");
+        tracing::debug!(%error, from, ?len, "posix_fadvise(DONTNEED) failed");
     }
 }
 

@@ -653,6 +653,7 @@ impl StateMachineStore {
                 .map_err(StoreError::sled("write applied rows"))?;
         }
         drop(applied);
+        self.shared.journal.trim_cache();
         if let Some(seq) = max_event {
             self.shared.publish_event_seq(seq);
         }
