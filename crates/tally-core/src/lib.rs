@@ -36,7 +36,7 @@ pub use journal::*;
 pub use money::Amount;
 pub use outcome::*;
 pub use state::{
-    ApplyResult, LedgerState, SnapshotError, SnapshotStep, SnapshotWriter, SNAPSHOT_VERSION,
-    SNAPSHOT_VERSION_READ_MIN,
+    ApplyResult, ApplySpare, LedgerState, SnapshotError, SnapshotStep, SnapshotWriter,
+    SNAPSHOT_VERSION, SNAPSHOT_VERSION_READ_MIN,
 };
 pub use view::*;

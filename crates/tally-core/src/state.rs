@@ -70,6 +70,36 @@ pub struct ApplyResult {
     pub events: Vec<LedgerEvent>,
 }
 
+/// The journal lists of an [`ApplyResult`] the caller is done with, to build the next
+/// result's in ([`LedgerState::apply_reusing`]).
+#[derive(Debug, Default)]
+pub struct ApplySpare {
+    journal: Vec<JournalEntry>,
+    journal_ordinals: Vec<u32>,
+}
+
+impl ApplySpare {
+    /// Lists kept longer than this many entries are let go rather than kept for the next
+    /// entry (an unusually large entry's).
+    const KEPT_MAX: usize = 65_536;
+
+    /// Takes `result`'s journal lists (leaving them empty), emptied, to reuse.
+    pub fn take(result: &mut ApplyResult) -> ApplySpare {
+        let mut journal = std::mem::take(&mut result.journal);
+        let mut journal_ordinals = std::mem::take(&mut result.journal_ordinals);
+        if journal.capacity() > Self::KEPT_MAX {
+            journal = Vec::new();
+            journal_ordinals = Vec::new();
+        }
+        journal.clear();
+        journal_ordinals.clear();
+        ApplySpare {
+            journal,
+            journal_ordinals,
+        }
+    }
+}
+
 /// A snapshot being written while the state changes (see [`LedgerState::begin_snapshot`]).
 pub struct SnapshotWriter {
     build: u64,
@@ -167,6 +197,15 @@ impl LedgerState {
 
     /// Applies one replicated entry. Deterministic: depends only on `self` and `entry`.
     pub fn apply(&mut self, entry: &Entry) -> ApplyResult {
+        self.apply_reusing(entry, ApplySpare::default())
+    }
+
+    /// [`Self::apply`], building the journal lists in `spare`'s (emptied first): a caller that
+    /// applies entry after entry hands back the last result's lists ([`ApplySpare::take`]) instead
+    /// of having a new pair allocated, a megabyte and more per entry of 8,190 events, which
+    /// was often memory the process had not touched yet (the kernel zeroing it was 2.5% of a
+    /// follower's samples at 16 x 100). The result is the same.
+    pub fn apply_reusing(&mut self, entry: &Entry, spare: ApplySpare) -> ApplyResult {
         self.now_ms = self.now_ms.max(entry.at_ms);
         // Most usage events journal one entry: room for all of the entry's up front, rather
         // than growing (and copying) the lists batch by batch.
@@ -179,10 +218,18 @@ impl LedgerState {
                 _ => 0,
             })
             .sum();
+        let ApplySpare {
+            mut journal,
+            mut journal_ordinals,
+        } = spare;
+        journal.clear();
+        journal.reserve(usage_events);
+        journal_ordinals.clear();
+        journal_ordinals.reserve(usage_events);
         let mut result = ApplyResult {
             outcomes: Vec::with_capacity(entry.commands.len()),
-            journal: Vec::with_capacity(usage_events),
-            journal_ordinals: Vec::with_capacity(usage_events),
+            journal,
+            journal_ordinals,
             ..Default::default()
         };
         self.forget_old_event_ids();

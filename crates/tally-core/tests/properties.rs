@@ -796,3 +796,50 @@ fn long_batches_settle_as_their_events_one_by_one() {
         assert_eq!(aborted.state_hash(), untouched.state_hash(), "seed {seed}");
     }
 }
+
+/// Applying entry after entry with the journal lists of the previous result handed back
+/// (`apply_reusing`, as storage does) gives exactly the results and states of `apply`, whether
+/// the previous entry journaled more, fewer or no entries.
+#[test]
+fn reused_journal_lists_give_the_results_of_fresh_ones() {
+    for seed in [11, 4_242] {
+        let rng = StdRng::seed_from_u64(seed);
+        let mut now = parse_utc("2026-03-30T00:00:00Z").unwrap();
+        let setup = Entry {
+            at_ms: now,
+            commands: setup(),
+        };
+        let (mut fresh, mut reusing) = (LedgerState::new(), LedgerState::new());
+        let mut spare = ApplySpare::default();
+        let mut generator = Generator::new(rng);
+        let mut journaled = 0;
+        for step in 0..120 {
+            let entry = if step == 0 {
+                setup.clone()
+            } else {
+                now += generator.rng.gen_range(0..20_000);
+                // Entries of 0 to 40 commands, some all usage: journals of every length.
+                let len = generator.rng.gen_range(0..40);
+                let usage_only = generator.rng.gen_bool(0.5);
+                let commands = (0..len)
+                    .map(|_| match usage_only {
+                        true => Command::Usage(generator.usage(now)),
+                        false => generator.command(now),
+                    })
+                    .collect();
+                Entry {
+                    at_ms: now,
+                    commands,
+                }
+            };
+            let expected = fresh.apply(&entry);
+            let mut got = reusing.apply_reusing(&entry, spare);
+            assert_eq!(got, expected, "seed {seed} step {step}");
+            assert_eq!(reusing.state_hash(), fresh.state_hash(), "seed {seed}");
+            journaled += got.journal.len();
+            spare = ApplySpare::take(&mut got);
+            assert!(got.journal.is_empty() && got.journal_ordinals.is_empty());
+        }
+        assert!(journaled > 500, "seed {seed}: {journaled} journal entries");
+    }
+}

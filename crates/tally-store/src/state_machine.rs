@@ -45,7 +45,7 @@ use openraft::{
     StoredMembership,
 };
 
-use tally_core::{AccountId, JournalEntry, LedgerState, SnapshotError, SnapshotStep};
+use tally_core::{AccountId, ApplySpare, JournalEntry, LedgerState, SnapshotError, SnapshotStep};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -146,6 +146,14 @@ pub(crate) fn encode_block(
         out[at..at + 4].copy_from_slice(&end.to_be_bytes());
     }
     Ok(())
+}
+
+/// Kept from one apply to the next: the journal blocks' buffer and the journal lists of the
+/// last applied entry (see [`LedgerState::apply_reusing`]).
+#[derive(Default)]
+struct Scratch {
+    blocks: BlockBuf,
+    spare: ApplySpare,
 }
 
 /// One apply's journal blocks, encoded back to back into one buffer that is kept from one
@@ -512,9 +520,9 @@ pub(crate) struct Shared {
     /// at or above it is not held, and [`blocks_not_held`] does not look it up (two sled
     /// lookups per block; every block of an entry applied for the first time).
     journal_rows_end: AtomicU64,
-    /// The applies' journal blocks, reused from one apply to the next (applies run one at a
-    /// time; the lock is never contended).
-    block_buf: Mutex<BlockBuf>,
+    /// What applies reuse from one to the next (applies run one at a time; the lock is never
+    /// contended).
+    scratch: Mutex<Scratch>,
 }
 
 /// The write lock on the applied state; releasing it wakes the async readers that found it
@@ -632,7 +640,7 @@ impl StateMachineStore {
                 meta_only: AtomicBool::new(false),
                 unlocked: tokio::sync::Notify::new(),
                 journal_rows_end,
-                block_buf: Mutex::new(BlockBuf::default()),
+                scratch: Mutex::new(Scratch::default()),
             }),
         })
     }
@@ -699,12 +707,12 @@ impl StateMachineStore {
     {
         let mut responses = Vec::new();
         let mut rows: Vec<Row> = Vec::new();
-        let mut blocks = self
+        let mut scratch = self
             .shared
-            .block_buf
+            .scratch
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        blocks.clear();
+        scratch.blocks.clear();
         let mut max_event = None;
         let mut applied = self.shared.write();
         for entry in entries {
@@ -717,9 +725,10 @@ impl StateMachineStore {
                 }
                 EntryPayload::Normal(ref data) => {
                     let Applied { state, heads, .. } = &mut *applied;
-                    let result = state.apply(data.entry());
+                    let spare = std::mem::take(&mut scratch.spare);
+                    let mut result = state.apply_reusing(data.entry(), spare);
                     put_journal(
-                        &mut blocks,
+                        &mut scratch.blocks,
                         &result.journal,
                         &result.journal_ordinals,
                         state,
@@ -732,14 +741,15 @@ impl StateMachineStore {
                         ));
                         max_event = max_event.max(Some(ev.seq));
                     }
+                    scratch.spare = ApplySpare::take(&mut result);
                     responses.push(EntryResponse {
                         outcomes: result.outcomes,
                     });
                 }
             }
         }
-        rows.extend(store_blocks(&self.shared, blocks.iter())?);
-        drop(blocks);
+        rows.extend(store_blocks(&self.shared, scratch.blocks.iter())?);
+        drop(scratch);
         for (key, value) in rows {
             self.shared
                 .sm
