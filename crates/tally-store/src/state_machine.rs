@@ -161,7 +161,7 @@ struct Scratch {
 /// of allocations per large entry, and the memory they came in was often memory the process
 /// had not touched yet: the kernel zeroing it was 4% of a follower's samples at 4 x 8,190.
 #[derive(Default)]
-pub(crate) struct BlockBuf {
+struct BlockBuf {
     bytes: Vec<u8>,
     /// Each block's first journal seq and its end in `bytes` (it starts where the one before
     /// it ends).
@@ -243,8 +243,9 @@ fn put_journal(
 /// bytes: re-applying the entries after the last snapshot (after a restart) or installing a
 /// snapshot finds most of them held (seqs and blocks are deterministic) and does not append
 /// them again. A held copy that does not read back whole (its bytes did not reach the disk
-/// before a crash, while its row did) is written again. Two sled lookups per block (of a few
-/// dozen events) when nothing is held.
+/// before a crash, while its row did) is written again. A block at or above
+/// `Shared::journal_rows_end` has no row and is not looked up (an entry applied for the first
+/// time); one below it costs two sled lookups when nothing is held.
 fn blocks_not_held<'a>(
     shared: &Shared,
     blocks: impl Iterator<Item = (u64, &'a [u8])>,
