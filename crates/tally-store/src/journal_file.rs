@@ -31,9 +31,60 @@ use crate::page_cache::Trim;
 /// Bytes of a record's header.
 const HEADER_BYTES: u64 = 8;
 
-/// The largest append buffer kept for the next append (a larger one, from an unusually
-/// large apply, is let go).
-pub(crate) const BUF_KEPT_MAX: usize = 64 * 1024 * 1024;
+/// Records laid out as the journal file stores them (a header, then the payload), built in
+/// place: a caller encodes each payload straight after [`Records::begin`], and
+/// [`JournalFile::append_records`] writes the bytes as they are, without copying them into
+/// another buffer first.
+#[derive(Default)]
+pub(crate) struct Records {
+    pub(crate) bytes: Vec<u8>,
+    /// Where each record ends in `bytes` (it starts where the one before it ends).
+    ends: Vec<usize>,
+}
+
+impl Records {
+    /// Empties it, keeping its memory (up to 64 MiB: an unusually large apply's is let go).
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+        if self.bytes.capacity() > 64 * 1024 * 1024 {
+            self.bytes = Vec::new();
+        }
+    }
+
+    /// Starts a record: its header, filled in by [`Self::finish`]; the payload follows.
+    pub(crate) fn begin(&mut self) {
+        self.bytes.extend_from_slice(&[0; HEADER_BYTES as usize]);
+    }
+
+    /// Ends the record begun last (its payload is everything written since) and fills in its
+    /// header; answers the payload's length.
+    pub(crate) fn finish(&mut self) -> Result<usize, StoreError> {
+        let at = self.ends.last().copied().unwrap_or(0);
+        let payload = &self.bytes[at + HEADER_BYTES as usize..];
+        let len = u32::try_from(payload.len()).map_err(|_| StoreError::Encode {
+            what: "journal block",
+            reason: format!("{} bytes; at most 4 GiB", payload.len()),
+        })?;
+        let crc = crc32fast::hash(payload);
+        self.bytes[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        self.bytes[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+        self.ends.push(self.bytes.len());
+        Ok(len as usize)
+    }
+
+    fn starts(&self) -> impl Iterator<Item = usize> + '_ {
+        std::iter::once(0).chain(self.ends.iter().copied())
+    }
+
+    /// Each record's payload, in order.
+    pub(crate) fn payloads(&self) -> impl Iterator<Item = &[u8]> {
+        self.ends
+            .iter()
+            .zip(self.starts())
+            .map(|(&end, at)| &self.bytes[at + HEADER_BYTES as usize..end])
+    }
+}
 
 /// Where one block is: what sled keeps for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,10 +129,6 @@ struct Tail {
     end: u64,
     /// How far the older pages were advised out of the page cache (see `page_cache`).
     trim: Trim,
-    /// The records of the last append, kept for the next one: an apply of 8,190 events writes
-    /// about 1.5 MiB, and a fresh buffer each time was fresh memory each time, which the
-    /// kernel must zero (see `state_machine::BlockBuf`).
-    buf: Vec<u8>,
 }
 
 impl JournalFile {
@@ -110,47 +157,41 @@ impl JournalFile {
             tail: Mutex::new(Tail {
                 end,
                 trim: Trim::new(0),
-                buf: Vec::new(),
             }),
         })
     }
 
     /// Appends `blocks` with one write and returns their locations, in order. Not synced.
     pub(crate) fn append<B: AsRef<[u8]>>(&self, blocks: &[B]) -> Result<Vec<Location>, StoreError> {
-        let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        let Tail { end, buf, .. } = &mut *tail;
-        let start = *end;
-        let bytes: usize = blocks
-            .iter()
-            .map(|block| HEADER_BYTES as usize + block.as_ref().len())
-            .sum();
-        buf.clear();
-        buf.reserve(bytes);
-        let mut locations = Vec::with_capacity(blocks.len());
+        let mut records = Records::default();
         for block in blocks {
-            let block = block.as_ref();
-            let len = u32::try_from(block.len()).map_err(|_| StoreError::Encode {
-                what: "journal block",
-                reason: format!("{} bytes; at most 4 GiB", block.len()),
-            })?;
-            locations.push(Location {
-                offset: start + buf.len() as u64,
-                len,
-            });
-            buf.extend_from_slice(&len.to_le_bytes());
-            buf.extend_from_slice(&crc32fast::hash(block).to_le_bytes());
-            buf.extend_from_slice(block);
+            records.begin();
+            records.bytes.extend_from_slice(block.as_ref());
+            records.finish()?;
         }
+        self.append_records(&records)
+    }
+
+    /// Appends `records` as they are laid out, with one write, and returns their locations,
+    /// in order. Not synced.
+    pub(crate) fn append_records(&self, records: &Records) -> Result<Vec<Location>, StoreError> {
+        let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        let start = tail.end;
         // On an error, whatever part landed lies past `end` and is written over by the next
         // append: no location names it.
         self.file
-            .write_all_at(buf, start)
+            .write_all_at(&records.bytes, start)
             .map_err(|e| StoreError::io("write", &self.path, e))?;
-        *end = start + buf.len() as u64;
-        if buf.capacity() > BUF_KEPT_MAX {
-            *buf = Vec::new();
-        }
-        Ok(locations)
+        tail.end = start + records.bytes.len() as u64;
+        Ok(records
+            .ends
+            .iter()
+            .zip(records.starts())
+            .map(|(&end, at)| Location {
+                offset: start + at as u64,
+                len: (end - at - HEADER_BYTES as usize) as u32,
+            })
+            .collect())
     }
 
     /// Advises the older pages out of the page cache as the file grows (see `page_cache`).
