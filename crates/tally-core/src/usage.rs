@@ -403,10 +403,20 @@ impl LedgerState {
     /// the state its settlement will read (the account, its grants and figures, the dedup
     /// slot of its id): these reads do not depend on one another, so the processor overlaps
     /// their cache misses instead of waiting for each in turn while settling. Nothing changes.
+    ///
+    /// In three passes over the window (the ordinals; the accounts' parts; the dedup slots)
+    /// rather than one: each pass's work per event is short and its reads depend only on the
+    /// pass before, so the processor keeps the misses of many events in flight at once, where
+    /// one long pass per event held those of one or two (`apply_bench`, fastest of five: 5.13
+    /// -> 4.15 s for 2,000,000 events on 10,000 accounts).
     fn look_up_accounts(&self, events: &[UsageEvent], ordinals: &mut Vec<Option<u32>>) {
+        ordinals.extend(
+            events
+                .iter()
+                .map(|event| self.accounts.ordinal(&event.account)),
+        );
         let mut touched = 0u64;
-        ordinals.extend(events.iter().map(|event| {
-            let ordinal = self.accounts.ordinal(&event.account)?;
+        for &ordinal in ordinals.iter().flatten() {
             let account = self.accounts.by_ordinal(ordinal);
             touched = touched.wrapping_add(account.due_at().unwrap_or(0));
             for grant in &account.grants {
@@ -418,16 +428,19 @@ impl LedgerState {
             if let Some(report) = account.reports.last_value() {
                 touched = touched.wrapping_add(report.meters.last_value().map_or(0, |m| m.events));
             }
-            touched = touched
-                .wrapping_add(
-                    account
-                        .accruals
-                        .last_value()
-                        .map_or(0, |a| a.charge.exact.is_zero() as u64),
-                )
-                .wrapping_add(self.dedup.contains(ordinal, event.event_id.as_str()) as u64);
-            Some(ordinal)
-        }));
+            touched = touched.wrapping_add(
+                account
+                    .accruals
+                    .last_value()
+                    .map_or(0, |a| a.charge.exact.is_zero() as u64),
+            );
+        }
+        for (event, ordinal) in events.iter().zip(ordinals.iter()) {
+            if let Some(ordinal) = *ordinal {
+                touched = touched
+                    .wrapping_add(self.dedup.contains(ordinal, event.event_id.as_str()) as u64);
+            }
+        }
         std::hint::black_box(touched);
     }
 }
