@@ -257,8 +257,13 @@ impl Dedup {
     }
 
     /// Whether `event_id` of account `ordinal` is remembered (without decoding the record).
+    #[cfg(test)]
     pub fn contains(&self, ordinal: u32, event_id: &str) -> bool {
-        let hash = key_hash(ordinal, event_id.as_bytes());
+        self.contains_hashed(Self::hash(ordinal, event_id), ordinal, event_id)
+    }
+
+    /// [`Self::contains`] with `hash` = [`Self::hash`]`(ordinal, event_id)`.
+    pub fn contains_hashed(&self, hash: u64, ordinal: u32, event_id: &str) -> bool {
         self.index
             .find(hash, |slot| {
                 record_is(self.record(slot.location()), ordinal, event_id.as_bytes())
