@@ -179,16 +179,26 @@ fn main() {
                     account: account_ids[(r % accounts as u64) as usize].clone(),
                     meter: meter.clone(),
                     quantity: Amount::from_i64((r >> 20) as i64 % 5_000 + 1),
-                    dimensions: vec![
-                        (
-                            Key::new("model").unwrap(),
-                            models[(r >> 8) as usize % 2].to_string(),
-                        ),
-                        (
-                            Key::new("region").unwrap(),
-                            regions[(r >> 9) as usize % 2].to_string(),
-                        ),
-                    ],
+                    // Shared as a node's decoder shares them.
+                    dimensions: Dimensions::shared(
+                        &[
+                            ("model", models[(r >> 8) as usize % 2]),
+                            ("region", regions[(r >> 9) as usize % 2]),
+                        ],
+                        || -> Result<_, InvalidInput> {
+                            Ok(vec![
+                                (
+                                    Key::new("model")?,
+                                    models[(r >> 8) as usize % 2].to_string(),
+                                ),
+                                (
+                                    Key::new("region")?,
+                                    regions[(r >> 9) as usize % 2].to_string(),
+                                ),
+                            ])
+                        },
+                    )
+                    .unwrap(),
                     occurred_at: at_ms,
                     cost: None,
                     hold: None,

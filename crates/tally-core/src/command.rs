@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dimensions::Dimensions;
 use crate::ids::{AccountId, AssetCode, BookId, EventId, GrantId, HoldId, Key, Meter};
 use crate::money::Amount;
 
@@ -275,7 +276,7 @@ pub struct UsageEvent {
     /// `>= 0`.
     pub quantity: Amount,
     /// Sorted by key, keys unique, at most 16.
-    pub dimensions: Vec<(Key, String)>,
+    pub dimensions: Dimensions,
     pub occurred_at: u64,
     /// What this event cost the operator, in the reporting currency. `None`: the cost book.
     pub cost: Option<Amount>,

@@ -11,6 +11,7 @@ mod admin;
 mod calendar;
 pub mod command;
 mod dedup;
+mod dimensions;
 mod dispatch;
 mod effects;
 pub mod error;
@@ -30,6 +31,7 @@ pub mod view;
 
 pub use calendar::{format_utc, month_of, month_start_ms, parse_month, parse_utc};
 pub use command::*;
+pub use dimensions::Dimensions;
 pub use error::InvalidInput;
 pub use ids::*;
 pub use journal::*;

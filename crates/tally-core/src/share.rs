@@ -33,15 +33,29 @@ pub(crate) fn shared<T: ?Sized + 'static>(
     same: impl Fn(&T) -> bool,
     make: impl FnOnce() -> Arc<T>,
 ) -> Arc<T> {
+    shared_or_err(table, hash, same, || {
+        Ok::<_, std::convert::Infallible>(make())
+    })
+    .unwrap_or_else(|never| match never {})
+}
+
+/// [`shared`] for a value whose making can fail: a failure is returned and nothing is
+/// remembered.
+pub(crate) fn shared_or_err<T: ?Sized + 'static, E>(
+    table: &'static LocalKey<Recent<T>>,
+    hash: u64,
+    same: impl Fn(&T) -> bool,
+    make: impl FnOnce() -> Result<Arc<T>, E>,
+) -> Result<Arc<T>, E> {
     table.with(|recent| {
         let mut slots = recent.0.borrow_mut();
         let slot = &mut slots[(hash % SLOTS as u64) as usize];
         if let Some(held) = slot.as_ref().filter(|held| same(held)) {
-            return Arc::clone(held);
+            return Ok(Arc::clone(held));
         }
-        let made = make();
+        let made = make()?;
         *slot = Some(Arc::clone(&made));
-        made
+        Ok(made)
     })
 }
 

@@ -199,7 +199,7 @@ impl Generator {
             account,
             meter: id(Meter::new, meter),
             quantity: self.quantity(if meter == "tokens" { 0 } else { 1 }),
-            dimensions,
+            dimensions: dimensions.into(),
             occurred_at: now.saturating_sub(self.rng.gen_range(0..60_000)),
             cost: self.rng.gen_bool(0.2).then(|| {
                 Amount::from_i64(self.rng.gen_range(0..300))

@@ -151,7 +151,7 @@ mod tests {
             account: AccountId::new("nobody").unwrap(),
             meter: Meter::new("tokens").unwrap(),
             quantity: Amount::from_i64(1),
-            dimensions: Vec::new(),
+            dimensions: Default::default(),
             occurred_at: 1_700_000_000_000,
             cost: None,
             hold: None,

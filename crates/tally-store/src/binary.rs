@@ -18,8 +18,8 @@
 //! `bool` one byte; a struct its fields in order, with nothing between them.
 
 use tally_core::{
-    AccountId, Amount, Book, Command, Entry, EventId, HoldId, JournalEntry, JournalKind, Key,
-    Meter, Posting, UsageEvent,
+    AccountId, Amount, Book, Command, Dimensions, Entry, EventId, HoldId, JournalEntry,
+    JournalKind, Key, Meter, Posting, UsageEvent, PAIRS_MAX,
 };
 
 use crate::codec::{FORMAT_VERSION, VALUE_BYTES_MAX};
@@ -258,12 +258,27 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn usage_event(&mut self) -> Option<UsageEvent> {
-        let event_id = EventId::new(self.text()?).ok()?;
-        let account = AccountId::new(self.text()?).ok()?;
-        let meter = Meter::new(self.text()?).ok()?;
-        let quantity = self.amount()?;
+    /// An event's dimensions, shared with the last identical list this thread decoded or
+    /// converted (`Dimensions::shared`): the events of an entry repeat a few dimension sets.
+    /// More pairs than an event may carry (the apply rejects such an event) are read into a
+    /// list of their own.
+    fn dimensions(&mut self) -> Option<Dimensions> {
         let pairs = self.len()?;
+        if pairs <= PAIRS_MAX {
+            let mut texts = [("", ""); PAIRS_MAX];
+            for slot in &mut texts[..pairs] {
+                *slot = (self.text()?, self.text()?);
+            }
+            let texts = &texts[..pairs];
+            return Dimensions::shared(texts, || {
+                texts
+                    .iter()
+                    .map(|&(key, value)| Some((Key::new(key).ok()?, value.to_string())))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or(())
+            })
+            .ok();
+        }
         // Each pair takes at least two bytes: a corrupt length cannot reserve more than the
         // bytes could hold.
         let mut dimensions = Vec::with_capacity(pairs.min(self.bytes.len() / 2));
@@ -271,6 +286,15 @@ impl<'a> Reader<'a> {
             let key = Key::new(self.text()?).ok()?;
             dimensions.push((key, self.text()?.to_string()));
         }
+        Some(Dimensions::new(dimensions))
+    }
+
+    fn usage_event(&mut self) -> Option<UsageEvent> {
+        let event_id = EventId::new(self.text()?).ok()?;
+        let account = AccountId::new(self.text()?).ok()?;
+        let meter = Meter::new(self.text()?).ok()?;
+        let quantity = self.amount()?;
+        let dimensions = self.dimensions()?;
         let occurred_at = self.varint()?;
         let cost = match self.flag()? {
             false => None,
@@ -390,7 +414,7 @@ mod tests {
     }
 
     fn event(rng: &mut SmallRng) -> UsageEvent {
-        let mut dimensions: Vec<(Key, String)> = (0..rng.gen_range(0..=16))
+        let mut dimensions: Vec<(Key, String)> = (0..rng.gen_range(0..=17))
             .map(|i| {
                 let value_len = [0, 1, 12, 250, 251, 256][rng.gen_range(0..6)];
                 (Key::new(format!("k{i:02}")).unwrap(), "v".repeat(value_len))
@@ -402,7 +426,7 @@ mod tests {
             account: AccountId::new(id(rng, AccountId::MAX_LEN)).unwrap(),
             meter: Meter::new(id(rng, 16)).unwrap(),
             quantity: amount_of(rng),
-            dimensions,
+            dimensions: dimensions.into(),
             occurred_at: integer(rng),
             cost: rng.gen_bool(0.5).then(|| amount_of(rng)),
             hold: rng

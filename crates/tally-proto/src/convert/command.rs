@@ -9,8 +9,8 @@ use tally_core::{
 };
 
 use super::fields::{
-    amount, amount_non_negative, amount_positive, key_values, optional_amount_non_negative, pairs,
-    pairs_seen, path, required_enum, required_time_ms, Seen,
+    amount, amount_non_negative, amount_positive, dimensions_seen, key_values,
+    optional_amount_non_negative, pairs, path, required_enum, required_time_ms, Seen,
 };
 use crate::error::TallyError;
 use crate::v1;
@@ -464,7 +464,7 @@ pub(crate) fn usage_event_of<'a>(
         account: AccountId::parse_as("account", text.account)?,
         meter: seen.meter(text.meter)?,
         quantity: amount_non_negative("quantity", text.quantity)?,
-        dimensions: pairs_seen("dimensions", dimensions, seen)?,
+        dimensions: dimensions_seen("dimensions", dimensions, seen)?,
         occurred_at: required_time_ms("occurred_at_ms", text.occurred_at_ms)?,
         cost: optional_amount_non_negative("cost", text.cost)?,
         hold: text

@@ -1,6 +1,8 @@
 //! Field-level parsing helpers shared by the wire -> core conversions.
 
-use tally_core::{Amount, InvalidInput, Key, Meter, Month, PAIRS_MAX, PAIR_VALUE_LEN_MAX};
+use tally_core::{
+    Amount, Dimensions, InvalidInput, Key, Meter, Month, PAIRS_MAX, PAIR_VALUE_LEN_MAX,
+};
 
 use crate::v1;
 
@@ -125,17 +127,51 @@ pub(crate) fn pairs_seen<'a>(
     wire: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
     seen: &mut Seen,
 ) -> Result<Vec<(Key, String)>, InvalidInput> {
+    let mut texts = [("", ""); PAIRS_MAX];
+    let texts = checked_pairs(field, wire, seen, &mut texts)?;
+    texts
+        .iter()
+        .map(|&(key, value)| Ok((seen.key(key)?, value.to_owned())))
+        .collect()
+}
+
+/// An event's dimensions, checked as [`pairs_seen`] checks pairs, shared with the last
+/// identical list built on this thread ([`Dimensions::shared`]): a batch's events name the
+/// same few dimension sets, and a shared list costs an event no allocation.
+pub(crate) fn dimensions_seen<'a>(
+    field: &str,
+    wire: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+    seen: &mut Seen,
+) -> Result<Dimensions, InvalidInput> {
+    let mut texts = [("", ""); PAIRS_MAX];
+    let texts = checked_pairs(field, wire, seen, &mut texts)?;
+    Dimensions::shared(texts, || {
+        texts
+            .iter()
+            .map(|&(key, value)| Ok((seen.key(key)?, value.to_owned())))
+            .collect()
+    })
+}
+
+/// The pairs of `wire` checked (at most [`PAIRS_MAX`], keys valid, values bounded and
+/// without control characters, keys unique), sorted by key into `texts`.
+fn checked_pairs<'a, 't>(
+    field: &str,
+    wire: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+    seen: &mut Seen,
+    texts: &'t mut [(&'a str, &'a str); PAIRS_MAX],
+) -> Result<&'t [(&'a str, &'a str)], InvalidInput> {
     if wire.len() > PAIRS_MAX {
         return Err(InvalidInput::new(
             field,
             format!("has {} pairs; at most {PAIRS_MAX} allowed", wire.len()),
         ));
     }
-    let mut pairs = Vec::with_capacity(wire.len());
+    let mut len = 0;
     for (index, (key, value)) in wire.enumerate() {
         // Field paths are built only on error: this runs for every event of every batch.
         let item = || format!("{field}[{index}]");
-        let key = seen.key(key).map_err(|e| e.within(&item()))?;
+        seen.key(key).map_err(|e| e.within(&item()))?;
         if value.len() > PAIR_VALUE_LEN_MAX {
             return Err(InvalidInput::new(
                 format!("{}.value", item()),
@@ -158,20 +194,23 @@ pub(crate) fn pairs_seen<'a>(
                 "must not contain control characters",
             ));
         }
-        pairs.push((key, value.to_owned()));
+        texts[len] = (key, value);
+        len += 1;
     }
-    // A list that arrives sorted (the usual case) costs the sort one pass: it finds the run.
-    pairs.sort_by(|a, b| a.0.cmp(&b.0));
-    if let Some(twice) = pairs.windows(2).find(|w| w[0].0 == w[1].0) {
+    let texts = &mut texts[..len];
+    // Keys order as their text. A list that arrives sorted (the usual case) costs the sort
+    // one pass: it finds the run.
+    texts.sort_by(|a, b| a.0.cmp(b.0));
+    if let Some(twice) = texts.windows(2).find(|w| w[0].0 == w[1].0) {
         return Err(InvalidInput::new(
             field,
             format!(
                 "key {:?} appears more than once; keys must be unique",
-                twice[0].0.as_str()
+                twice[0].0
             ),
         ));
     }
-    Ok(pairs)
+    Ok(texts)
 }
 
 /// An enum field that must be set to a known value.

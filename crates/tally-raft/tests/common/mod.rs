@@ -235,7 +235,7 @@ pub fn big_entry(n: u64) -> EncodedEntry {
             account: AccountId::new(format!("account-{}", "y".repeat(100))).unwrap(),
             meter: Meter::new("tokens").unwrap(),
             quantity: tally_core::Amount::from_i64(e as i64),
-            dimensions: dimensions.clone(),
+            dimensions: dimensions.clone().into(),
             occurred_at: 1_700_000_000_000,
             cost: None,
             hold: None,

@@ -55,7 +55,7 @@ pub fn usage(account_n: u64, event: u64, at_ms: u64, quantity: &str) -> UsageEve
         account: account(account_n),
         meter: Meter::new("tokens").unwrap(),
         quantity: amount(quantity),
-        dimensions: vec![],
+        dimensions: Default::default(),
         occurred_at: at_ms,
         cost: None,
         hold: None,
