@@ -72,12 +72,16 @@ struct Priced<'book> {
 impl LedgerState {
     fn validate_event(&self, event: &UsageEvent) -> Result<(), InvalidInput> {
         check_amount("quantity", event.quantity, false, 18)?;
-        check_pairs(
-            "dimensions",
-            &event.dimensions,
-            PAIRS_MAX,
-            PAIR_VALUE_LEN_MAX,
-        )?;
+        // Checked once per list when it was built (`Dimensions::checked`); the check runs
+        // here again only for a list that failed it, to name the pair and the reason.
+        if !event.dimensions.checked() {
+            check_pairs(
+                "dimensions",
+                &event.dimensions,
+                PAIRS_MAX,
+                PAIR_VALUE_LEN_MAX,
+            )?;
+        }
         if let Some(cost) = event.cost {
             check_amount("cost", cost, false, self.params().reporting_scale)?;
         }
