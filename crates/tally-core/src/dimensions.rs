@@ -8,7 +8,7 @@
 //! event (the list and each value), on every node, and as many frees after the apply. No
 //! list is allocated for an event without dimensions.
 //!
-//! Invisible otherwise: a list compares, orders, hashes and serializes as the slice of its
+//! Invisible otherwise: a list compares, hashes, prints and serializes as the slice of its
 //! pairs (bincode's bytes are those of a `Vec<(Key, String)>`), whether shared or not.
 
 use std::fmt;
