@@ -185,18 +185,7 @@ fn main() {
                             ("model", models[(r >> 8) as usize % 2]),
                             ("region", regions[(r >> 9) as usize % 2]),
                         ],
-                        || -> Result<_, InvalidInput> {
-                            Ok(vec![
-                                (
-                                    Key::new("model")?,
-                                    models[(r >> 8) as usize % 2].to_string(),
-                                ),
-                                (
-                                    Key::new("region")?,
-                                    regions[(r >> 9) as usize % 2].to_string(),
-                                ),
-                            ])
-                        },
+                        |key| Key::new(key),
                     )
                     .unwrap(),
                     occurred_at: at_ms,

@@ -64,11 +64,11 @@ impl Dimensions {
 
     /// The list whose pairs have the text of `texts`, in that order: the last identical list
     /// built on this thread when there is one (found by comparing the text, so it is always
-    /// equal to `texts`), else the one `build` makes from `texts`, then remembered; a `build`
-    /// that fails returns its error and nothing is remembered.
+    /// equal to `texts`), else a new one, its keys made by `key` and its values copied, then
+    /// remembered; a key that `key` refuses returns its error and nothing is remembered.
     pub fn shared<E>(
         texts: &[(&str, &str)],
-        build: impl FnOnce() -> Result<Vec<(Key, String)>, E>,
+        mut key: impl FnMut(&str) -> Result<Key, E>,
     ) -> Result<Dimensions, E> {
         if texts.is_empty() {
             return Ok(Dimensions(None));
@@ -91,7 +91,13 @@ impl Dimensions {
                         .zip(texts)
                         .all(|((k, v), (key, value))| k.as_str() == *key && v == value)
             },
-            || build().map(List::new),
+            || {
+                texts
+                    .iter()
+                    .map(|&(k, value)| Ok((key(k)?, value.to_owned())))
+                    .collect::<Result<Vec<_>, E>>()
+                    .map(List::new)
+            },
         )?;
         Ok(Dimensions(Some(list)))
     }
@@ -176,22 +182,15 @@ mod tests {
         Key::new(text).unwrap()
     }
 
-    fn build(texts: &[(&str, &str)]) -> Result<Vec<(Key, String)>, String> {
-        texts
-            .iter()
-            .map(|&(k, v)| {
-                Key::new(k)
-                    .map(|k| (k, v.to_string()))
-                    .map_err(|e| e.to_string())
-            })
-            .collect()
+    fn checked_key(text: &str) -> Result<Key, String> {
+        Key::new(text).map_err(|e| e.to_string())
     }
 
     #[test]
     fn identical_text_shares_one_list_and_different_text_never_does() {
         let texts = [("model", "m1"), ("region", "eu")];
-        let a = Dimensions::shared(&texts, || build(&texts)).unwrap();
-        let b = Dimensions::shared(&texts, || -> Result<_, String> {
+        let a = Dimensions::shared(&texts, checked_key).unwrap();
+        let b = Dimensions::shared(&texts, |_| -> Result<Key, String> {
             panic!("an identical list is remembered")
         })
         .unwrap();
@@ -206,7 +205,7 @@ mod tests {
             &[("model", "m1")][..],
             &[("model", "m1r"), ("egion", "eu")][..],
         ] {
-            let c = Dimensions::shared(other, || build(other)).unwrap();
+            let c = Dimensions::shared(other, checked_key).unwrap();
             let text: Vec<(&str, &str)> = c.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             assert_eq!(text, other);
             assert_ne!(c, a);
@@ -236,7 +235,7 @@ mod tests {
             let expected =
                 check_pairs("dimensions", &pairs(list), PAIRS_MAX, PAIR_VALUE_LEN_MAX).is_ok();
             assert_eq!(Dimensions::new(pairs(list)).checked(), expected, "{list:?}");
-            let shared = Dimensions::shared(list, || Ok::<_, ()>(pairs(list))).unwrap();
+            let shared = Dimensions::shared(list, |k| Ok::<_, ()>(key(k))).unwrap();
             assert_eq!(shared.checked(), expected, "{list:?}");
         }
         assert!(!Dimensions::new(pairs(&[("b", "1"), ("a", "2")])).checked());
@@ -245,8 +244,8 @@ mod tests {
     #[test]
     fn a_failed_build_is_an_error_and_is_not_remembered() {
         let bad = [("bad/key", "v")];
-        assert!(Dimensions::shared(&bad, || build(&bad)).is_err());
-        assert!(Dimensions::shared(&bad, || build(&bad)).is_err());
+        assert!(Dimensions::shared(&bad, checked_key).is_err());
+        assert!(Dimensions::shared(&bad, checked_key).is_err());
     }
 
     #[test]
@@ -257,7 +256,7 @@ mod tests {
             (key("zone"), "b".to_string()),
         ];
         let texts = [("model", "m1"), ("zone", "b")];
-        let shared = Dimensions::shared(&texts, || build(&texts)).unwrap();
+        let shared = Dimensions::shared(&texts, checked_key).unwrap();
         let owned = Dimensions::new(pairs.clone());
         assert_eq!(shared, owned);
         let hash = |value: &dyn Fn(&mut DefaultHasher)| {

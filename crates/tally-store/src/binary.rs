@@ -270,14 +270,7 @@ impl<'a> Reader<'a> {
                 *slot = (self.text()?, self.text()?);
             }
             let texts = &texts[..pairs];
-            return Dimensions::shared(texts, || {
-                texts
-                    .iter()
-                    .map(|&(key, value)| Some((Key::new(key).ok()?, value.to_string())))
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or(())
-            })
-            .ok();
+            return Dimensions::shared(texts, |key| Key::new(key)).ok();
         }
         // Each pair takes at least two bytes: a corrupt length cannot reserve more than the
         // bytes could hold.

@@ -129,7 +129,10 @@ pub(crate) fn pairs_seen<'a>(
 ) -> Result<Vec<(Key, String)>, InvalidInput> {
     let mut texts = [("", ""); PAIRS_MAX];
     let texts = checked_pairs(field, wire, seen, &mut texts)?;
-    owned_pairs(texts, seen)
+    texts
+        .iter()
+        .map(|&(key, value)| Ok((seen.key(key)?, value.to_owned())))
+        .collect()
 }
 
 /// An event's dimensions, checked as [`pairs_seen`] checks pairs, shared with the last
@@ -142,18 +145,7 @@ pub(crate) fn dimensions_seen<'a>(
 ) -> Result<Dimensions, InvalidInput> {
     let mut texts = [("", ""); PAIRS_MAX];
     let texts = checked_pairs(field, wire, seen, &mut texts)?;
-    Dimensions::shared(texts, || owned_pairs(texts, seen))
-}
-
-/// Pairs [`checked_pairs`] checked, as keys (shared through `seen`) and owned values.
-fn owned_pairs(
-    texts: &[(&str, &str)],
-    seen: &mut Seen,
-) -> Result<Vec<(Key, String)>, InvalidInput> {
-    texts
-        .iter()
-        .map(|&(key, value)| Ok((seen.key(key)?, value.to_owned())))
-        .collect()
+    Dimensions::shared(texts, |key| seen.key(key))
 }
 
 /// The pairs of `wire` checked (at most [`PAIRS_MAX`], keys valid, values bounded and
