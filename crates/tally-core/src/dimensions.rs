@@ -14,6 +14,7 @@
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -36,7 +37,19 @@ pub struct Dimensions(Option<Arc<List>>);
 struct List {
     pairs: Box<[(Key, String)]>,
     checked: bool,
+    /// Which rate of a list of rates matches these pairs, for the last few lists of rates
+    /// asked about (see [`Dimensions::memo`]): each word is the rates' stamp times 2^16 plus
+    /// the rate's index + 1 (0: no rate matches), or 0 when unused.
+    memo: [AtomicU64; MEMO_SLOTS],
 }
+
+/// Lists of rates a dimension list remembers its match in: the price book's and the cost
+/// book's for a meter or two.
+const MEMO_SLOTS: usize = 4;
+
+/// Stamps and rate indexes a memo word holds (larger ones are not remembered).
+const STAMP_LIMIT: u64 = 1 << 48;
+const INDEX_BITS: u32 = 16;
 
 impl List {
     fn new(pairs: Vec<(Key, String)>) -> Arc<List> {
@@ -44,6 +57,7 @@ impl List {
         Arc::new(List {
             pairs: pairs.into_boxed_slice(),
             checked,
+            memo: Default::default(),
         })
     }
 }
@@ -111,6 +125,43 @@ impl Dimensions {
     /// characters); found when the list was built.
     pub(crate) fn checked(&self) -> bool {
         self.0.as_ref().is_none_or(|list| list.checked)
+    }
+
+    /// What [`Self::remember`] last kept for the list of rates stamped `stamp`: `Some(None)`
+    /// when none of its rates matches, `None` when nothing is remembered (always, for an
+    /// event without dimensions). A memo word is read and written whole, so threads sharing
+    /// the list can only find what one of them remembered, and what is remembered is a
+    /// function of the two lists alone: replicas find the same rates with or without it.
+    pub(crate) fn memo(&self, stamp: u64) -> Option<Option<usize>> {
+        let list = self.0.as_ref()?;
+        list.memo.iter().find_map(|word| {
+            let word = word.load(AtomicOrdering::Relaxed);
+            (word != 0 && word >> INDEX_BITS == stamp).then(|| {
+                let code = (word & ((1 << INDEX_BITS) - 1)) as usize;
+                code.checked_sub(1)
+            })
+        })
+    }
+
+    /// Remembers that the rate at `index` (`None`: no rate) of the list of rates stamped
+    /// `stamp` matches these pairs: in an unused word, else in the word `stamp` picks.
+    pub(crate) fn remember(&self, stamp: u64, index: Option<usize>) {
+        let Some(list) = self.0.as_ref() else {
+            return;
+        };
+        let code = index.map_or(Some(0), |index| u64::try_from(index + 1).ok());
+        let Some(code) = code.filter(|&code| code < 1 << INDEX_BITS) else {
+            return;
+        };
+        if stamp == 0 || stamp >= STAMP_LIMIT {
+            return;
+        }
+        let slot = list
+            .memo
+            .iter()
+            .find(|word| word.load(AtomicOrdering::Relaxed) == 0)
+            .unwrap_or(&list.memo[(stamp % MEMO_SLOTS as u64) as usize]);
+        slot.store(stamp << INDEX_BITS | code, AtomicOrdering::Relaxed);
     }
 }
 
