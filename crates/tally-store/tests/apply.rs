@@ -51,7 +51,11 @@ fn check_reads(reader: &LedgerReader, reference: &Reference, n: usize, accounts:
             assert_eq!(page1, want[..2]);
             assert_eq!(page2, want[2..4]);
         }
-        // Any before_seq, also one of another account's entries or past the end.
+        // Any before_seq, also one of another account's entries or past the end (for every
+        // account of a small scenario, for one in 50 of a large one: a read per seq each).
+        if accounts > 150 && a % 50 != 0 {
+            continue;
+        }
         let last_seq = reference.results[..n]
             .iter()
             .flat_map(|r| r.journal.iter().map(|j| j.seq))
@@ -391,12 +395,12 @@ async fn read_limits_are_enforced() {
     assert!(reader.history(&account(0), None, 0).unwrap().is_empty());
 }
 
-/// Entries that journal far more than one block holds (every usage entry here settles 150
+/// Entries that journal far more than one block holds (every usage entry here settles 700
 /// events): their journal is split over several blocks, and every seq, every history page and
 /// every `before_seq` still reads back exactly, also after a restart from a snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_entries_split_into_blocks_read_back_exactly() {
-    const ACCOUNTS: u64 = 150;
+    const ACCOUNTS: u64 = 700;
     let entries = scenario(ACCOUNTS, 4);
     let reference = Reference::new(&entries);
     let n = entries.len();
