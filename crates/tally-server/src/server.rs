@@ -14,7 +14,7 @@ use tally_proto::ingest::ledger_server::LedgerServer;
 use tally_proto::v1::admin_server::AdminServer;
 use tally_raft::{
     NetworkConfig, RaftService, RaftSettings, TallyNetwork, MESSAGE_BYTES_MAX,
-    PEER_CONNECTION_WINDOW_BYTES, PEER_STREAM_WINDOW_BYTES,
+    PEER_CONNECTION_WINDOW_BYTES, PEER_FRAME_BYTES_MAX, PEER_STREAM_WINDOW_BYTES,
 };
 use tokio::net::TcpListener;
 use tonic::transport::Server;
@@ -187,7 +187,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         let mut builder = Server::builder()
             .max_concurrent_streams(Some(limits.streams_per_connection_max))
             .initial_stream_window_size(Some(PEER_STREAM_WINDOW_BYTES))
-            .initial_connection_window_size(Some(PEER_CONNECTION_WINDOW_BYTES));
+            .initial_connection_window_size(Some(PEER_CONNECTION_WINDOW_BYTES))
+            .max_frame_size(Some(PEER_FRAME_BYTES_MAX));
         let router = builder
             .add_service(raft_service)
             .add_service(ledger)
