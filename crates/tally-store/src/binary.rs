@@ -197,7 +197,15 @@ pub(crate) fn encode_journal_entry_into(journal: &JournalEntry, out: &mut Vec<u8
 /// bincode would (the caller then asks bincode).
 struct Reader<'a> {
     bytes: &'a [u8],
+    /// The last few dimension lists read, each with the bytes it was read from (see
+    /// [`Reader::dimensions`]).
+    dimensions_read: [(&'a [u8], Dimensions); DIMENSIONS_REMEMBERED],
+    /// The slot the next list read goes to (oldest first).
+    dimensions_next: usize,
 }
+
+/// Dimension lists a reader remembers: more than the sets a workload's events usually name.
+const DIMENSIONS_REMEMBERED: usize = 8;
 
 impl<'a> Reader<'a> {
     fn take(&mut self, len: usize) -> Option<&'a [u8]> {
@@ -263,6 +271,31 @@ impl<'a> Reader<'a> {
     /// More pairs than an event may carry (the apply rejects such an event) are read into a
     /// list of their own.
     fn dimensions(&mut self) -> Option<Dimensions> {
+        // The same bytes read the same list: the form is self-delimiting (a count, then each
+        // text's length before its bytes), so bytes that start with a list's whole encoding
+        // encode that list and nothing after it. Events of an entry repeat a few dimension
+        // sets; a repeat skips the texts' UTF-8 and key checks and the shared-list lookup.
+        let start = self.bytes;
+        if let Some((read, dimensions)) = self
+            .dimensions_read
+            .iter()
+            .find(|(read, _)| !read.is_empty() && start.starts_with(read))
+        {
+            let dimensions = dimensions.clone();
+            self.bytes = &start[read.len()..];
+            return Some(dimensions);
+        }
+        let dimensions = self.dimensions_from_texts()?;
+        let read = &start[..start.len() - self.bytes.len()];
+        // An empty list (one byte) costs nothing to read again.
+        if read.len() > 1 {
+            self.dimensions_read[self.dimensions_next] = (read, dimensions.clone());
+            self.dimensions_next = (self.dimensions_next + 1) % DIMENSIONS_REMEMBERED;
+        }
+        Some(dimensions)
+    }
+
+    fn dimensions_from_texts(&mut self) -> Option<Dimensions> {
         let pairs = self.len()?;
         if pairs <= PAIRS_MAX {
             let mut texts = [("", ""); PAIRS_MAX];
@@ -340,7 +373,11 @@ fn decode_usage_entry_limited(bytes: &[u8], limit: u64) -> Option<Entry> {
     if version != FORMAT_VERSION || body.len() as u64 > limit {
         return None;
     }
-    let mut reader = Reader { bytes: body };
+    let mut reader = Reader {
+        bytes: body,
+        dimensions_read: Default::default(),
+        dimensions_next: 0,
+    };
     let at_ms = reader.varint()?;
     let len = reader.len()?;
     let mut commands = Vec::with_capacity(len.min(reader.bytes.len()));
@@ -406,13 +443,44 @@ mod tests {
         }
     }
 
+    /// Dimension lists whose encodings share beginnings: one a prefix of another's pairs, a
+    /// value a prefix of another's, the same texts as key and value swapped, none, too many.
+    fn pooled_dimensions(index: usize) -> Vec<(Key, String)> {
+        let pairs: &[(&str, &str)] = match index % 12 {
+            0 => &[("model", "large"), ("region", "eu")],
+            1 => &[("model", "large"), ("region", "eu-west")],
+            2 => &[("model", "large")],
+            3 => &[("model", "large"), ("region", "e")],
+            4 => &[("model", "small"), ("region", "eu")],
+            5 => &[("region", "model")],
+            6 => &[("model", "region")],
+            7 => &[],
+            8 => &[("model", "large"), ("region", "eu"), ("tier", "x")],
+            9 => &[("a", ""), ("b", "")],
+            10 => &[("model", "larg"), ("region", "eeu")],
+            _ => {
+                return (0..17)
+                    .map(|i| (Key::new(format!("k{i:02}")).unwrap(), "v".into()))
+                    .collect()
+            }
+        };
+        pairs
+            .iter()
+            .map(|(k, v)| (Key::new(k).unwrap(), v.to_string()))
+            .collect()
+    }
+
     fn event(rng: &mut SmallRng) -> UsageEvent {
-        let mut dimensions: Vec<(Key, String)> = (0..rng.gen_range(0..=17))
-            .map(|i| {
-                let value_len = [0, 1, 12, 250, 251, 256][rng.gen_range(0..6)];
-                (Key::new(format!("k{i:02}")).unwrap(), "v".repeat(value_len))
-            })
-            .collect();
+        let mut dimensions: Vec<(Key, String)> = if rng.gen_bool(0.5) {
+            pooled_dimensions(rng.gen_range(0..12))
+        } else {
+            (0..rng.gen_range(0..=17))
+                .map(|i| {
+                    let value_len = [0, 1, 12, 250, 251, 256][rng.gen_range(0..6)];
+                    (Key::new(format!("k{i:02}")).unwrap(), "v".repeat(value_len))
+                })
+                .collect()
+        };
         dimensions.sort();
         UsageEvent {
             event_id: EventId::new(id(rng, EventId::MAX_LEN)).unwrap(),
@@ -524,6 +592,37 @@ mod tests {
             assert_eq!(codec::decode::<Entry>("entry", &bytes).unwrap(), entry);
         }
         assert!(read_by_hand > 500, "{read_by_hand}");
+    }
+
+    /// Events that repeat dimension lists, more lists than a reader remembers and lists whose
+    /// encodings begin alike, in every order: each event reads back with its own list.
+    #[test]
+    fn repeated_dimension_lists_read_back_as_written() {
+        let mut rng = SmallRng::seed_from_u64(11);
+        for round in 0..200 {
+            let events: Vec<UsageEvent> = (0..rng.gen_range(1..60))
+                .map(|i| {
+                    let mut event = event(&mut rng);
+                    let index = match round % 3 {
+                        0 => i,
+                        1 => i % 3,
+                        _ => rng.gen_range(0..12),
+                    };
+                    event.dimensions = pooled_dimensions(index).into();
+                    event
+                })
+                .collect();
+            let entry = Entry {
+                at_ms: 1,
+                commands: vec![Command::UsageBatch {
+                    events,
+                    atomic: false,
+                }],
+            };
+            let bytes = written(&entry);
+            assert_eq!(decode_usage_entry(&bytes).as_ref(), Some(&entry));
+            assert_eq!(codec::decode::<Entry>("entry", &bytes).unwrap(), entry);
+        }
     }
 
     #[test]
