@@ -149,11 +149,8 @@ impl Dimensions {
         let Some(list) = self.0.as_ref() else {
             return;
         };
-        let code = index.map_or(Some(0), |index| u64::try_from(index + 1).ok());
-        let Some(code) = code.filter(|&code| code < 1 << INDEX_BITS) else {
-            return;
-        };
-        if stamp == 0 || stamp >= STAMP_LIMIT {
+        let code = index.map_or(0, |index| index as u64 + 1);
+        if code >= 1 << INDEX_BITS || stamp == 0 || stamp >= STAMP_LIMIT {
             return;
         }
         let slot = list

@@ -266,15 +266,13 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// An event's dimensions, shared with the last identical list this thread decoded or
-    /// converted (`Dimensions::shared`): the events of an entry repeat a few dimension sets.
-    /// More pairs than an event may carry (the apply rejects such an event) are read into a
-    /// list of their own.
+    /// An event's dimensions: the list this reader last read from the same bytes, if any,
+    /// else read from their texts. The same bytes read the same list: the form is
+    /// self-delimiting (a count, then each text's length before its bytes), so bytes that
+    /// start with a list's whole encoding encode that list and nothing after it. Events of an
+    /// entry repeat a few dimension sets; a repeat skips the texts' UTF-8 and key checks and
+    /// the shared-list lookup.
     fn dimensions(&mut self) -> Option<Dimensions> {
-        // The same bytes read the same list: the form is self-delimiting (a count, then each
-        // text's length before its bytes), so bytes that start with a list's whole encoding
-        // encode that list and nothing after it. Events of an entry repeat a few dimension
-        // sets; a repeat skips the texts' UTF-8 and key checks and the shared-list lookup.
         let start = self.bytes;
         if let Some((read, dimensions)) = self
             .dimensions_read
@@ -295,6 +293,9 @@ impl<'a> Reader<'a> {
         Some(dimensions)
     }
 
+    /// Dimensions read from their texts, shared with the last identical list this thread
+    /// decoded or converted (`Dimensions::shared`). More pairs than an event may carry (the
+    /// apply rejects such an event) are read into a list of their own.
     fn dimensions_from_texts(&mut self) -> Option<Dimensions> {
         let pairs = self.len()?;
         if pairs <= PAIRS_MAX {
