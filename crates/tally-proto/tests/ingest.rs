@@ -249,3 +249,118 @@ fn merging_keeps_what_prost_would_keep() {
     wire.clear();
     assert!(wire.bytes().is_empty());
 }
+
+/// Events whose dimension entries repeat bytes an earlier event of the batch had (the reader
+/// takes the list made from them then): lists cycling through more than it remembers, lists
+/// whose encodings begin alike or differ only in their last byte, unsorted pairs, none, the
+/// most allowed, entries split by another field, and a list that fails its check after the
+/// same bytes with a pair less passed. Read as prost reads them, event by event.
+#[test]
+fn repeated_dimension_bytes_read_as_prost_reads_them() {
+    let lists: Vec<Vec<(String, String)>> = {
+        let owned = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        vec![
+            owned(&[("model", "large"), ("region", "eu")]),
+            owned(&[("model", "large"), ("region", "ev")]),
+            owned(&[("model", "large"), ("region", "e")]),
+            owned(&[("model", "larg"), ("region", "eu")]),
+            owned(&[("model", "large")]),
+            owned(&[("region", "eu"), ("model", "large")]),
+            owned(&[("model", "eu"), ("region", "large")]),
+            owned(&[("large", "model"), ("eu", "region")]),
+            owned(&[("model", "large"), ("region", "eu"), ("tier", "gold")]),
+            owned(&[]),
+            (0..16)
+                .map(|i| (format!("k{i:02}"), format!("v{i}")))
+                .collect(),
+            owned(&[("model", "large"), ("region", "eu"), ("zone", "a")]),
+        ]
+    };
+    let encode_event = |i: usize, list: &[(String, String)], split: bool| {
+        let mut event = Vec::new();
+        field(&mut event, 1, format!("ev-{i}").as_bytes());
+        field(&mut event, 2, format!("acct-{}", i % 5).as_bytes());
+        field(&mut event, 3, b"tokens");
+        field(&mut event, 4, format!("{}", i + 1).as_bytes());
+        for (n, (key, value)) in list.iter().enumerate() {
+            if split && n == 1 {
+                encode_key(6, WireType::Varint, &mut event);
+                encode_varint(1_700_000_000_000, &mut event);
+            }
+            let mut pair = Vec::new();
+            field(&mut pair, 1, key.as_bytes());
+            field(&mut pair, 2, value.as_bytes());
+            field(&mut event, 5, &pair);
+        }
+        encode_key(6, WireType::Varint, &mut event);
+        encode_varint(1_700_000_000_000 + i as u64, &mut event);
+        event
+    };
+    let mut rng = SmallRng::seed_from_u64(17);
+    for round in 0..20 {
+        let mut request = Vec::new();
+        for i in 0..300 {
+            let list = rng.gen_range(0..lists.len());
+            field(
+                &mut request,
+                1,
+                &encode_event(i, &lists[list], rng.gen_range(0..4) == 0),
+            );
+        }
+        let (prost, wire) = both(&request);
+        assert!(wire.starts_with("Ok(UsageBatch"), "round {round}: {wire}");
+        assert_eq!(prost.as_deref(), Some(wire.as_str()), "round {round}");
+    }
+
+    // The same bytes as a list that passed, then one pair more that fails: refused, naming it.
+    let mut request = Vec::new();
+    let valid = &lists[0];
+    let mut invalid = valid.clone();
+    invalid.push(("zone".to_string(), "a\u{7}".to_string()));
+    for i in 0..5 {
+        field(&mut request, 1, &encode_event(i, valid, false));
+    }
+    field(&mut request, 1, &encode_event(5, &invalid, false));
+    check(&request);
+    let (_, wire) = both(&request);
+    assert!(
+        wire.contains("events[5].dimensions[2].value") && wire.contains("control characters"),
+        "{wire}"
+    );
+}
+
+/// An event with two errors, the first in a dimension pair and the second in a later field:
+/// the one reported is the first, in the order of the bytes.
+#[test]
+fn the_first_error_in_the_bytes_is_the_one_reported() {
+    let mut pair = Vec::new();
+    field(&mut pair, 1, &[0xff, 0xfe]); // a key that is not UTF-8
+    field(&mut pair, 2, b"eu");
+    let mut event = Vec::new();
+    field(&mut event, 1, b"ev-1");
+    field(&mut event, 5, &pair);
+    field(&mut event, 3, &[0xff]); // a meter that is not UTF-8
+    let mut request = Vec::new();
+    field(&mut request, 1, &event);
+    let (prost, wire) = both(&request);
+    assert_eq!(prost, None);
+    assert!(
+        wire.contains("events[0].dimensions[0].key") && wire.contains("UTF-8"),
+        "{wire}"
+    );
+
+    // The same with the pairs in order and the later field fine: the pair's error.
+    let mut event = Vec::new();
+    field(&mut event, 1, b"ev-1");
+    field(&mut event, 5, &pair);
+    field(&mut event, 3, b"tokens");
+    let mut request = Vec::new();
+    field(&mut request, 1, &event);
+    let (_, wire) = both(&request);
+    assert!(wire.contains("events[0].dimensions[0].key"), "{wire}");
+}

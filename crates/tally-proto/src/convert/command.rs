@@ -2,10 +2,10 @@
 
 use tally_core::{
     AccountId, AccountSpec, AccountStatus, AccountUpdate, Amount, AssetCode, AssetSpec,
-    AutoRecharge, BookId, Command, CostBookVersionSpec, EventId, GrantCategory, GrantId, GrantSpec,
-    HoldId, HoldSpec, InvalidInput, Meter, PriceBookVersionSpec, Rate, RateModel, ResetPeriod,
-    Tier, UsageEvent, BATCH_EVENTS_MAX, HOLD_EXPIRES_IN_MS_MAX, HOLD_EXPIRES_IN_MS_MIN, RATES_MAX,
-    REASON_LEN_MAX, THRESHOLDS_MAX, TIERS_MAX,
+    AutoRecharge, BookId, Command, CostBookVersionSpec, Dimensions, EventId, GrantCategory,
+    GrantId, GrantSpec, HoldId, HoldSpec, InvalidInput, Meter, PriceBookVersionSpec, Rate,
+    RateModel, ResetPeriod, Tier, UsageEvent, BATCH_EVENTS_MAX, HOLD_EXPIRES_IN_MS_MAX,
+    HOLD_EXPIRES_IN_MS_MIN, RATES_MAX, REASON_LEN_MAX, THRESHOLDS_MAX, TIERS_MAX,
 };
 
 use super::fields::{
@@ -450,13 +450,19 @@ pub(crate) fn usage_event(
         cost: wire.cost.as_deref(),
         hold_id: wire.hold_id.as_deref(),
     };
-    usage_event_of(&text, key_values(&wire.dimensions), seen)
+    usage_event_of(
+        &text,
+        |seen| dimensions_seen("dimensions", key_values(&wire.dimensions), seen),
+        seen,
+    )
 }
 
-/// [`usage_event`] from the event's text and its dimensions as (key, value) text.
-pub(crate) fn usage_event_of<'a>(
+/// [`usage_event`] from the event's text; `dimensions` makes its dimensions (from their
+/// (key, value) text with [`dimensions_seen`], or a list made from the same bytes before),
+/// in the place of the field order where they are checked.
+pub(crate) fn usage_event_of(
     text: &UsageEventText<'_>,
-    dimensions: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+    dimensions: impl FnOnce(&mut Seen) -> Result<Dimensions, InvalidInput>,
     seen: &mut Seen,
 ) -> Result<UsageEvent, InvalidInput> {
     Ok(UsageEvent {
@@ -464,7 +470,7 @@ pub(crate) fn usage_event_of<'a>(
         account: AccountId::parse_as("account", text.account)?,
         meter: seen.meter(text.meter)?,
         quantity: amount_non_negative("quantity", text.quantity)?,
-        dimensions: dimensions_seen("dimensions", dimensions, seen)?,
+        dimensions: dimensions(seen)?,
         occurred_at: required_time_ms("occurred_at_ms", text.occurred_at_ms)?,
         cost: optional_amount_non_negative("cost", text.cost)?,
         hold: text

@@ -13,8 +13,8 @@ mod view;
 
 pub use command::ToCommand;
 pub(crate) use command::{check_batch_len, usage_event_of, UsageEventText};
-pub(crate) use fields::Seen;
 pub use fields::{amount_text, month_text, parse_month};
+pub(crate) use fields::{dimensions_seen, Seen};
 pub use names::{
     account_status_name, consistency_name, grant_category_name, node_role_name,
     parse_account_status, parse_grant_category, parse_reset_period, reset_period_name,
