@@ -86,6 +86,10 @@ impl Default for LogOptions {
 /// active segment (see the module docs).
 const PREALLOCATE_BYTES: usize = 1024 * 1024;
 
+/// The largest record buffer an append keeps for the next one (see `Log::records`): a peer
+/// request holds at most 2 MiB of entries, one proposal at most 8,190 events.
+const RECORD_BUFFER_KEPT_BYTES_MAX: usize = 4 * 1024 * 1024;
+
 /// What [`PREALLOCATE_BYTES`] of zeros are written from.
 static ZEROS: [u8; PREALLOCATE_BYTES] = [0; PREALLOCATE_BYTES];
 
@@ -149,6 +153,11 @@ struct Log {
     /// Set when a write or sync failed: after a failed fsync the kernel may have dropped the
     /// dirty pages, so nothing later may be acknowledged.
     failed: Option<String>,
+    /// The records of the last append, kept for the next one (up to
+    /// [`RECORD_BUFFER_KEPT_BYTES_MAX`]): a buffer made anew for each append of large entries
+    /// came from fresh pages that the kernel zeroes first (a follower at 4 x 8,190 spent 2.5%
+    /// of its samples zeroing them).
+    records: Vec<u8>,
 }
 
 impl LogStore {
@@ -183,6 +192,7 @@ impl LogStore {
             vote,
             last_purged,
             failed: None,
+            records: Vec::new(),
         };
         let active_end = log.recover(dir)?;
         if active_end != Some(log.next_index()) {
@@ -291,7 +301,8 @@ impl LogStore {
             new_segment = true;
         }
         let base = log.active().len;
-        let mut buf = Vec::new();
+        let mut buf = std::mem::take(&mut log.records);
+        buf.clear();
         let mut new_slots = Vec::new();
         let mut new_cache = Vec::new();
         for (expected, entry) in (first_index..).zip(entries) {
@@ -338,6 +349,9 @@ impl LogStore {
         // The records older than the page cache keeps were synced by earlier appends.
         active.trim.after_append(&active.file, end);
         let file = active.file.clone();
+        if buf.capacity() <= RECORD_BUFFER_KEPT_BYTES_MAX {
+            log.records = buf;
+        }
         log.slots.extend(new_slots);
         for (entry, len) in new_cache {
             log.cache_push(entry, len);

@@ -285,6 +285,55 @@ async fn large_entries_survive_reopen() {
     assert_eq!(log.try_get_log_entries(..).await.unwrap(), vec![big(3)]);
 }
 
+/// Appends of large and small entries in turn, one after another into the same segment
+/// (each append builds its records where the one before built its own): every entry reads
+/// back as appended, from the file, before and after a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_and_small_appends_in_turn_read_back_as_appended() {
+    let options = tally_store::LogOptions {
+        segment_bytes_target: 64 * 1024 * 1024,
+        cache_bytes_max: 0,
+    };
+    let sized = |i: u64| {
+        let events = match i % 3 {
+            0 => 2_000,
+            1 => 1,
+            _ => 40,
+        };
+        normal(
+            1,
+            i,
+            tally_core::Entry {
+                at_ms: BASE_MS + i,
+                commands: vec![tally_core::Command::UsageBatch {
+                    events: (0..events).map(|k| usage(i, k, BASE_MS, "2")).collect(),
+                    atomic: false,
+                }],
+            },
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _sm) = tally_store::open_with(dir.path(), options).unwrap();
+        for i in 1..=12 {
+            log.blocking_append([sized(i)]).await.unwrap();
+        }
+        // Three entries in one append, the large one first.
+        log.blocking_append([sized(13), sized(14), sized(15)])
+            .await
+            .unwrap();
+        assert_eq!(
+            log.try_get_log_entries(1..=15).await.unwrap(),
+            (1..=15).map(sized).collect::<Vec<_>>()
+        );
+    }
+    let (mut log, _sm) = tally_store::open_with(dir.path(), options).unwrap();
+    assert_eq!(
+        log.try_get_log_entries(..).await.unwrap(),
+        (1..=15).map(sized).collect::<Vec<_>>()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_machine_membership_survives_snapshot_and_reopen() {
     use openraft::storage::RaftSnapshotBuilder;
