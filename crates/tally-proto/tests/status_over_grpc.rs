@@ -71,7 +71,7 @@ async fn errors_and_large_messages_cross_the_wire() {
         .await
         .unwrap()
         .max_encoding_message_size(LIMIT);
-    let request = || Request::new(v1::RaftRequest::default());
+    let request = || Request::new(v1::RaftRequest { data: vec![] });
 
     let error = TallyError::from(client.append_entries(request()).await.unwrap_err());
     assert_eq!(error.code, ErrorCode::NotLeader);
@@ -96,7 +96,7 @@ async fn errors_and_large_messages_cross_the_wire() {
 
     // 8 MiB: above tonic's 4 MiB default, accepted with the raised limits.
     let big = Request::new(v1::RaftRequest {
-        data: vec![7; 8 * 1024 * 1024].into(),
+        data: vec![7; 8 * 1024 * 1024],
     });
     let reply = client.install_snapshot(big).await.unwrap().into_inner();
     let Some(v1::raft_reply::Result::Ok(bytes)) = reply.result else {
@@ -111,7 +111,7 @@ async fn errors_and_large_messages_cross_the_wire() {
     // OUT_OF_RANGE or resets the stream (INTERNAL); either way nothing is mistaken for a
     // business rejection.
     let too_big = Request::new(v1::RaftRequest {
-        data: vec![7; LIMIT + 1].into(),
+        data: vec![7; LIMIT + 1],
     });
     let status = client.install_snapshot(too_big).await.unwrap_err();
     assert!(status.metadata().get("tally-code").is_none());

@@ -248,7 +248,7 @@ async fn exchange_on_stream(
     };
     let data = data.take().expect("one request per exchange");
     open.requests
-        .send(v1::RaftRequest { data: data.into() })
+        .send(v1::RaftRequest { data })
         .await
         .map_err(|_| tonic::Status::unavailable("the append stream to the peer closed"))?;
     let reply = open
@@ -340,7 +340,7 @@ impl PeerNetwork {
             }
         }
         let mut request = tonic::Request::new(v1::RaftRequest {
-            data: data.take().expect("not sent yet").into(),
+            data: data.take().expect("not sent yet"),
         });
         // The peer stops working on it once the caller has given up.
         request.set_timeout(ttl);
