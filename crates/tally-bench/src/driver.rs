@@ -109,9 +109,9 @@ pub async fn closed_loop_client(
         if !schedule.claim(events_per_request, sent_at) {
             break;
         }
-        let events = source.next_events(events_per_request);
+        let request = source.next_request(events_per_request, client.batch_reply());
         progress.in_flight.fetch_add(1, Ordering::Relaxed);
-        let reply = client.send(events, timeout).await;
+        let reply = client.send(request, timeout).await;
         progress.in_flight.fetch_sub(1, Ordering::Relaxed);
         let completed = Instant::now();
         // Counted by completion: a long request sent during the warm-up that comes back in the
@@ -166,14 +166,14 @@ pub async fn open_loop(
             .await
             .expect("the semaphore is never closed");
         let shard = (sequence % clients.len() as u64) as usize;
-        let events = sources[shard].next_events(events_per_request);
         let mut client = clients[shard].clone();
+        let request = sources[shard].next_request(events_per_request, client.batch_reply());
         let shards = shards.clone();
         let progress = progress.clone();
         let measuring = scheduled >= schedule.measure_from;
         progress.in_flight.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            let reply = client.send(events, timeout).await;
+            let reply = client.send(request, timeout).await;
             let completed = Instant::now();
             progress.in_flight.fetch_sub(1, Ordering::Relaxed);
             let mut scratch = Recorder::default();

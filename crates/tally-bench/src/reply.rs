@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 use tonic_prost::ProstCodec;
 
 use crate::connect::MESSAGE_BYTES_MAX;
+use crate::workload::UsageRequest;
 
 /// `tally.v1.RecordUsageReply`, reading only the result's outcome.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -174,32 +175,30 @@ impl UsageSender {
         }
     }
 
-    /// Sends `events` and counts their outcomes.
+    /// What batches ask the reply to list.
+    pub fn batch_reply(&self) -> v1::BatchReply {
+        if self.every_result {
+            v1::BatchReply::EveryResult
+        } else {
+            v1::BatchReply::UnsettledOnly
+        }
+    }
+
+    /// Sends `request` (its batches asking for [`Self::batch_reply`]) and counts the outcomes.
     pub async fn send(
         &mut self,
-        mut events: Vec<v1::UsageEvent>,
+        request: UsageRequest,
         timeout: Duration,
     ) -> Result<Counts, tonic::Status> {
         self.grpc.ready().await.map_err(|error| {
             tonic::Status::unavailable(format!("the connection is not ready: {error}"))
         })?;
-        let event_count = events.len() as u64;
-        if event_count == 1 {
-            let request = v1::RecordUsageRequest {
-                event: events.pop(),
-            };
-            let reply: CountedReply = self.unary(RECORD_USAGE, request, timeout).await?;
-            return Ok(Counts::of_results(reply.result));
-        }
-        let listed = if self.every_result {
-            v1::BatchReply::EveryResult
-        } else {
-            v1::BatchReply::UnsettledOnly
-        };
-        let request = v1::RecordUsageBatchRequest {
-            events,
-            atomic: false,
-            reply: listed as i32,
+        let (request, event_count) = match request {
+            UsageRequest::One(request) => {
+                let reply: CountedReply = self.unary(RECORD_USAGE, request, timeout).await?;
+                return Ok(Counts::of_results(reply.result));
+            }
+            UsageRequest::Batch { request, events } => (request, events),
         };
         if self.every_result {
             let reply: CountedBatchReply = self.unary(RECORD_USAGE_BATCH, request, timeout).await?;
