@@ -264,8 +264,7 @@ pub enum UsageRequest {
     },
 }
 
-/// Field `tag` with `bytes` (every field written here is short enough for a one-byte key; the
-/// strings' lengths are checked in debug builds by the comparison with prost).
+/// Length-delimited field `tag` (1 to 15, so its key is one byte) holding `bytes`.
 fn length_delimited(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
     out.push(tag << 3 | 2);
     encode_varint(bytes.len() as u64, out);
