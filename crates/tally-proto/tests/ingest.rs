@@ -354,7 +354,7 @@ fn the_first_error_in_the_bytes_is_the_one_reported() {
         "{wire}"
     );
 
-    // The same with the pairs in order and the later field fine: the pair's error.
+    // The same pair with the later field valid: the pair's error.
     let mut event = Vec::new();
     field(&mut event, 1, b"ev-1");
     field(&mut event, 5, &pair);
