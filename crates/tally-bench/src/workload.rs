@@ -187,11 +187,6 @@ impl EventSource {
         }
     }
 
-    pub fn next_events(&mut self, count: u32) -> Vec<v1::UsageEvent> {
-        let now = now_ms();
-        (0..count).map(|_| self.next_event(now)).collect()
-    }
-
     /// The next request of `count` events: `RecordUsage` for one, else `RecordUsageBatch`
     /// asking for `reply`.
     pub fn next_request(&mut self, count: u32, reply: v1::BatchReply) -> UsageRequest {
@@ -208,8 +203,8 @@ impl EventSource {
     }
 
     /// A batch of `count` events occurring at `occurred_at_ms`, encoded straight into the bytes
-    /// prost would encode for `next_events` (the same events, the same random draws; a test
-    /// compares): building each event's strings and then encoding them was 42% of the load
+    /// prost would encode for the events `next_event` draws (the same events, the same random
+    /// draws; a test compares): building each event's strings and then encoding them was 42% of the load
     /// generator's samples at 16 x 100, CPU taken from the nodes sharing its cores.
     pub fn next_batch_at(
         &mut self,
@@ -297,6 +292,13 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
     use tally_proto::ToCommand;
+
+    impl EventSource {
+        fn next_events(&mut self, count: u32) -> Vec<v1::UsageEvent> {
+            let now = now_ms();
+            (0..count).map(|_| self.next_event(now)).collect()
+        }
+    }
 
     #[test]
     fn event_ids_are_unique_and_accounts_cover_the_range() {

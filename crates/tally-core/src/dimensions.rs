@@ -162,6 +162,47 @@ impl Dimensions {
     }
 }
 
+/// The last few dimension lists a reader made, each with the bytes it made it from: an
+/// entry's encoding of the list (tally-store's decoder) or a request's dimension entries
+/// (tally-proto's batch conversion). Both encodings are self-delimiting (each text's length
+/// before its bytes), so the same bytes make the same list and pass the same checks: a reader
+/// that meets bytes it remembers takes the list instead of reading, checking and looking up
+/// its texts again (events repeat a few dimension sets).
+#[derive(Default)]
+pub struct RecentDimensions<'a> {
+    lists: [(&'a [u8], Dimensions); RECENT_DIMENSIONS],
+    /// The slot the next list replaces (oldest first).
+    next: usize,
+}
+
+/// Lists a [`RecentDimensions`] holds: more than the sets a workload's events usually name.
+const RECENT_DIMENSIONS: usize = 8;
+
+impl<'a> RecentDimensions<'a> {
+    /// The list made from exactly `bytes`.
+    pub fn made_from(&self, bytes: &[u8]) -> Option<&Dimensions> {
+        self.lists
+            .iter()
+            .find(|(held, _)| !held.is_empty() && *held == bytes)
+            .map(|(_, list)| list)
+    }
+
+    /// A list made from bytes that `bytes` begins with, and how many bytes those are.
+    pub fn made_from_start_of(&self, bytes: &[u8]) -> Option<(usize, &Dimensions)> {
+        self.lists
+            .iter()
+            .find(|(held, _)| !held.is_empty() && bytes.starts_with(held))
+            .map(|(held, list)| (held.len(), list))
+    }
+
+    /// Remembers `list` as made from `bytes`, in place of the oldest (empty bytes are never
+    /// found).
+    pub fn remember(&mut self, bytes: &'a [u8], list: &Dimensions) {
+        self.lists[self.next] = (bytes, list.clone());
+        self.next = (self.next + 1) % RECENT_DIMENSIONS;
+    }
+}
+
 impl Deref for Dimensions {
     type Target = [(Key, String)];
 

@@ -31,7 +31,7 @@ pub mod view;
 
 pub use calendar::{format_utc, month_of, month_start_ms, parse_month, parse_utc};
 pub use command::*;
-pub use dimensions::Dimensions;
+pub use dimensions::{Dimensions, RecentDimensions};
 pub use error::InvalidInput;
 pub use ids::*;
 pub use journal::*;

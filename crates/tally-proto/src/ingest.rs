@@ -23,7 +23,7 @@ use prost::encoding::{
     decode_key, decode_varint, encode_key, encode_varint, skip_field, DecodeContext, WireType,
 };
 use prost::DecodeError;
-use tally_core::{Command, Dimensions, InvalidInput};
+use tally_core::{Command, InvalidInput, RecentDimensions};
 
 use crate::convert::{check_batch_len, dimensions_seen, usage_event_of, Seen, UsageEventText};
 use crate::error::TallyError;
@@ -147,11 +147,12 @@ impl WireBatch<'_> {
         let mut seen = Seen::default();
         let mut pairs = Vec::new();
         let mut texts = Vec::new();
-        let mut recent = RecentDimensions::new();
+        // The batch's last few dimension lists, with the bytes of the entries each was made from.
+        let mut recent = RecentDimensions::default();
         for (index, bytes) in self.events.iter().enumerate() {
             let event = read_event(bytes, &mut pairs)
                 .and_then(|(text, span)| {
-                    if let Some(list) = span.and_then(|span| recent.find(span)) {
+                    if let Some(list) = span.and_then(|span| recent.made_from(span)) {
                         let list = list.clone();
                         return usage_event_of(&text, |_| Ok(list), &mut seen);
                     }
@@ -179,43 +180,6 @@ impl WireBatch<'_> {
             events,
             atomic: self.atomic,
         })
-    }
-}
-
-/// How many dimension lists a batch's conversion remembers with the bytes they were read from.
-const DIMENSIONS_REMEMBERED: usize = 8;
-
-/// The dimension lists a batch's events had, each with the bytes of the event's `dimensions`
-/// entries it was made from. The entries are self-delimiting (a key, a length, then that many
-/// bytes), so the same bytes read as the same pairs and pass or fail the same checks: an event
-/// whose entries are bytes remembered here takes that list, and its pairs are not read again
-/// (their UTF-8 check, key check and list lookup were 40% of the conversion's instructions).
-struct RecentDimensions<'a> {
-    lists: [(&'a [u8], Dimensions); DIMENSIONS_REMEMBERED],
-    /// The slot the next list replaces.
-    next: usize,
-}
-
-impl<'a> RecentDimensions<'a> {
-    fn new() -> Self {
-        RecentDimensions {
-            lists: std::array::from_fn(|_| (&[][..], Dimensions::default())),
-            next: 0,
-        }
-    }
-
-    /// The list made from exactly `bytes` (never empty: an event without dimensions has no
-    /// bytes to compare).
-    fn find(&self, bytes: &[u8]) -> Option<&Dimensions> {
-        self.lists
-            .iter()
-            .find(|(held, _)| !held.is_empty() && *held == bytes)
-            .map(|(_, list)| list)
-    }
-
-    fn remember(&mut self, bytes: &'a [u8], list: &Dimensions) {
-        self.lists[self.next] = (bytes, list.clone());
-        self.next = (self.next + 1) % DIMENSIONS_REMEMBERED;
     }
 }
 

@@ -19,7 +19,7 @@
 
 use tally_core::{
     AccountId, Amount, Book, Command, Dimensions, Entry, EventId, HoldId, JournalEntry,
-    JournalKind, Key, Meter, Posting, UsageEvent, PAIRS_MAX,
+    JournalKind, Key, Meter, Posting, RecentDimensions, UsageEvent, PAIRS_MAX,
 };
 
 use crate::codec::{FORMAT_VERSION, VALUE_BYTES_MAX};
@@ -199,13 +199,8 @@ struct Reader<'a> {
     bytes: &'a [u8],
     /// The last few dimension lists read, each with the bytes it was read from (see
     /// [`Reader::dimensions`]).
-    dimensions_read: [(&'a [u8], Dimensions); DIMENSIONS_REMEMBERED],
-    /// The slot the next list read goes to (oldest first).
-    dimensions_next: usize,
+    dimensions_read: RecentDimensions<'a>,
 }
-
-/// Dimension lists a reader remembers: more than the sets a workload's events usually name.
-const DIMENSIONS_REMEMBERED: usize = 8;
 
 impl<'a> Reader<'a> {
     fn take(&mut self, len: usize) -> Option<&'a [u8]> {
@@ -274,21 +269,16 @@ impl<'a> Reader<'a> {
     /// the shared-list lookup.
     fn dimensions(&mut self) -> Option<Dimensions> {
         let start = self.bytes;
-        if let Some((read, dimensions)) = self
-            .dimensions_read
-            .iter()
-            .find(|(read, _)| !read.is_empty() && start.starts_with(read))
-        {
+        if let Some((len, dimensions)) = self.dimensions_read.made_from_start_of(start) {
             let dimensions = dimensions.clone();
-            self.bytes = &start[read.len()..];
+            self.bytes = &start[len..];
             return Some(dimensions);
         }
         let dimensions = self.dimensions_from_texts()?;
         let read = &start[..start.len() - self.bytes.len()];
         // An empty list (one byte) costs nothing to read again.
         if read.len() > 1 {
-            self.dimensions_read[self.dimensions_next] = (read, dimensions.clone());
-            self.dimensions_next = (self.dimensions_next + 1) % DIMENSIONS_REMEMBERED;
+            self.dimensions_read.remember(read, &dimensions);
         }
         Some(dimensions)
     }
@@ -376,8 +366,7 @@ fn decode_usage_entry_limited(bytes: &[u8], limit: u64) -> Option<Entry> {
     }
     let mut reader = Reader {
         bytes: body,
-        dimensions_read: Default::default(),
-        dimensions_next: 0,
+        dimensions_read: RecentDimensions::default(),
     };
     let at_ms = reader.varint()?;
     let len = reader.len()?;
