@@ -5,6 +5,10 @@
 #
 # Environment (all optional):
 #   BENCH_SECONDS=20          measured seconds per shape
+#   BENCH_EVENTS=N            measure until N events were sent per shape instead (a figure that
+#                             depends on how many events the nodes remember, such as memory at
+#                             a million accounts, then does not depend on the machine's speed;
+#                             pair it with BENCH_WARMUP_SECONDS=0)
 #   BENCH_WARMUP_SECONDS=2    warm-up per shape (not counted)
 #   BENCH_ACCOUNTS=10000      accounts the events are spread over
 #   BENCH_SHAPES="1x1 64x1 16x100 4x8190"   CLIENTSxEVENTS_PER_REQUEST
@@ -28,6 +32,14 @@ set -euo pipefail
 
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 seconds="${BENCH_SECONDS:-20}"
+events="${BENCH_EVENTS:-}"
+if [ -n "$events" ]; then
+    measure=(--events "$events")
+    measured="$events events per shape"
+else
+    measure=(--duration "${seconds}s")
+    measured="${seconds} s per shape"
+fi
 warmup="${BENCH_WARMUP_SECONDS:-2}"
 accounts="${BENCH_ACCOUNTS:-10000}"
 shapes="${BENCH_SHAPES:-1x1 64x1 16x100 4x8190}"
@@ -177,7 +189,7 @@ for shape in $shapes; do
     per_request="${shape#*x}"
     result="$work/result-$shape.json"
     echo
-    echo "bench: $shape ($clients clients x $per_request events/request, ${seconds} s)"
+    echo "bench: $shape ($clients clients x $per_request events/request, ${measured})"
     rm -f "$result"
     leader_node="$(leader_node)"
     before_entries="$(metric "$leader_node" tally_entries_proposed_total)"
@@ -197,7 +209,7 @@ for shape in $shapes; do
     # system seconds) is reported next to theirs. Its own stderr goes through fd 3.
     bench_status=0
     { TIMEFORMAT='%U %S'; time RUST_BACKTRACE=0 "$bench" "${endpoints[@]}" --accounts "$accounts" --clients "$clients" \
-        --events-per-request "$per_request" --duration "${seconds}s" --warmup "${warmup}s" \
+        --events-per-request "$per_request" "${measure[@]}" --warmup "${warmup}s" \
         --label "$shape" --batch-reply "${BENCH_BATCH_REPLY:-unsettled}" ${BENCH_CONNECTIONS:+--connections "$BENCH_CONNECTIONS"} \
         --out "$result" --skip-setup 2>&3 || bench_status=$?; } 3>&2 2>"$work/client-time"
     if [ "$bench_status" != 0 ]; then
@@ -241,7 +253,7 @@ done
 
 echo
 "$bench" table --system tally \
-    --note "3 tallyd nodes on this machine, every write committed (fsynced) on a majority; raft heartbeat ${heartbeat_ms} ms, election timeout ${election_ms_min}-$((election_ms_min * 2)) ms; $accounts accounts; ${seconds} s per shape after ${warmup} s warm-up" \
+    --note "3 tallyd nodes on this machine, every write committed (fsynced) on a majority; raft heartbeat ${heartbeat_ms} ms, election timeout ${election_ms_min}-$((election_ms_min * 2)) ms; $accounts accounts; ${measured} after ${warmup} s warm-up" \
     "${memory[@]}" --out "$out_file" "${results[@]}"
 echo "bench: wrote $out_file"
 if [ "${#failed_shapes[@]}" -gt 0 ]; then

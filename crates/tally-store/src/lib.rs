@@ -1,5 +1,6 @@
 //! Storage for a Tally node: openraft's log (append-only segment files, fdatasync per append)
-//! and state machine (in memory, journal in sled, snapshots), with durable writes.
+//! and state machine (in memory; the journal in an append-only file located through sled;
+//! snapshots), with durable writes.
 //!
 //! # Public API
 //! - [`open`]`(dir) -> Result<(`[`LogStore`]`, `[`StateMachineStore`]`), `[`StoreError`]`>`:
@@ -20,13 +21,14 @@
 //! - [`StateMachineStore`]: `RaftStateMachine`. Holds the in-memory `tally_core::LedgerState`;
 //!   applies Normal entries with `LedgerState::apply` and answers [`EntryResponse`]` { outcomes }`
 //!   (Blank and Membership entries answer the default, membership is recorded). The journal
-//!   entries of each applied entry (in blocks of about 4 KiB, one sled value each, each journal
-//!   entry linked to the previous one of its account), ledger events, `last_applied` and membership go to sled in
-//!   ONE batch per applied batch, written before the state lock is released (who sees the
-//!   state at index N finds N's journal rows). The state itself is persisted by
-//!   snapshots: on open the latest snapshot is loaded, `applied_state()` reports its last
-//!   applied log id, and openraft re-applies the committed log after it (journal and event
-//!   keys are the deterministic seqs, so re-applying rewrites the same rows).
+//!   entries of each applied entry go, in blocks of up to 16 KiB (each journal entry linked to
+//!   the previous one of its account), to an append-only journal file with one write per
+//!   applied batch, and a row locating each block (plus the ledger events) to sled, before
+//!   the state lock is released (who sees the state at index N finds N's journal rows). The
+//!   state itself is persisted by snapshots: on open the latest snapshot is loaded,
+//!   `applied_state()` reports its last applied log id, and openraft re-applies the committed
+//!   log after it (journal and event keys are the deterministic seqs, so re-applying rewrites
+//!   the same blocks and rows).
 //! - Snapshots: built on openraft's request (state, last applied, membership, checked by
 //!   SHA-256), written with fsync (temp file, rename, directory fsync) before openraft may
 //!   purge the log they cover; received snapshots are verified (hash, header, ledger
