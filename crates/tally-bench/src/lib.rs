@@ -18,9 +18,11 @@
 //!
 //! - [`reply`]: [`reply::UsageSender`] sends the usage requests and reads each result's
 //!   outcome and rejection code only (reply types with the wire format of `tally.v1`'s).
+//! - [`unary`]: [`unary::Connection`], the gRPC unary calls the load is sent with, on a bare
+//!   HTTP/2 connection (one socket write per request where tonic's channel makes two).
 //!
-//! The crate talks to the cluster with tonic directly (the generated clients of
-//! `tally_proto::v1` for setup, [`reply`] for the load), not through `tally-client`, on
+//! The crate talks to the cluster with tonic and h2 directly (the generated clients of
+//! `tally_proto::v1` for setup, [`reply`] and [`unary`] for the load), not through `tally-client`, on
 //! purpose: that client retries transient errors (a benchmark must count them, not hide them)
 //! and parses every settlement's amounts into `Amount`s (client CPU that competes with the
 //! nodes when both run on one machine).
@@ -34,7 +36,11 @@ pub mod pgbench;
 pub mod reply;
 pub mod setup;
 pub mod summary;
+pub mod unary;
 pub mod workload;
+
+/// How long opening one of the load's connections may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 use anyhow::{bail, Context};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -105,17 +111,17 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Option<Summary>> {
         .connections
         .unwrap_or(options.clients)
         .min(options.clients);
-    let mut channels = Vec::with_capacity(connections as usize);
+    let mut opened = Vec::with_capacity(connections as usize);
     for connection in 0..connections {
-        channels.push(
-            connect::connect(&leader, timeout)
+        opened.push(
+            unary::Connection::open(&leader, CONNECT_TIMEOUT)
                 .await
-                .with_context(|| format!("connection {connection}"))?,
+                .with_context(|| format!("connection {connection} to {leader}"))?,
         );
     }
     for client in 0..options.clients {
         clients.push(reply::UsageSender::new(
-            channels[(client % connections) as usize].clone(),
+            opened[(client % connections) as usize].clone(),
             options.batch_reply == "every",
         ));
         sources.push(EventSource::new(accounts.clone(), &run_tag, client, seed));

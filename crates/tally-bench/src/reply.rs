@@ -13,12 +13,10 @@
 
 use std::time::Duration;
 
+use prost::Message;
 use tally_proto::v1;
-use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::Channel;
-use tonic_prost::ProstCodec;
 
-use crate::connect::MESSAGE_BYTES_MAX;
+use crate::unary::Connection;
 use crate::workload::UsageRequest;
 
 /// `tally.v1.RecordUsageReply`, reading only the result's outcome.
@@ -157,20 +155,19 @@ pub struct SettledCount {
 }
 
 /// A connection to the leader that sends usage: RecordUsage for one event, RecordUsageBatch
-/// for more. Cheap to clone (the channel is shared).
+/// for more, as gRPC unary calls on a bare HTTP/2 connection ([`crate::unary`]). Cheap to
+/// clone (the connection is shared).
 #[derive(Clone)]
 pub struct UsageSender {
-    grpc: tonic::client::Grpc<Channel>,
+    connection: Connection,
     /// Batches ask for every result instead of the unsettled ones only.
     every_result: bool,
 }
 
 impl UsageSender {
-    pub fn new(channel: Channel, every_result: bool) -> Self {
+    pub fn new(connection: Connection, every_result: bool) -> Self {
         UsageSender {
-            grpc: tonic::client::Grpc::new(channel)
-                .max_decoding_message_size(MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(MESSAGE_BYTES_MAX),
+            connection,
             every_result,
         }
     }
@@ -190,45 +187,40 @@ impl UsageSender {
         request: UsageRequest,
         timeout: Duration,
     ) -> Result<Counts, tonic::Status> {
-        self.grpc.ready().await.map_err(|error| {
-            tonic::Status::unavailable(format!("the connection is not ready: {error}"))
-        })?;
         let (request, event_count) = match request {
             UsageRequest::One(request) => {
-                let reply: CountedReply = self.unary(RECORD_USAGE, request, timeout).await?;
+                let reply: CountedReply = self
+                    .unary(RECORD_USAGE, &request.encode_to_vec(), timeout)
+                    .await?;
                 return Ok(Counts::of_results(reply.result));
             }
             UsageRequest::Batch { request, events } => (request, events),
         };
+        let request = request.bytes().clone();
         if self.every_result {
-            let reply: CountedBatchReply = self.unary(RECORD_USAGE_BATCH, request, timeout).await?;
+            let reply: CountedBatchReply =
+                self.unary(RECORD_USAGE_BATCH, &request, timeout).await?;
             Ok(Counts::of_results(reply.results))
         } else {
             let reply: UnsettledBatchReply =
-                self.unary(RECORD_USAGE_BATCH, request, timeout).await?;
+                self.unary(RECORD_USAGE_BATCH, &request, timeout).await?;
             Ok(Counts::of_unsettled(reply, event_count))
         }
     }
 
     /// One unary call of `path`, its reply decoded as `Reply` (a reading of the real one).
-    async fn unary<Req, Reply>(
-        &mut self,
+    async fn unary<Reply>(
+        &self,
         path: &'static str,
-        message: Req,
+        message: &[u8],
         timeout: Duration,
     ) -> Result<Reply, tonic::Status>
     where
-        Req: prost::Message + Send + Sync + 'static,
-        Reply: prost::Message + Default + Send + Sync + 'static,
+        Reply: prost::Message + Default,
     {
-        let mut request = tonic::Request::new(message);
-        request.set_timeout(timeout);
-        let codec = ProstCodec::<Req, Reply>::default();
-        let reply = self
-            .grpc
-            .unary(request, PathAndQuery::from_static(path), codec)
-            .await?;
-        Ok(reply.into_inner())
+        let reply = self.connection.unary(path, message, timeout).await?;
+        Reply::decode(reply)
+            .map_err(|error| tonic::Status::internal(format!("{path}: the reply: {error}")))
     }
 }
 

@@ -1,0 +1,254 @@
+//! gRPC unary calls on a bare HTTP/2 connection (the `h2` crate), for the usage the load
+//! generator sends.
+//!
+//! Why not tonic's `Channel`: through hyper's HTTP/2 client a request's headers and its message
+//! leave in two socket writes. hyper hands the body to a task of its own when h2 has no send
+//! capacity for the new stream yet, and h2 assigns capacity to a stream only on the
+//! connection's next pass (a new stream waits as "pending open" until then), so the headers
+//! are flushed first and the message after them. Queued on the `SendStream` straight after
+//! `send_request`, the message is buffered by h2 and written in the same flush as the headers:
+//! one write per request, no extra task, no channel hop through tonic's buffer. The generator
+//! shares the cores with the nodes, so what it saves they get. The calls are ordinary gRPC
+//! (`content-type: application/grpc`, `te: trailers`, `grpc-timeout`, length-prefixed
+//! messages, `grpc-status` in the trailers or in a trailers-only reply); setup and the other
+//! calls keep tonic's client.
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use h2::client::SendRequest;
+use tokio::net::TcpStream;
+use tonic::{Code, Status};
+
+use crate::connect::MESSAGE_BYTES_MAX;
+
+/// The stream and connection windows this client offers (replies to an 8,190-event batch
+/// asking for every result are a few MiB).
+const WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+
+/// One HTTP/2 connection; cheap to clone (clones share it, as the callers of one channel do).
+#[derive(Clone)]
+pub struct Connection {
+    send: SendRequest<Bytes>,
+    /// `http://host:port`, the scheme and authority of every request.
+    origin: String,
+}
+
+impl Connection {
+    /// Opens a TCP connection to `address` (`host:port`) and does the HTTP/2 handshake; the
+    /// connection is driven by a task of its own until every clone is dropped.
+    pub async fn open(address: &str, connect_timeout: Duration) -> anyhow::Result<Connection> {
+        let authority = address
+            .strip_prefix("http://")
+            .unwrap_or(address)
+            .trim_end_matches('/');
+        let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(authority))
+            .await
+            .map_err(|_| anyhow::anyhow!("connecting to {authority} timed out"))??;
+        tcp.set_nodelay(true)?;
+        let (send, connection) = h2::client::Builder::new()
+            .initial_window_size(WINDOW_BYTES)
+            .initial_connection_window_size(WINDOW_BYTES)
+            .handshake::<_, Bytes>(tcp)
+            .await?;
+        tokio::spawn(async move {
+            // Ends when the server closes the connection or every clone is dropped; a call in
+            // flight then fails with its own error.
+            let _ = connection.await;
+        });
+        Ok(Connection {
+            send,
+            origin: format!("http://{authority}"),
+        })
+    }
+
+    /// Calls `path` (`/package.Service/Method`) with `message` (a protobuf encoding) and
+    /// returns the reply's protobuf encoding, or the call's status when it is not OK. The
+    /// deadline covers the whole call and is sent as `grpc-timeout`.
+    pub async fn unary(
+        &self,
+        path: &'static str,
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<Bytes, Status> {
+        match tokio::time::timeout(timeout, self.call(path, message, timeout)).await {
+            Ok(result) => result,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no reply within {} ms",
+                timeout.as_millis()
+            ))),
+        }
+    }
+
+    async fn call(
+        &self,
+        path: &'static str,
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<Bytes, Status> {
+        let request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(format!("{}{path}", self.origin))
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(http::header::TE, "trailers")
+            .header("grpc-timeout", format!("{}m", timeout.as_millis().max(1)))
+            .body(())
+            .map_err(|error| Status::internal(format!("request for {path}: {error}")))?;
+        let mut send = self.send.clone().ready().await.map_err(unavailable)?;
+        let (response, mut body_out) = send.send_request(request, false).map_err(unavailable)?;
+        // Buffered by h2 until the stream has send capacity; written with the headers.
+        body_out
+            .send_data(length_prefixed(message), true)
+            .map_err(unavailable)?;
+        let response = response.await.map_err(unavailable)?;
+        let (parts, mut body) = response.into_parts();
+        match grpc_status(&parts.headers) {
+            // A trailers-only reply: the status is in the headers, and there is no message.
+            Some(Err(status)) => return Err(status),
+            Some(Ok(())) => return Err(Status::internal("an OK reply without a message")),
+            None => {}
+        }
+        if parts.status != http::StatusCode::OK {
+            return Err(Status::unknown(format!("HTTP status {}", parts.status)));
+        }
+        let mut received = BytesMut::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(unavailable)?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            if received.len() + chunk.len() > MESSAGE_BYTES_MAX + 5 {
+                return Err(Status::resource_exhausted(format!(
+                    "reply larger than {MESSAGE_BYTES_MAX} bytes"
+                )));
+            }
+            received.extend_from_slice(&chunk);
+        }
+        let trailers = body.trailers().await.map_err(unavailable)?;
+        match trailers.as_ref().and_then(grpc_status) {
+            Some(Ok(())) => {}
+            Some(Err(status)) => return Err(status),
+            None => return Err(Status::internal("the reply ended without a grpc-status")),
+        }
+        one_message(received.freeze())
+    }
+}
+
+/// `message` behind gRPC's five-byte prefix (not compressed, length big-endian).
+pub fn length_prefixed(message: &[u8]) -> Bytes {
+    let mut framed = BytesMut::with_capacity(5 + message.len());
+    framed.put_u8(0);
+    framed.put_u32(message.len() as u32);
+    framed.put_slice(message);
+    framed.freeze()
+}
+
+/// The one length-prefixed message of a unary reply.
+pub fn one_message(mut received: Bytes) -> Result<Bytes, Status> {
+    if received.len() < 5 {
+        return Err(Status::internal(format!(
+            "the reply holds {} bytes, not a length-prefixed message",
+            received.len()
+        )));
+    }
+    if received[0] != 0 {
+        return Err(Status::internal(
+            "the reply is compressed; none was asked for",
+        ));
+    }
+    let length = u32::from_be_bytes([received[1], received[2], received[3], received[4]]) as usize;
+    if received.len() != 5 + length {
+        return Err(Status::internal(format!(
+            "the reply's message says {length} bytes; {} follow",
+            received.len() - 5
+        )));
+    }
+    Ok(received.split_off(5))
+}
+
+/// The `grpc-status` (and `grpc-message`) in `headers`: `Ok(())` for OK, `None` when absent.
+pub fn grpc_status(headers: &http::HeaderMap) -> Option<Result<(), Status>> {
+    let code = headers.get("grpc-status")?;
+    let code = code
+        .to_str()
+        .ok()
+        .and_then(|code| code.parse::<i32>().ok())
+        .map(Code::from_i32)
+        .unwrap_or(Code::Unknown);
+    if code == Code::Ok {
+        return Some(Ok(()));
+    }
+    let message = headers
+        .get("grpc-message")
+        .map(|message| percent_decoded(message.as_bytes()))
+        .unwrap_or_default();
+    Some(Err(Status::new(code, message)))
+}
+
+/// `grpc-message` is percent-encoded (gRPC over HTTP/2); the text, lossily.
+fn percent_decoded(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%' && at + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[at + 1..at + 3]).ok();
+            if let Some(value) = hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
+                out.push(value);
+                at += 3;
+                continue;
+            }
+        }
+        out.push(bytes[at]);
+        at += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn unavailable(error: h2::Error) -> Status {
+    Status::unavailable(format!("HTTP/2: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_round_trips_through_the_prefix() {
+        for message in [&b""[..], b"\x08\x01", &[7u8; 70_000][..]] {
+            let framed = length_prefixed(message);
+            assert_eq!(framed.len(), 5 + message.len());
+            assert_eq!(framed[0], 0);
+            assert_eq!(
+                one_message(framed).unwrap(),
+                Bytes::copy_from_slice(message)
+            );
+        }
+    }
+
+    #[test]
+    fn a_malformed_reply_is_an_error_not_a_message() {
+        assert!(one_message(Bytes::from_static(b"\0\0\0")).is_err());
+        assert!(one_message(Bytes::from_static(b"\x01\0\0\0\x01x")).is_err());
+        assert!(one_message(Bytes::from_static(b"\0\0\0\0\x02x")).is_err());
+        assert!(one_message(Bytes::from_static(b"\0\0\0\0\x01xy")).is_err());
+    }
+
+    #[test]
+    fn statuses_are_read_from_headers() {
+        let mut headers = http::HeaderMap::new();
+        assert!(grpc_status(&headers).is_none());
+        headers.insert("grpc-status", "0".parse().unwrap());
+        assert!(matches!(grpc_status(&headers), Some(Ok(()))));
+        headers.insert("grpc-status", "9".parse().unwrap());
+        headers.insert(
+            "grpc-message",
+            "not%20the%20leader%3A%20try%20node%202".parse().unwrap(),
+        );
+        let status = grpc_status(&headers).unwrap().unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(status.message(), "not the leader: try node 2");
+        headers.insert("grpc-status", "x".parse().unwrap());
+        assert_eq!(
+            grpc_status(&headers).unwrap().unwrap_err().code(),
+            Code::Unknown
+        );
+    }
+}

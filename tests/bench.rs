@@ -1,0 +1,151 @@
+//! `tally-bench` against a real 3-node cluster: the standard workload funded through the
+//! public API, then its load sent as gRPC unary calls on bare HTTP/2 connections
+//! (`tally_bench::unary`), one event per request and in batches, with both batch reply forms.
+//! Every event sent must come back settled, and the leader's own count of settled events must
+//! move by exactly as many; a call the server refuses must come back as that refusal, read
+//! from the reply's `grpc-status`.
+
+use std::time::Duration;
+
+use clap::Parser;
+use prost::Message;
+use tally_bench::options::Cli;
+use tally_bench::summary::Summary;
+use tally_bench::unary::Connection;
+use tally_tests::tally_proto::v1;
+use tally_tests::{Cluster, ClusterSpec};
+use tonic::Code;
+
+async fn bench(args: &[&str]) -> Summary {
+    let cli = Cli::try_parse_from(["tally-bench"].iter().chain(args)).expect("arguments");
+    assert!(cli.tool.is_none());
+    tally_bench::run(cli.run)
+        .await
+        .expect("the run")
+        .expect("a summary")
+}
+
+async fn settled_on(cluster: &Cluster, node: u64) -> u64 {
+    let (_, text) = cluster
+        .http_get(node, "/metrics")
+        .await
+        .expect("the metrics");
+    text.lines()
+        .find(|line| {
+            line.strip_prefix("tally_events_settled_total")
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .and_then(|line| line.split_whitespace().last())
+        .and_then(|value| value.parse().ok())
+        .expect("tally_events_settled_total")
+}
+
+#[tokio::test]
+async fn the_load_generator_settles_every_event_it_sends() {
+    let cluster = Cluster::start(ClusterSpec::default()).await;
+    let leader = cluster.leader().await;
+    let endpoint = cluster.node(leader).addrs.client.clone();
+    let before = settled_on(&cluster, leader).await;
+
+    // Setup, then one event per request: four clients over two shared connections.
+    let one = bench(&[
+        "--endpoint",
+        &endpoint,
+        "--accounts",
+        "20",
+        "--clients",
+        "4",
+        "--connections",
+        "2",
+        "--events",
+        "300",
+        "--warmup",
+        "0s",
+        "--quiet",
+    ])
+    .await;
+    // Batches, each reply listing every result, then only the unsettled ones.
+    let every = bench(&[
+        "--endpoint",
+        &endpoint,
+        "--accounts",
+        "20",
+        "--clients",
+        "3",
+        "--events-per-request",
+        "50",
+        "--events",
+        "1000",
+        "--warmup",
+        "0s",
+        "--skip-setup",
+        "--batch-reply",
+        "every",
+        "--quiet",
+    ])
+    .await;
+    let unsettled = bench(&[
+        "--endpoint",
+        &endpoint,
+        "--accounts",
+        "20",
+        "--clients",
+        "2",
+        "--events-per-request",
+        "400",
+        "--events",
+        "2000",
+        "--warmup",
+        "0s",
+        "--skip-setup",
+        "--quiet",
+    ])
+    .await;
+    for summary in [&one, &every, &unsettled] {
+        assert_eq!(summary.errors, 0, "{summary:?}");
+        assert_eq!(summary.rejected, 0, "{summary:?}");
+        assert!(summary.events_sent > 0, "{summary:?}");
+        assert_eq!(summary.settled, summary.events_sent, "{summary:?}");
+    }
+    assert_eq!(one.requests, one.events_sent);
+    assert_eq!(unsettled.requests * 400, unsettled.events_sent);
+    let sent = one.events_sent + every.events_sent + unsettled.events_sent;
+    assert_eq!(settled_on(&cluster, leader).await - before, sent);
+}
+
+#[tokio::test]
+async fn a_refused_call_comes_back_as_its_status() {
+    let cluster = Cluster::start(ClusterSpec::default()).await;
+    let leader = cluster.leader().await;
+    let connection = Connection::open(&cluster.node(leader).addrs.client, Duration::from_secs(2))
+        .await
+        .expect("a connection");
+    // No event: refused before anything is proposed, naming the field.
+    let refused = connection
+        .unary(
+            "/tally.v1.Ledger/RecordUsage",
+            &v1::RecordUsageRequest::default().encode_to_vec(),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect_err("an empty request is refused");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("event"), "{refused:?}");
+    // A method the server does not have.
+    let missing = connection
+        .unary("/tally.v1.Ledger/NoSuchMethod", b"", Duration::from_secs(5))
+        .await
+        .expect_err("no such method");
+    assert_eq!(missing.code(), Code::Unimplemented, "{missing:?}");
+    // The connection still carries calls after both.
+    let status = connection
+        .unary(
+            "/tally.v1.Admin/ClusterStatus",
+            &v1::ClusterStatusRequest {}.encode_to_vec(),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("ClusterStatus");
+    let status = v1::ClusterStatusReply::decode(status).expect("a ClusterStatusReply");
+    assert_eq!(status.role, v1::NodeRole::Leader as i32);
+}
