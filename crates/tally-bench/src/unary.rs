@@ -91,7 +91,11 @@ impl Connection {
             .uri(format!("{}{path}", self.origin))
             .header(http::header::CONTENT_TYPE, "application/grpc")
             .header(http::header::TE, "trailers")
-            .header("grpc-timeout", format!("{}m", timeout.as_millis().max(1)))
+            // At most eight digits (gRPC over HTTP/2): milliseconds up to about 27 hours.
+            .header(
+                "grpc-timeout",
+                format!("{}m", timeout.as_millis().clamp(1, 99_999_999)),
+            )
             .body(())
             .map_err(|error| Status::internal(format!("request for {path}: {error}")))?;
         let mut send = self.send.clone().ready().await.map_err(unavailable)?;
