@@ -1,5 +1,6 @@
 //! Connections to the cluster: finding the leader through `Admin.ClusterStatus` (writes sent to
-//! a follower would be forwarded, which measures an extra hop), and one gRPC channel per client.
+//! a follower would be forwarded, which measures an extra hop), and the tonic channels setup
+//! uses (the load itself goes on [`crate::unary`] connections).
 
 use anyhow::{bail, Context};
 use std::time::{Duration, Instant};
