@@ -10,8 +10,8 @@
 //! one write per request, no extra task, no channel hop through tonic's buffer. The generator
 //! shares the cores with the nodes, so what it saves they get. The calls are ordinary gRPC
 //! (`content-type: application/grpc`, `te: trailers`, `grpc-timeout`, length-prefixed
-//! messages, `grpc-status` in the trailers or in a trailers-only reply); setup and the other
-//! calls keep tonic's client.
+//! messages, `grpc-status` in the trailers or in a trailers-only reply, read with tonic's own
+//! `Status::from_header_map`); setup and the other calls keep tonic's client.
 
 use std::time::Duration;
 
@@ -168,42 +168,15 @@ pub fn one_message(mut received: Bytes) -> Result<Bytes, Status> {
     Ok(received.split_off(5))
 }
 
-/// The `grpc-status` (and `grpc-message`) in `headers`: `Ok(())` for OK, `None` when absent.
+/// The status in `headers` (`grpc-status`, and `grpc-message`, `grpc-status-details-bin` and
+/// the other headers as metadata, read as tonic reads them): `Ok(())` for OK, `None` when
+/// there is none.
 pub fn grpc_status(headers: &http::HeaderMap) -> Option<Result<(), Status>> {
-    let code = headers.get("grpc-status")?;
-    let code = code
-        .to_str()
-        .ok()
-        .and_then(|code| code.parse::<i32>().ok())
-        .map(Code::from_i32)
-        .unwrap_or(Code::Unknown);
-    if code == Code::Ok {
-        return Some(Ok(()));
-    }
-    let message = headers
-        .get("grpc-message")
-        .map(|message| percent_decoded(message.as_bytes()))
-        .unwrap_or_default();
-    Some(Err(Status::new(code, message)))
-}
-
-/// `grpc-message` is percent-encoded (gRPC over HTTP/2); the text, lossily.
-fn percent_decoded(bytes: &[u8]) -> String {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut at = 0;
-    while at < bytes.len() {
-        if bytes[at] == b'%' && at + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[at + 1..at + 3]).ok();
-            if let Some(value) = hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
-                out.push(value);
-                at += 3;
-                continue;
-            }
-        }
-        out.push(bytes[at]);
-        at += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let status = Status::from_header_map(headers)?;
+    Some(match status.code() {
+        Code::Ok => Ok(()),
+        _ => Err(status),
+    })
 }
 
 fn unavailable(error: h2::Error) -> Status {
