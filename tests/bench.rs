@@ -124,7 +124,7 @@ async fn a_refused_call_comes_back_as_its_status() {
     let refused = connection
         .unary(
             "/tally.v1.Ledger/RecordUsage",
-            &v1::RecordUsageRequest::default().encode_to_vec(),
+            &v1::RecordUsageRequest::default(),
             Duration::from_secs(5),
         )
         .await
@@ -133,7 +133,11 @@ async fn a_refused_call_comes_back_as_its_status() {
     assert!(refused.message().contains("event"), "{refused:?}");
     // A method the server does not have.
     let missing = connection
-        .unary("/tally.v1.Ledger/NoSuchMethod", b"", Duration::from_secs(5))
+        .unary(
+            "/tally.v1.Ledger/NoSuchMethod",
+            &v1::ClusterStatusRequest {},
+            Duration::from_secs(5),
+        )
         .await
         .expect_err("no such method");
     assert_eq!(missing.code(), Code::Unimplemented, "{missing:?}");
@@ -141,7 +145,7 @@ async fn a_refused_call_comes_back_as_its_status() {
     let status = connection
         .unary(
             "/tally.v1.Admin/ClusterStatus",
-            &v1::ClusterStatusRequest {}.encode_to_vec(),
+            &v1::ClusterStatusRequest {},
             Duration::from_secs(5),
         )
         .await

@@ -189,14 +189,11 @@ impl UsageSender {
     ) -> Result<Counts, tonic::Status> {
         let (request, event_count) = match request {
             UsageRequest::One(request) => {
-                let reply: CountedReply = self
-                    .unary(RECORD_USAGE, &request.encode_to_vec(), timeout)
-                    .await?;
+                let reply: CountedReply = self.unary(RECORD_USAGE, &request, timeout).await?;
                 return Ok(Counts::of_results(reply.result));
             }
             UsageRequest::Batch { request, events } => (request, events),
         };
-        let request = request.bytes().clone();
         if self.every_result {
             let reply: CountedBatchReply =
                 self.unary(RECORD_USAGE_BATCH, &request, timeout).await?;
@@ -212,7 +209,7 @@ impl UsageSender {
     async fn unary<Reply>(
         &self,
         path: &'static str,
-        message: &[u8],
+        message: &impl Message,
         timeout: Duration,
     ) -> Result<Reply, tonic::Status>
     where

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use h2::client::SendRequest;
+use prost::Message;
 use tokio::net::TcpStream;
 use tonic::{Code, Status};
 
@@ -62,13 +63,13 @@ impl Connection {
         })
     }
 
-    /// Calls `path` (`/package.Service/Method`) with `message` (a protobuf encoding) and
-    /// returns the reply's protobuf encoding, or the call's status when it is not OK. The
-    /// deadline covers the whole call and is sent as `grpc-timeout`.
+    /// Calls `path` (`/package.Service/Method`) with `message` and returns the reply's protobuf
+    /// encoding, or the call's status when it is not OK. The deadline covers the whole call and
+    /// is sent as `grpc-timeout`.
     pub async fn unary(
         &self,
         path: &'static str,
-        message: &[u8],
+        message: &impl Message,
         timeout: Duration,
     ) -> Result<Bytes, Status> {
         match tokio::time::timeout(timeout, self.call(path, message, timeout)).await {
@@ -83,7 +84,7 @@ impl Connection {
     async fn call(
         &self,
         path: &'static str,
-        message: &[u8],
+        message: &impl Message,
         timeout: Duration,
     ) -> Result<Bytes, Status> {
         let request = http::Request::builder()
@@ -136,12 +137,14 @@ impl Connection {
     }
 }
 
-/// `message` behind gRPC's five-byte prefix (not compressed, length big-endian).
-pub fn length_prefixed(message: &[u8]) -> Bytes {
-    let mut framed = BytesMut::with_capacity(5 + message.len());
+/// `message`'s encoding behind gRPC's five-byte prefix (not compressed, length big-endian),
+/// encoded straight into the buffer the request is sent from.
+pub fn length_prefixed(message: &impl Message) -> Bytes {
+    let len = message.encoded_len();
+    let mut framed = BytesMut::with_capacity(5 + len);
     framed.put_u8(0);
-    framed.put_u32(message.len() as u32);
-    framed.put_slice(message);
+    framed.put_u32(len as u32);
+    message.encode_raw(&mut framed);
     framed.freeze()
 }
 
@@ -186,11 +189,13 @@ fn unavailable(error: h2::Error) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tally_proto::ingest::RecordUsageBatchWire;
 
     #[test]
     fn a_message_round_trips_through_the_prefix() {
         for message in [&b""[..], b"\x08\x01", &[7u8; 70_000][..]] {
-            let framed = length_prefixed(message);
+            // Encodes as exactly these bytes.
+            let framed = length_prefixed(&RecordUsageBatchWire::from(message.to_vec()));
             assert_eq!(framed.len(), 5 + message.len());
             assert_eq!(framed[0], 0);
             assert_eq!(
