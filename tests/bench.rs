@@ -1,6 +1,7 @@
 //! `tally-bench` against a real 3-node cluster: the standard workload funded through the
 //! public API, then its load sent as gRPC unary calls on bare HTTP/2 connections
-//! (`tally_bench::unary`), one event per request and in batches, with both batch reply forms.
+//! (`tally_client::unary`) and through `tally-client`'s `Client` (`--via client`), one event
+//! per request and in batches, with both batch reply forms.
 //! Every event sent must come back settled, and the leader's own count of settled events must
 //! move by exactly as many; a call the server refuses must come back as that refusal, read
 //! from the reply's `grpc-status`.
@@ -11,7 +12,7 @@ use clap::Parser;
 use prost::Message;
 use tally_bench::options::Cli;
 use tally_bench::summary::Summary;
-use tally_bench::unary::Connection;
+use tally_client::unary::Connection;
 use tally_tests::tally_proto::v1;
 use tally_tests::{Cluster, ClusterSpec};
 use tonic::Code;
@@ -101,7 +102,47 @@ async fn the_load_generator_settles_every_event_it_sends() {
         "--quiet",
     ])
     .await;
-    for summary in [&one, &every, &unsettled] {
+    // The same through tally-client's `Client`: one event per call, then batches of both
+    // reply forms.
+    let via_client = |per_request: &'static str, reply: &'static str, events: &'static str| {
+        let endpoint = endpoint.clone();
+        async move {
+            bench(&[
+                "--endpoint",
+                &endpoint,
+                "--accounts",
+                "20",
+                "--clients",
+                "4",
+                "--connections",
+                "2",
+                "--events-per-request",
+                per_request,
+                "--batch-reply",
+                reply,
+                "--events",
+                events,
+                "--warmup",
+                "0s",
+                "--skip-setup",
+                "--via",
+                "client",
+                "--quiet",
+            ])
+            .await
+        }
+    };
+    let client_one = via_client("1", "unsettled", "200").await;
+    let client_every = via_client("30", "every", "600").await;
+    let client_unsettled = via_client("300", "unsettled", "1200").await;
+    for summary in [
+        &one,
+        &every,
+        &unsettled,
+        &client_one,
+        &client_every,
+        &client_unsettled,
+    ] {
         assert_eq!(summary.errors, 0, "{summary:?}");
         assert_eq!(summary.rejected, 0, "{summary:?}");
         assert!(summary.events_sent > 0, "{summary:?}");
@@ -109,7 +150,18 @@ async fn the_load_generator_settles_every_event_it_sends() {
     }
     assert_eq!(one.requests, one.events_sent);
     assert_eq!(unsettled.requests * 400, unsettled.events_sent);
-    let sent = one.events_sent + every.events_sent + unsettled.events_sent;
+    assert_eq!(client_one.requests, client_one.events_sent);
+    let sent = [
+        &one,
+        &every,
+        &unsettled,
+        &client_one,
+        &client_every,
+        &client_unsettled,
+    ]
+    .iter()
+    .map(|summary| summary.events_sent)
+    .sum::<u64>();
     assert_eq!(settled_on(&cluster, leader).await - before, sent);
 }
 

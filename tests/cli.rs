@@ -1658,3 +1658,78 @@ async fn client_library_routes_batches_and_streams() {
     let account = client.get_account("acme").await.unwrap();
     assert_eq!(account.balance, "0", "the two settled events were debited");
 }
+
+/// Usage through the client library goes on the client's own HTTP/2 connections (one socket
+/// write per call, `tally_client::unary`): the leader named in a reply's metadata routes the
+/// next calls, and a connection that ended because its node restarted is replaced by a new one
+/// on the next call (with that node as the only endpoint, a client that kept the dead
+/// connection could never answer), which settles nothing twice.
+#[tokio::test]
+async fn client_usage_follows_the_leader_and_reconnects_after_a_restart() {
+    use tally_client::{usage_event, Client, ClientConfig, UsageOutcome};
+
+    let mut cluster = Cluster::start(ClusterSpec::default()).await;
+    cluster.setup_credits_account("acme", 1000).await;
+    let leader = cluster.leader().await;
+    let leader_addr = cluster.node(leader).addrs.client.clone();
+    let follower = cluster
+        .running()
+        .into_iter()
+        .find(|id| *id != leader)
+        .unwrap();
+    let occurred = tally_tests::now_ms();
+
+    // Only a follower configured: it forwards the write, and its reply names the leader.
+    let via_follower = Client::new(ClientConfig::with_endpoints([cluster
+        .node(follower)
+        .addrs
+        .client
+        .clone()]))
+    .unwrap();
+    let first = via_follower
+        .record_usage(usage_event("u-1", "acme", "tokens", "3", occurred))
+        .await
+        .unwrap();
+    assert_eq!(first.kind(), "settled", "{first:?}");
+    assert_eq!(
+        via_follower.known_leader().as_deref(),
+        Some(leader_addr.as_str())
+    );
+
+    // Only the leader configured; then the leader restarts (the others elect a new one).
+    let via_leader = Client::new(ClientConfig::with_endpoints([leader_addr.clone()])).unwrap();
+    let second = via_leader
+        .record_usage(usage_event("u-2", "acme", "tokens", "4", occurred))
+        .await
+        .unwrap();
+    assert_eq!(second.kind(), "settled", "{second:?}");
+    cluster.stop(leader);
+    cluster.restart(leader);
+    cluster.wait_ready(leader).await;
+    let new_leader = cluster.leader().await;
+
+    let third = via_leader
+        .record_usage(usage_event("u-3", "acme", "tokens", "5", occurred))
+        .await
+        .unwrap();
+    assert_eq!(third.kind(), "settled", "{third:?}");
+    assert_eq!(
+        via_leader.known_leader().as_deref(),
+        Some(cluster.node(new_leader).addrs.client.as_str())
+    );
+    // The events sent before the restart come back as duplicates with their settlements.
+    for (id, quantity, before) in [("u-1", "3", &first), ("u-2", "4", &second)] {
+        let again = via_leader
+            .record_usage(usage_event(id, "acme", "tokens", quantity, occurred))
+            .await
+            .unwrap();
+        match again {
+            UsageOutcome::Duplicate(settlement) => {
+                assert_eq!(Some(&settlement), before.settlement(), "{id}")
+            }
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+    let account = via_follower.get_account("acme").await.unwrap();
+    assert_eq!(account.balance, "988");
+}

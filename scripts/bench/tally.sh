@@ -25,6 +25,9 @@
 #                             `unsettled`: counts and the events that did not settle only)
 #   BENCH_CONNECTIONS=N       the clients share N connections (default: one per client; the
 #                             standard table keeps one per client)
+#   BENCH_VIA=client          send the load through tally-client's Client (as an application
+#                             does: retries, leader-following, replies parsed into amounts)
+#                             instead of tally-bench's own connections (`--via`)
 #   BENCH_OUT=FILE            where the table goes (default target/bench/tally.json)
 #   BENCH_KEEP=1              keep the cluster's directory (data and logs) afterwards
 #   TALLYD, TALLY_BENCH       binaries (default target/release/...; `make bench` builds them)
@@ -210,7 +213,7 @@ for shape in $shapes; do
     bench_status=0
     { TIMEFORMAT='%U %S'; time RUST_BACKTRACE=0 "$bench" "${endpoints[@]}" --accounts "$accounts" --clients "$clients" \
         --events-per-request "$per_request" "${measure[@]}" --warmup "${warmup}s" \
-        --label "$shape" --batch-reply "${BENCH_BATCH_REPLY:-unsettled}" ${BENCH_CONNECTIONS:+--connections "$BENCH_CONNECTIONS"} \
+        --label "$shape" --batch-reply "${BENCH_BATCH_REPLY:-unsettled}" ${BENCH_CONNECTIONS:+--connections "$BENCH_CONNECTIONS"} ${BENCH_VIA:+--via "$BENCH_VIA"} \
         --out "$result" --skip-setup 2>&3 || bench_status=$?; } 3>&2 2>"$work/client-time"
     if [ "$bench_status" != 0 ]; then
         failed_shapes+=("$shape")

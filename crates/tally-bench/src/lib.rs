@@ -18,12 +18,13 @@
 //!
 //! - [`reply`]: [`reply::UsageSender`] sends the usage requests and reads each result's
 //!   outcome and rejection code only (reply types with the wire format of `tally.v1`'s).
-//! - [`unary`]: [`unary::Connection`], the gRPC unary calls the load is sent with, on a bare
-//!   HTTP/2 connection (one socket write per request where tonic's channel makes two).
+//! - The load is sent on `tally_client::unary::Connection`s: gRPC unary calls on a bare HTTP/2
+//!   connection (one socket write per request where tonic's channel makes two), the transport
+//!   `tally-client` sends its own usage calls on.
 //!
-//! The crate talks to the cluster with tonic and h2 directly (the generated clients of
-//! `tally_proto::v1` for setup, [`reply`] and [`unary`] for the load), not through `tally-client`, on
-//! purpose: that client retries transient errors (a benchmark must count them, not hide them)
+//! The crate talks to the cluster with tonic and that transport directly (the generated clients
+//! of `tally_proto::v1` for setup, [`reply`] and the connections for the load), not through
+//! `tally-client`'s `Client`, on purpose: that client retries transient errors (a benchmark must count them, not hide them)
 //! and parses every settlement's amounts into `Amount`s (client CPU that competes with the
 //! nodes when both run on one machine).
 //! Benchmarks are measurements, never tests: nothing here runs in `make test` except unit
@@ -36,7 +37,6 @@ pub mod pgbench;
 pub mod reply;
 pub mod setup;
 pub mod summary;
-pub mod unary;
 pub mod workload;
 
 /// How long opening one of the load's connections may take.
@@ -111,19 +111,30 @@ pub async fn run(options: RunOptions) -> anyhow::Result<Option<Summary>> {
         .connections
         .unwrap_or(options.clients)
         .min(options.clients);
+    let every_result = options.batch_reply == "every";
     let mut opened = Vec::with_capacity(connections as usize);
     for connection in 0..connections {
-        opened.push(
-            unary::Connection::open(&leader, CONNECT_TIMEOUT)
+        opened.push(if options.via == "client" {
+            // The leader first, so the first call goes there; the other endpoints to follow
+            // a change of leader.
+            let mut endpoints = vec![leader.clone()];
+            endpoints.extend(options.endpoints.iter().cloned());
+            let config = tally_client::ClientConfig {
+                request_timeout_ms: options.request_timeout_ms,
+                ..tally_client::ClientConfig::with_endpoints(endpoints)
+            };
+            let client = tally_client::Client::new(config)
+                .with_context(|| format!("client {connection} for {leader}"))?;
+            reply::UsageSender::through_client(client, every_result)
+        } else {
+            let connection = tally_client::unary::Connection::open(&leader, CONNECT_TIMEOUT)
                 .await
-                .with_context(|| format!("connection {connection} to {leader}"))?,
-        );
+                .with_context(|| format!("connection {connection} to {leader}"))?;
+            reply::UsageSender::new(connection, every_result)
+        });
     }
     for client in 0..options.clients {
-        clients.push(reply::UsageSender::new(
-            opened[(client % connections) as usize].clone(),
-            options.batch_reply == "every",
-        ));
+        clients.push(opened[(client % connections) as usize].clone());
         sources.push(EventSource::new(accounts.clone(), &run_tag, client, seed));
     }
 

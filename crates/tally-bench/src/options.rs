@@ -48,6 +48,13 @@ pub struct RunOptions {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4_096))]
     pub connections: Option<u32>,
 
+    /// How the load is sent: `connection`, tally-bench's own HTTP/2 connections to the leader
+    /// (every error counted as it comes), or `client`, through `tally-client`'s `Client` as an
+    /// application sends (its retries and leader-following included, every reply parsed into
+    /// amounts; `--connections` then counts clients, each with its connections of its own).
+    #[arg(long, value_name = "HOW", default_value = "connection", value_parser = ["connection", "client"])]
+    pub via: String,
+
     /// Events per request: 1 sends RecordUsage, more sends RecordUsageBatch.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=EVENTS_PER_REQUEST_MAX as i64))]
     pub events_per_request: u32,

@@ -14,10 +14,11 @@
 use std::time::Duration;
 
 use prost::Message;
-use tally_proto::v1;
+use tally_client::UsageOutcome;
+use tally_proto::{v1, TallyError};
 
-use crate::unary::Connection;
 use crate::workload::UsageRequest;
+use tally_client::unary::{Connection, RECORD_USAGE_BATCH_PATH, RECORD_USAGE_PATH};
 
 /// `tally.v1.RecordUsageReply`, reading only the result's outcome.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -63,9 +64,6 @@ pub struct RejectionCode {
     #[prost(string, tag = "1")]
     pub code: String,
 }
-
-const RECORD_USAGE: &str = "/tally.v1.Ledger/RecordUsage";
-const RECORD_USAGE_BATCH: &str = "/tally.v1.Ledger/RecordUsageBatch";
 
 /// What one reply said, counted.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -121,6 +119,17 @@ impl Counts {
         counts
     }
 
+    fn add_outcome(&mut self, outcome: &UsageOutcome) {
+        match outcome {
+            UsageOutcome::Settled(_) => self.settled += 1,
+            UsageOutcome::Duplicate(_) => self.duplicates += 1,
+            UsageOutcome::Conflict { .. } => self.conflicts += 1,
+            UsageOutcome::Rejected(rejection) => {
+                self.rejections.push(rejection.code.as_str().to_string())
+            }
+        }
+    }
+
     /// Results counted, of every kind.
     fn total(&self) -> u64 {
         self.settled + self.duplicates + self.conflicts + self.rejections.len() as u64 + self.empty
@@ -154,20 +163,37 @@ pub struct SettledCount {
     pub settled: u32,
 }
 
-/// A connection to the leader that sends usage: RecordUsage for one event, RecordUsageBatch
-/// for more, as gRPC unary calls on a bare HTTP/2 connection ([`crate::unary`]). Cheap to
-/// clone (the connection is shared).
+/// What sends usage: RecordUsage for one event, RecordUsageBatch for more. Cheap to clone
+/// (clones share the connections).
 #[derive(Clone)]
 pub struct UsageSender {
-    connection: Connection,
+    via: Via,
     /// Batches ask for every result instead of the unsettled ones only.
     every_result: bool,
+}
+
+#[derive(Clone)]
+enum Via {
+    /// gRPC unary calls on a bare HTTP/2 connection to the leader
+    /// (`tally_client::unary`), every error counted as it comes.
+    Connection(Connection),
+    /// `tally-client`'s `Client`, as an application sends (`--via client`): its retries and
+    /// leader-following included, every reply parsed into amounts.
+    Client(tally_client::Client),
 }
 
 impl UsageSender {
     pub fn new(connection: Connection, every_result: bool) -> Self {
         UsageSender {
-            connection,
+            via: Via::Connection(connection),
+            every_result,
+        }
+    }
+
+    /// Usage sent through `client` (`--via client`).
+    pub fn through_client(client: tally_client::Client, every_result: bool) -> Self {
+        UsageSender {
+            via: Via::Client(client),
             every_result,
         }
     }
@@ -187,20 +213,27 @@ impl UsageSender {
         request: UsageRequest,
         timeout: Duration,
     ) -> Result<Counts, tonic::Status> {
+        if let Via::Client(client) = &self.via {
+            return send_through_client(client, request, self.every_result)
+                .await
+                .map_err(|error| TallyError::new(error.code(), error.to_string()).to_status());
+        }
         let (request, event_count) = match request {
             UsageRequest::One(request) => {
-                let reply: CountedReply = self.unary(RECORD_USAGE, &request, timeout).await?;
+                let reply: CountedReply = self.unary(RECORD_USAGE_PATH, &request, timeout).await?;
                 return Ok(Counts::of_results(reply.result));
             }
             UsageRequest::Batch { request, events } => (request, events),
         };
         if self.every_result {
-            let reply: CountedBatchReply =
-                self.unary(RECORD_USAGE_BATCH, &request, timeout).await?;
+            let reply: CountedBatchReply = self
+                .unary(RECORD_USAGE_BATCH_PATH, &request, timeout)
+                .await?;
             Ok(Counts::of_results(reply.results))
         } else {
-            let reply: UnsettledBatchReply =
-                self.unary(RECORD_USAGE_BATCH, &request, timeout).await?;
+            let reply: UnsettledBatchReply = self
+                .unary(RECORD_USAGE_BATCH_PATH, &request, timeout)
+                .await?;
             Ok(Counts::of_unsettled(reply, event_count))
         }
     }
@@ -215,10 +248,50 @@ impl UsageSender {
     where
         Reply: prost::Message + Default,
     {
-        let reply = self.connection.unary(path, message, timeout).await?;
+        let Via::Connection(connection) = &self.via else {
+            return Err(tonic::Status::internal("not sent on a connection"));
+        };
+        let reply = connection.unary(path, message, timeout).await?;
         Reply::decode(reply)
             .map_err(|error| tonic::Status::internal(format!("{path}: the reply: {error}")))
     }
+}
+
+/// `request` sent with `client`'s `record_usage`, `record_usage_batch` (every result) or
+/// `record_usage_batch_unsettled`, its outcomes counted. The client bounds each attempt by
+/// its own request timeout.
+async fn send_through_client(
+    client: &tally_client::Client,
+    request: UsageRequest,
+    every_result: bool,
+) -> Result<Counts, tally_client::ClientError> {
+    let mut counts = Counts::default();
+    let (events, atomic) = match request {
+        UsageRequest::One(request) => {
+            let event = request.event.unwrap_or_default();
+            counts.add_outcome(&client.record_usage(event).await?);
+            return Ok(counts);
+        }
+        UsageRequest::Batch { request, .. } => {
+            let request = v1::RecordUsageBatchRequest::decode(request.encode_to_vec().as_slice())
+                .map_err(|error| {
+                tally_client::ClientError::Protocol(format!("the batch built: {error}"))
+            })?;
+            (request.events, request.atomic)
+        }
+    };
+    if every_result {
+        for outcome in client.record_usage_batch(events, atomic).await? {
+            counts.add_outcome(&outcome.outcome);
+        }
+    } else {
+        let summary = client.record_usage_batch_unsettled(events, atomic).await?;
+        counts.settled = u64::from(summary.settled);
+        for (_, outcome) in &summary.unsettled {
+            counts.add_outcome(&outcome.outcome);
+        }
+    }
+    Ok(counts)
 }
 
 #[cfg(test)]

@@ -15,10 +15,12 @@ use tally_proto::v1::ledger_client::LedgerClient;
 use tally_proto::{ErrorCode, TallyError, ToCommand};
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
 
 use crate::config::{normalize_endpoint, ClientConfig};
 use crate::error::ClientError;
 use crate::events::EventSubscription;
+use crate::unary::{Connection, RECORD_USAGE_BATCH_PATH, RECORD_USAGE_PATH};
 use crate::usage::{BatchSummary, EventOutcome, UsageOutcome};
 
 /// Extra time the local timer allows beyond the `grpc-timeout` the server enforces, so that the
@@ -53,12 +55,17 @@ struct Route {
     leader: Option<String>,
     /// Next endpoint to try when no leader is known.
     cursor: usize,
+    /// tonic channels (every call but usage), opened lazily.
     channels: HashMap<String, Channel>,
+    /// HTTP/2 connections for usage calls (see `crate::unary`); a slot is replaced once its
+    /// connection has ended.
+    connections: HashMap<String, Arc<tokio::sync::OnceCell<Connection>>>,
 }
 
-/// A reply (a struct so that call metadata can join it without touching every caller).
-pub(crate) struct Answer<T> {
-    pub reply: T,
+/// Where one attempt of a call goes, and its deadline.
+pub(crate) struct Attempt {
+    pub endpoint: String,
+    pub timeout: Duration,
 }
 
 impl Client {
@@ -169,6 +176,28 @@ impl Client {
         Ok(channel)
     }
 
+    /// The usage connection to `endpoint`, opened (or opened again, once the last one ended)
+    /// when needed. Callers share it, as they share a channel.
+    async fn connection(&self, endpoint: &str) -> Result<Connection, Status> {
+        let slot = {
+            let mut route = self.route();
+            let slot = route.connections.entry(endpoint.to_string()).or_default();
+            if slot.get().is_some_and(Connection::is_closed) {
+                *slot = Arc::default();
+            }
+            slot.clone()
+        };
+        let config = &self.shared.config;
+        let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
+        slot.get_or_try_init(|| async {
+            Connection::open(endpoint, connect_timeout)
+                .await
+                .map(|connection| connection.with_reply_bytes_max(config.reply_bytes_max))
+        })
+        .await
+        .cloned()
+    }
+
     pub(crate) fn ledger(&self, channel: Channel) -> LedgerClient<Channel> {
         let bytes_max = self.shared.config.reply_bytes_max;
         LedgerClient::new(channel)
@@ -192,21 +221,18 @@ impl Client {
         Duration::from_millis(jittered)
     }
 
-    /// Sends `request` (the same value on every attempt) until it gets an answer that is not
-    /// transient. `pinned` sends to that node only; `stream` leaves the server-side deadline off
-    /// (a followed stream lives as long as the caller wants).
-    pub(crate) async fn call<Req, Resp, F, Fut>(
+    /// Makes attempts of a call (each sends the very same request) until one gets an answer
+    /// that is not transient. `pinned` sends to that node only. `send` makes one attempt and
+    /// returns the reply with its metadata (a `tally-leader-addr` there is remembered).
+    async fn call<Resp, F, Fut>(
         &self,
         what: &str,
-        request: Req,
         pinned: Option<&str>,
-        stream: bool,
         mut send: F,
-    ) -> Result<Answer<Resp>, ClientError>
+    ) -> Result<Resp, ClientError>
     where
-        Req: Clone,
-        F: FnMut(Channel, tonic::Request<Req>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+        F: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<(MetadataMap, Resp), Status>>,
     {
         let config = &self.shared.config;
         let budget = Duration::from_millis(config.call_timeout_ms);
@@ -219,36 +245,32 @@ impl Client {
                 Some(pinned) => pinned.to_string(),
                 None => self.pick(hint.take()),
             };
-            let channel = self.channel(&endpoint)?;
             let remaining = budget.saturating_sub(started.elapsed());
             let timeout = self
                 .request_timeout
                 .min(remaining)
                 .max(Duration::from_millis(1));
-            let mut wire_request = tonic::Request::new(request.clone());
-            if !stream {
-                wire_request.set_timeout(timeout);
-            }
             let local_deadline = timeout + Duration::from_millis(LOCAL_DEADLINE_GRACE_MS);
-            let result =
-                match tokio::time::timeout(local_deadline, send(channel, wire_request)).await {
-                    Ok(result) => result.map_err(|status| TallyError::from_status(&status)),
-                    Err(_) => Err(TallyError::new(
-                        ErrorCode::DeadlineExceeded,
-                        format!(
-                            "{what}: no answer from {endpoint} within {} ms",
-                            timeout.as_millis()
-                        ),
-                    )),
-                };
+            let sent = send(Attempt {
+                endpoint: endpoint.clone(),
+                timeout,
+            });
+            let result = match tokio::time::timeout(local_deadline, sent).await {
+                Ok(result) => result.map_err(|status| TallyError::from_status(&status)),
+                Err(_) => Err(TallyError::new(
+                    ErrorCode::DeadlineExceeded,
+                    format!(
+                        "{what}: no answer from {endpoint} within {} ms",
+                        timeout.as_millis()
+                    ),
+                )),
+            };
             let error = match result {
-                Ok(response) => {
+                Ok((metadata, reply)) => {
                     if pinned.is_none() {
-                        self.remember(&endpoint, response.metadata());
+                        self.remember(&endpoint, &metadata);
                     }
-                    return Ok(Answer {
-                        reply: response.into_inner(),
-                    });
+                    return Ok(reply);
                 }
                 Err(error) => error,
             };
@@ -288,34 +310,76 @@ impl Client {
         }
     }
 
+    /// [`Self::call`] through tonic's generated clients: `send` gets the channel to the
+    /// attempt's node and the request (with the attempt's `grpc-timeout`, unless `stream`: a
+    /// followed stream lives as long as the caller wants).
+    async fn tonic_call<Req, Resp, F, Fut>(
+        &self,
+        what: &str,
+        request: Req,
+        pinned: Option<&str>,
+        stream: bool,
+        mut send: F,
+    ) -> Result<Resp, ClientError>
+    where
+        Req: Clone,
+        F: FnMut(Channel, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.call(what, pinned, |attempt| {
+            let channel = self.channel(&attempt.endpoint);
+            let mut wire_request = tonic::Request::new(request.clone());
+            if !stream {
+                wire_request.set_timeout(attempt.timeout);
+            }
+            let sent = channel.map(|channel| send(channel, wire_request));
+            async move {
+                let response = match sent {
+                    Ok(sent) => sent.await?,
+                    // Not expected: every endpoint the client holds passed
+                    // `normalize_endpoint`, which checks that it makes a valid URI.
+                    Err(error) => return Err(Status::invalid_argument(error.to_string())),
+                };
+                let (metadata, reply, _) = response.into_parts();
+                Ok((metadata, reply))
+            }
+        })
+        .await
+    }
+
+    /// A usage call on the node's [`Connection`] (one socket write per call), its reply
+    /// decoded as `Reply`.
+    async fn usage_call<Reply>(
+        &self,
+        what: &str,
+        path: &'static str,
+        request: &impl prost::Message,
+    ) -> Result<Reply, ClientError>
+    where
+        Reply: prost::Message + Default,
+    {
+        self.call(what, None, |attempt| async move {
+            let connection = self.connection(&attempt.endpoint).await?;
+            let reply = connection.call(path, request, attempt.timeout).await?;
+            let message = Reply::decode(reply.message)
+                .map_err(|error| Status::internal(format!("{what}: the reply: {error}")))?;
+            Ok((reply.metadata, message))
+        })
+        .await
+    }
+
     async fn ledger_call<Req, Resp, F, Fut>(
         &self,
         what: &str,
         request: Req,
-        send: F,
+        mut send: F,
     ) -> Result<Resp, ClientError>
     where
         Req: Clone,
         F: FnMut(LedgerClient<Channel>, tonic::Request<Req>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
-        self.ledger_call_counted(what, request, send)
-            .await
-            .map(|answer| answer.reply)
-    }
-
-    async fn ledger_call_counted<Req, Resp, F, Fut>(
-        &self,
-        what: &str,
-        request: Req,
-        mut send: F,
-    ) -> Result<Answer<Resp>, ClientError>
-    where
-        Req: Clone,
-        F: FnMut(LedgerClient<Channel>, tonic::Request<Req>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
-    {
-        self.call(what, request, None, false, |channel, request| {
+        self.tonic_call(what, request, None, false, |channel, request| {
             send(self.ledger(channel), request)
         })
         .await
@@ -331,7 +395,7 @@ impl Client {
     where
         Req: Clone,
         F: FnMut(AdminClient<Channel>, tonic::Request<Req>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         let pinned = match pinned {
             Some(endpoint) => {
@@ -344,7 +408,7 @@ impl Client {
             }
             None => None,
         };
-        self.call(
+        self.tonic_call(
             what,
             request,
             pinned.as_deref(),
@@ -352,7 +416,6 @@ impl Client {
             |channel, request| send(self.admin(channel), request),
         )
         .await
-        .map(|answer| answer.reply)
     }
 
     // ---- Assets and accounts ------------------------------------------------------------
@@ -562,13 +625,10 @@ impl Client {
     pub async fn record_usage(&self, event: v1::UsageEvent) -> Result<UsageOutcome, ClientError> {
         let request = v1::RecordUsageRequest { event: Some(event) };
         request.to_command()?;
-        let answer = self
-            .ledger_call_counted("record usage", request, |mut c, r| async move {
-                c.record_usage(r).await
-            })
+        let reply: v1::RecordUsageReply = self
+            .usage_call("record usage", RECORD_USAGE_PATH, &request)
             .await?;
-        let result = answer
-            .reply
+        let result = reply
             .result
             .ok_or_else(|| ClientError::Protocol("RecordUsage reply without a result".into()))?;
         UsageOutcome::from_wire(result)
@@ -633,14 +693,10 @@ impl Client {
             reply: listed as i32,
         };
         request.to_command()?;
-        let answer = self
-            .ledger_call_counted(
-                "record usage batch",
-                request.clone(),
-                |mut c, r| async move { c.record_usage_batch(r).await },
-            )
+        let reply = self
+            .usage_call("record usage batch", RECORD_USAGE_BATCH_PATH, &request)
             .await?;
-        Ok((request.events, answer.reply))
+        Ok((request.events, reply))
     }
 
     // ---- History, reports, events -----------------------------------------------------------
@@ -709,12 +765,11 @@ impl Client {
         follow: bool,
     ) -> Result<tonic::Streaming<v1::LedgerEvent>, ClientError> {
         let request = v1::StreamEventsRequest { from_seq, follow };
-        self.call("stream events", request, None, true, |channel, r| {
+        self.tonic_call("stream events", request, None, true, |channel, r| {
             let mut client = self.ledger(channel);
             async move { client.stream_events(r).await }
         })
         .await
-        .map(|answer| answer.reply)
     }
 
     // ---- Admin ------------------------------------------------------------------------------
@@ -830,6 +885,19 @@ mod tests {
         }
         assert_eq!(error.code(), ErrorCode::Unavailable);
         assert!(error.is_transient());
+        // Usage goes on the client's own HTTP/2 connections: the same budget, the same code.
+        let error = client
+            .record_usage(crate::usage_event("e1", "acme", "tokens", "1", 1))
+            .await
+            .unwrap_err();
+        match &error {
+            ClientError::RetriesExhausted { attempts, last, .. } => {
+                assert_eq!(*attempts, 4);
+                assert!(last.message.contains("cannot connect"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(error.code(), ErrorCode::Unavailable);
     }
 
     #[tokio::test]

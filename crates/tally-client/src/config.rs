@@ -75,7 +75,10 @@ pub fn normalize_endpoint(endpoint: &str) -> Result<String, String> {
     }
     match port.parse::<u16>() {
         Ok(0) | Err(_) => Err(format!("has port {port:?}; expected 1..=65535")),
-        Ok(_) => Ok(bare.to_string()),
+        Ok(_) => match format!("http://{bare}").parse::<http::Uri>() {
+            Ok(_) => Ok(bare.to_string()),
+            Err(error) => Err(format!("is not a valid address: {error}")),
+        },
     }
 }
 
@@ -98,5 +101,6 @@ mod tests {
         assert!(normalize_endpoint("localhost:99999").is_err());
         assert!(normalize_endpoint(":7101").is_err());
         assert!(normalize_endpoint("https://x:1").is_err());
+        assert!(normalize_endpoint("exa^mple:7101").is_err());
     }
 }

@@ -1,5 +1,5 @@
-//! gRPC unary calls on a bare HTTP/2 connection (the `h2` crate), for the usage the load
-//! generator sends.
+//! gRPC unary calls on a bare HTTP/2 connection (the `h2` crate): how [`crate::Client`] sends
+//! usage (`RecordUsage`, `RecordUsageBatch`), and how `tally-bench` sends its load.
 //!
 //! Why not tonic's `Channel`: through hyper's HTTP/2 client a request's headers and its message
 //! leave in two socket writes. hyper hands the body to a task of its own when h2 has no send
@@ -7,25 +7,35 @@
 //! connection's next pass (a new stream waits as "pending open" until then), so the headers
 //! are flushed first and the message after them. Queued on the `SendStream` straight after
 //! `send_request`, the message is buffered by h2 and written in the same flush as the headers:
-//! one write per request, no extra task, no channel hop through tonic's buffer. The generator
-//! shares the cores with the nodes, so what it saves they get. The calls are ordinary gRPC
-//! (`content-type: application/grpc`, `te: trailers`, `grpc-timeout`, length-prefixed
-//! messages, `grpc-status` in the trailers or in a trailers-only reply, read with tonic's own
-//! `Status::from_header_map`); setup and the other calls keep tonic's client.
+//! one write per request, no extra task, no channel hop through tonic's buffer (measured on the
+//! load generator in session 19: 54-61 -> 38-41 us of CPU per one-event call). The calls are
+//! ordinary gRPC (`content-type: application/grpc`, `te: trailers`, `grpc-timeout`,
+//! length-prefixed messages, `grpc-status` in the trailers or in a trailers-only reply, read
+//! with tonic's own `Status::from_header_map`, so a refusal's metadata arrives as tonic's client
+//! would give it).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use h2::client::SendRequest;
 use prost::Message;
 use tokio::net::TcpStream;
+use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
-use crate::connect::MESSAGE_BYTES_MAX;
+/// The gRPC paths of the usage calls (`tally.v1.Ledger`), as sent on a [`Connection`].
+pub const RECORD_USAGE_PATH: &str = "/tally.v1.Ledger/RecordUsage";
+pub const RECORD_USAGE_BATCH_PATH: &str = "/tally.v1.Ledger/RecordUsageBatch";
 
 /// The stream and connection windows this client offers (replies to an 8,190-event batch
 /// asking for every result are a few MiB).
 const WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+
+/// The largest reply message accepted unless [`Connection::with_reply_bytes_max`] says
+/// otherwise (tonic's client default is 4 MiB, too small for a large batch's every result).
+pub const REPLY_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// One HTTP/2 connection; cheap to clone (clones share it, as the callers of one channel do).
 #[derive(Clone)]
@@ -33,34 +43,72 @@ pub struct Connection {
     send: SendRequest<Bytes>,
     /// `http://host:port`, the scheme and authority of every request.
     origin: String,
+    reply_bytes_max: usize,
+    /// Set once the connection has ended (closed by either side or broken): every later call
+    /// on it fails, and a caller that keeps connections opens a new one instead.
+    closed: Arc<AtomicBool>,
+}
+
+/// A successful call: the reply message's protobuf encoding and the reply's headers (as gRPC
+/// metadata).
+pub struct Reply {
+    pub message: Bytes,
+    pub metadata: MetadataMap,
 }
 
 impl Connection {
     /// Opens a TCP connection to `address` (`host:port`) and does the HTTP/2 handshake; the
-    /// connection is driven by a task of its own until every clone is dropped.
-    pub async fn open(address: &str, connect_timeout: Duration) -> anyhow::Result<Connection> {
+    /// connection is driven by a task of its own until every clone is dropped. Failing to
+    /// connect is `Unavailable`, naming the address.
+    pub async fn open(address: &str, connect_timeout: Duration) -> Result<Connection, Status> {
         let authority = address
             .strip_prefix("http://")
             .unwrap_or(address)
             .trim_end_matches('/');
+        let cannot =
+            |why: String| Status::unavailable(format!("cannot connect to {authority}: {why}"));
         let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(authority))
             .await
-            .map_err(|_| anyhow::anyhow!("connecting to {authority} timed out"))??;
-        tcp.set_nodelay(true)?;
+            .map_err(|_| {
+                cannot(format!(
+                    "no answer within {} ms",
+                    connect_timeout.as_millis()
+                ))
+            })?
+            .map_err(|error| cannot(error.to_string()))?;
+        tcp.set_nodelay(true)
+            .map_err(|error| cannot(error.to_string()))?;
         let (send, connection) = h2::client::Builder::new()
             .initial_window_size(WINDOW_BYTES)
             .initial_connection_window_size(WINDOW_BYTES)
             .handshake::<_, Bytes>(tcp)
-            .await?;
+            .await
+            .map_err(|error| cannot(format!("HTTP/2 handshake: {error}")))?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let ended = closed.clone();
         tokio::spawn(async move {
-            // Ends when the server closes the connection or every clone is dropped; a call in
-            // flight then fails with its own error.
+            // Ends when the server closes the connection, it breaks, or every clone is
+            // dropped; a call in flight then fails with its own error.
             let _ = connection.await;
+            ended.store(true, Ordering::Release);
         });
         Ok(Connection {
             send,
             origin: format!("http://{authority}"),
+            reply_bytes_max: REPLY_BYTES_MAX,
+            closed,
         })
+    }
+
+    /// The same connection accepting reply messages of up to `bytes` bytes.
+    pub fn with_reply_bytes_max(mut self, bytes: usize) -> Connection {
+        self.reply_bytes_max = bytes;
+        self
+    }
+
+    /// Whether the connection has ended; calls on it can only fail.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Calls `path` (`/package.Service/Method`) with `message` and returns the reply's protobuf
@@ -73,7 +121,7 @@ impl Connection {
         timeout: Duration,
     ) -> Result<Bytes, Status> {
         match tokio::time::timeout(timeout, self.call(path, message, timeout)).await {
-            Ok(result) => result,
+            Ok(result) => result.map(|reply| reply.message),
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "no reply within {} ms",
                 timeout.as_millis()
@@ -81,12 +129,15 @@ impl Connection {
         }
     }
 
-    async fn call(
+    /// Calls `path` with `message`, asking the server (`grpc-timeout`) to give up after
+    /// `timeout`; has no timer of its own (the caller bounds it). A status that is not OK
+    /// comes back as the error, its metadata (the trailers' other headers) included.
+    pub async fn call(
         &self,
         path: &'static str,
         message: &impl Message,
         timeout: Duration,
-    ) -> Result<Bytes, Status> {
+    ) -> Result<Reply, Status> {
         let request = http::Request::builder()
             .method(http::Method::POST)
             .uri(format!("{}{path}", self.origin))
@@ -99,13 +150,13 @@ impl Connection {
             )
             .body(())
             .map_err(|error| Status::internal(format!("request for {path}: {error}")))?;
-        let mut send = self.send.clone().ready().await.map_err(unavailable)?;
-        let (response, mut body_out) = send.send_request(request, false).map_err(unavailable)?;
+        let mut send = self.send.clone().ready().await.map_err(transport)?;
+        let (response, mut body_out) = send.send_request(request, false).map_err(transport)?;
         // Buffered by h2 until the stream has send capacity; written with the headers.
         body_out
             .send_data(length_prefixed(message), true)
-            .map_err(unavailable)?;
-        let response = response.await.map_err(unavailable)?;
+            .map_err(transport)?;
+        let response = response.await.map_err(transport)?;
         let (parts, mut body) = response.into_parts();
         match grpc_status(&parts.headers) {
             // A trailers-only reply: the status is in the headers, and there is no message.
@@ -118,22 +169,26 @@ impl Connection {
         }
         let mut received = BytesMut::new();
         while let Some(chunk) = body.data().await {
-            let chunk = chunk.map_err(unavailable)?;
+            let chunk = chunk.map_err(transport)?;
             let _ = body.flow_control().release_capacity(chunk.len());
-            if received.len() + chunk.len() > MESSAGE_BYTES_MAX + 5 {
+            if received.len() + chunk.len() > self.reply_bytes_max + 5 {
                 return Err(Status::resource_exhausted(format!(
-                    "reply larger than {MESSAGE_BYTES_MAX} bytes"
+                    "reply larger than {} bytes",
+                    self.reply_bytes_max
                 )));
             }
             received.extend_from_slice(&chunk);
         }
-        let trailers = body.trailers().await.map_err(unavailable)?;
+        let trailers = body.trailers().await.map_err(transport)?;
         match trailers.as_ref().and_then(grpc_status) {
             Some(Ok(())) => {}
             Some(Err(status)) => return Err(status),
             None => return Err(Status::internal("the reply ended without a grpc-status")),
         }
-        one_message(received.freeze())
+        Ok(Reply {
+            message: one_message(received.freeze())?,
+            metadata: MetadataMap::from_headers(parts.headers),
+        })
     }
 }
 
@@ -182,7 +237,9 @@ pub fn grpc_status(headers: &http::HeaderMap) -> Option<Result<(), Status>> {
     })
 }
 
-fn unavailable(error: h2::Error) -> Status {
+/// An HTTP/2 failure (refused or reset stream, the connection gone) as `Unavailable`, which a
+/// caller may retry: usage carries its event ids, so a retry never charges twice.
+fn transport(error: h2::Error) -> Status {
     Status::unavailable(format!("HTTP/2: {error}"))
 }
 
