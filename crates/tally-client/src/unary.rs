@@ -290,4 +290,27 @@ mod tests {
             Code::Unknown
         );
     }
+
+    #[test]
+    fn a_tally_error_in_trailers_keeps_its_code_details_and_leader() {
+        // What a node sends when it refuses a call (tally-proto's `to_status`), written as
+        // headers the way tonic's server writes trailers, and read back here.
+        let sent =
+            tally_proto::TallyError::new(tally_proto::ErrorCode::NotLeader, "not the leader")
+                .with_detail("node", "2");
+        let sent = tally_proto::TallyError {
+            leader_addr: Some("127.0.0.1:7102".to_string()),
+            leader_id: Some(2),
+            ..sent
+        };
+        let mut headers = http::HeaderMap::new();
+        sent.to_status().add_header(&mut headers).unwrap();
+        let status = grpc_status(&headers).unwrap().unwrap_err();
+        let back = tally_proto::TallyError::from_status(&status);
+        assert_eq!(back.code, tally_proto::ErrorCode::NotLeader);
+        assert_eq!(back.message, "not the leader");
+        assert_eq!(back.details["node"], "2");
+        assert_eq!(back.leader_addr.as_deref(), Some("127.0.0.1:7102"));
+        assert_eq!(back.leader_id, Some(2));
+    }
 }
