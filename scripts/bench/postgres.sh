@@ -17,11 +17,15 @@
 #   BENCH_PG_SYNC="ANY 1 (standby1, standby2)"   synchronous_standby_names with standbys
 #                                (quorum: primary + 1 of 2 = majority of 3; "FIRST 2 (...)" waits for both)
 #   BENCH_PG_PORT_BASE=7700      socket "ports" (the socket files live in the cluster directory)
+#   BENCH_HALT_POLL_NS=N         the guest's idle polling for the run (as tally.sh; see halt_poll.sh)
 #   BENCH_KEEP=1                 keep the clusters' directory afterwards
 #   PG_BIN=/usr/lib/postgresql/15/bin   TALLY_BENCH=target/release/tally-bench
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/../.." && pwd)"
+# shellcheck source=halt_poll.sh
+source "$root/scripts/bench/halt_poll.sh"
+halt_poll_check bench-peers
 here="$root/scripts/bench"
 seconds="${BENCH_SECONDS:-20}"
 warmup="${BENCH_WARMUP_SECONDS:-2}"
@@ -77,6 +81,7 @@ started_dirs=()
 stop_all() {
     local status=$?
     trap - EXIT INT TERM
+    halt_poll_restore
     for dir in "${started_dirs[@]}"; do
         as_pg "$pg_bin/pg_ctl" -D "$dir" -m fast -w -t 20 stop >/dev/null 2>&1 ||
             as_pg "$pg_bin/pg_ctl" -D "$dir" -m immediate stop >/dev/null 2>&1 || true
@@ -90,6 +95,7 @@ stop_all() {
 }
 trap stop_all EXIT
 trap 'exit 130' INT TERM
+halt_poll_apply bench-peers
 
 # Runs psql against a socket directory and port; extra arguments follow.
 sql() {

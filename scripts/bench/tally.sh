@@ -28,12 +28,17 @@
 #   BENCH_VIA=client          send the load through tally-client's Client (as an application
 #                             does: retries, leader-following, replies parsed into amounts)
 #                             instead of tally-bench's own connections (`--via`)
+#   BENCH_HALT_POLL_NS=N      set the guest's idle polling (haltpoll cpuidle driver on KVM) to N
+#                             ns for the run, restoring it afterwards (root; see halt_poll.sh)
 #   BENCH_OUT=FILE            where the table goes (default target/bench/tally.json)
 #   BENCH_KEEP=1              keep the cluster's directory (data and logs) afterwards
 #   TALLYD, TALLY_BENCH       binaries (default target/release/...; `make bench` builds them)
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/../.." && pwd)"
+# shellcheck source=halt_poll.sh
+source "$root/scripts/bench/halt_poll.sh"
+halt_poll_check bench
 seconds="${BENCH_SECONDS:-20}"
 events="${BENCH_EVENTS:-}"
 if [ -n "$events" ]; then
@@ -82,6 +87,7 @@ pids=()
 stop_cluster() {
     local status=$?
     trap - EXIT INT TERM
+    halt_poll_restore
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     # Graceful stop first; whatever is still alive after 10 s is killed.
     for _ in $(seq 1 100); do
@@ -103,6 +109,7 @@ stop_cluster() {
 }
 trap stop_cluster EXIT
 trap 'exit 130' INT TERM
+halt_poll_apply bench
 
 members=""
 for n in "${nodes[@]}"; do
