@@ -43,6 +43,7 @@ pub mod config;
 pub mod http;
 pub mod incoming;
 pub mod ledger_service;
+pub mod machine;
 pub mod metrics;
 pub mod node;
 pub mod precheck;

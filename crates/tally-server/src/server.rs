@@ -219,6 +219,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         "tallyd is serving"
     );
+    if let Some(advice) = crate::machine::idle_polling_advice() {
+        tracing::info!("{advice}");
+    }
 
     shutdown.wait().await;
     tracing::info!(
