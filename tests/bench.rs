@@ -41,108 +41,66 @@ async fn settled_on(cluster: &Cluster, node: u64) -> u64 {
         .expect("tally_events_settled_total")
 }
 
+/// One measured run against `endpoint` on the test's 20 accounts, counted from its first
+/// event; `args` (split at spaces) add the shape, and `--skip-setup` after the first run.
+async fn bench_on(endpoint: &str, args: &str) -> Summary {
+    let mut all = vec![
+        "--endpoint",
+        endpoint,
+        "--accounts",
+        "20",
+        "--warmup",
+        "0s",
+        "--quiet",
+    ];
+    all.extend(args.split_whitespace());
+    bench(&all).await
+}
+
 #[tokio::test]
 async fn the_load_generator_settles_every_event_it_sends() {
     let cluster = Cluster::start(ClusterSpec::default()).await;
     let leader = cluster.leader().await;
     let endpoint = cluster.node(leader).addrs.client.clone();
     let before = settled_on(&cluster, leader).await;
+    let e = endpoint.as_str();
 
     // Setup, then one event per request: four clients over two shared connections.
-    let one = bench(&[
-        "--endpoint",
-        &endpoint,
-        "--accounts",
-        "20",
-        "--clients",
-        "4",
-        "--connections",
-        "2",
-        "--events",
-        "300",
-        "--warmup",
-        "0s",
-        "--quiet",
-    ])
-    .await;
+    let one = bench_on(e, "--clients 4 --connections 2 --events 300").await;
     // Batches, each reply listing every result, then only the unsettled ones.
-    let every = bench(&[
-        "--endpoint",
-        &endpoint,
-        "--accounts",
-        "20",
-        "--clients",
-        "3",
-        "--events-per-request",
-        "50",
-        "--events",
-        "1000",
-        "--warmup",
-        "0s",
-        "--skip-setup",
-        "--batch-reply",
-        "every",
-        "--quiet",
-    ])
+    let every = bench_on(
+        e,
+        "--skip-setup --clients 3 --events-per-request 50 --batch-reply every --events 1000",
+    )
     .await;
-    let unsettled = bench(&[
-        "--endpoint",
-        &endpoint,
-        "--accounts",
-        "20",
-        "--clients",
-        "2",
-        "--events-per-request",
-        "400",
-        "--events",
-        "2000",
-        "--warmup",
-        "0s",
-        "--skip-setup",
-        "--quiet",
-    ])
+    let unsettled = bench_on(
+        e,
+        "--skip-setup --clients 2 --events-per-request 400 --events 2000",
+    )
     .await;
-    // The same through tally-client's `Client`: one event per call, then batches of both
-    // reply forms.
-    let via_client = |per_request: &'static str, reply: &'static str, events: &'static str| {
-        let endpoint = endpoint.clone();
-        async move {
-            bench(&[
-                "--endpoint",
-                &endpoint,
-                "--accounts",
-                "20",
-                "--clients",
-                "4",
-                "--connections",
-                "2",
-                "--events-per-request",
-                per_request,
-                "--batch-reply",
-                reply,
-                "--events",
-                events,
-                "--warmup",
-                "0s",
-                "--skip-setup",
-                "--via",
-                "client",
-                "--quiet",
-            ])
-            .await
-        }
-    };
-    let client_one = via_client("1", "unsettled", "200").await;
-    let client_every = via_client("30", "every", "600").await;
-    let client_unsettled = via_client("300", "unsettled", "1200").await;
-    for summary in [
+    // The same through tally-client's `Client` (4 clients sharing 2): one event per call, then
+    // batches of both reply forms.
+    let client = "--skip-setup --via client --clients 4 --connections 2";
+    let client_one = bench_on(e, &format!("{client} --events 200")).await;
+    let client_every = bench_on(
+        e,
+        &format!("{client} --events-per-request 30 --batch-reply every --events 600"),
+    )
+    .await;
+    let client_unsettled = bench_on(
+        e,
+        &format!("{client} --events-per-request 300 --events 1200"),
+    )
+    .await;
+    let runs = [
         &one,
         &every,
         &unsettled,
         &client_one,
         &client_every,
         &client_unsettled,
-    ] {
+    ];
+    for summary in runs {
         assert_eq!(summary.errors, 0, "{summary:?}");
         assert_eq!(summary.rejected, 0, "{summary:?}");
         assert!(summary.events_sent > 0, "{summary:?}");
@@ -151,17 +109,7 @@ async fn the_load_generator_settles_every_event_it_sends() {
     assert_eq!(one.requests, one.events_sent);
     assert_eq!(unsettled.requests * 400, unsettled.events_sent);
     assert_eq!(client_one.requests, client_one.events_sent);
-    let sent = [
-        &one,
-        &every,
-        &unsettled,
-        &client_one,
-        &client_every,
-        &client_unsettled,
-    ]
-    .iter()
-    .map(|summary| summary.events_sent)
-    .sum::<u64>();
+    let sent: u64 = runs.iter().map(|summary| summary.events_sent).sum();
     assert_eq!(settled_on(&cluster, leader).await - before, sent);
 }
 
