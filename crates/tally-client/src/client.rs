@@ -20,7 +20,9 @@ use tonic::Status;
 use crate::config::{normalize_endpoint, ClientConfig};
 use crate::error::ClientError;
 use crate::events::EventSubscription;
-use crate::unary::{Connection, RECORD_USAGE_BATCH_PATH, RECORD_USAGE_PATH};
+use crate::unary::{
+    Connection, AUTHORIZE_PATH, RECORD_USAGE_BATCH_PATH, RECORD_USAGE_PATH, RELEASE_PATH,
+};
 use crate::usage::{BatchSummary, EventOutcome, UsageOutcome};
 
 /// Extra time the local timer allows beyond the `grpc-timeout` the server enforces, so that the
@@ -57,8 +59,8 @@ struct Route {
     cursor: usize,
     /// tonic channels (every call but usage), opened lazily.
     channels: HashMap<String, Channel>,
-    /// HTTP/2 connections for usage calls (see `crate::unary`); a slot is replaced once its
-    /// connection has ended.
+    /// HTTP/2 connections for the calls on an application's request path (usage, authorize,
+    /// release; see `crate::unary`); a slot is replaced once its connection has ended.
     connections: HashMap<String, Arc<tokio::sync::OnceCell<Connection>>>,
 }
 
@@ -176,7 +178,7 @@ impl Client {
         Ok(channel)
     }
 
-    /// The usage connection to `endpoint`, opened (or opened again, once the last one ended)
+    /// The request-path connection to `endpoint`, opened (or opened again, once the last one ended)
     /// when needed. Callers share it, as they share a channel.
     async fn connection(&self, endpoint: &str) -> Result<Connection, Status> {
         let slot = {
@@ -347,9 +349,9 @@ impl Client {
         .await
     }
 
-    /// A usage call on the node's [`Connection`] (one socket write per call), its reply
-    /// decoded as `Reply`.
-    async fn usage_call<Reply>(
+    /// A call on the node's [`Connection`] (one socket write per call), its reply decoded as
+    /// `Reply`: usage, authorize and release, the calls an application makes per request.
+    async fn unary_call<Reply>(
         &self,
         what: &str,
         path: &'static str,
@@ -593,10 +595,7 @@ impl Client {
             expires_in_ms,
         };
         request.to_command()?;
-        self.ledger_call("authorize", request, |mut c, r| async move {
-            c.authorize(r).await
-        })
-        .await
+        self.unary_call("authorize", AUTHORIZE_PATH, &request).await
     }
 
     pub async fn release(
@@ -609,12 +608,7 @@ impl Client {
             hold_id: hold_id.to_string(),
         };
         request.to_command()?;
-        self.ledger_call(
-            "release",
-            request,
-            |mut c, r| async move { c.release(r).await },
-        )
-        .await
+        self.unary_call("release", RELEASE_PATH, &request).await
     }
 
     // ---- Usage ------------------------------------------------------------------------------
@@ -626,7 +620,7 @@ impl Client {
         let request = v1::RecordUsageRequest { event: Some(event) };
         request.to_command()?;
         let reply: v1::RecordUsageReply = self
-            .usage_call("record usage", RECORD_USAGE_PATH, &request)
+            .unary_call("record usage", RECORD_USAGE_PATH, &request)
             .await?;
         let result = reply
             .result
@@ -694,7 +688,7 @@ impl Client {
         };
         request.to_command()?;
         let reply = self
-            .usage_call("record usage batch", RECORD_USAGE_BATCH_PATH, &request)
+            .unary_call("record usage batch", RECORD_USAGE_BATCH_PATH, &request)
             .await?;
         Ok((request.events, reply))
     }

@@ -12,8 +12,8 @@
 //!     `attempts_max` and `call_timeout_ms`. Usage events keep their ids, so a retry never
 //!     charges twice; when an earlier attempt settled it, the answer is `Duplicate` carrying the
 //!     original settlement (treat it like `Settled`).
-//!   - Connections: usage calls (`record_usage`, `record_usage_batch*`) go on one HTTP/2
-//!     connection per node ([`unary::Connection`]: the request's headers and message in one
+//!   - Connections: the calls an application makes per request (`record_usage`,
+//!     `record_usage_batch*`, `authorize`, `release`) go on one HTTP/2 connection per node ([`unary::Connection`]: the request's headers and message in one
 //!     socket write), opened on first use and again once it has ended (the node restarted);
 //!     every other call goes through one lazily connected tonic channel per node. Clones of a
 //!     `Client` share both.
@@ -37,9 +37,9 @@
 //! - [`ClientError`] (thiserror): `code()` is always one of the stable [`ErrorCode`]s;
 //!   `message()`, `details()`, `is_transient()`.
 //! - [`usage_event`], [`new_event_id`]: helpers to build events.
-//! - [`unary`]: gRPC unary calls on a bare HTTP/2 connection (what usage is sent on; also
-//!   `tally-bench`'s load): [`unary::Connection::open`], `call` (reply and metadata),
-//!   `unary` (with a local deadline), the usage paths.
+//! - [`unary`]: gRPC unary calls on a bare HTTP/2 connection (what usage, authorize and release
+//!   are sent on; also `tally-bench`'s load): [`unary::Connection::open`], `call` (reply and
+//!   metadata), `unary` (with a local deadline), the paths of those calls.
 
 mod batch;
 mod client;

@@ -1,5 +1,6 @@
 //! gRPC unary calls on a bare HTTP/2 connection (the `h2` crate): how [`crate::Client`] sends
-//! usage (`RecordUsage`, `RecordUsageBatch`), and how `tally-bench` sends its load.
+//! the calls on an application's request path (`RecordUsage`, `RecordUsageBatch`,
+//! `Authorize`, `Release`), and how `tally-bench` sends its load.
 //!
 //! Why not tonic's `Channel`: through hyper's HTTP/2 client a request's headers and its message
 //! leave in two socket writes. hyper hands the body to a task of its own when h2 has no send
@@ -25,9 +26,12 @@ use tokio::net::TcpStream;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
-/// The gRPC paths of the usage calls (`tally.v1.Ledger`), as sent on a [`Connection`].
+/// The gRPC paths of the calls on an application's request path (`tally.v1.Ledger`), as sent on
+/// a [`Connection`].
 pub const RECORD_USAGE_PATH: &str = "/tally.v1.Ledger/RecordUsage";
 pub const RECORD_USAGE_BATCH_PATH: &str = "/tally.v1.Ledger/RecordUsageBatch";
+pub const AUTHORIZE_PATH: &str = "/tally.v1.Ledger/Authorize";
+pub const RELEASE_PATH: &str = "/tally.v1.Ledger/Release";
 
 /// The stream and connection windows this client offers (replies to an 8,190-event batch
 /// asking for every result are a few MiB).
