@@ -1733,3 +1733,100 @@ async fn client_usage_follows_the_leader_and_reconnects_after_a_restart() {
     let account = via_follower.get_account("acme").await.unwrap();
     assert_eq!(account.balance, "988");
 }
+
+/// A node that stops answering without closing its connections (SIGSTOP: its kernel keeps the
+/// TCP connection up and even acknowledges what the client sends) is given up by the client's
+/// HTTP/2 pings, not at each call's deadline: a usage call sent to the stopped leader moves on
+/// to the new leader and settles well inside its own per-attempt deadline of 60 s (without the
+/// pings the first attempt alone waits those 60 s: checked).
+#[tokio::test]
+async fn client_gives_up_a_silent_node_by_its_pings() {
+    use tally_client::{usage_event, v1, Client, ClientConfig};
+    use tally_tests::faults::cluster::{FaultCluster, FaultSpec};
+
+    let mut cluster = FaultCluster::start(FaultSpec {
+        voters: 3,
+        max_nodes: 3,
+        ..FaultSpec::default()
+    })
+    .await;
+    let addr_of: Vec<(u64, String)> = cluster
+        .running()
+        .into_iter()
+        .map(|id| (id, cluster.node(id).addrs.client.clone()))
+        .collect();
+    let client = Client::new(ClientConfig {
+        request_timeout_ms: 60_000,
+        call_timeout_ms: 120_000,
+        keep_alive_interval_ms: 300,
+        keep_alive_timeout_ms: 300,
+        ..ClientConfig::with_endpoints(addr_of.iter().map(|(_, addr)| addr.clone()))
+    })
+    .unwrap();
+    client.create_asset("CREDITS", 0).await.unwrap();
+    client
+        .publish_prices(v1::PublishPricesRequest {
+            book: "std".into(),
+            asset: "CREDITS".into(),
+            effective_from_ms: None,
+            rates: vec![v1::Rate {
+                meter: "tokens".into(),
+                dimensions: Vec::new(),
+                model: Some(v1::rate::Model::PerUnit(v1::PerUnit {
+                    unit_price: "1".into(),
+                    per: "1".into(),
+                })),
+            }],
+        })
+        .await
+        .unwrap();
+    client
+        .create_account(v1::CreateAccountRequest {
+            id: "acme".into(),
+            asset: "CREDITS".into(),
+            price_book: Some("std".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    client
+        .add_grant(v1::AddGrantRequest {
+            account: "acme".into(),
+            grant_id: "g".into(),
+            category: v1::GrantCategory::Purchased as i32,
+            amount: "100".into(),
+            paid: Some("1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let occurred = tally_tests::now_ms();
+    let first = client
+        .record_usage(usage_event("k-1", "acme", "tokens", "1", occurred))
+        .await
+        .unwrap();
+    assert_eq!(first.kind(), "settled", "{first:?}");
+    let leader_addr = client.known_leader().expect("a leader learned");
+    let leader = addr_of
+        .iter()
+        .find(|(_, addr)| *addr == leader_addr)
+        .map(|(id, _)| *id)
+        .expect("the leader is one of the nodes");
+
+    cluster.pause(leader);
+    let started = Instant::now();
+    let second = client
+        .record_usage(usage_event("k-2", "acme", "tokens", "2", occurred))
+        .await;
+    let took = started.elapsed();
+    cluster.resume(leader);
+    let second = second.unwrap();
+    assert_eq!(second.kind(), "settled", "{second:?}");
+    assert!(
+        took < Duration::from_secs(30),
+        "the call took {took:?}: it waited on the silent connection"
+    );
+    assert_ne!(client.known_leader(), Some(leader_addr));
+    let account = client.get_account("acme").await.unwrap();
+    assert_eq!(account.balance, "97");
+}

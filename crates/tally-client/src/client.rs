@@ -21,7 +21,7 @@ use crate::config::{normalize_endpoint, ClientConfig};
 use crate::error::ClientError;
 use crate::events::EventSubscription;
 use crate::unary::{
-    Connection, AUTHORIZE_PATH, RECORD_USAGE_BATCH_PATH, RECORD_USAGE_PATH, RELEASE_PATH,
+    Connection, KeepAlive, AUTHORIZE_PATH, RECORD_USAGE_BATCH_PATH, RECORD_USAGE_PATH, RELEASE_PATH,
 };
 use crate::usage::{BatchSummary, EventOutcome, UsageOutcome};
 
@@ -191,10 +191,18 @@ impl Client {
         };
         let config = &self.shared.config;
         let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
+        let keep_alive = (config.keep_alive_interval_ms > 0).then(|| KeepAlive {
+            interval: Duration::from_millis(config.keep_alive_interval_ms),
+            timeout: Duration::from_millis(config.keep_alive_timeout_ms.max(1)),
+        });
         slot.get_or_try_init(|| async {
-            Connection::open(endpoint, connect_timeout)
-                .await
-                .map(|connection| connection.with_reply_bytes_max(config.reply_bytes_max))
+            let opened = match keep_alive {
+                Some(keep_alive) => {
+                    Connection::open_keeping_alive(endpoint, connect_timeout, keep_alive).await
+                }
+                None => Connection::open(endpoint, connect_timeout).await,
+            };
+            opened.map(|connection| connection.with_reply_bytes_max(config.reply_bytes_max))
         })
         .await
         .cloned()

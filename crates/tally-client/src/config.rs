@@ -23,6 +23,13 @@ pub struct ClientConfig {
     pub backoff_ms_max: u64,
     /// Largest reply accepted (history pages and batch replies can be large).
     pub reply_bytes_max: usize,
+    /// HTTP/2 pings on the connection usage, authorize and release go on: one every this
+    /// many ms (0: none). A ping unanswered within `keep_alive_timeout_ms` ends the
+    /// connection and fails its calls in flight, which are then retried elsewhere: a node
+    /// whose machine vanished (no reset, no close) costs a call about interval + timeout
+    /// instead of its whole `request_timeout_ms`.
+    pub keep_alive_interval_ms: u64,
+    pub keep_alive_timeout_ms: u64,
 }
 
 impl Default for ClientConfig {
@@ -36,6 +43,8 @@ impl Default for ClientConfig {
             backoff_ms_initial: 50,
             backoff_ms_max: 1_000,
             reply_bytes_max: 64 * 1024 * 1024,
+            keep_alive_interval_ms: 2_000,
+            keep_alive_timeout_ms: 2_000,
         }
     }
 }

@@ -14,7 +14,10 @@
 //!     original settlement (treat it like `Settled`).
 //!   - Connections: the calls an application makes per request (`record_usage`,
 //!     `record_usage_batch*`, `authorize`, `release`) go on one HTTP/2 connection per node ([`unary::Connection`]: the request's headers and message in one
-//!     socket write), opened on first use and again once it has ended (the node restarted);
+//!     socket write), opened on first use and again once it has ended (the node restarted),
+//!     and pinged every `keep_alive_interval_ms` (2 s): a ping unanswered within
+//!     `keep_alive_timeout_ms` (2 s) ends it, so a node that went silent without closing it
+//!     fails the calls on it for retry elsewhere instead of holding them to their deadline;
 //!     every other call goes through one lazily connected tonic channel per node. Clones of a
 //!     `Client` share both.
 //!   - Deadlines: `request_timeout_ms` per attempt (also sent as `grpc-timeout`);

@@ -60,11 +60,39 @@ pub struct Reply {
     pub metadata: MetadataMap,
 }
 
+/// HTTP/2 pings on an open connection: one every `interval`; a ping not answered within
+/// `timeout` ends the connection, failing the calls in flight on it (a peer that vanished
+/// without closing it, or a link that went dark, is noticed then, not only at each call's
+/// deadline).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeepAlive {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
 impl Connection {
     /// Opens a TCP connection to `address` (`host:port`) and does the HTTP/2 handshake; the
     /// connection is driven by a task of its own until every clone is dropped. Failing to
-    /// connect is `Unavailable`, naming the address.
+    /// connect is `Unavailable`, naming the address. No keep-alive pings (see
+    /// [`Connection::open_keeping_alive`]).
     pub async fn open(address: &str, connect_timeout: Duration) -> Result<Connection, Status> {
+        Connection::open_with(address, connect_timeout, None).await
+    }
+
+    /// [`Connection::open`], then pings the server as `keep_alive` says.
+    pub async fn open_keeping_alive(
+        address: &str,
+        connect_timeout: Duration,
+        keep_alive: KeepAlive,
+    ) -> Result<Connection, Status> {
+        Connection::open_with(address, connect_timeout, Some(keep_alive)).await
+    }
+
+    async fn open_with(
+        address: &str,
+        connect_timeout: Duration,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<Connection, Status> {
         let authority = address
             .strip_prefix("http://")
             .unwrap_or(address)
@@ -82,7 +110,7 @@ impl Connection {
             .map_err(|error| cannot(error.to_string()))?;
         tcp.set_nodelay(true)
             .map_err(|error| cannot(error.to_string()))?;
-        let (send, connection) = h2::client::Builder::new()
+        let (send, mut connection) = h2::client::Builder::new()
             .initial_window_size(WINDOW_BYTES)
             .initial_connection_window_size(WINDOW_BYTES)
             .handshake::<_, Bytes>(tcp)
@@ -90,10 +118,32 @@ impl Connection {
             .map_err(|error| cannot(format!("HTTP/2 handshake: {error}")))?;
         let closed = Arc::new(AtomicBool::new(false));
         let ended = closed.clone();
+        let pinger = keep_alive.and_then(|keep_alive| Some((keep_alive, connection.ping_pong()?)));
         tokio::spawn(async move {
             // Ends when the server closes the connection, it breaks, or every clone is
-            // dropped; a call in flight then fails with its own error.
-            let _ = connection.await;
+            // dropped, or a ping goes unanswered; a call in flight then fails with its own
+            // error (dropping the connection fails its streams).
+            match pinger {
+                None => {
+                    let _ = connection.await;
+                }
+                Some((keep_alive, mut ping_pong)) => {
+                    let pings = async move {
+                        loop {
+                            tokio::time::sleep(keep_alive.interval).await;
+                            let pong = ping_pong.ping(h2::Ping::opaque());
+                            match tokio::time::timeout(keep_alive.timeout, pong).await {
+                                Ok(Ok(_)) => {}
+                                Ok(Err(_)) | Err(_) => break,
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = &mut connection => {}
+                        () = pings => {}
+                    }
+                }
+            }
             ended.store(true, Ordering::Release);
         });
         Ok(Connection {
