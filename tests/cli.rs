@@ -1473,31 +1473,10 @@ async fn a_retry_through_another_node_settles_the_event_once() {
     cluster.converged_hash(&running).await;
 }
 
-/// The client library itself (what the CLI is built on): leader routing from a follower-only
-/// endpoint list, the batching helper with per-event outcomes, and the event subscription.
-#[tokio::test]
-async fn client_library_routes_batches_and_streams() {
-    use tally_client::{usage_event, v1, Client, ClientConfig, UsageBatcher, UsageOutcome};
-
-    let cluster = Cluster::start(ClusterSpec::default()).await;
-    let leader = cluster.leader().await;
-    let followers: Vec<String> = cluster
-        .running()
-        .into_iter()
-        .filter(|id| *id != leader)
-        .map(|id| cluster.node(id).addrs.client.clone())
-        .collect();
-    let dead = format!("127.0.0.1:{}", free_ports(1)[0]);
-    let mut endpoints = vec![dead];
-    endpoints.extend(followers);
-    let client = Client::new(ClientConfig::with_endpoints(endpoints)).unwrap();
-
-    client.create_asset("CREDITS", 0).await.unwrap();
-    // A follower forwarded the write and named the leader; the client now goes there first.
-    assert_eq!(
-        client.known_leader().as_deref(),
-        Some(cluster.node(leader).addrs.client.as_str())
-    );
+/// Through `client`, once asset `CREDITS` exists: price book `std` charging 1 per `tokens`,
+/// and account `acme` (alert thresholds `thresholds`) with a purchased grant of 100 credits.
+async fn price_and_fund_acme(client: &tally_client::Client, thresholds: &[&str]) {
+    use tally_client::v1;
     client
         .publish_prices(v1::PublishPricesRequest {
             book: "std".into(),
@@ -1519,7 +1498,7 @@ async fn client_library_routes_batches_and_streams() {
             id: "acme".into(),
             asset: "CREDITS".into(),
             price_book: Some("std".into()),
-            thresholds: vec!["50".into()],
+            thresholds: thresholds.iter().map(|t| t.to_string()).collect(),
             ..Default::default()
         })
         .await
@@ -1535,6 +1514,34 @@ async fn client_library_routes_batches_and_streams() {
         })
         .await
         .unwrap();
+}
+
+/// The client library itself (what the CLI is built on): leader routing from a follower-only
+/// endpoint list, the batching helper with per-event outcomes, and the event subscription.
+#[tokio::test]
+async fn client_library_routes_batches_and_streams() {
+    use tally_client::{usage_event, Client, ClientConfig, UsageBatcher, UsageOutcome};
+
+    let cluster = Cluster::start(ClusterSpec::default()).await;
+    let leader = cluster.leader().await;
+    let followers: Vec<String> = cluster
+        .running()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .map(|id| cluster.node(id).addrs.client.clone())
+        .collect();
+    let dead = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let mut endpoints = vec![dead];
+    endpoints.extend(followers);
+    let client = Client::new(ClientConfig::with_endpoints(endpoints)).unwrap();
+
+    client.create_asset("CREDITS", 0).await.unwrap();
+    // A follower forwarded the write and named the leader; the client now goes there first.
+    assert_eq!(
+        client.known_leader().as_deref(),
+        Some(cluster.node(leader).addrs.client.as_str())
+    );
+    price_and_fund_acme(&client, &["50"]).await;
 
     // 23 events through a batcher of 7 with 3 batches in flight: three full batches sent by
     // `push`, two events left for `flush`; outcomes come back per event, in push order.
@@ -1741,7 +1748,7 @@ async fn client_usage_follows_the_leader_and_reconnects_after_a_restart() {
 /// pings the first attempt alone waits those 60 s: checked).
 #[tokio::test]
 async fn client_gives_up_a_silent_node_by_its_pings() {
-    use tally_client::{usage_event, v1, Client, ClientConfig};
+    use tally_client::{usage_event, Client, ClientConfig};
     use tally_tests::faults::cluster::{FaultCluster, FaultSpec};
 
     let mut cluster = FaultCluster::start(FaultSpec {
@@ -1764,42 +1771,7 @@ async fn client_gives_up_a_silent_node_by_its_pings() {
     })
     .unwrap();
     client.create_asset("CREDITS", 0).await.unwrap();
-    client
-        .publish_prices(v1::PublishPricesRequest {
-            book: "std".into(),
-            asset: "CREDITS".into(),
-            effective_from_ms: None,
-            rates: vec![v1::Rate {
-                meter: "tokens".into(),
-                dimensions: Vec::new(),
-                model: Some(v1::rate::Model::PerUnit(v1::PerUnit {
-                    unit_price: "1".into(),
-                    per: "1".into(),
-                })),
-            }],
-        })
-        .await
-        .unwrap();
-    client
-        .create_account(v1::CreateAccountRequest {
-            id: "acme".into(),
-            asset: "CREDITS".into(),
-            price_book: Some("std".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    client
-        .add_grant(v1::AddGrantRequest {
-            account: "acme".into(),
-            grant_id: "g".into(),
-            category: v1::GrantCategory::Purchased as i32,
-            amount: "100".into(),
-            paid: Some("1".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    price_and_fund_acme(&client, &[]).await;
     let occurred = tally_tests::now_ms();
     let first = client
         .record_usage(usage_event("k-1", "acme", "tokens", "1", occurred))
