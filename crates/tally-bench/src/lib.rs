@@ -24,9 +24,10 @@
 //!
 //! The crate talks to the cluster with tonic and that transport directly (the generated clients
 //! of `tally_proto::v1` for setup, [`reply`] and the connections for the load), not through
-//! `tally-client`'s `Client`, on purpose: that client retries transient errors (a benchmark must count them, not hide them)
-//! and parses every settlement's amounts into `Amount`s (client CPU that competes with the
-//! nodes when both run on one machine).
+//! `tally-client`'s `Client`, on purpose: that client retries transient errors (a benchmark
+//! must count them, not hide them) and parses every settlement's amounts into `Amount`s
+//! (client CPU that competes with the nodes when both run on one machine). `--via client`
+//! sends the load through `Client` all the same, to measure what an application gets.
 //! Benchmarks are measurements, never tests: nothing here runs in `make test` except unit
 //! tests of the bench's own logic.
 

@@ -213,48 +213,48 @@ impl UsageSender {
         request: UsageRequest,
         timeout: Duration,
     ) -> Result<Counts, tonic::Status> {
-        if let Via::Client(client) = &self.via {
-            return send_through_client(client, request, self.every_result)
-                .await
-                .map_err(|error| TallyError::new(error.code(), error.to_string()).to_status());
-        }
+        let connection = match &self.via {
+            Via::Connection(connection) => connection,
+            Via::Client(client) => {
+                return send_through_client(client, request, self.every_result)
+                    .await
+                    .map_err(|error| TallyError::new(error.code(), error.to_string()).to_status())
+            }
+        };
         let (request, event_count) = match request {
             UsageRequest::One(request) => {
-                let reply: CountedReply = self.unary(RECORD_USAGE_PATH, &request, timeout).await?;
+                let reply: CountedReply =
+                    unary(connection, RECORD_USAGE_PATH, &request, timeout).await?;
                 return Ok(Counts::of_results(reply.result));
             }
             UsageRequest::Batch { request, events } => (request, events),
         };
         if self.every_result {
-            let reply: CountedBatchReply = self
-                .unary(RECORD_USAGE_BATCH_PATH, &request, timeout)
-                .await?;
+            let reply: CountedBatchReply =
+                unary(connection, RECORD_USAGE_BATCH_PATH, &request, timeout).await?;
             Ok(Counts::of_results(reply.results))
         } else {
-            let reply: UnsettledBatchReply = self
-                .unary(RECORD_USAGE_BATCH_PATH, &request, timeout)
-                .await?;
+            let reply: UnsettledBatchReply =
+                unary(connection, RECORD_USAGE_BATCH_PATH, &request, timeout).await?;
             Ok(Counts::of_unsettled(reply, event_count))
         }
     }
+}
 
-    /// One unary call of `path`, its reply decoded as `Reply` (a reading of the real one).
-    async fn unary<Reply>(
-        &self,
-        path: &'static str,
-        message: &impl Message,
-        timeout: Duration,
-    ) -> Result<Reply, tonic::Status>
-    where
-        Reply: prost::Message + Default,
-    {
-        let Via::Connection(connection) = &self.via else {
-            return Err(tonic::Status::internal("not sent on a connection"));
-        };
-        let reply = connection.unary(path, message, timeout).await?;
-        Reply::decode(reply)
-            .map_err(|error| tonic::Status::internal(format!("{path}: the reply: {error}")))
-    }
+/// One unary call of `path` on `connection`, its reply decoded as `Reply` (a reading of the
+/// real one).
+async fn unary<Reply>(
+    connection: &Connection,
+    path: &'static str,
+    message: &impl Message,
+    timeout: Duration,
+) -> Result<Reply, tonic::Status>
+where
+    Reply: prost::Message + Default,
+{
+    let reply = connection.unary(path, message, timeout).await?;
+    Reply::decode(reply)
+        .map_err(|error| tonic::Status::internal(format!("{path}: the reply: {error}")))
 }
 
 /// `request` sent with `client`'s `record_usage`, `record_usage_batch` (every result) or
