@@ -367,4 +367,46 @@ mod tests {
         assert_eq!(back.leader_addr.as_deref(), Some("127.0.0.1:7102"));
         assert_eq!(back.leader_id, Some(2));
     }
+
+    /// A server that accepted the connection and then went silent (a stopped process, a
+    /// vanished machine): with pings the connection ends and its calls fail as `Unavailable`;
+    /// without them it stays open.
+    #[tokio::test]
+    async fn an_unanswered_ping_ends_the_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let keep_alive = KeepAlive {
+            interval: Duration::from_millis(50),
+            timeout: Duration::from_millis(50),
+        };
+        let pinged = Connection::open_keeping_alive(&address, Duration::from_secs(2), keep_alive)
+            .await
+            .unwrap();
+        let quiet = Connection::open(&address, Duration::from_secs(2))
+            .await
+            .unwrap();
+        // Accepted and held, never read or answered.
+        let _held = (
+            listener.accept().await.unwrap(),
+            listener.accept().await.unwrap(),
+        );
+        let waited = std::time::Instant::now();
+        while !pinged.is_closed() {
+            assert!(
+                waited.elapsed() < Duration::from_secs(10),
+                "the pinged connection is still open"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let error = pinged
+            .unary(
+                RECORD_USAGE_PATH,
+                &RecordUsageBatchWire::default(),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Code::Unavailable, "{error}");
+        assert!(!quiet.is_closed());
+    }
 }
