@@ -599,6 +599,29 @@ async fn every_command_in_human_and_json_form() {
     .ok()
     .json();
     assert_eq!(s(&json, "available_after"), "14637.9");
+    assert_eq!(json["already_existed"], false);
+    // The same authorization again (a retry): nothing changes, and the reply says so rather
+    // than showing an expiry and balance it does not carry.
+    let again = [
+        "hold",
+        "authorize",
+        "acme",
+        "--id",
+        "job-2",
+        "--amount",
+        "50",
+        "--expires-in",
+        "90s",
+    ];
+    tally(e, &again)
+        .ok()
+        .has("hold job-2 on acme already existed with amount 50; nothing changed");
+    let json = tally(e, &[&["--json"][..], &again[..]].concat())
+        .ok()
+        .json();
+    assert_eq!(json["already_existed"], true);
+    assert_eq!(json["expires_at"], Value::Null);
+    assert_eq!(json["available_after"], Value::Null);
     let json = tally(
         e,
         &[

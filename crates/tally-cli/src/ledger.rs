@@ -386,8 +386,20 @@ pub async fn hold(client: &Client, out: Output, command: HoldCommand) -> Command
                 ));
             }
             let reply = client.authorize(&account, &id, &amount, expires_in).await?;
+            // A retry of an authorization that already holds (same id and amount) changes
+            // nothing, and its reply carries no expiry or balance.
+            let existed = reply.already_existed;
             if out.json {
-                out.json(&json!({"account": account, "hold": id, "amount": amount, "expires_at": time_json(Some(reply.expires_at_ms)), "available_after": reply.available_after, "log_index": log_index(&reply.write)}));
+                out.json(&json!({
+                    "account": account, "hold": id, "amount": amount, "already_existed": existed,
+                    "expires_at": time_json((!existed).then_some(reply.expires_at_ms)),
+                    "available_after": if existed { serde_json::Value::Null } else { json!(reply.available_after) },
+                    "log_index": log_index(&reply.write),
+                }));
+            } else if existed {
+                println!(
+                    "hold {id} on {account} already existed with amount {amount}; nothing changed"
+                );
             } else {
                 print!(
                     "{}",
