@@ -581,28 +581,7 @@ async fn every_command_in_human_and_json_form() {
     )
     .ok()
     .has("available after 14687.9");
-    let json = tally(
-        e,
-        &[
-            "--json",
-            "hold",
-            "authorize",
-            "acme",
-            "--id",
-            "job-2",
-            "--amount",
-            "50",
-            "--expires-in",
-            "90s",
-        ],
-    )
-    .ok()
-    .json();
-    assert_eq!(s(&json, "available_after"), "14637.9");
-    assert_eq!(json["already_existed"], false);
-    // The same authorization again (a retry): nothing changes, and the reply says so rather
-    // than showing an expiry and balance it does not carry.
-    let again = [
+    let job_2 = [
         "hold",
         "authorize",
         "acme",
@@ -613,10 +592,17 @@ async fn every_command_in_human_and_json_form() {
         "--expires-in",
         "90s",
     ];
-    tally(e, &again)
+    let json = tally(e, &[&["--json"][..], &job_2[..]].concat())
+        .ok()
+        .json();
+    assert_eq!(s(&json, "available_after"), "14637.9");
+    assert_eq!(json["already_existed"], false);
+    // The same authorization again (a retry): nothing changes, and the reply says so rather
+    // than showing an expiry and balance it does not carry.
+    tally(e, &job_2)
         .ok()
         .has("hold job-2 on acme already existed with amount 50; nothing changed");
-    let json = tally(e, &[&["--json"][..], &again[..]].concat())
+    let json = tally(e, &[&["--json"][..], &job_2[..]].concat())
         .ok()
         .json();
     assert_eq!(json["already_existed"], true);
