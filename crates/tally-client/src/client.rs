@@ -21,7 +21,8 @@ use crate::config::{normalize_endpoint, ClientConfig};
 use crate::error::ClientError;
 use crate::events::EventSubscription;
 use crate::unary::{
-    Connection, KeepAlive, AUTHORIZE_PATH, RECORD_USAGE_BATCH_PATH, RECORD_USAGE_PATH, RELEASE_PATH,
+    Connection, KeepAlive, AUTHORIZE_PATH, GET_ACCOUNT_PATH, RECORD_USAGE_BATCH_PATH,
+    RECORD_USAGE_PATH, RELEASE_PATH,
 };
 use crate::usage::{BatchSummary, EventOutcome, UsageOutcome};
 
@@ -60,7 +61,7 @@ struct Route {
     /// tonic channels (every call but usage), opened lazily.
     channels: HashMap<String, Channel>,
     /// HTTP/2 connections for the calls on an application's request path (usage, authorize,
-    /// release; see `crate::unary`); a slot is replaced once its connection has ended.
+    /// release, get account; see `crate::unary`); a slot is replaced once its connection has ended.
     connections: HashMap<String, Arc<tokio::sync::OnceCell<Connection>>>,
 }
 
@@ -358,7 +359,8 @@ impl Client {
     }
 
     /// A call on the node's [`Connection`] (one socket write per call), its reply decoded as
-    /// `Reply`: usage, authorize and release, the calls an application makes per request.
+    /// `Reply`: usage, authorize, release and get account, the calls an application makes per
+    /// request.
     async fn unary_call<Reply>(
         &self,
         what: &str,
@@ -502,10 +504,8 @@ impl Client {
             account: account.to_string(),
             consistency: v1::Consistency::Linearizable as i32,
         };
-        let reply = self
-            .ledger_call("get account", request, |mut c, r| async move {
-                c.get_account(r).await
-            })
+        let reply: v1::GetAccountReply = self
+            .unary_call("get account", GET_ACCOUNT_PATH, &request)
             .await?;
         reply
             .account

@@ -13,7 +13,8 @@
 //!     charges twice; when an earlier attempt settled it, the answer is `Duplicate` carrying the
 //!     original settlement (treat it like `Settled`).
 //!   - Connections: the calls an application makes per request (`record_usage`,
-//!     `record_usage_batch*`, `authorize`, `release`) go on one HTTP/2 connection per node ([`unary::Connection`]: the request's headers and message in one
+//!     `record_usage_batch*`, `authorize`, `release`, `get_account`) go on one HTTP/2
+//!     connection per node ([`unary::Connection`]: the request's headers and message in one
 //!     socket write), opened on first use and again once it has ended (the node restarted),
 //!     and pinged every `keep_alive_interval_ms` (2 s): a ping unanswered within
 //!     `keep_alive_timeout_ms` (2 s) ends it, so a node that went silent without closing it
@@ -40,9 +41,9 @@
 //! - [`ClientError`] (thiserror): `code()` is always one of the stable [`ErrorCode`]s;
 //!   `message()`, `details()`, `is_transient()`.
 //! - [`usage_event`], [`new_event_id`]: helpers to build events.
-//! - [`unary`]: gRPC unary calls on a bare HTTP/2 connection (what usage, authorize and release
-//!   are sent on; also `tally-bench`'s load): [`unary::Connection::open`], `call` (reply and
-//!   metadata), `unary` (with a local deadline), the paths of those calls.
+//! - [`unary`]: gRPC unary calls on a bare HTTP/2 connection (what usage, authorize, release
+//!   and `get_account` are sent on; also `tally-bench`'s load): [`unary::Connection::open`],
+//!   `call` (reply and metadata), `unary` (with a local deadline), the paths of those calls.
 
 mod batch;
 mod client;

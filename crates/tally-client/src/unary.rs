@@ -1,6 +1,6 @@
 //! gRPC unary calls on a bare HTTP/2 connection (the `h2` crate): how [`crate::Client`] sends
 //! the calls on an application's request path (`RecordUsage`, `RecordUsageBatch`,
-//! `Authorize`, `Release`), and how `tally-bench` sends its load.
+//! `Authorize`, `Release`, `GetAccount`), and how `tally-bench` sends its load.
 //!
 //! Why not tonic's `Channel`: through hyper's HTTP/2 client a request's headers and its message
 //! leave in two socket writes. hyper hands the body to a task of its own when h2 has no send
@@ -32,6 +32,7 @@ pub const RECORD_USAGE_PATH: &str = "/tally.v1.Ledger/RecordUsage";
 pub const RECORD_USAGE_BATCH_PATH: &str = "/tally.v1.Ledger/RecordUsageBatch";
 pub const AUTHORIZE_PATH: &str = "/tally.v1.Ledger/Authorize";
 pub const RELEASE_PATH: &str = "/tally.v1.Ledger/Release";
+pub const GET_ACCOUNT_PATH: &str = "/tally.v1.Ledger/GetAccount";
 
 /// The stream and connection windows this client offers (replies to an 8,190-event batch
 /// asking for every result are a few MiB).
