@@ -12,7 +12,7 @@ use clap::Parser;
 use prost::Message;
 use tally_bench::options::Cli;
 use tally_bench::summary::Summary;
-use tally_client::unary::Connection;
+use tally_client::unary::{Connection, RECORD_USAGE_PATH};
 use tally_tests::tally_proto::v1;
 use tally_tests::{Cluster, ClusterSpec};
 use tonic::Code;
@@ -123,7 +123,7 @@ async fn a_refused_call_comes_back_as_its_status() {
     // No event: refused before anything is proposed, naming the field.
     let refused = connection
         .unary(
-            "/tally.v1.Ledger/RecordUsage",
+            RECORD_USAGE_PATH,
             &v1::RecordUsageRequest::default(),
             Duration::from_secs(5),
         )

@@ -273,10 +273,10 @@ async fn send_through_client(
             return Ok(counts);
         }
         UsageRequest::Batch { request, .. } => {
-            let request = v1::RecordUsageBatchRequest::decode(request.encode_to_vec().as_slice())
-                .map_err(|error| {
-                tally_client::ClientError::Protocol(format!("the batch built: {error}"))
-            })?;
+            let request =
+                v1::RecordUsageBatchRequest::decode(request.bytes().clone()).map_err(|error| {
+                    tally_client::ClientError::Protocol(format!("the batch built: {error}"))
+                })?;
             (request.events, request.atomic)
         }
     };

@@ -249,7 +249,7 @@ impl Connection {
 
 /// `message`'s encoding behind gRPC's five-byte prefix (not compressed, length big-endian),
 /// encoded straight into the buffer the request is sent from.
-pub fn length_prefixed(message: &impl Message) -> Bytes {
+fn length_prefixed(message: &impl Message) -> Bytes {
     let len = message.encoded_len();
     let mut framed = BytesMut::with_capacity(5 + len);
     framed.put_u8(0);
@@ -259,7 +259,7 @@ pub fn length_prefixed(message: &impl Message) -> Bytes {
 }
 
 /// The one length-prefixed message of a unary reply.
-pub fn one_message(mut received: Bytes) -> Result<Bytes, Status> {
+fn one_message(mut received: Bytes) -> Result<Bytes, Status> {
     if received.len() < 5 {
         return Err(Status::internal(format!(
             "the reply holds {} bytes, not a length-prefixed message",
@@ -284,7 +284,7 @@ pub fn one_message(mut received: Bytes) -> Result<Bytes, Status> {
 /// The status in `headers` (`grpc-status`, and `grpc-message`, `grpc-status-details-bin` and
 /// the other headers as metadata, read as tonic reads them): `Ok(())` for OK, `None` when
 /// there is none.
-pub fn grpc_status(headers: &http::HeaderMap) -> Option<Result<(), Status>> {
+fn grpc_status(headers: &http::HeaderMap) -> Option<Result<(), Status>> {
     let status = Status::from_header_map(headers)?;
     Some(match status.code() {
         Code::Ok => Ok(()),
