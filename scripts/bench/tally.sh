@@ -17,6 +17,10 @@
 #   BENCH_PERF_SHAPE=64x1     record a perf profile of the leader during that shape
 #                             (BENCH_PERF_CALLGRAPH=dwarf,8192 for call stacks, BENCH_PERF_HZ=499)
 #                             (target/bench/perf-SHAPE.data; perf report -i it)
+#   BENCH_TIMELINE_SHAPE=1x1  trace system calls on the whole machine for a second of that
+#                             shape (one client) and print where one request's time goes, step
+#                             by step (timeline.py; trace in BENCH_TIMELINE_DIR, default /dev/shm,
+#                             table in target/bench/timeline-SHAPE.txt)
 #   BENCH_SNAPSHOT_LOGS=N     build a snapshot every N applied entries (node default 50,000;
 #                             lower it to have snapshot builds fall inside the measured runs)
 #   BENCH_NODE_TOML='...'   extra TOML appended to every node's config (try a setting, e.g.
@@ -52,6 +56,17 @@ warmup="${BENCH_WARMUP_SECONDS:-2}"
 accounts="${BENCH_ACCOUNTS:-10000}"
 shapes="${BENCH_SHAPES:-1x1 64x1 16x100 4x8190}"
 port_base="${BENCH_PORT_BASE:-7400}"
+if [ -n "${BENCH_TIMELINE_SHAPE:-}" ]; then
+    # The timeline follows one request at a time through the processes' system calls.
+    if ! [[ "$BENCH_TIMELINE_SHAPE" =~ ^1x[0-9]+$ ]]; then
+        echo "bench: BENCH_TIMELINE_SHAPE=$BENCH_TIMELINE_SHAPE: the timeline needs a shape with one client (1xN)" >&2
+        exit 2
+    fi
+    if ! command -v perf >/dev/null; then
+        echo "bench: BENCH_TIMELINE_SHAPE needs perf (linux-perf), which is not installed" >&2
+        exit 2
+    fi
+fi
 # Longer than cluster-config/'s 100 ms heartbeat: openraft gives an AppendEntries the heartbeat
 # interval as its deadline, and on a loaded 2-core machine a 100 ms deadline on a multi-MiB
 # append (4 x 8,190 events) expires, which starts elections in the middle of a run.
@@ -215,6 +230,16 @@ for shape in $shapes; do
         perf_pid=$!
         echo "bench: profiling node $leader_node (the leader) into $perf_data"
     fi
+    timeline_pid=""
+    if [ "${BENCH_TIMELINE_SHAPE:-}" = "$shape" ] && [ -n "$leader_node" ]; then
+        timeline_data="${BENCH_TIMELINE_DIR:-/dev/shm}/tally-timeline-$shape.data"
+        # After the warm-up, one second of the measured run.
+        (sleep "$((warmup + 1))"
+         perf record -a -o "$timeline_data" -e syscalls:sys_enter_writev,syscalls:sys_exit_recvfrom,syscalls:sys_enter_pwrite64,syscalls:sys_enter_fdatasync,syscalls:sys_exit_fdatasync \
+             -- sleep 1) >"$work/timeline.log" 2>&1 &
+        timeline_pid=$!
+        echo "bench: tracing system calls for 1 s of $shape into $timeline_data"
+    fi
     # The load generator shares the cores with the nodes: its CPU time (bash's `time`, user +
     # system seconds) is reported next to theirs. Its own stderr goes through fd 3.
     bench_status=0
@@ -226,6 +251,20 @@ for shape in $shapes; do
         failed_shapes+=("$shape")
     fi
     if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
+    if [ -n "$timeline_pid" ]; then
+        followers=()
+        for n in "${nodes[@]}"; do
+            if [ "$n" != "$leader_node" ]; then followers+=("${pids[$((n - 1))]}"); fi
+        done
+        if wait "$timeline_pid" && perf script -i "$timeline_data" -F comm,pid,tid,time,event >"$work/timeline.txt" 2>/dev/null; then
+            python3 "$root/scripts/bench/timeline.py" "$work/timeline.txt" --leader "${pids[$((leader_node - 1))]}" \
+                --followers "$(IFS=,; echo "${followers[*]}")" --client-comm "$(basename "$bench" | cut -c1-15)" \
+                | tee "$out_dir/timeline-$shape.txt" || echo "bench: no timeline for $shape" >&2
+        else
+            echo "bench: tracing $shape failed: $(tail -n 3 "$work/timeline.log")" >&2
+        fi
+        rm -f "$timeline_data" "$work/timeline.txt"
+    fi
     after_entries="$(metric "$leader_node" tally_entries_proposed_total)"
     after_commands="$(metric "$leader_node" tally_commands_proposed_total)"
     if [ -n "$before_entries" ] && [ -n "$after_entries" ] && [ "$after_entries" -gt "$before_entries" ]; then
