@@ -25,6 +25,8 @@
 #                             lower it to have snapshot builds fall inside the measured runs)
 #   BENCH_NODE_TOML='...'   extra TOML appended to every node's config (try a setting, e.g.
 #                             $'[limits]\nentries_in_flight_max = 8')
+#   BENCH_WORKER_THREADS=N    every node's `worker_threads` (runtime threads; node default 0,
+#                             one per core)
 #   BENCH_BATCH_REPLY=every   batches ask for every event's result in the reply (default
 #                             `unsettled`: counts and the events that did not settle only)
 #   BENCH_CONNECTIONS=N       the clients share N connections (default: one per client; the
@@ -144,6 +146,7 @@ client_addr = "127.0.0.1:$((port_base + n))"
 peer_addr = "127.0.0.1:$((port_base + 100 + n))"
 metrics_addr = "127.0.0.1:$((port_base + 200 + n))"
 data_dir = "$work/node-$n"
+${BENCH_WORKER_THREADS:+worker_threads = $BENCH_WORKER_THREADS}
 $members
 [raft]
 heartbeat_ms = $heartbeat_ms

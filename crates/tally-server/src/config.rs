@@ -201,7 +201,14 @@ pub struct Config {
     pub ledger: LedgerSettings,
     #[serde(default)]
     pub proposer: ProposerConfig,
+    /// Threads that run the node's async work (requests, Raft, apply). 0: one per core (or
+    /// what `TOKIO_WORKER_THREADS` says). See [`crate::runtime`].
+    #[serde(default)]
+    pub worker_threads: usize,
 }
+
+/// The most `worker_threads` a node accepts.
+pub const WORKER_THREADS_MAX: usize = 1024;
 
 impl Config {
     /// Reads, parses and validates a TOML file.
@@ -247,6 +254,7 @@ impl Config {
             limits: LimitsConfig::default(),
             ledger: LedgerSettings::default(),
             proposer: ProposerConfig::default(),
+            worker_threads: 0,
         }
     }
 
@@ -318,6 +326,15 @@ impl Config {
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
+        }
+        if self.worker_threads > WORKER_THREADS_MAX {
+            return Err(invalid(
+                "worker_threads",
+                format!(
+                    "{} threads; at most {WORKER_THREADS_MAX} (0: one per core)",
+                    self.worker_threads
+                ),
+            ));
         }
         let mut ids = BTreeSet::new();
         for (index, member) in self.initial_members.iter().enumerate() {
@@ -513,6 +530,9 @@ group_commit_wait_ms = 2
         assert_eq!(config.advertised_client_addr(), "127.0.0.1:7102");
         assert_eq!(config.ledger_config().reporting_currency.as_str(), "USD");
         assert!(!config.shared_listener());
+        assert_eq!(config.worker_threads, 0, "one worker per core unless told");
+        let two = THREE_NODES.replacen("node_id = 2", "node_id = 2\nworker_threads = 2", 1);
+        assert_eq!(Config::from_toml(&two).unwrap().worker_threads, 2);
     }
 
     fn error_field(text: &str) -> String {
@@ -559,6 +579,10 @@ group_commit_wait_ms = 2
                 "{THREE_NODES}\n[ledger]\nreporting_currency = \"usd\"\n"
             )),
             "ledger.reporting_currency"
+        );
+        assert_eq!(
+            error_field(&with("node_id = 2", "node_id = 2\nworker_threads = 5000")),
+            "worker_threads"
         );
     }
 

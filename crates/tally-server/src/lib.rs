@@ -49,6 +49,7 @@ pub mod node;
 pub mod precheck;
 pub mod proposer;
 pub mod raft_sink;
+pub mod runtime;
 pub mod server;
 pub mod shutdown;
 

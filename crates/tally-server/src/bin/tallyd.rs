@@ -63,10 +63,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|| PathBuf::from("./data/dev")),
         ),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tally_server::runtime::build(&config) {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("tallyd: cannot start the async runtime: {error}");
