@@ -2,11 +2,11 @@
 //!
 //! One worker per core (the default, `worker_threads = 0`) suits a node with a machine of its
 //! own. Where nodes share few cores (several nodes on one small machine), each hand-off between
-//! two workers is a thread wake-up that another process's work may delay; measured on the
-//! 2-core development VM with three nodes and the load generator on it (scripts/bench/README.md,
-//! session 21), one worker per node settled 7-14% more events/s with one client sending one event
-//! at a time and up to 7% more with 64 such clients, and 5-15% fewer in batches of 100 and
-//! 8,190, where a second worker decodes requests while the first applies.
+//! two workers is a thread wake-up; on the 2-core development VM with three nodes and the load
+//! generator on it (scripts/bench/README.md, session 21), one worker per node used 15-20% less
+//! CPU per event with one event per request, settled as many or a few percent more events/s
+//! there, and 3-15% fewer in batches of 100 and 8,190, where a second worker decodes requests
+//! while the first applies. So the default stays one per core.
 
 use tokio::runtime::{Builder, Runtime};
 
