@@ -1702,11 +1702,17 @@ async fn client_usage_follows_the_leader_and_reconnects_after_a_restart() {
         .client
         .clone()]))
     .unwrap();
-    let first = via_follower
-        .record_usage(usage_event("u-1", "acme", "tokens", "3", occurred))
-        .await
-        .unwrap();
-    assert_eq!(first.kind(), "settled", "{first:?}");
+    // One usage event of `quantity` tokens, which must settle.
+    let settle = |client: &Client, id: &str, quantity: &str| {
+        let event = usage_event(id, "acme", "tokens", quantity, occurred);
+        let client = client.clone();
+        async move {
+            let outcome = client.record_usage(event).await.unwrap();
+            assert_eq!(outcome.kind(), "settled", "{outcome:?}");
+            outcome
+        }
+    };
+    let first = settle(&via_follower, "u-1", "3").await;
     assert_eq!(
         via_follower.known_leader().as_deref(),
         Some(leader_addr.as_str())
@@ -1714,21 +1720,13 @@ async fn client_usage_follows_the_leader_and_reconnects_after_a_restart() {
 
     // Only the leader configured; then the leader restarts (the others elect a new one).
     let via_leader = Client::new(ClientConfig::with_endpoints([leader_addr.clone()])).unwrap();
-    let second = via_leader
-        .record_usage(usage_event("u-2", "acme", "tokens", "4", occurred))
-        .await
-        .unwrap();
-    assert_eq!(second.kind(), "settled", "{second:?}");
+    let second = settle(&via_leader, "u-2", "4").await;
     cluster.stop(leader);
     cluster.restart(leader);
     cluster.wait_ready(leader).await;
     let new_leader = cluster.leader().await;
 
-    let third = via_leader
-        .record_usage(usage_event("u-3", "acme", "tokens", "5", occurred))
-        .await
-        .unwrap();
-    assert_eq!(third.kind(), "settled", "{third:?}");
+    settle(&via_leader, "u-3", "5").await;
     assert_eq!(
         via_leader.known_leader().as_deref(),
         Some(cluster.node(new_leader).addrs.client.as_str())

@@ -197,13 +197,9 @@ impl Client {
             timeout: Duration::from_millis(config.keep_alive_timeout_ms.max(1)),
         });
         slot.get_or_try_init(|| async {
-            let opened = match keep_alive {
-                Some(keep_alive) => {
-                    Connection::open_keeping_alive(endpoint, connect_timeout, keep_alive).await
-                }
-                None => Connection::open(endpoint, connect_timeout).await,
-            };
-            opened.map(|connection| connection.with_reply_bytes_max(config.reply_bytes_max))
+            Connection::open_keeping_alive(endpoint, connect_timeout, keep_alive)
+                .await
+                .map(|connection| connection.with_reply_bytes_max(config.reply_bytes_max))
         })
         .await
         .cloned()

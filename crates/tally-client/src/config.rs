@@ -23,8 +23,8 @@ pub struct ClientConfig {
     pub backoff_ms_max: u64,
     /// Largest reply accepted (history pages and batch replies can be large).
     pub reply_bytes_max: usize,
-    /// HTTP/2 pings on the connection usage, authorize and release go on: one every this
-    /// many ms (0: none). A ping unanswered within `keep_alive_timeout_ms` ends the
+    /// HTTP/2 pings on the connection usage, authorize, release and get account go on: one
+    /// every this many ms (0: none). A ping unanswered within `keep_alive_timeout_ms` ends the
     /// connection and fails its calls in flight, which are then retried elsewhere: a node
     /// whose machine vanished (no reset, no close) costs a call about interval + timeout
     /// instead of its whole `request_timeout_ms`.

@@ -77,19 +77,11 @@ impl Connection {
     /// connect is `Unavailable`, naming the address. No keep-alive pings (see
     /// [`Connection::open_keeping_alive`]).
     pub async fn open(address: &str, connect_timeout: Duration) -> Result<Connection, Status> {
-        Connection::open_with(address, connect_timeout, None).await
+        Connection::open_keeping_alive(address, connect_timeout, None).await
     }
 
-    /// [`Connection::open`], then pings the server as `keep_alive` says.
+    /// [`Connection::open`], then pings the server as `keep_alive` says (None: no pings).
     pub async fn open_keeping_alive(
-        address: &str,
-        connect_timeout: Duration,
-        keep_alive: KeepAlive,
-    ) -> Result<Connection, Status> {
-        Connection::open_with(address, connect_timeout, Some(keep_alive)).await
-    }
-
-    async fn open_with(
         address: &str,
         connect_timeout: Duration,
         keep_alive: Option<KeepAlive>,
@@ -380,9 +372,10 @@ mod tests {
             interval: Duration::from_millis(50),
             timeout: Duration::from_millis(50),
         };
-        let pinged = Connection::open_keeping_alive(&address, Duration::from_secs(2), keep_alive)
-            .await
-            .unwrap();
+        let pinged =
+            Connection::open_keeping_alive(&address, Duration::from_secs(2), Some(keep_alive))
+                .await
+                .unwrap();
         let quiet = Connection::open(&address, Duration::from_secs(2))
             .await
             .unwrap();
