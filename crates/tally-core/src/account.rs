@@ -274,6 +274,36 @@ impl Grant {
             })
     }
 
+    /// How many reset boundaries of an allowance lie at or before `now` (0 for one that does
+    /// not reset or starts after `now`; boundaries at or past its expiry do not count): the
+    /// smallest `n` whose boundary `n + 1` is after `now`, found by bisection (a daily
+    /// allowance back-dated by years has thousands).
+    pub fn resets_already_past(&self, now: u64) -> u32 {
+        if self.reset_every.is_none() || self.starts_at >= now {
+            return 0;
+        }
+        let after_now = |n: u32| self.reset_boundary(n).is_none_or(|at| at > now);
+        // Every period is at least a day, so boundary `hi` is after `now`.
+        let days = (now - self.starts_at) / MS_PER_DAY;
+        let (mut lo, mut hi) = (
+            1u32,
+            u32::try_from(days.saturating_add(2)).unwrap_or(u32::MAX),
+        );
+        if after_now(lo) {
+            return 0;
+        }
+        // Invariant: boundary `lo` is at or before now, boundary `hi` after it.
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if after_now(mid) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        lo
+    }
+
     /// The `n`th reset boundary after `starts_at` (n >= 1).
     pub fn reset_boundary(&self, n: u32) -> Option<u64> {
         let period = self.reset_every?;
@@ -645,6 +675,10 @@ impl Account {
                 Transition::GrantStart(index) => {
                     self.grants[index].started = true;
                     self.repay_debt(id, index, at, out);
+                    // Purchased value arrives now: a later crossing may ask for a recharge again.
+                    if self.grants[index].category == GrantCategory::Purchased {
+                        self.recharge_pending = false;
+                    }
                 }
                 Transition::GrantReset(index) => self.reset_grant(id, index, at, params, out),
                 Transition::GrantExpire(index) => self.expire_grant(id, index, at, params, out),
@@ -707,19 +741,37 @@ impl Account {
         params: Params,
         out: &mut Out<'_>,
     ) {
+        // A closed account's period still ends (what does not roll over expires), but nothing
+        // refills it until it is reopened.
+        let closed = self.status == AccountStatus::Closed;
         let grant = &mut self.grants[index];
         let rolled = grant
             .remaining
             .min(grant.rollover_max().unwrap_or(Amount::ZERO));
         let expired = minus(grant.remaining, rolled);
         let breakage_revenue = grant.book_revenue(expired, params.reporting_scale);
-        grant.revenue_units = Amount::ZERO;
-        grant.remaining = plus(grant.amount, rolled);
+        let refill = if closed { Amount::ZERO } else { grant.amount };
+        if !closed {
+            grant.revenue_units = Amount::ZERO;
+        }
+        grant.remaining = plus(refill, rolled);
         grant.resets_done += 1;
         grant.next_reset = nonzero_time(grant.reset_boundary(grant.resets_done + 1));
-        let refill = grant.amount;
         let grant_id = grant.id.clone();
         self.book_breakage(id, &grant_id, expired, breakage_revenue, at, out, true);
+        if closed {
+            if expired.is_positive() {
+                out.emit(
+                    at,
+                    id,
+                    LedgerEventKind::GrantExpired {
+                        grant: grant_id,
+                        expired,
+                    },
+                );
+            }
+            return;
+        }
         out.journal(
             at,
             id,
@@ -850,8 +902,8 @@ impl Account {
     }
 
     /// Holds may reserve only value that exists: when value disappears (a void, an expiry, a
-    /// reset), open holds shrink, latest-expiring first, until `held <= balance + credit_limit`.
-    fn trim_holds(&mut self) {
+    /// reset, a lower credit limit), open holds shrink, latest-expiring first, until `held <= balance + credit_limit`.
+    pub(crate) fn trim_holds(&mut self) {
         if self.holds.is_empty() {
             return;
         }

@@ -17,7 +17,7 @@ use crate::outcome::{Applied, Reason};
 use crate::pricing::{index_rates, PriceBook, PriceVersion};
 use crate::report::{category_index, minus, plus};
 use crate::state::{reschedule, ApplyResult, LedgerState};
-use crate::validate::{check_amount, check_magnitude, check_pairs};
+use crate::validate::{check_amount, check_asset_amount, check_asset_magnitude, check_pairs};
 
 pub(crate) fn check_scale(field: &str, scale: u32) -> Result<(), InvalidInput> {
     if scale > SCALE_MAX {
@@ -40,7 +40,7 @@ fn check_thresholds(thresholds: &[Amount], scale: u32) -> Result<Vec<Amount>, In
         ));
     }
     for (index, threshold) in thresholds.iter().enumerate() {
-        check_magnitude(&format!("thresholds[{index}]"), *threshold, scale)?;
+        check_asset_magnitude(&format!("thresholds[{index}]"), *threshold, scale)?;
     }
     let mut sorted = thresholds.to_vec();
     sorted.sort();
@@ -49,8 +49,22 @@ fn check_thresholds(thresholds: &[Amount], scale: u32) -> Result<Vec<Amount>, In
 }
 
 fn check_auto_recharge(rule: &AutoRecharge, scale: u32) -> Result<(), InvalidInput> {
-    check_magnitude("auto_recharge.below", rule.below, scale)?;
-    check_amount("auto_recharge.amount", rule.amount, true, scale)
+    check_asset_magnitude("auto_recharge.below", rule.below, scale)?;
+    check_asset_amount("auto_recharge.amount", rule.amount, true, scale)
+}
+
+/// An account in the reporting currency is worth its own amount: revenue on its debt is the
+/// debt itself, so its list price can only be 1.
+fn check_reporting_list_price(asset: &AssetCode, list_price: Amount) -> Result<(), InvalidInput> {
+    if list_price != Amount::ONE {
+        return Err(InvalidInput::new(
+            "list_price",
+            format!(
+                "must be 1 for an account in the reporting currency {asset} (one unit is worth one unit), got {list_price}"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn check_metadata(metadata: &[(Key, String)]) -> Result<(), InvalidInput> {
@@ -150,7 +164,7 @@ impl LedgerState {
             self.check_price_book(book, &spec.asset)?;
         }
         let credit_limit = spec.credit_limit.unwrap_or(Amount::ZERO);
-        check_amount("credit_limit", credit_limit, false, scale)?;
+        check_asset_amount("credit_limit", credit_limit, false, scale)?;
         let is_reporting = &spec.asset == self.reporting_currency();
         let list_price = spec.list_price.unwrap_or(if is_reporting {
             Amount::ONE
@@ -158,6 +172,9 @@ impl LedgerState {
             Amount::ZERO
         });
         check_amount("list_price", list_price, false, SCALE_MAX)?;
+        if is_reporting {
+            check_reporting_list_price(&spec.asset, list_price)?;
+        }
         check_metadata(&spec.metadata)?;
         let thresholds = check_thresholds(&spec.thresholds, scale)?;
         if let Some(rule) = &spec.auto_recharge {
@@ -227,10 +244,13 @@ impl LedgerState {
             self.check_price_book(book, &asset)?;
         }
         if let Some(limit) = update.credit_limit {
-            check_amount("credit_limit", limit, false, scale)?;
+            check_asset_amount("credit_limit", limit, false, scale)?;
         }
         if let Some(price) = update.list_price {
             check_amount("list_price", price, false, SCALE_MAX)?;
+            if &asset == self.reporting_currency() {
+                check_reporting_list_price(&asset, price)?;
+            }
         }
         if let Some(metadata) = &update.metadata {
             check_metadata(metadata)?;
@@ -259,6 +279,8 @@ impl LedgerState {
                 credit.list_price = price;
             }
         });
+        // A lower credit limit takes value away from what open holds may reserve.
+        account.trim_holds();
         let mut settings = account.settings().clone();
         if let Some(metadata) = &update.metadata {
             settings.metadata = metadata.clone();
@@ -296,7 +318,7 @@ impl LedgerState {
         let reporting_scale = self.reporting_scale();
         let account = self.open_account(&spec.account)?;
         let scale = account.scale;
-        check_amount("amount", spec.amount, true, scale)?;
+        check_asset_amount("amount", spec.amount, true, scale)?;
         let priority = spec
             .priority
             .unwrap_or_else(|| spec.category.default_priority());
@@ -306,18 +328,11 @@ impl LedgerState {
             );
         }
         let starts_at = spec.starts_at.unwrap_or(now);
-        if let Some(expires_at) = spec.expires_at {
+        if let (Some(expires_at), Some(starts_at)) = (spec.expires_at, spec.starts_at) {
             if expires_at <= starts_at {
                 return Err(InvalidInput::new(
                     "expires_at",
                     format!("must be after starts_at ({starts_at}), got {expires_at}"),
-                )
-                .into());
-            }
-            if expires_at <= now {
-                return Err(InvalidInput::new(
-                    "expires_at",
-                    format!("must be after ledger time ({now}), got {expires_at}"),
                 )
                 .into());
             }
@@ -333,7 +348,7 @@ impl LedgerState {
                 )
                 .into());
             }
-            check_amount("rollover_max", rollover, false, scale)?;
+            check_asset_amount("rollover_max", rollover, false, scale)?;
         }
         let paid = match (spec.category, spec.paid) {
             (GrantCategory::Purchased, None) => {
@@ -348,7 +363,7 @@ impl LedgerState {
             }
             (_, paid) => paid.unwrap_or(Amount::ZERO),
         };
-        check_amount("paid", paid, false, reporting_scale)?;
+        check_asset_amount("paid", paid, false, reporting_scale)?;
         if let Some(index) = account.grant_index(&spec.id) {
             let existing = &account.grants[index];
             let same = existing.category == spec.category
@@ -367,6 +382,17 @@ impl LedgerState {
                     id: spec.id.to_string(),
                 })
             };
+        }
+        // Checked after the retry above: a grant added once stays added when its retry comes
+        // after the grant's expiry.
+        if let Some(expires_at) = spec.expires_at {
+            if expires_at <= now {
+                return Err(InvalidInput::new(
+                    "expires_at",
+                    format!("must be after ledger time ({now}), got {expires_at}"),
+                )
+                .into());
+            }
         }
         if account.grants.len() >= u32::MAX as usize {
             return Err(Reason::Overflow {
@@ -395,7 +421,11 @@ impl LedgerState {
             revenue_units: Amount::ZERO,
             ended: None,
         };
-        grant.next_reset = nonzero_time(grant.reset_boundary(1));
+        // Resets are anchored at `starts_at`; for an allowance that started before now, the
+        // boundaries already past belong to a time before the grant existed: none of them is
+        // run (no refill, no breakage), the first reset is the next boundary after now.
+        grant.resets_done = grant.resets_already_past(now);
+        grant.next_reset = nonzero_time(grant.reset_boundary(grant.resets_done + 1));
         account.push_grant(grant);
         let index = account.grants.len() - 1;
         let source = if spec.category == GrantCategory::Promotional {
@@ -436,7 +466,9 @@ impl LedgerState {
         report.granted[category] = plus(report.granted[category], spec.amount);
         let debt_before = account.debt();
         account.repay_debt(&spec.account, index, now, &mut out);
-        if spec.category == GrantCategory::Purchased {
+        // Purchased value has arrived once the grant has started (a later start re-arms the
+        // recharge request then, see `Account::run_due`).
+        if spec.category == GrantCategory::Purchased && starts_at <= now {
             account.recharge_pending = false;
         }
         account.balance_events(&spec.account, balance_before, now, &mut out);
@@ -634,7 +666,7 @@ impl LedgerState {
         result: &mut ApplyResult,
     ) -> Result<Applied, Reason> {
         let account = self.open_account(&spec.account)?;
-        check_amount("amount", spec.amount, true, account.scale)?;
+        check_asset_amount("amount", spec.amount, true, account.scale)?;
         if !(HOLD_EXPIRES_IN_MS_MIN..=HOLD_EXPIRES_IN_MS_MAX).contains(&spec.expires_in_ms) {
             return Err(InvalidInput::new(
                 "expires_in_ms",
@@ -645,11 +677,8 @@ impl LedgerState {
             )
             .into());
         }
-        if account.status == AccountStatus::Frozen {
-            return Err(Reason::AccountFrozen {
-                account: spec.account.clone(),
-            });
-        }
+        // A retry of an authorize that went through is a no-op even if the account was frozen
+        // since: the hold exists.
         if let Some(existing) = account.holds.get(&spec.id) {
             return if existing.amount == spec.amount {
                 Ok(Applied::AlreadyApplied)
@@ -659,6 +688,11 @@ impl LedgerState {
                     id: spec.id.to_string(),
                 })
             };
+        }
+        if account.status == AccountStatus::Frozen {
+            return Err(Reason::AccountFrozen {
+                account: spec.account.clone(),
+            });
         }
         self.touch(&spec.account, result);
         let now = self.now_ms;

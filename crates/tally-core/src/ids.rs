@@ -51,17 +51,17 @@ fn check(
     let passes = value
         .bytes()
         .fold(true, |ok, b| ok & allowed[usize::from(b)]);
+    // The character named whole: a byte of a UTF-8 sequence is not a character.
     let bad = match passes {
         true => None,
-        false => value.bytes().find(|b| !allowed[usize::from(*b)]),
+        false => value
+            .chars()
+            .find(|c| !c.is_ascii() || !allowed[usize::from(*c as u8)]),
     };
     if let Some(bad) = bad {
         return Err(InvalidInput::new(
             field,
-            format!(
-                "contains {:?}; allowed characters are {allowed_text}",
-                bad as char
-            ),
+            format!("contains {bad:?}; allowed characters are {allowed_text}"),
         ));
     }
     Ok(())

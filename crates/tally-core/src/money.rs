@@ -271,16 +271,32 @@ impl Amount {
                 format!("must be a plain decimal number without exponent, got {text:?}"),
             ));
         }
-        Decimal::from_str(trimmed)
-            .map(Amount::from_decimal)
-            .map_err(|_| {
-                InvalidInput::new(
-                    field,
-                    format!(
-                        "must be a decimal number with at most 28 significant digits, got {text:?}"
-                    ),
+        let decimal = Decimal::from_str(trimmed).map_err(|_| {
+            let numeric = trimmed
+                .trim_start_matches(['-', '+'])
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '.');
+            let reason = if numeric {
+                format!(
+                    "has more digits than an amount holds (28 significant digits), got {text:?}"
                 )
-            })
+            } else {
+                format!("must be a decimal number, got {text:?}")
+            };
+            InvalidInput::new(field, reason)
+        })?;
+        // `Decimal` rounds what does not fit its 28 digits instead of failing: an amount is
+        // taken only as written, never rounded.
+        let written = trimmed
+            .split_once('.')
+            .map_or(0, |(_, fraction)| fraction.len() as u32);
+        if decimal.scale() < written {
+            return Err(InvalidInput::new(
+                field,
+                format!("has more digits than an amount holds exactly (28 significant digits), got {text:?}"),
+            ));
+        }
+        Ok(Amount::from_decimal(decimal))
     }
 
     /// Parses and requires `>= 0`.
@@ -1117,10 +1133,17 @@ mod tests {
         }
         for text in texts {
             let ours = Amount::parse("x", &text).map(|a| a.0.serialize());
+            // What rust_decimal reads exactly; what it would round to fit is refused.
+            let written = text
+                .trim()
+                .split_once('.')
+                .map_or(0, |(_, fraction)| fraction.len() as u32);
             let theirs = if text.trim().is_empty() || text.contains(['e', 'E']) {
                 None
             } else {
-                Decimal::from_str(text.trim()).ok()
+                Decimal::from_str(text.trim())
+                    .ok()
+                    .filter(|theirs| theirs.scale() >= written)
             };
             match (ours, theirs) {
                 (Ok(ours), Some(theirs)) => {

@@ -279,8 +279,15 @@ pub(crate) fn exact_charge(
             }
         }
         RateModel::Package { size, price } => {
-            let packages = quantity.checked_div(*size)?.ceil();
-            packages.checked_mul(*price)
+            // Whole packages, rounded up, from the exact remainder: a quotient rounded to
+            // `Decimal`'s 28 digits first could lose a tiny remainder, and the package with it.
+            let (quantity, size) = (quantity.decimal(), size.decimal());
+            let remainder = quantity.checked_rem(size)?;
+            let mut packages = quantity.checked_sub(remainder)?.checked_div(size)?.trunc();
+            if !remainder.is_zero() {
+                packages = packages.checked_add(rust_decimal::Decimal::ONE)?;
+            }
+            Amount::from_decimal(packages).checked_mul(*price)
         }
         RateModel::Flat { amount } => Some(*amount),
         RateModel::Graduated { tiers, per } => {

@@ -247,13 +247,17 @@ impl LedgerState {
         }
     }
 
+    /// Forgets the event ids no replay can reach any more. An event settled at `settled_at`
+    /// occurred at most `FUTURE_TOLERANCE_MS` later, and a replay of it is accepted while its
+    /// `occurred_at >= now - window`, that is up to `now == settled_at + window + tolerance`
+    /// inclusive: the id is kept through that instant and forgotten only after it.
     fn forget_old_event_ids(&mut self) {
         let (now, window) = (self.now_ms, self.params().dedup_window_ms);
         self.dedup.forget_while(|settled_at| {
             settled_at
                 .saturating_add(window)
                 .saturating_add(FUTURE_TOLERANCE_MS)
-                <= now
+                < now
         });
     }
 

@@ -22,7 +22,7 @@ use crate::pricing::PriceBook;
 use crate::report::{minus, plus};
 use crate::state::{reschedule, ApplyResult, LedgerState};
 use crate::table::FoldHasher;
-use crate::validate::{check_amount, check_pairs};
+use crate::validate::{check_amount, check_asset_amount, check_pairs};
 
 /// A 64-bit hash of an event's content (everything but its id and account), amounts by value:
 /// the dedup table keeps this to tell a duplicate from a conflict.
@@ -83,7 +83,7 @@ impl LedgerState {
             )?;
         }
         if let Some(cost) = event.cost {
-            check_amount("cost", cost, false, self.params().reporting_scale)?;
+            check_asset_amount("cost", cost, false, self.params().reporting_scale)?;
         }
         Ok(())
     }
@@ -135,10 +135,16 @@ fn price<'book>(
                 .unwrap_or(Some(Amount::ZERO))
                 .ok_or_else(|| overflow("cost"))?,
         };
-        let (cost, cost_accrual) = accrual
-            .cost
-            .add(exact_cost, reporting_scale)
-            .ok_or_else(|| overflow("cost"))?;
+        // A cost the event carries is what the provider charged, at the reporting scale
+        // already: it is reported as it came, and only costs the cost book prices (exact,
+        // finer than the scale) go through the accrual that keeps their rounding from leaking.
+        let (cost, cost_accrual) = match event.cost {
+            Some(cost) => (cost, accrual.cost),
+            None => accrual
+                .cost
+                .add(exact_cost, reporting_scale)
+                .ok_or_else(|| overflow("cost"))?,
+        };
         let from_hold = match &event.hold {
             None => Amount::ZERO,
             Some(hold_id) => {

@@ -51,6 +51,50 @@ pub fn check_magnitude(field: &str, value: Amount, scale_max: u32) -> Result<(),
     Ok(())
 }
 
+/// How many digits before the point an amount of an asset (or of the reporting currency) with
+/// `scale` decimals may have: 15, but fewer past 12 decimals, so that its amounts and the sums
+/// of many of them (balances, totals) stay exact in `Decimal`'s 28 significant digits instead
+/// of being rounded. At scale 18: below 10^9.
+pub fn asset_integer_digits(scale: u32) -> u32 {
+    15u32.min(27u32.saturating_sub(scale))
+}
+
+/// [`check_amount`] for an amount of an asset with `scale` decimals: also within
+/// [`asset_integer_digits`].
+pub fn check_asset_amount(
+    field: &str,
+    value: Amount,
+    positive: bool,
+    scale: u32,
+) -> Result<(), InvalidInput> {
+    check_amount(field, value, positive, scale)?;
+    check_asset_digits(field, value, scale)
+}
+
+/// [`check_magnitude`] for an amount of an asset with `scale` decimals: also within
+/// [`asset_integer_digits`].
+pub fn check_asset_magnitude(field: &str, value: Amount, scale: u32) -> Result<(), InvalidInput> {
+    check_magnitude(field, value, scale)?;
+    check_asset_digits(field, value, scale)
+}
+
+fn check_asset_digits(field: &str, value: Amount, scale: u32) -> Result<(), InvalidInput> {
+    let digits = asset_integer_digits(scale);
+    if digits >= 15 {
+        return Ok(());
+    }
+    let limit = Amount::from_i64(10i64.pow(digits));
+    if value > limit || value < -limit {
+        return Err(InvalidInput::new(
+            field,
+            format!(
+                "{value} exceeds the limit of 10^{digits} for an asset with {scale} decimal places (its amounts and their sums must stay exact in 28 significant digits)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Key/value pairs (metadata, dimensions, rate matches): at most `max`, keys strictly sorted
 /// (so unique), values at most `value_len_max` bytes of printable ASCII or UTF-8 text.
 pub fn check_pairs(

@@ -25,7 +25,9 @@ use prost::encoding::{
 use prost::DecodeError;
 use tally_core::{Command, InvalidInput, RecentDimensions};
 
-use crate::convert::{check_batch_len, dimensions_seen, usage_event_of, Seen, UsageEventText};
+use crate::convert::{
+    check_batch_len, check_batch_reply, dimensions_seen, usage_event_of, Seen, UsageEventText,
+};
 use crate::error::TallyError;
 use crate::{v1, ToCommand};
 
@@ -143,6 +145,7 @@ impl WireBatch<'_> {
     /// the same bytes.
     pub fn to_command(&self) -> Result<Command, TallyError> {
         check_batch_len(self.events.len())?;
+        check_batch_reply(self.reply)?;
         let mut events = Vec::with_capacity(self.events.len());
         let mut seen = Seen::default();
         let mut pairs = Vec::new();

@@ -159,7 +159,7 @@ fn unusual_but_valid_encodings_read_alike() {
     request.extend_from_slice(&unknown);
     field(&mut request, 1, &event);
     encode_key(3, WireType::Varint, &mut request);
-    encode_varint(u64::MAX, &mut request); // int32: the low 32 bits, -1
+    encode_varint(0xFFFF_FFFF_0000_0001, &mut request); // int32: the low 32 bits, 1
     field(&mut request, 1, &event);
     encode_key(2, WireType::Varint, &mut request);
     encode_varint(0, &mut request);
@@ -171,7 +171,7 @@ fn unusual_but_valid_encodings_read_alike() {
     assert_eq!(prost.as_deref(), Some(wire.as_str()));
     let wire = RecordUsageBatchWire::decode(request.as_slice()).unwrap();
     let top = wire.batch().unwrap();
-    assert_eq!((top.len(), top.atomic, top.reply), (2, false, -1));
+    assert_eq!((top.len(), top.atomic, top.reply), (2, false, 1));
 }
 
 /// Every prefix of a batch, every single flipped byte, and known fields with the wrong wire

@@ -469,7 +469,7 @@ pub(crate) fn usage_event_of(
         event_id: EventId::parse_as("event_id", text.event_id)?,
         account: AccountId::parse_as("account", text.account)?,
         meter: seen.meter(text.meter)?,
-        quantity: amount_non_negative("quantity", text.quantity)?,
+        quantity: quantity("quantity", text.quantity)?,
         dimensions: dimensions(seen)?,
         occurred_at: required_time_ms("occurred_at_ms", text.occurred_at_ms)?,
         cost: optional_amount_non_negative("cost", text.cost)?,
@@ -478,6 +478,15 @@ pub(crate) fn usage_event_of(
             .map(|hold| HoldId::parse_as("hold_id", hold))
             .transpose()?,
     })
+}
+
+/// An event's quantity, with the bounds that need no ledger state checked here (at most 18
+/// decimals and 10^15, as the ledger checks them again), so such an event is refused before it
+/// reaches the log.
+fn quantity(field: &str, text: &str) -> Result<tally_core::Amount, InvalidInput> {
+    let quantity = amount_non_negative(field, text)?;
+    tally_core::validate::check_amount(field, quantity, false, tally_core::money::SCALE_MAX)?;
+    Ok(quantity)
 }
 
 impl ToCommand for v1::RecordUsageRequest {
@@ -507,9 +516,24 @@ pub(crate) fn check_batch_len(events: usize) -> Result<(), TallyError> {
     Ok(())
 }
 
+/// `reply` must be a `BatchReply` value: an unknown one is refused, not read as the default.
+pub(crate) fn check_batch_reply(reply: i32) -> Result<(), TallyError> {
+    match v1::BatchReply::try_from(reply) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(InvalidInput::new(
+            "reply",
+            format!(
+                "must be BATCH_REPLY_EVERY_RESULT (0) or BATCH_REPLY_UNSETTLED_ONLY (1), got {reply}"
+            ),
+        )
+        .into()),
+    }
+}
+
 impl ToCommand for v1::RecordUsageBatchRequest {
     fn to_command(&self) -> Result<Command, TallyError> {
         check_batch_len(self.events.len())?;
+        check_batch_reply(self.reply)?;
         // Filled in place: collecting into a `Result` would grow (and copy) the list as it
         // goes, not knowing its length.
         let mut events = Vec::with_capacity(self.events.len());
@@ -745,6 +769,54 @@ mod tests {
         };
         assert!(message(request.to_command())
             .starts_with("events[0].quantity: must be a plain decimal"));
+    }
+
+    /// Found by an audit: an unknown `reply` was read as the default, the quantity's
+    /// stateless bounds were left to the ledger (after the log), a non-ASCII character was
+    /// named by one of its bytes, and text that is not a number was told about digits.
+    #[test]
+    fn edge_checks_refuse_before_the_log_and_name_what_is_wrong() {
+        let batch = |reply: i32| v1::RecordUsageBatchRequest {
+            events: vec![event("e1")],
+            atomic: false,
+            reply,
+        };
+        for reply in [2, 7, -1] {
+            let through_prost = message(batch(reply).to_command());
+            assert!(
+                through_prost.contains("reply") && through_prost.contains(&reply.to_string()),
+                "{through_prost}"
+            );
+            let wire = crate::ingest::RecordUsageBatchWire::from(&batch(reply));
+            assert_eq!(message(wire.to_command()), through_prost);
+        }
+        for reply in [0, 1] {
+            assert!(batch(reply).to_command().is_ok());
+        }
+        for (quantity, reason) in [
+            ("0.0000000000000000001", "decimal places"),
+            ("10000000000000000", "exceeds the limit"),
+            ("1.00000000000000000000000000001", "more digits"),
+            ("abc", "must be a decimal number"),
+        ] {
+            let mut bad = event("e1");
+            bad.quantity = quantity.to_string();
+            let text = message(v1::RecordUsageRequest { event: Some(bad) }.to_command());
+            assert!(
+                text.contains("quantity") && text.contains(reason),
+                "{quantity}: {text}"
+            );
+            assert!(!text.contains("significant digits") || reason == "more digits");
+        }
+        let mut accented = event("e1");
+        accented.account = "café".to_string();
+        let text = message(
+            v1::RecordUsageRequest {
+                event: Some(accented),
+            }
+            .to_command(),
+        );
+        assert!(text.contains("account") && text.contains("'é'"), "{text}");
     }
 
     #[test]

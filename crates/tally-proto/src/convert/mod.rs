@@ -12,7 +12,7 @@ mod read;
 mod view;
 
 pub use command::ToCommand;
-pub(crate) use command::{check_batch_len, usage_event_of, UsageEventText};
+pub(crate) use command::{check_batch_len, check_batch_reply, usage_event_of, UsageEventText};
 pub use fields::{amount_text, month_text, parse_month};
 pub(crate) use fields::{dimensions_seen, Seen};
 pub use names::{

@@ -254,6 +254,47 @@ pub fn expect_applied(outcome: &Outcome) -> Result<&Applied, TallyError> {
     }
 }
 
+/// [`expect_applied`] for a request whose fields the ledger's checks name differently (the
+/// wire's `_ms` times, lists wrapped in a message): an invalid-input rejection names the
+/// request's field. `wire_names` maps a field path's first part to the request's.
+fn expect_applied_as<'a>(
+    outcome: &'a Outcome,
+    wire_names: &[(&str, &str)],
+) -> Result<&'a Applied, TallyError> {
+    if let Outcome::Rejected(rejected) = outcome {
+        if let Reason::InvalidInput(input) = &rejected.reason {
+            let mut input = input.clone();
+            input.field = wire_field(&input.field, wire_names);
+            return Err(TallyError::from_reason(&Reason::InvalidInput(input)));
+        }
+    }
+    expect_applied(outcome)
+}
+
+fn wire_field(field: &str, wire_names: &[(&str, &str)]) -> String {
+    for (ledger, wire) in wire_names {
+        if let Some(rest) = field.strip_prefix(ledger) {
+            if rest.is_empty() || rest.starts_with(['.', '[']) {
+                return format!("{wire}{rest}");
+            }
+        }
+    }
+    field.to_string()
+}
+
+/// `UpdateAccountRequest` wraps its lists and names its rule `set_auto_recharge`.
+const UPDATE_ACCOUNT_FIELDS: &[(&str, &str)] = &[
+    ("thresholds", "thresholds.amounts"),
+    ("metadata", "metadata.pairs"),
+    ("auto_recharge", "set_auto_recharge"),
+];
+
+/// `AddGrantRequest` carries its times in milliseconds.
+const ADD_GRANT_FIELDS: &[(&str, &str)] = &[
+    ("starts_at", "starts_at_ms"),
+    ("expires_at", "expires_at_ms"),
+];
+
 fn unexpected(command: &str, applied: &Applied) -> TallyError {
     TallyError::internal(format!("core answered {command} with {applied:?}"))
 }
@@ -296,7 +337,7 @@ pub fn update_account_reply(
     outcome: &Outcome,
     write: v1::WriteInfo,
 ) -> Result<v1::UpdateAccountReply, TallyError> {
-    match expect_applied(outcome)? {
+    match expect_applied_as(outcome, UPDATE_ACCOUNT_FIELDS)? {
         Applied::AccountUpdated | Applied::AlreadyApplied => {
             Ok(v1::UpdateAccountReply { write: Some(write) })
         }
@@ -320,7 +361,7 @@ pub fn add_grant_reply(
     outcome: &Outcome,
     write: v1::WriteInfo,
 ) -> Result<v1::AddGrantReply, TallyError> {
-    match expect_applied(outcome)? {
+    match expect_applied_as(outcome, ADD_GRANT_FIELDS)? {
         Applied::GrantAdded {
             debt_repaid,
             balance_after,
@@ -445,6 +486,43 @@ pub fn release_reply(
 mod tests {
     use super::*;
     use tally_core::{AccountId, Amount, Draw, EventId, GrantId, InvalidInput, Rejection};
+
+    /// The ledger's checks name `thresholds[1]` or `expires_at`; the request that carried them
+    /// calls them `thresholds.amounts[1]` and `expires_at_ms`, and the error names those.
+    #[test]
+    fn an_invalid_field_is_named_as_the_request_names_it() {
+        let write = v1::WriteInfo::default();
+        let rejected =
+            |field: &str| Outcome::Rejected(Rejection::from(InvalidInput::new(field, "is wrong")));
+        for (ledger, wire) in [
+            ("thresholds[1]", "thresholds.amounts[1]"),
+            ("metadata[0].key", "metadata.pairs[0].key"),
+            ("auto_recharge.amount", "set_auto_recharge.amount"),
+            ("credit_limit", "credit_limit"),
+        ] {
+            let error = update_account_reply(&rejected(ledger), write).unwrap_err();
+            assert!(
+                error.message.starts_with(&format!("invalid {wire}: ")),
+                "{error}"
+            );
+        }
+        for (ledger, wire) in [
+            ("expires_at", "expires_at_ms"),
+            ("starts_at", "starts_at_ms"),
+            ("amount", "amount"),
+        ] {
+            let error = add_grant_reply(&rejected(ledger), write).unwrap_err();
+            assert!(
+                error.message.starts_with(&format!("invalid {wire}: ")),
+                "{error}"
+            );
+        }
+        // A field that only starts with the same letters keeps its name.
+        assert_eq!(
+            wire_field("thresholdsx", UPDATE_ACCOUNT_FIELDS),
+            "thresholdsx"
+        );
+    }
 
     fn amount(text: &str) -> Amount {
         Amount::parse("test", text).unwrap()
