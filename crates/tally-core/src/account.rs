@@ -759,43 +759,32 @@ impl Account {
         grant.next_reset = nonzero_time(grant.reset_boundary(grant.resets_done + 1));
         let grant_id = grant.id.clone();
         self.book_breakage(id, &grant_id, expired, breakage_revenue, at, out, true);
-        if closed {
-            if expired.is_positive() {
-                out.emit(
-                    at,
-                    id,
-                    LedgerEventKind::GrantExpired {
-                        grant: grant_id,
-                        expired,
-                    },
-                );
-            }
-            return;
+        if !closed {
+            out.journal(
+                at,
+                id,
+                self.ordinal,
+                &self.asset.clone(),
+                JournalKind::AllowanceReset {
+                    grant: grant_id.clone(),
+                },
+                vec![
+                    (
+                        Book::CustomerGrant {
+                            account: id.clone(),
+                            grant: grant_id.clone(),
+                        },
+                        refill,
+                    ),
+                    (Book::Funding, -refill),
+                ],
+                Amount::ZERO,
+                Amount::ZERO,
+            );
+            let month = month_of(at);
+            let report = self.reports.get_or_insert_with(&month, ReportAgg::default);
+            report.granted[0] = plus(report.granted[0], refill);
         }
-        out.journal(
-            at,
-            id,
-            self.ordinal,
-            &self.asset.clone(),
-            JournalKind::AllowanceReset {
-                grant: grant_id.clone(),
-            },
-            vec![
-                (
-                    Book::CustomerGrant {
-                        account: id.clone(),
-                        grant: grant_id.clone(),
-                    },
-                    refill,
-                ),
-                (Book::Funding, -refill),
-            ],
-            Amount::ZERO,
-            Amount::ZERO,
-        );
-        let month = month_of(at);
-        let report = self.reports.get_or_insert_with(&month, ReportAgg::default);
-        report.granted[0] = plus(report.granted[0], refill);
         if expired.is_positive() {
             out.emit(
                 at,
@@ -806,7 +795,9 @@ impl Account {
                 },
             );
         }
-        self.repay_debt(id, index, at, out);
+        if !closed {
+            self.repay_debt(id, index, at, out);
+        }
     }
 
     /// Journals `expired` units of a grant as breakage and books its revenue.
