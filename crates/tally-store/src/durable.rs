@@ -99,3 +99,51 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .and_then(|d| d.sync_all())
         .map_err(|e| StoreError::io("fsync dir", dir, e))
 }
+
+/// Creates `dir` and its missing parents so that they survive a crash: each directory created
+/// is synced in its parent (a new directory's entry is the parent's data, which an fsync of
+/// the files inside does not cover).
+pub(crate) fn create_dir_durable(dir: &Path) -> Result<(), StoreError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(path) = at {
+        if path.as_os_str().is_empty() || path.exists() {
+            break;
+        }
+        missing.push(path);
+        at = path.parent();
+    }
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create dir", dir, e))?;
+    // Outermost first: a parent's entry is on disk before its children are named in it.
+    for path in missing.iter().rev() {
+        let parent = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_directory_and_its_missing_parents_are_created() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/b/c");
+        create_dir_durable(&dir).unwrap();
+        assert!(dir.is_dir());
+        // Again: nothing to do.
+        create_dir_durable(&dir).unwrap();
+        // A file where a directory should be is an error naming the path.
+        let file = root.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let error = create_dir_durable(&file.join("d")).unwrap_err();
+        assert!(error.to_string().contains("create dir"), "{error}");
+    }
+}

@@ -113,7 +113,7 @@ pub fn open_with(
     dir: &Path,
     log_options: LogOptions,
 ) -> Result<(LogStore, StateMachineStore), StoreError> {
-    std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create dir", dir, e))?;
+    durable::create_dir_durable(dir)?;
     // A data directory from a build that kept the Raft log in sled: its log cannot be read
     // by this build, and starting without it would lose acknowledged entries.
     let old_log = dir.join("sled");

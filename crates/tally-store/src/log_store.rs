@@ -163,13 +163,7 @@ struct Log {
 impl LogStore {
     /// Opens (or creates) the log in `dir`, recovering from a torn final append.
     pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Self, StoreError> {
-        let fresh = !dir.exists();
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create dir", dir, e))?;
-        if fresh {
-            if let Some(parent) = dir.parent() {
-                sync_dir(parent)?;
-            }
-        }
+        crate::durable::create_dir_durable(dir)?;
         let vote = read_small::<Vote<NodeId>>(&dir.join("vote"), "vote")?;
         let last_purged = read_small::<LogId<NodeId>>(&dir.join("purged"), "last purged log id")?;
         let committed_path = dir.join("committed");

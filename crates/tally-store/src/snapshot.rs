@@ -340,7 +340,7 @@ impl SnapshotFiles {
         dir: &Path,
         decode_state: impl FnOnce(&mut dyn Read) -> Result<T, StoreError>,
     ) -> Result<(Self, Option<(Meta, T, Vec<u8>)>), StoreError> {
-        fs::create_dir_all(dir).map_err(|e| StoreError::io("create dir", dir, e))?;
+        crate::durable::create_dir_durable(dir)?;
         // A temp file is a write that crashed before its rename: never the current snapshot.
         for name in [INSTALL_TEMP, BUILD_TEMP] {
             let temp = dir.join(name);
