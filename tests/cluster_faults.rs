@@ -246,12 +246,42 @@ async fn add_learner_promote_and_remove_under_light_load() {
         .admin(follower)
         .add_learner(v1::AddLearnerRequest {
             id: 4,
-            addr: peer_addr,
+            addr: peer_addr.clone(),
             blocking: true,
         })
         .await
         .expect("add learner");
     cluster.wait_ready(4).await;
+    // Retries are safe: the same learner again answers with the membership as it is; the same
+    // id at another address is refused, naming the field, and changes nothing.
+    let again = cluster
+        .admin(leader)
+        .add_learner(v1::AddLearnerRequest {
+            id: 4,
+            addr: peer_addr.clone(),
+            blocking: false,
+        })
+        .await
+        .expect("add the same learner again")
+        .into_inner();
+    assert!(
+        again
+            .members
+            .iter()
+            .any(|m| m.id == 4 && m.addr == peer_addr),
+        "{again:?}"
+    );
+    let moved = cluster
+        .admin(leader)
+        .add_learner(v1::AddLearnerRequest {
+            id: 4,
+            addr: "127.0.0.1:1".to_string(),
+            blocking: false,
+        })
+        .await
+        .expect_err("another address for a member");
+    assert_eq!(moved.code(), tonic::Code::InvalidArgument, "{moved:?}");
+    assert!(moved.message().contains("already a member"), "{moved:?}");
     let promoted = cluster
         .admin(leader)
         .promote(v1::PromoteRequest { id: 4 })
@@ -285,6 +315,15 @@ async fn add_learner_promote_and_remove_under_light_load() {
             .all(|member| member.id != removed),
         "{after_removal:?}"
     );
+    // A retried removal (its first answer lost) answers with the membership as it is.
+    let removed_again = cluster
+        .admin(leader)
+        .remove_node(v1::RemoveNodeRequest { id: removed })
+        .await
+        .expect("remove the same node again")
+        .into_inner();
+    assert_eq!(removed_again.members, after_removal.members);
+    assert_eq!(removed_again.log_index, after_removal.log_index);
     cluster.kill9(removed);
 
     // Writes go on with the new membership.
@@ -348,4 +387,48 @@ async fn leader_stopped_gracefully_under_load_loses_nothing() {
     assert!(written > 0);
     cluster.converged_hash(&[1, 2, 3]).await;
     assert_charged_exactly(&cluster, written, 2 * written).await;
+}
+
+/// A write that cannot commit (both followers gone) is answered at the request deadline as
+/// `deadline_exceeded`, with the ledger's error code in the reply metadata, as every other
+/// failure is (the server's own timeout would answer CANCELLED without it); once the followers
+/// are back, a retry with the same id settles it once.
+#[tokio::test]
+async fn a_write_that_cannot_commit_answers_deadline_exceeded_with_its_code() {
+    let mut cluster = Cluster::start(ClusterSpec::default()).await;
+    cluster.setup_credits_account("acme", GRANT).await;
+    let leader = cluster.leader().await;
+    let followers: Vec<u64> = cluster
+        .running()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    for id in &followers {
+        cluster.kill9(*id);
+    }
+    let request = usage("stuck-1", "acme", "tokens", "1", now_ms());
+    let status = cluster
+        .ledger(leader)
+        .record_usage(request.clone())
+        .await
+        .expect_err("nothing can commit without a follower");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(
+        status
+            .metadata()
+            .get(tally_tests::tally_proto::error::CODE_METADATA_KEY)
+            .and_then(|value| value.to_str().ok()),
+        Some("deadline_exceeded"),
+        "{status:?}"
+    );
+    for id in &followers {
+        cluster.restart(*id);
+    }
+    for id in &followers {
+        cluster.wait_ready(*id).await;
+    }
+    let reply = record_usage_retrying(&cluster.clients(), request).await;
+    let (kind, _) = settlement(&reply.result);
+    assert!(kind == "settled" || kind == "duplicate", "{kind}");
+    assert_charged_exactly(&cluster, 1, 1).await;
 }

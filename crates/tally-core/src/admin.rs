@@ -303,6 +303,15 @@ impl LedgerState {
         status: AccountStatus,
         result: &mut ApplyResult,
     ) -> Result<Applied, Reason> {
+        // Closing is final; closing again (a retried close) is a no-op, not an error.
+        if status == AccountStatus::Closed
+            && self
+                .accounts
+                .get(id)
+                .is_some_and(|account| account.status == AccountStatus::Closed)
+        {
+            return Ok(Applied::AlreadyApplied);
+        }
         self.open_account(id)?;
         self.touch(id, result);
         self.accounts.get_mut(id).expect("checked").status = status;
@@ -563,6 +572,26 @@ impl LedgerState {
         })
     }
 
+    /// The version of `book` a publish of `rates` effective at `effective_from` already
+    /// made (same time, same rates): a retried publish answers with it and changes nothing,
+    /// even once that time has passed. Only with an explicit `effective_from`: without one a
+    /// publish means "from now", and each is a new version.
+    fn published_before(
+        book: Option<&PriceBook>,
+        effective_from: Option<u64>,
+        rates: &[crate::command::Rate],
+        scale_max: u32,
+    ) -> Option<(u32, u64)> {
+        let (book, effective_from) = (book?, effective_from?);
+        let version = book
+            .versions
+            .iter()
+            .rev()
+            .find(|version| version.effective_from == effective_from)?;
+        let rates = index_rates(rates, scale_max).ok()?;
+        (version.rates == rates).then_some((version.version, effective_from))
+    }
+
     fn new_version(
         &self,
         book: Option<&PriceBook>,
@@ -606,6 +635,18 @@ impl LedgerState {
             }
         }
         // Prices may be finer than the asset's scale (0.000002 per token); the debit is rounded.
+        if let Some((version, effective_from)) = Self::published_before(
+            existing,
+            spec.effective_from,
+            &spec.rates,
+            SCALE_MAX.max(scale),
+        ) {
+            return Ok(Applied::PricesPublished {
+                book: spec.book.clone(),
+                version,
+                effective_from,
+            });
+        }
         let version = self.new_version(
             existing,
             spec.effective_from,
@@ -638,6 +679,17 @@ impl LedgerState {
     }
 
     pub(crate) fn publish_costs(&mut self, spec: &CostBookVersionSpec) -> Result<Applied, Reason> {
+        if let Some((version, effective_from)) = Self::published_before(
+            self.cost_book.as_ref(),
+            spec.effective_from,
+            &spec.rates,
+            SCALE_MAX,
+        ) {
+            return Ok(Applied::CostsPublished {
+                version,
+                effective_from,
+            });
+        }
         let version = self.new_version(
             self.cost_book.as_ref(),
             spec.effective_from,

@@ -811,6 +811,70 @@ fn a_retried_authorize_on_a_since_frozen_account_is_already_applied() {
     assert_eq!(code(&l.run("authorize a h 5 1m")), "already_exists");
 }
 
+/// Retries of writes that went through: closing an account again answers AlreadyApplied
+/// (closing is final; other changes to it stay `account_closed`), and a price or cost version
+/// published with an explicit `effective_from` answers with the version it made, even once
+/// that time has passed (nothing is published twice). Other rates at the same time are a new
+/// publish, refused once in the past.
+#[test]
+fn retried_close_and_publish_answer_what_they_did_the_first_time() {
+    let mut l = L::new();
+    l.ok("account a CREDITS book=p");
+    l.ok("close a");
+    assert_eq!(code(&l.run("close a")), "already_applied");
+    assert_eq!(code(&l.run("freeze a")), "account_closed");
+    assert_eq!(code(&l.run("unfreeze a")), "account_closed");
+
+    let first = l.ok("prices q CREDITS from=+1m : calls per_unit 2");
+    let Outcome::Applied(Applied::PricesPublished {
+        version,
+        effective_from,
+        ..
+    }) = first
+    else {
+        panic!("{first:?}")
+    };
+    l.at("+2m");
+    let again = l.run(&format!(
+        "prices q CREDITS from={} : calls per_unit 2",
+        format_utc(effective_from)
+    ));
+    assert_eq!(
+        again,
+        Outcome::Applied(Applied::PricesPublished {
+            book: BookId::new("q").unwrap(),
+            version,
+            effective_from,
+        })
+    );
+    let other = l.run(&format!(
+        "prices q CREDITS from={} : calls per_unit 3",
+        format_utc(effective_from)
+    ));
+    assert_eq!(code(&other), "effective_in_past");
+
+    let costs = l.ok("costs c USD from=+1m : calls per_unit 0.5");
+    let Outcome::Applied(Applied::CostsPublished {
+        version,
+        effective_from,
+    }) = costs
+    else {
+        panic!("{costs:?}")
+    };
+    l.at("+2m");
+    let again = l.run(&format!(
+        "costs c USD from={} : calls per_unit 0.5",
+        format_utc(effective_from)
+    ));
+    assert_eq!(
+        again,
+        Outcome::Applied(Applied::CostsPublished {
+            version,
+            effective_from,
+        })
+    );
+}
+
 /// §3/§7: authorize counts the credit limit (`available + credit_limit >= amount`); holds
 /// reserve only value that exists (`held <= balance + credit_limit`): lowering the credit
 /// limit trims open holds, as voiding a grant does.

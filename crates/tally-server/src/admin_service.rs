@@ -24,6 +24,9 @@ use crate::proposer::BoxFuture;
 /// Pause between retries of a membership change that met one in progress.
 const MEMBERSHIP_RETRY_MS: u64 = 100;
 
+/// A membership change for openraft and whether removed voters stay as learners.
+type Change = (ChangeMembers<NodeId, BasicNode>, bool);
+
 type ForwardChange<Req> = fn(
     AdminClient<Channel>,
     Request<Req>,
@@ -54,13 +57,40 @@ impl AdminService {
         (members, membership.get_joint_config().len() > 1)
     }
 
+    /// The reply to a change the membership already has (a retried removal, a learner added
+    /// again at the same address): the membership as it is, once the entry that made it so is
+    /// committed (applied here), as a change's reply would be.
+    async fn already_so(
+        &self,
+        deadline: Instant,
+    ) -> Result<Response<v1::MembershipReply>, TallyError> {
+        let log_id = *self.ctx.raft_metrics().membership_config.log_id();
+        self.ctx
+            .raft
+            .wait(Some(deadline.saturating_duration_since(Instant::now())))
+            .applied_index_at_least(log_id.map(|log_id| log_id.index), "membership committed")
+            .await
+            .map_err(|error| {
+                TallyError::new(
+                    ErrorCode::DeadlineExceeded,
+                    format!("the current membership did not commit before the deadline: {error}"),
+                )
+            })?;
+        let (members, _) = self.members();
+        Ok(Response::new(v1::MembershipReply {
+            members,
+            log_index: log_id.map(|log_id| log_id.index).unwrap_or(0),
+        }))
+    }
+
     /// Runs a membership change here when this node leads, else forwards it to the leader.
+    /// `changes` says what to change, or `None` when the membership already is as asked.
     async fn change<Req>(
         &self,
         method: &'static str,
         request: Request<Req>,
         forward: ForwardChange<Req>,
-        changes: impl Fn(&Req) -> Result<(ChangeMembers<NodeId, BasicNode>, bool), TallyError>,
+        changes: impl Fn(&Req) -> Result<Option<Change>, TallyError>,
     ) -> Result<Response<v1::MembershipReply>, Status>
     where
         Req: Send + 'static,
@@ -102,12 +132,14 @@ impl AdminService {
     async fn change_here<Req>(
         &self,
         message: &Req,
-        changes: &impl Fn(&Req) -> Result<(ChangeMembers<NodeId, BasicNode>, bool), TallyError>,
+        changes: &impl Fn(&Req) -> Result<Option<Change>, TallyError>,
     ) -> Result<Response<v1::MembershipReply>, TallyError> {
         let ctx = &self.ctx;
         let deadline = Instant::now() + ctx.request_deadline();
         loop {
-            let (change, retain) = changes(message)?;
+            let Some((change, retain)) = changes(message)? else {
+                return self.already_so(deadline).await;
+            };
             let attempt = tokio::time::timeout_at(
                 deadline.into(),
                 ctx.raft.change_membership(change, retain),
@@ -252,13 +284,29 @@ impl v1::admin_server::Admin for AdminService {
                 request,
                 |mut client, request| Box::pin(async move { client.add_learner(request).await }),
                 |message| {
+                    // openraft keeps a member's address when it is added again: the same
+                    // address is a retry (nothing to do), another one is refused.
+                    let metrics = self.ctx.raft_metrics();
+                    if let Some(node) = metrics.membership_config.membership().get_node(&message.id)
+                    {
+                        if node.addr == message.addr {
+                            return Ok(None);
+                        }
+                        return Err(TallyError::from(tally_core::InvalidInput::new(
+                            "id",
+                            format!(
+                                "node {} is already a member at {}; remove it first to give it another address",
+                                message.id, node.addr
+                            ),
+                        )));
+                    }
                     let nodes = BTreeMap::from([(
                         message.id,
                         BasicNode {
                             addr: message.addr.clone(),
                         },
                     )]);
-                    Ok((ChangeMembers::AddNodes(nodes), true))
+                    Ok(Some((ChangeMembers::AddNodes(nodes), true)))
                 },
             )
             .await?;
@@ -304,10 +352,10 @@ impl v1::admin_server::Admin for AdminService {
             request,
             |mut client, request| Box::pin(async move { client.promote(request).await }),
             |message| {
-                Ok((
+                Ok(Some((
                     ChangeMembers::AddVoterIds(BTreeSet::from([message.id])),
                     true,
-                ))
+                )))
             },
         )
         .await
@@ -333,10 +381,10 @@ impl v1::admin_server::Admin for AdminService {
             request,
             |mut client, request| Box::pin(async move { client.change_membership(request).await }),
             |message| {
-                Ok((
+                Ok(Some((
                     ChangeMembers::ReplaceAllVoters(message.voters.iter().copied().collect()),
                     message.retain,
-                ))
+                )))
             },
         )
         .await
@@ -358,14 +406,18 @@ impl v1::admin_server::Admin for AdminService {
                 let id = message.id;
                 if membership.voter_ids().any(|voter| voter == id) {
                     // Removed from the voters and, with retain = false, from the cluster.
-                    Ok((ChangeMembers::RemoveVoters(BTreeSet::from([id])), false))
-                } else if membership.get_node(&id).is_some() {
-                    Ok((ChangeMembers::RemoveNodes(BTreeSet::from([id])), false))
-                } else {
-                    Err(TallyError::from(tally_core::InvalidInput::new(
-                        "id",
-                        format!("node {id} is not a member of the cluster"),
+                    Ok(Some((
+                        ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+                        false,
                     )))
+                } else if membership.get_node(&id).is_some() {
+                    Ok(Some((
+                        ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+                        false,
+                    )))
+                } else {
+                    // Not a member (any more): a retried removal has nothing left to do.
+                    Ok(None)
                 }
             },
         )

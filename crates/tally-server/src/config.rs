@@ -358,12 +358,15 @@ impl Config {
         if raft.heartbeat_ms == 0 {
             return Err(invalid("raft.heartbeat_ms", "must be at least 1"));
         }
-        if raft.election_timeout_ms_min <= raft.heartbeat_ms {
+        // The same bound the Raft layer holds the settings to, checked here so the file is
+        // refused naming its own field, not at startup.
+        if raft.election_timeout_ms_min < raft.heartbeat_ms.saturating_mul(3) {
             return Err(invalid(
                 "raft.election_timeout_ms_min",
                 format!(
-                    "must be greater than raft.heartbeat_ms ({}), or followers time out between heartbeats",
-                    raft.heartbeat_ms
+                    "must be at least 3 x raft.heartbeat_ms ({}), or a follower starts an election after one slow heartbeat; got {}",
+                    raft.heartbeat_ms.saturating_mul(3),
+                    raft.election_timeout_ms_min
                 ),
             ));
         }
@@ -562,6 +565,12 @@ group_commit_wait_ms = 2
         );
         assert_eq!(
             error_field(&with("heartbeat_ms = 50", "heartbeat_ms = 600")),
+            "raft.election_timeout_ms_min"
+        );
+        // Above the heartbeat but under three of them: refused here, as the Raft layer would
+        // refuse it at startup under a name the file does not use.
+        assert_eq!(
+            error_field(&with("heartbeat_ms = 50", "heartbeat_ms = 200")),
             "raft.election_timeout_ms_min"
         );
         assert_eq!(

@@ -70,7 +70,22 @@ impl LedgerService {
         Reply: Send + 'static,
     {
         let started = Instant::now();
-        let result = self.write_inner(request, forward, reply).await;
+        // The request deadline, answered as `deadline_exceeded` with the ledger's error details
+        // (the server's own timeout, a second later, is only a backstop): the proposal may
+        // still commit, so the client retries with the same ids.
+        let result = match tokio::time::timeout(
+            self.ctx.request_deadline(),
+            self.write_inner(request, forward, reply),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(TallyError::new(
+                ErrorCode::DeadlineExceeded,
+                "the write did not complete before the request deadline; its outcome is unknown: retry with the same ids",
+            )
+            .to_status()),
+        };
         self.ctx
             .metrics
             .record_request(method, &status_code_name(&result), started.elapsed());
@@ -123,26 +138,18 @@ impl LedgerService {
         // never reaches the log; `log_index` then names the applied index the command was
         // checked against. Both read the state without blocking this runtime thread while an
         // entry is being applied.
-        let refused = ctx
-            .reader
-            .with_applied_state(|state, applied| {
-                if !state.is_initialized() {
-                    return Err(TallyError::new(
-                        ErrorCode::NotInitialized,
-                        "the cluster has not applied its Init entry yet; retry in a moment",
-                    ));
-                }
-                Ok(precheck(&command, state).map(|outcome| {
-                    let write = v1::WriteInfo {
-                        log_index: applied.map(|log_id| log_id.index).unwrap_or(0),
-                        at_ms: state.now_ms(),
-                        leader_id: ctx.node_id(),
-                    };
-                    (outcome, write)
-                }))
-            })
-            .await
-            .map_err(|error| error.to_status())?;
+        let mut refused = self.precheck_applied(&command).await?;
+        if refused.is_some() {
+            // Before refusing, make sure this node's state holds every acknowledged write: a
+            // leader elected a moment ago applies its predecessor's last entries only once its
+            // own first entry commits, and a deposed leader that has not heard yet lacks its
+            // successor's. The read barrier confirms leadership with a quorum and waits for
+            // the apply (it fails, retryably, on a node that is no longer the leader).
+            ctx.read_barrier()
+                .await
+                .map_err(|error| error.to_status())?;
+            refused = self.precheck_applied(&command).await?;
+        }
         if let Some((outcome, write)) = refused {
             if let Some(rejection) = outcome.rejection() {
                 ctx.metrics.record_rejection(rejection.code());
@@ -171,6 +178,34 @@ impl LedgerService {
             }
             Err(error) => Err(ctx.propose_error(error).to_status()),
         }
+    }
+
+    /// The precheck's refusal of `command` on the applied state, with the applied index and
+    /// ledger time it was checked against; `NotInitialized` until Init is applied.
+    async fn precheck_applied(
+        &self,
+        command: &Command,
+    ) -> Result<Option<(Outcome, v1::WriteInfo)>, Status> {
+        let ctx = &self.ctx;
+        ctx.reader
+            .with_applied_state(|state, applied| {
+                if !state.is_initialized() {
+                    return Err(TallyError::new(
+                        ErrorCode::NotInitialized,
+                        "the cluster has not applied its Init entry yet; retry in a moment",
+                    ));
+                }
+                Ok(precheck(command, state).map(|outcome| {
+                    let write = v1::WriteInfo {
+                        log_index: applied.map(|log_id| log_id.index).unwrap_or(0),
+                        at_ms: state.now_ms(),
+                        leader_id: ctx.node_id(),
+                    };
+                    (outcome, write)
+                }))
+            })
+            .await
+            .map_err(|error| error.to_status())
     }
 
     async fn forward<Req, Reply>(

@@ -7,6 +7,10 @@
 //! so an unknown account or an amount with more digits than its asset allows stays invalid.
 //! (An account whose creation is still in flight, unacknowledged, may be reported unknown;
 //! the client that created it has not been told it exists yet, so nothing it knows is wrong.)
+//! The applied state must hold every acknowledged write for that, which a leader elected a
+//! moment ago (its predecessor's last entries apply once its own first entry commits) or a
+//! deposed one that has not heard yet may not: before answering a refusal the leader passes
+//! a read barrier (`ledger_service`) and checks again.
 
 use tally_core::validate::check_magnitude;
 use tally_core::{

@@ -158,8 +158,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let deadline = Duration::from_millis(limits.request_deadline_ms);
 
     let client_server = {
+        // A backstop a second past the request deadline: the handlers answer the deadline
+        // themselves, with the ledger's error code (tonic's own timeout answers CANCELLED).
         let mut builder = Server::builder()
-            .timeout(deadline)
+            .timeout(deadline + Duration::from_secs(1))
             .max_concurrent_streams(Some(limits.streams_per_connection_max));
         let router = builder
             .add_service(ledger.clone())
