@@ -223,7 +223,8 @@ echo
 echo "bench-peers: wrote $out_dir/postgres.json"
 if [ -f "$out_dir/tally.json" ]; then
     echo
-    echo "Tally / PostgreSQL (Tally from $out_dir/tally.json):"
+    tally_written="$(stat -c %Y "$out_dir/tally.json")"
+    echo "Tally / PostgreSQL (Tally from $out_dir/tally.json, written $(date -u -d "@$tally_written" '+%Y-%m-%d %H:%M UTC'), $(( ($(date +%s) - tally_written) / 60 )) min ago: run make bench just before for a same-hour comparison):"
     "$bench" compare "$out_dir/tally.json" "$out_dir/postgres.json"
 else
     echo "bench-peers: no $out_dir/tally.json yet; run make bench for the Tally / PostgreSQL table"

@@ -72,8 +72,9 @@ pub struct RunOptions {
     pub warmup: Duration,
 
     /// Open loop: send this many events per second on a fixed schedule, whatever the replies
-    /// do (latency counts from the scheduled send time). Without it: closed loop, each client
-    /// sends its next request when the previous one is answered.
+    /// do (latency counts from the scheduled send time, so it includes the timer's lateness
+    /// of up to about 1 ms). Without it: closed loop, each client sends its next request when
+    /// the previous one is answered.
     #[arg(long, value_name = "EVENTS_PER_SECOND")]
     pub rate: Option<u64>,
 

@@ -80,8 +80,15 @@ pub fn summarize(
             None => recorder.error("failed", 1),
         }
     }
-    if failed > 0 {
-        *recorder.errors.entry("failed_reported".into()).or_default() += failed;
+    // pgbench's own total covers the whole run, warm-up included, and the failures the logs
+    // list are already counted above: only those the logs left out are added.
+    let logged_failures = transactions
+        .iter()
+        .filter(|transaction| transaction.latency_us.is_none())
+        .count() as u64;
+    let unlogged = failed.saturating_sub(logged_failures);
+    if unlogged > 0 {
+        *recorder.errors.entry("failed_reported".into()).or_default() += unlogged;
     }
     let measured_seconds = (ended_us - measure_from_us) as f64 / 1e6;
     Ok(Summary::new(
@@ -135,5 +142,32 @@ mod tests {
             summary.measured_seconds
         );
         assert_eq!(summary.system, "postgresql");
+    }
+
+    /// pgbench's reported failure total includes the failures its log lists: each is counted
+    /// once; only failures the log does not list are added.
+    #[test]
+    fn a_failure_in_the_log_and_in_the_total_counts_once() {
+        let dir =
+            std::env::temp_dir().join(format!("tally-bench-pgbench-failed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("pgbench_log.1");
+        let lines = ["0 0 1000 0 100 0", "0 1 failed 0 102 0", "0 2 1000 0 103 0"];
+        std::fs::write(&log, lines.join("\n")).unwrap();
+        let count = |failed| {
+            summarize(
+                "1x1".into(),
+                1,
+                10,
+                Duration::from_secs(1),
+                failed,
+                std::slice::from_ref(&log),
+            )
+            .unwrap()
+            .errors
+        };
+        assert_eq!(count(1), 1);
+        assert_eq!(count(3), 3);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -102,11 +102,14 @@ impl Latency {
         if histogram.is_empty() {
             return Latency::default();
         }
+        // A quantile is the top of its histogram bucket (3 significant digits), which can lie
+        // above the exact maximum: never report more than the slowest request took.
+        let at = |quantile| histogram.value_at_quantile(quantile).min(max_us);
         Latency {
-            p50_us: histogram.value_at_quantile(0.50),
-            p90_us: histogram.value_at_quantile(0.90),
-            p99_us: histogram.value_at_quantile(0.99),
-            p999_us: histogram.value_at_quantile(0.999),
+            p50_us: at(0.50),
+            p90_us: at(0.90),
+            p99_us: at(0.99),
+            p999_us: at(0.999),
             max_us,
             mean_us: (histogram.mean() * 10.0).round() / 10.0,
         }
@@ -454,6 +457,28 @@ impl Table {
             self.system,
             short(&peer.system)
         );
+        // The two tables come from separate runs: say how long each measured, so a table
+        // left from another kind of run (a short one, other shapes) shows.
+        let seconds = |table: &Table| {
+            let measured = table.runs.iter().map(|run| run.measured_seconds);
+            let low = measured.clone().fold(f64::INFINITY, f64::min);
+            let high = measured.fold(0.0, f64::max);
+            if table.runs.is_empty() {
+                "no runs".to_string()
+            } else if (high - low) < 0.5 {
+                format!("{low:.0} s per shape")
+            } else {
+                format!("{low:.0}-{high:.0} s per shape")
+            }
+        };
+        let _ = writeln!(
+            text,
+            "(measured: {} {}, {} {})",
+            self.system,
+            seconds(self),
+            short(&peer.system),
+            seconds(peer)
+        );
         text
     }
 }
@@ -468,6 +493,18 @@ fn short(system: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_quantile_never_exceeds_the_maximum() {
+        let mut histogram = super::Histogram::<u64>::new(3).unwrap();
+        for value in [1_000, 2_000, 193_003] {
+            histogram.record(value).unwrap();
+        }
+        let latency = super::Latency::of(&histogram, 193_003);
+        assert!(histogram.value_at_quantile(0.999) > 193_003);
+        assert_eq!(latency.p999_us, 193_003);
+        assert_eq!(latency.p50_us, histogram.value_at_quantile(0.5));
+    }
+
     use super::*;
 
     #[test]
