@@ -36,9 +36,12 @@
 //! (and calls its `LogFlushed` callback) only after `fdatasync` of the segment (and of the
 //! directory when the append started a new segment). `truncate`, `purge` and `save_vote` are
 //! synced before they return. Recovery on open: every record's length, CRC and index are
-//! checked; a damaged or short record at the tail of the LAST segment is the torn write of an
-//! append that was never acknowledged, and is cut off (with a warning); damage anywhere else
-//! is corruption and stops the open with an error naming the file and the offset.
+//! checked; a damaged or short record in the LAST segment is taken for the torn write of an
+//! append that was never acknowledged, and the segment is cut there (with a warning; the bytes
+//! cut are kept in `cut-FIRST-OFFSET.bin`, since a crash cannot be told from damage inside the
+//! last segment: one append may write several records, any of whose pages may be lost); damage
+//! in an earlier segment is corruption and stops the open with an error naming the file and
+//! the offset.
 //!
 //! Reads: the most recent entries stay in memory (up to [`LogOptions::cache_bytes_max`], an
 //! entry counted as three times its encoded size: it holds its encoding and its decoded form),
@@ -667,6 +670,11 @@ impl Log {
                 .open(&path)
                 .map_err(|e| StoreError::io("open", &path, e))?;
             if !clean_end {
+                // A crash cannot be told from damage inside the last segment (one append may
+                // write several records, any of whose pages may be lost), so the log is cut at
+                // the first bad record either way; what is cut is kept beside it first, for
+                // an operator to inspect when it was more than a torn final append.
+                keep_cut_bytes(dir, first_index, valid_len, &bytes[valid_len..])?;
                 file.set_len(valid_len as u64)
                     .map_err(|e| StoreError::io("truncate", &path, e))?;
                 file.sync_all()
@@ -688,6 +696,34 @@ impl Log {
         }
         Ok(active_end)
     }
+}
+
+/// Writes the bytes cut off the end of the segment that starts at `first_index` (from
+/// `offset` up to the last byte that is not zero: the zero-filled space after them is left
+/// out) to `cut-FIRST-OFFSET.bin` in the log directory, synced, and names it in a warning.
+/// Nothing reads it back.
+fn keep_cut_bytes(
+    dir: &Path,
+    first_index: u64,
+    offset: usize,
+    cut: &[u8],
+) -> Result<(), StoreError> {
+    let written = cut
+        .iter()
+        .rposition(|&byte| byte != 0)
+        .map_or(0, |last| last + 1);
+    let path = dir.join(format!("cut-{first_index}-{offset}.bin"));
+    let mut file = std::fs::File::create(&path).map_err(|e| StoreError::io("create", &path, e))?;
+    file.write_all(&cut[..written])
+        .and_then(|()| file.sync_all())
+        .map_err(|e| StoreError::io("write", &path, e))?;
+    sync_dir(dir)?;
+    tracing::warn!(
+        kept = %path.display(),
+        bytes = written,
+        "the bytes cut off the log are kept there; a cut of more than one append's records means the disk damaged acknowledged entries, which this node no longer has"
+    );
+    Ok(())
 }
 
 fn remove_segments(segments: &[Segment]) -> Result<(), StoreError> {

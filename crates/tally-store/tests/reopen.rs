@@ -179,6 +179,17 @@ async fn preallocated_space_is_the_clean_end_of_the_log() {
         end_of_records as u64,
         "cut back to the last whole record"
     );
+    // What was cut is kept beside the log, without the zeros after it.
+    let mut torn = bytes[..HEADER_OF_FIRST_RECORD].to_vec();
+    torn.extend_from_slice(&[7u8; 40]);
+    assert_eq!(
+        std::fs::read(
+            dir.path()
+                .join(format!("raft-log/cut-1-{end_of_records}.bin"))
+        )
+        .unwrap(),
+        torn
+    );
     log.blocking_append([entry(31)]).await.unwrap();
     drop((log, sm));
 
@@ -410,4 +421,53 @@ async fn damaged_snapshot_file_stops_open_loudly() {
 fn reader_is_a_cheap_shareable_handle() {
     fn shareable<T: Clone + Send + Sync + 'static>() {}
     shareable::<tally_store::LedgerReader>();
+}
+
+/// Damage inside the last segment cannot be told from a torn final append (one append may
+/// write several records and lose any of their pages), so the log is cut at the first bad
+/// record; the bytes cut, acknowledged records among them, are kept in a file beside the log
+/// so that nothing is destroyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_cut_off_the_last_segment_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _sm) = tally_store::open(dir.path()).unwrap();
+        for i in 1..=30 {
+            log.blocking_append([entry(i)]).await.unwrap();
+        }
+    }
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 1);
+    let path = files[0].0.clone();
+    let bytes = std::fs::read(&path).unwrap();
+    let end_of_records = records_end(&bytes);
+    // The offset of record 10: walk the lengths of the first nine.
+    let mut at = 0;
+    for _ in 0..9 {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += HEADER_OF_FIRST_RECORD + len;
+    }
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let flipped = bytes[at + HEADER_OF_FIRST_RECORD + 3] ^ 0x01;
+        file.write_all_at(&[flipped], (at + HEADER_OF_FIRST_RECORD + 3) as u64)
+            .unwrap();
+    }
+    let (mut log, _sm) = tally_store::open(dir.path()).unwrap();
+    assert_eq!(
+        log.try_get_log_entries(..).await.unwrap(),
+        (1..=9).map(entry).collect::<Vec<_>>()
+    );
+    let mut cut = bytes[at..end_of_records].to_vec();
+    cut[HEADER_OF_FIRST_RECORD + 3] ^= 0x01;
+    // Kept up to the last byte that is not zero (the zero-filled space after it is left out).
+    while cut.last() == Some(&0) {
+        cut.pop();
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join(format!("raft-log/cut-1-{at}.bin"))).unwrap(),
+        cut,
+        "records 10..=30 kept as they were on disk"
+    );
 }
