@@ -265,10 +265,11 @@ async fn add_learner_promote_and_remove_under_light_load() {
         .expect("add the same learner again")
         .into_inner();
     assert!(
-        again
-            .members
-            .iter()
-            .any(|m| m.id == 4 && m.addr == peer_addr),
+        again.unchanged
+            && again
+                .members
+                .iter()
+                .any(|m| m.id == 4 && m.addr == peer_addr),
         "{again:?}"
     );
     let moved = cluster
@@ -322,6 +323,7 @@ async fn add_learner_promote_and_remove_under_light_load() {
         .await
         .expect("remove the same node again")
         .into_inner();
+    assert!(removed_again.unchanged && !after_removal.unchanged);
     assert_eq!(removed_again.members, after_removal.members);
     assert_eq!(removed_again.log_index, after_removal.log_index);
     cluster.kill9(removed);

@@ -48,11 +48,12 @@ pub async fn cluster(client: &Client, out: Output, command: ClusterCommand) -> C
         ClusterCommand::Status => status(client, out).await,
         ClusterCommand::AddLearner { id, addr, no_wait } => {
             let reply = client.add_learner(id, &addr, !no_wait).await?;
-            membership(
-                out,
-                &format!("added node {id} ({addr}) as a learner"),
-                &reply,
-            )
+            let done = if reply.unchanged {
+                format!("node {id} ({addr}) is already a member; nothing to add")
+            } else {
+                format!("added node {id} ({addr}) as a learner")
+            };
+            membership(out, &done, &reply)
         }
         ClusterCommand::Promote { id } => {
             let reply = client.promote(id).await?;
@@ -60,7 +61,12 @@ pub async fn cluster(client: &Client, out: Output, command: ClusterCommand) -> C
         }
         ClusterCommand::Remove { id } => {
             let reply = client.remove_node(id).await?;
-            membership(out, &format!("removed node {id}"), &reply)
+            let done = if reply.unchanged {
+                format!("node {id} is not a member; nothing to remove")
+            } else {
+                format!("removed node {id}")
+            };
+            membership(out, &done, &reply)
         }
         ClusterCommand::Snapshot => snapshot(client, out).await,
         ClusterCommand::Hash => hash(client, out).await,
@@ -69,7 +75,11 @@ pub async fn cluster(client: &Client, out: Output, command: ClusterCommand) -> C
 
 fn membership(out: Output, done: &str, reply: &v1::MembershipReply) -> CommandResult {
     if out.json {
-        out.json(&json!({"members": members_json(&reply.members), "log_index": reply.log_index}));
+        out.json(&json!({
+            "members": members_json(&reply.members),
+            "log_index": reply.log_index,
+            "unchanged": reply.unchanged,
+        }));
     } else {
         println!("{done} (log index {})\n", reply.log_index);
         print!("{}", members_text(&reply.members));

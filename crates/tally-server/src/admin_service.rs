@@ -80,6 +80,7 @@ impl AdminService {
         Ok(Response::new(v1::MembershipReply {
             members,
             log_index: log_id.map(|log_id| log_id.index).unwrap_or(0),
+            unchanged: true,
         }))
     }
 
@@ -157,6 +158,7 @@ impl AdminService {
                     return Ok(Response::new(v1::MembershipReply {
                         members,
                         log_index: response.log_id.index,
+                        unchanged: false,
                     }));
                 }
                 Ok(Err(error)) => error,
