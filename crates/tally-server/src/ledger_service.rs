@@ -218,8 +218,10 @@ impl LedgerService {
     {
         let ctx = &self.ctx;
         let (leader, channel) = ctx.leader_channel().map_err(|error| error.to_status())?;
+        // The leader encodes replies up to the server's limit (a large batch's every-result
+        // reply, after it committed): read as much as it may send.
         let client = LedgerClient::new(channel)
-            .max_decoding_message_size(ctx.config.limits.request_bytes_max * 4)
+            .max_decoding_message_size(tally_raft::MESSAGE_BYTES_MAX)
             .max_encoding_message_size(ctx.config.limits.request_bytes_max);
         let mut request = Request::new(message);
         request.set_timeout(ctx.request_deadline());
