@@ -635,6 +635,14 @@ async fn every_command_in_human_and_json_form() {
         .ok()
         .json();
     assert_eq!(s(&json, "released"), "95");
+    // Released again (a retry whose answer was lost): nothing changed, and said so.
+    tally(e, &["hold", "release", "acme", "job-1"])
+        .ok()
+        .has("hold job-1 on acme had already ended; nothing changed");
+    let json = tally(e, &["--json", "hold", "release", "acme", "job-1"])
+        .ok()
+        .json();
+    assert_eq!(json["already_ended"], true);
 
     // Reports and history.
     tally(e, &["report", "acme"])
@@ -1229,6 +1237,34 @@ fn bad_flags_and_values_are_refused_before_any_request() {
         (&["cluster", "promote", "four"], "<ID>"),
         (&["--timeout", "soon", "cluster", "status"], "--timeout"),
         (&["account", "frobnicate", "x"], "frobnicate"),
+        // Values the client's own checks refuse before sending (as the server would).
+        (&["grant", "void", "acme", "g1", "--reason", ""], "reason"),
+        (
+            &[
+                "usage",
+                "record",
+                "acme",
+                "--meter",
+                "t",
+                "--quantity",
+                "10000000000000000",
+            ],
+            "quantity",
+        ),
+        (
+            &[
+                "usage",
+                "record",
+                "acme",
+                "--meter",
+                "t",
+                "--quantity",
+                "1",
+                "--occurred-at",
+                "€€a€",
+            ],
+            "--occurred-at",
+        ),
     ];
     for (args, flag) in cases {
         let run = tally(e, args).code(2);
@@ -1290,6 +1326,49 @@ fn bad_flags_and_values_are_refused_before_any_request() {
     tally(e, &["--timeout", "1s", "account", "show", "acme"])
         .code(3)
         .err_has("unavailable");
+    // An event whose outcome is unknown: the retry must name it (the same command would
+    // record a new event with a new id), in words and in the JSON error's details.
+    let run = tally(
+        e,
+        &[
+            "--timeout",
+            "1s",
+            "usage",
+            "record",
+            "acme",
+            "--meter",
+            "t",
+            "--quantity",
+            "1",
+        ],
+    )
+    .code(3)
+    .err_has("retry this event with --event-id evt-");
+    assert!(run.stderr.contains("--occurred-at"), "{}", run.stderr);
+    let json = tally(
+        e,
+        &[
+            "--json",
+            "--timeout",
+            "1s",
+            "usage",
+            "record",
+            "acme",
+            "--meter",
+            "t",
+            "--quantity",
+            "1",
+            "--event-id",
+            "e-unknown",
+        ],
+    )
+    .code(3)
+    .json();
+    assert_eq!(json["error"]["details"]["event_id"], "e-unknown");
+    assert!(
+        json["error"]["details"]["occurred_at"].is_string(),
+        "{json}"
+    );
 }
 
 #[tokio::test]

@@ -414,7 +414,11 @@ pub async fn hold(client: &Client, out: Output, command: HoldCommand) -> Command
         HoldCommand::Release { account, id } => {
             let reply = client.release(&account, &id).await?;
             if out.json {
-                out.json(&json!({"account": account, "hold": id, "released": reply.released, "available_after": reply.available_after, "log_index": log_index(&reply.write)}));
+                out.json(&json!({"account": account, "hold": id, "released": reply.released, "available_after": reply.available_after, "already_ended": reply.already_ended, "log_index": log_index(&reply.write)}));
+            } else if reply.already_ended {
+                // A retry whose first answer was lost, or a hold that expired or was fully
+                // captured: nothing was left to release, nothing changed.
+                println!("hold {id} on {account} had already ended; nothing changed");
             } else {
                 print!(
                     "{}",

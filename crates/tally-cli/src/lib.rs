@@ -4,8 +4,10 @@
 //! - [`run`]`(args) -> ExitCode`: parses the command line (clap), validates every value before
 //!   any request (bad values name the flag), runs the command through `tally-client` and
 //!   prints the result. Exit status: 0 ok, 1 refused by the ledger (including a rejected or
-//!   conflicting usage event, a failed hash comparison), 2 bad command line or value,
-//!   3 cluster unreachable or outcome unknown (retrying the same command is safe).
+//!   conflicting usage event, a failed hash comparison), 2 bad command line or value
+//!   (including what the client's own request checks refuse), 3 cluster unreachable or outcome
+//!   unknown (retrying the same command is safe, except `usage record` without `--event-id`
+//!   and `--occurred-at`, whose error names the event to retry).
 //! - [`args::Cli`]: the command tree (asset, account (incl. update), grant, price, usage, hold, report,
 //!   history, events, cluster, demo) and the global flags `--endpoint ADDR` (repeatable or
 //!   comma-separated; env `TALLY_ENDPOINT`; default the `make run` cluster on

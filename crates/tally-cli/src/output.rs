@@ -51,6 +51,9 @@ impl From<ClientError> for Failure {
     fn from(error: ClientError) -> Failure {
         let exit = if error.is_transient() {
             EXIT_UNAVAILABLE
+        } else if error.is_local() {
+            // Caught by the client's own checks: nothing was sent, as for a bad flag.
+            EXIT_USAGE
         } else {
             EXIT_REFUSED
         };

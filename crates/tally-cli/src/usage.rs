@@ -59,7 +59,30 @@ pub async fn record(client: &Client, out: Output, args: UsageRecordArgs) -> Comm
         let occurred_at = tally_core::format_utc(occurred_at_ms);
         eprintln!("to retry this event: --event-id {event_id} --occurred-at {occurred_at}");
     }
-    let outcome = client.record_usage(event).await?;
+    let outcome = match client.record_usage(event).await {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            let transient = error.is_transient();
+            let message = error.message();
+            let occurred_at = tally_core::format_utc(occurred_at_ms);
+            let mut failure = Failure::from(error);
+            // The event as sent, so a script can retry the very same one (`--json` too).
+            failure
+                .details
+                .insert("event_id".into(), json!(event_id.clone()));
+            failure
+                .details
+                .insert("occurred_at".into(), json!(occurred_at.clone()));
+            if transient && (generated || args.occurred_at.is_none()) {
+                // Running the same command again would record a new event (a new id or
+                // time): the retry must name this one.
+                failure.message = format!(
+                    "{message} (the outcome is unknown: retry this event with --event-id {event_id} --occurred-at {occurred_at}; the same command without them records a new event)"
+                );
+            }
+            return Err(failure);
+        }
+    };
     if out.json {
         let mut value = views::usage_json(&event_id, &outcome);
         value["event_id_generated"] = json!(generated);

@@ -17,6 +17,10 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
     }
     // An explicit offset other than UTC: parse the local time as if UTC, then shift.
     let split = text.len().checked_sub(6).ok_or_else(bad)?;
+    // A byte index: text that is not ASCII there is not a time (and must not be split there).
+    if !text.is_char_boundary(split) {
+        return Err(bad());
+    }
     let (local, offset) = text.split_at(split);
     let sign: i64 = match offset.as_bytes().first() {
         Some(b'+') => 1,

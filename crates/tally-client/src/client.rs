@@ -18,7 +18,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
 use crate::config::{normalize_endpoint, ClientConfig};
-use crate::error::ClientError;
+use crate::error::{checked_locally, ClientError};
 use crate::events::EventSubscription;
 use crate::unary::{
     Connection, KeepAlive, AUTHORIZE_PATH, GET_ACCOUNT_PATH, RECORD_USAGE_BATCH_PATH,
@@ -437,7 +437,7 @@ impl Client {
             code: code.to_string(),
             scale,
         };
-        request.to_command()?;
+        checked_locally(request.to_command())?;
         self.ledger_call("create asset", request, |mut c, r| async move {
             c.create_asset(r).await
         })
@@ -458,7 +458,7 @@ impl Client {
         &self,
         request: v1::CreateAccountRequest,
     ) -> Result<v1::CreateAccountReply, ClientError> {
-        request.to_command()?;
+        checked_locally(request.to_command())?;
         self.ledger_call("create account", request, |mut c, r| async move {
             c.create_account(r).await
         })
@@ -469,7 +469,7 @@ impl Client {
         &self,
         request: v1::UpdateAccountRequest,
     ) -> Result<v1::UpdateAccountReply, ClientError> {
-        request.to_command()?;
+        checked_locally(request.to_command())?;
         self.ledger_call("update account", request, |mut c, r| async move {
             c.update_account(r).await
         })
@@ -486,7 +486,7 @@ impl Client {
             account: account.to_string(),
             status: status as i32,
         };
-        request.to_command()?;
+        checked_locally(request.to_command())?;
         self.ledger_call("set account status", request, |mut c, r| async move {
             c.set_account_status(r).await
         })
@@ -514,7 +514,7 @@ impl Client {
         &self,
         request: v1::AddGrantRequest,
     ) -> Result<v1::AddGrantReply, ClientError> {
-        request.to_command()?;
+        checked_locally(request.to_command())?;
         self.ledger_call("add grant", request, |mut c, r| async move {
             c.add_grant(r).await
         })
@@ -532,7 +532,7 @@ impl Client {
             grant_id: grant_id.to_string(),
             reason: reason.to_string(),
         };
-        request.to_command()?;
+        checked_locally(request.to_command())?;
         self.ledger_call("void grant", request, |mut c, r| async move {
             c.void_grant(r).await
         })
@@ -545,7 +545,7 @@ impl Client {
         &self,
         request: v1::PublishPricesRequest,
     ) -> Result<v1::PublishPricesReply, ClientError> {
-        request.to_command()?;
+        checked_locally(request.to_command())?;
         self.ledger_call("publish prices", request, |mut c, r| async move {
             c.publish_prices(r).await
         })
@@ -578,7 +578,7 @@ impl Client {
         &self,
         request: v1::PublishCostsRequest,
     ) -> Result<v1::PublishCostsReply, ClientError> {
-        request.to_command()?;
+        checked_locally(request.to_command())?;
         self.ledger_call("publish costs", request, |mut c, r| async move {
             c.publish_costs(r).await
         })
@@ -598,7 +598,7 @@ impl Client {
             amount: amount.to_string(),
             expires_in_ms,
         };
-        request.to_command()?;
+        checked_locally(request.to_command())?;
         self.unary_call("authorize", AUTHORIZE_PATH, &request).await
     }
 
@@ -611,7 +611,7 @@ impl Client {
             account: account.to_string(),
             hold_id: hold_id.to_string(),
         };
-        request.to_command()?;
+        checked_locally(request.to_command())?;
         self.unary_call("release", RELEASE_PATH, &request).await
     }
 
@@ -622,7 +622,7 @@ impl Client {
     /// answer is `Duplicate` carrying that original settlement: treat it like `Settled`.
     pub async fn record_usage(&self, event: v1::UsageEvent) -> Result<UsageOutcome, ClientError> {
         let request = v1::RecordUsageRequest { event: Some(event) };
-        request.to_command()?;
+        checked_locally(request.to_command())?;
         let reply: v1::RecordUsageReply = self
             .unary_call("record usage", RECORD_USAGE_PATH, &request)
             .await?;
@@ -690,7 +690,7 @@ impl Client {
             atomic,
             reply: listed as i32,
         };
-        request.to_command()?;
+        checked_locally(request.to_command())?;
         let reply = self
             .unary_call("record usage batch", RECORD_USAGE_BATCH_PATH, &request)
             .await?;

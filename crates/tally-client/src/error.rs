@@ -25,6 +25,16 @@ pub enum ClientError {
     /// A reply that breaks the API contract (a missing field, an amount that does not parse).
     #[error("internal: the server's reply is malformed: {0}")]
     Protocol(String),
+    /// The client's own checks refused the request before anything was sent (the same
+    /// checks, codes and messages as the server's: `invalid_argument` naming the field and the
+    /// reason, `request_too_large`).
+    #[error("{0}")]
+    Invalid(Box<TallyError>),
+}
+
+/// The client's own check of a request, before it is sent: a refusal is [`ClientError::Invalid`].
+pub(crate) fn checked_locally<T>(result: Result<T, TallyError>) -> Result<T, ClientError> {
+    result.map_err(|error| ClientError::Invalid(Box::new(error)))
 }
 
 impl ClientError {
@@ -33,9 +43,15 @@ impl ClientError {
         match self {
             ClientError::Api(error) => error.code,
             ClientError::RetriesExhausted { last, .. } => last.code,
+            ClientError::Invalid(error) => error.code,
             ClientError::Endpoint { .. } => ErrorCode::InvalidArgument,
             ClientError::Protocol(_) => ErrorCode::Internal,
         }
+    }
+
+    /// Whether the client refused the call itself, before sending anything.
+    pub fn is_local(&self) -> bool {
+        matches!(self, ClientError::Invalid(_) | ClientError::Endpoint { .. })
     }
 
     /// The message without the code prefix.
@@ -55,15 +71,16 @@ impl ClientError {
             ClientError::Protocol(message) => {
                 format!("the server's reply is malformed: {message}")
             }
+            ClientError::Invalid(error) => error.message.clone(),
         }
     }
 
     /// Machine-readable details (`field`/`reason`, `available`/`required`...), when any.
     pub fn details(&self) -> BTreeMap<String, String> {
         match self {
-            ClientError::Api(error) | ClientError::RetriesExhausted { last: error, .. } => {
-                error.details.clone()
-            }
+            ClientError::Api(error)
+            | ClientError::Invalid(error)
+            | ClientError::RetriesExhausted { last: error, .. } => error.details.clone(),
             _ => BTreeMap::new(),
         }
     }
@@ -82,6 +99,6 @@ impl From<TallyError> for ClientError {
 
 impl From<tally_core::InvalidInput> for ClientError {
     fn from(error: tally_core::InvalidInput) -> Self {
-        ClientError::Api(Box::new(error.into()))
+        ClientError::Invalid(Box::new(error.into()))
     }
 }

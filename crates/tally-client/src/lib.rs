@@ -39,7 +39,8 @@
 //! - [`UsageOutcome`] / [`Settlement`] / [`Rejection`]: typed usage results with exact
 //!   [`tally_core::Amount`]s.
 //! - [`ClientError`] (thiserror): `code()` is always one of the stable [`ErrorCode`]s;
-//!   `message()`, `details()`, `is_transient()`.
+//!   `message()`, `details()`, `is_transient()`, `is_local()` (refused by the client's own
+//!   checks of the request, `ClientError::Invalid`, before anything was sent).
 //! - [`usage_event`], [`new_event_id`]: helpers to build events.
 //! - [`unary`]: gRPC unary calls on a bare HTTP/2 connection (what usage, authorize, release
 //!   and `get_account` are sent on; also `tally-bench`'s load): [`unary::Connection::open`],
