@@ -1659,6 +1659,29 @@ async fn client_library_routes_batches_and_streams() {
     let last = outcomes[22].outcome.settlement().unwrap();
     assert_eq!(last.balance_after.to_string(), "8");
 
+    // A batch refused as a whole (a bad value: nothing of it can settle) is set aside, not
+    // sent again, so the next batch's outcomes come back with the next flush.
+    let mut strict = UsageBatcher::new(client.clone(), 1, false);
+    strict
+        .push(usage_event("neg-1", "acme", "tokens", "-1", occurred))
+        .await
+        .expect_err("a negative quantity is refused");
+    let refused: Vec<String> = strict
+        .take_refused()
+        .into_iter()
+        .map(|event| event.event_id)
+        .collect();
+    assert_eq!(refused, ["neg-1"]);
+    assert_eq!(strict.unanswered_len(), 0);
+    let mut after = strict
+        .push(usage_event("after-1", "acme", "tokens", "0", occurred))
+        .await
+        .unwrap();
+    after.extend(strict.flush().await.unwrap());
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].event_id, "after-1");
+    assert_eq!(after[0].outcome.kind(), "settled");
+
     // The same events again: every one a duplicate carrying its original settlement.
     let again = client
         .record_usage_batch(

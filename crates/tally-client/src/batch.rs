@@ -31,6 +31,9 @@ pub struct UsageBatcher {
     in_flight: VecDeque<(Vec<v1::UsageEvent>, BatchTask)>,
     /// Batches whose call failed (outcome unknown): sent again, same ids, by the next `flush`.
     failed: Vec<Vec<v1::UsageEvent>>,
+    /// Batches refused as a whole (a permanent error: nothing of them settled); not sent
+    /// again, handed back by [`UsageBatcher::take_refused`].
+    refused: Vec<v1::UsageEvent>,
     /// Outcomes collected but not yet returned (a later batch failed in the same call).
     ready: Vec<EventOutcome>,
 }
@@ -48,6 +51,7 @@ impl UsageBatcher {
             pending: Vec::with_capacity(batch_events_max),
             in_flight: VecDeque::new(),
             failed: Vec::new(),
+            refused: Vec::new(),
             ready: Vec::new(),
         }
     }
@@ -77,11 +81,19 @@ impl UsageBatcher {
             .sum()
     }
 
+    /// The events of batches the cluster (or the client's own checks) refused as a whole with
+    /// a permanent error (`invalid_argument`, `request_too_large`): nothing of them settled
+    /// and they are not sent again; fix them and push them anew.
+    pub fn take_refused(&mut self) -> Vec<v1::UsageEvent> {
+        std::mem::take(&mut self.refused)
+    }
+
     /// Adds an event. When that fills a batch it is sent; the outcomes of every batch that
-    /// finished meanwhile come back (in push order; often none). On an error, the failed
-    /// batch is kept (same events, same ids) and `flush` sends it again; its outcomes then come
-    /// after those of batches pushed later, and outcomes already collected come with the next
-    /// successful call.
+    /// finished meanwhile come back (in push order; often none). On a transient error (the
+    /// outcome unknown) the failed batch is kept (same events, same ids) and `flush` sends it
+    /// again; its outcomes then come after those of batches pushed later. On a permanent
+    /// error the batch is set aside ([`UsageBatcher::take_refused`]). Either way the error is
+    /// returned, and outcomes already collected come with the next successful call.
     pub async fn push(&mut self, event: v1::UsageEvent) -> Result<Vec<EventOutcome>, ClientError> {
         self.pending.push(event);
         if self.pending.len() < self.batch_events_max {
@@ -95,16 +107,24 @@ impl UsageBatcher {
         Ok(std::mem::take(&mut self.ready))
     }
 
-    /// Sends what is buffered and any batch that failed before, waits for every batch in
-    /// flight, and returns their outcomes in push order.
+    /// Sends what is buffered and any batch that failed before (at most `in_flight_max` at
+    /// once), waits for every batch in flight, and returns their outcomes in push order. On an
+    /// error, what was not sent yet stays for the next `flush`.
     pub async fn flush(&mut self) -> Result<Vec<EventOutcome>, ClientError> {
         // Failed batches went out before anything still in flight was pushed... or after; a
         // retry cannot keep the original order, and does not need to: ids make it safe.
-        for events in std::mem::take(&mut self.failed) {
-            self.send(events);
-        }
+        let mut to_send: VecDeque<Vec<v1::UsageEvent>> = std::mem::take(&mut self.failed).into();
         if !self.pending.is_empty() {
-            let events = std::mem::take(&mut self.pending);
+            to_send.push_back(std::mem::take(&mut self.pending));
+        }
+        while let Some(events) = to_send.pop_front() {
+            while self.in_flight.len() >= self.in_flight_max {
+                if let Err(error) = self.finish_oldest().await {
+                    to_send.push_front(events);
+                    self.failed.extend(to_send);
+                    return Err(error);
+                }
+            }
             self.send(events);
         }
         while !self.in_flight.is_empty() {
@@ -137,7 +157,18 @@ impl UsageBatcher {
                 Ok(())
             }
             Err(error) => {
-                self.failed.push(events);
+                // Refused before anything could settle (a bad value, too large): sending it
+                // again would fail again. Anything else leaves the outcome unknown: retried.
+                let refused = matches!(
+                    error.code(),
+                    tally_proto::ErrorCode::InvalidArgument
+                        | tally_proto::ErrorCode::RequestTooLarge
+                );
+                if refused {
+                    self.refused.extend(events);
+                } else {
+                    self.failed.push(events);
+                }
                 Err(error)
             }
         }
