@@ -35,7 +35,9 @@
 //!     `trigger_snapshot_at(endpoint)`, `state_hash_at(endpoint)`.
 //! - [`UsageBatcher`]: buffers events and sends `RecordUsageBatch` calls of up to N events,
 //!   `with_in_flight(k)` batches concurrently, returning per-event outcomes in push order;
-//!   failed batches are kept and re-sent (same ids) by `flush`.
+//!   batches that failed with the outcome unknown are kept and re-sent (same ids) by `flush`;
+//!   batches refused as a whole (`invalid_argument`, `request_too_large`) are set aside for
+//!   `take_refused`.
 //! - [`UsageOutcome`] / [`Settlement`] / [`Rejection`]: typed usage results with exact
 //!   [`tally_core::Amount`]s.
 //! - [`ClientError`] (thiserror): `code()` is always one of the stable [`ErrorCode`]s;
