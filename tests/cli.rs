@@ -1328,42 +1328,23 @@ fn bad_flags_and_values_are_refused_before_any_request() {
         .err_has("unavailable");
     // An event whose outcome is unknown: the retry must name it (the same command would
     // record a new event with a new id), in words and in the JSON error's details.
-    let run = tally(
-        e,
-        &[
-            "--timeout",
-            "1s",
-            "usage",
-            "record",
-            "acme",
-            "--meter",
-            "t",
-            "--quantity",
-            "1",
-        ],
-    )
-    .code(3)
-    .err_has("retry this event with --event-id evt-");
+    let record = [
+        "--timeout",
+        "1s",
+        "usage",
+        "record",
+        "acme",
+        "--meter",
+        "t",
+        "--quantity",
+        "1",
+    ];
+    let run = tally(e, &record)
+        .code(3)
+        .err_has("retry this event with --event-id evt-");
     assert!(run.stderr.contains("--occurred-at"), "{}", run.stderr);
-    let json = tally(
-        e,
-        &[
-            "--json",
-            "--timeout",
-            "1s",
-            "usage",
-            "record",
-            "acme",
-            "--meter",
-            "t",
-            "--quantity",
-            "1",
-            "--event-id",
-            "e-unknown",
-        ],
-    )
-    .code(3)
-    .json();
+    let named = [&["--json"][..], &record, &["--event-id", "e-unknown"]].concat();
+    let json = tally(e, &named).code(3).json();
     assert_eq!(json["error"]["details"]["event_id"], "e-unknown");
     assert!(
         json["error"]["details"]["occurred_at"].is_string(),
