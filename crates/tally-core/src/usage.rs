@@ -126,24 +126,23 @@ fn price<'book>(
             .charge
             .add(exact, account.scale)
             .ok_or_else(|| overflow("quantity"))?;
-        let exact_cost = match event.cost {
-            Some(cost) => cost,
-            None => cost_book
-                .and_then(|book| book.version_at(now))
-                .and_then(|version| version.rate_for(&event.meter, &event.dimensions))
-                .map(|rate| exact_charge(&rate.model, event.quantity, month_quantity))
-                .unwrap_or(Some(Amount::ZERO))
-                .ok_or_else(|| overflow("cost"))?,
-        };
         // A cost the event carries is what the provider charged, at the reporting scale
         // already: it is reported as it came, and only costs the cost book prices (exact,
         // finer than the scale) go through the accrual that keeps their rounding from leaking.
         let (cost, cost_accrual) = match event.cost {
             Some(cost) => (cost, accrual.cost),
-            None => accrual
-                .cost
-                .add(exact_cost, reporting_scale)
-                .ok_or_else(|| overflow("cost"))?,
+            None => {
+                let exact_cost = cost_book
+                    .and_then(|book| book.version_at(now))
+                    .and_then(|version| version.rate_for(&event.meter, &event.dimensions))
+                    .map(|rate| exact_charge(&rate.model, event.quantity, month_quantity))
+                    .unwrap_or(Some(Amount::ZERO))
+                    .ok_or_else(|| overflow("cost"))?;
+                accrual
+                    .cost
+                    .add(exact_cost, reporting_scale)
+                    .ok_or_else(|| overflow("cost"))?
+            }
         };
         let from_hold = match &event.hold {
             None => Amount::ZERO,
