@@ -1542,6 +1542,33 @@ async fn a_retry_through_another_node_settles_the_event_once() {
         .ok()
         .json();
     assert_eq!(hash["agree"], true, "{hash}");
+    assert_eq!(
+        (hash["answered"].as_u64(), hash["unreachable"].as_u64()),
+        (Some(2), Some(1))
+    );
+    tally(&dead_first, &["cluster", "hash"])
+        .ok()
+        .has("the 2 nodes that answered agree; 1 unreachable, not compared");
+    // With one node answering there is nothing to compare: no "agree", and not exit 0.
+    let one_live = vec![
+        cluster.node(leader).addrs.client.clone(),
+        cluster.node(follower).addrs.client.clone(),
+    ];
+    tally(&one_live, &["cluster", "hash"])
+        .code(3)
+        .has("only 1 of 2 nodes answered: nothing to compare");
+    let hash = tally(&one_live, &["--json", "cluster", "hash"])
+        .code(3)
+        .json();
+    assert_eq!(hash["agree"], Value::Null, "{hash}");
+    assert_eq!(
+        (hash["answered"].as_u64(), hash["unreachable"].as_u64()),
+        (Some(1), Some(1))
+    );
+    // One endpoint given on purpose: said so, exit 0.
+    tally(&follower_endpoint, &["cluster", "hash"])
+        .ok()
+        .has("one endpoint given: nothing to compare");
     let running = cluster.running();
     cluster.converged_hash(&running).await;
 }
@@ -1895,4 +1922,170 @@ async fn client_gives_up_a_silent_node_by_its_pings() {
     assert_ne!(client.known_leader(), Some(leader_addr));
     let account = client.get_account("acme").await.unwrap();
     assert_eq!(account.balance, "97");
+}
+
+/// A followed event stream served by a node that goes silent (SIGSTOP: the connection stays
+/// up, nothing answers) is ended by the client's HTTP/2 pings and resumed on another node from
+/// the next sequence number: the events recorded meanwhile arrive, in order, none missed or
+/// repeated. Without the pings `next()` waits on the silent node for ever (this test's 60 s).
+#[tokio::test]
+async fn a_followed_event_stream_resumes_past_a_silent_node() {
+    use tally_client::{usage_event, v1, Client, ClientConfig};
+    use tally_tests::faults::cluster::{FaultCluster, FaultSpec};
+
+    let mut cluster = FaultCluster::start(FaultSpec {
+        voters: 3,
+        max_nodes: 3,
+        ..FaultSpec::default()
+    })
+    .await;
+    let addr_of: Vec<(u64, String)> = cluster
+        .running()
+        .into_iter()
+        .map(|id| (id, cluster.node(id).addrs.client.clone()))
+        .collect();
+    let client = Client::new(ClientConfig {
+        request_timeout_ms: 3_000,
+        call_timeout_ms: 60_000,
+        keep_alive_interval_ms: 300,
+        keep_alive_timeout_ms: 300,
+        ..ClientConfig::with_endpoints(addr_of.iter().map(|(_, addr)| addr.clone()))
+    })
+    .unwrap();
+    client.create_asset("CREDITS", 0).await.unwrap();
+    price_and_fund_acme(&client, &["50"]).await;
+    let occurred = tally_tests::now_ms();
+    // 100 -> 40 crosses the threshold: balance_low, seq 1.
+    let first = client
+        .record_usage(usage_event("e-1", "acme", "tokens", "60", occurred))
+        .await
+        .unwrap();
+    assert_eq!(first.kind(), "settled", "{first:?}");
+    let leader_addr = client.known_leader().expect("a leader learned");
+    let leader = addr_of
+        .iter()
+        .find(|(_, addr)| *addr == leader_addr)
+        .map(|(id, _)| *id)
+        .expect("the leader is one of the nodes");
+
+    // Opened on the node the client knows as leader.
+    let mut events = client.events(1, true);
+    let low: v1::LedgerEvent = next_event_within_a_minute(&mut events).await;
+    assert_eq!((low.seq, low.kind.as_str()), (1, "balance_low"));
+
+    cluster.pause(leader);
+    // Through the new leader: 40 -> 0 (balance_depleted, seq 2), then a grant brings it back
+    // above the threshold (balance_recovered, seq 3).
+    let second = client
+        .record_usage(usage_event("e-2", "acme", "tokens", "40", occurred))
+        .await
+        .unwrap();
+    assert_eq!(second.kind(), "settled", "{second:?}");
+    client
+        .add_grant(v1::AddGrantRequest {
+            account: "acme".into(),
+            grant_id: "g-2".into(),
+            category: v1::GrantCategory::Purchased as i32,
+            amount: "100".into(),
+            paid: Some("1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let depleted = next_event_within_a_minute(&mut events).await;
+    let recovered = next_event_within_a_minute(&mut events).await;
+    cluster.resume(leader);
+    assert_eq!(
+        [
+            (depleted.seq, depleted.kind.as_str()),
+            (recovered.seq, recovered.kind.as_str())
+        ],
+        [(2, "balance_depleted"), (3, "balance_recovered")]
+    );
+    assert_eq!(events.next_seq(), 4);
+}
+
+async fn next_event_within_a_minute(
+    events: &mut tally_client::EventSubscription,
+) -> tally_client::v1::LedgerEvent {
+    tokio::time::timeout(Duration::from_secs(60), events.next())
+        .await
+        .expect("the subscription delivered nothing within 60 s")
+        .unwrap()
+        .expect("a followed subscription does not end")
+}
+
+/// Ledger events run from seq 1 without gaps on every node; a node missing one (damage: the
+/// row is deleted here from its stopped state database) says so, naming the missing seqs, and
+/// the subscription hands that error over instead of skipping to the next event it has.
+#[tokio::test]
+async fn an_event_stream_with_a_missing_event_is_an_error_not_a_skip() {
+    use tally_client::{usage_event, v1, Client, ClientConfig};
+
+    let mut cluster = Cluster::start(ClusterSpec {
+        voters: 1,
+        ..ClusterSpec::default()
+    })
+    .await;
+    let client = Client::new(ClientConfig::with_endpoints([cluster
+        .node(1)
+        .addrs
+        .client
+        .clone()]))
+    .unwrap();
+    client.create_asset("CREDITS", 0).await.unwrap();
+    price_and_fund_acme(&client, &["50"]).await;
+    let occurred = tally_tests::now_ms();
+    // balance_low (seq 1), balance_depleted (seq 2), then the grant's events.
+    for (id, quantity) in [("e-1", "60"), ("e-2", "40")] {
+        let outcome = client
+            .record_usage(usage_event(id, "acme", "tokens", quantity, occurred))
+            .await
+            .unwrap();
+        assert_eq!(outcome.kind(), "settled", "{outcome:?}");
+    }
+    client
+        .add_grant(v1::AddGrantRequest {
+            account: "acme".into(),
+            grant_id: "g-2".into(),
+            category: v1::GrantCategory::Purchased as i32,
+            amount: "100".into(),
+            paid: Some("1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut all = client.events(1, false);
+    let mut seqs = Vec::new();
+    while let Some(event) = all.next().await.unwrap() {
+        seqs.push(event.seq);
+    }
+    assert!(seqs.len() >= 3, "{seqs:?}");
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+
+    // A snapshot syncs the state database, so the restart re-applies nothing of the above.
+    let endpoint = cluster.node(1).addrs.client.clone();
+    client.trigger_snapshot_at(&endpoint).await.unwrap();
+    cluster.stop(1);
+    {
+        // The event row's key in the state machine's tree: b'e' and the seq, big-endian.
+        let db = sled::open(cluster.node(1).data_dir.join("state")).unwrap();
+        let state = db.open_tree("sm").unwrap();
+        let mut key = vec![b'e'];
+        key.extend_from_slice(&2u64.to_be_bytes());
+        assert!(state.remove(key).unwrap().is_some(), "event 2's row");
+        db.flush().unwrap();
+    }
+    cluster.restart(1);
+    cluster.wait_ready(1).await;
+
+    let mut events = client.events(1, false);
+    let first = events.next().await.unwrap().expect("event 1");
+    assert_eq!(first.seq, 1);
+    let error = events.next().await.expect_err("event 2 is missing");
+    assert_eq!(error.code(), tally_client::ErrorCode::Internal, "{error}");
+    assert!(
+        error.message().contains("no ledger events 2..=2"),
+        "{error}"
+    );
 }

@@ -434,3 +434,60 @@ async fn a_write_that_cannot_commit_answers_deadline_exceeded_with_its_code() {
     assert!(kind == "settled" || kind == "duplicate", "{kind}");
     assert_charged_exactly(&cluster, 1, 1).await;
 }
+
+/// A client that goes silent (its machine gone: no reset, no close) loses its connection to
+/// the node's HTTP/2 pings instead of holding a connection slot for ever. The "client" here
+/// opens HTTP/2 by hand (preface, settings, the settings ack) and then never answers a ping.
+#[tokio::test]
+async fn a_silent_client_connection_is_closed_by_the_nodes_pings() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let cluster = Cluster::start(ClusterSpec {
+        voters: 1,
+        extra_limits: "keep_alive_interval_ms = 300\nkeep_alive_timeout_ms = 300",
+        ..ClusterSpec::default()
+    })
+    .await;
+    let mut socket = tokio::net::TcpStream::connect(&cluster.node(1).addrs.client)
+        .await
+        .unwrap();
+    // The connection preface, then an empty SETTINGS frame and a SETTINGS ack (9-byte frame
+    // headers: length 0, type 4, flags 0 or ACK, stream 0).
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    hello.extend_from_slice(&[0, 0, 0, 4, 1, 0, 0, 0, 0]);
+    socket.write_all(&hello).await.unwrap();
+    // Read (and ignore) what the node sends, pings included, until it closes the connection.
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match socket.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "the node kept a silent connection open for 60 s ({} bytes received)",
+        received.len()
+    );
+    // It did ping (a PING frame: type 6) before giving up.
+    assert!(
+        received
+            .windows(4)
+            .any(|w| w[3] == 6 && w[0..3] == [0, 0, 8]),
+        "no PING frame among {} bytes",
+        received.len()
+    );
+    // The node serves other clients as before.
+    let reply = cluster
+        .admin(1)
+        .cluster_status(v1::ClusterStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.node_id, 1);
+}

@@ -135,6 +135,8 @@ pub struct ClusterSpec {
     pub tick_interval_ms: u64,
     pub snapshot_logs_since_last: u64,
     pub logs_to_keep_after_snapshot: u64,
+    /// More `[limits]` lines for every node's config (TOML, one setting per line).
+    pub extra_limits: &'static str,
 }
 
 impl Default for ClusterSpec {
@@ -144,6 +146,7 @@ impl Default for ClusterSpec {
             tick_interval_ms: 1_000,
             snapshot_logs_since_last: 10_000,
             logs_to_keep_after_snapshot: 1_000,
+            extra_limits: "",
         }
     }
 }
@@ -306,7 +309,8 @@ impl Cluster {
              snapshot_logs_since_last = {since_last}\n\
              logs_to_keep_after_snapshot = {keep}\n\n\
              [limits]\n\
-             request_deadline_ms = 8000\n\n\
+             request_deadline_ms = 8000\n\
+             {extra_limits}\n\n\
              [proposer]\n\
              tick_interval_ms = {tick}\n",
             client = addrs.client,
@@ -316,6 +320,7 @@ impl Cluster {
             since_last = spec.snapshot_logs_since_last,
             keep = spec.logs_to_keep_after_snapshot,
             tick = spec.tick_interval_ms,
+            extra_limits = spec.extra_limits,
         );
         std::fs::write(&config_path, config).expect("writing the node config");
         self.nodes.insert(

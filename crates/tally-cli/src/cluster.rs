@@ -236,15 +236,17 @@ async fn hash(client: &Client, out: Output) -> CommandResult {
     let same_hash = answers
         .windows(2)
         .all(|pair| pair[0].1.hash_hex == pair[1].1.hash_hex);
-    // Agreement is only decidable between nodes standing at the same applied index.
-    let agree = if aligned { Some(same_hash) } else { None };
+    // Agreement is only decidable between at least two nodes standing at the same applied
+    // index: one node answering agrees with nothing.
+    let compared = answers.len() >= 2;
+    let agree = (aligned && compared).then_some(same_hash);
     if out.json {
         let mut nodes: Vec<Value> = answers
             .iter()
             .map(|(endpoint, r)| json!({"endpoint": endpoint, "node_id": r.node_id, "applied_index": r.applied_index, "hash": r.hash_hex, "ledger_time": crate::output::time_json(Some(r.ledger_time_ms))}))
             .collect();
         nodes.extend(errors.iter().map(|(endpoint, error)| json!({"endpoint": endpoint, "error": {"code": error.code().as_str(), "message": error.message()}})));
-        out.json(&json!({"agree": agree, "nodes": nodes}));
+        out.json(&json!({"agree": agree, "answered": answers.len(), "unreachable": errors.len(), "nodes": nodes}));
     } else {
         let mut table = Table::new(&["ENDPOINT", "NODE", "APPLIED", "STATE HASH"]);
         for (endpoint, r) in &answers {
@@ -265,14 +267,28 @@ async fn hash(client: &Client, out: Output) -> CommandResult {
         }
         print!("{}", table.render());
         match agree {
-            Some(true) => println!("\nall {} nodes agree", answers.len()),
+            Some(true) if errors.is_empty() => println!("\nall {} nodes agree", answers.len()),
+            Some(true) => println!(
+                "\nthe {} nodes that answered agree; {} unreachable, not compared",
+                answers.len(),
+                errors.len()
+            ),
             Some(false) => println!("\nDIVERGED: nodes at the same applied index disagree"),
+            None if !compared && errors.is_empty() => {
+                println!("\none endpoint given: nothing to compare (give every node's --endpoint)")
+            }
+            None if !compared => println!(
+                "\nonly {} of {} nodes answered: nothing to compare",
+                answers.len(),
+                answers.len() + errors.len()
+            ),
             None => println!("\nnodes were at different applied indexes; run again to compare"),
         }
     }
-    Ok(if agree == Some(false) {
-        EXIT_REFUSED
-    } else {
-        0
+    Ok(match agree {
+        Some(false) => EXIT_REFUSED,
+        // Nothing was compared: not a success a script could take for agreement.
+        None if !compared && !errors.is_empty() => EXIT_UNAVAILABLE,
+        _ => 0,
     })
 }

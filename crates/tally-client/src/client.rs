@@ -167,14 +167,21 @@ impl Client {
             return Ok(channel.clone());
         }
         let config = &self.shared.config;
-        let channel = Endpoint::from_shared(format!("http://{endpoint}"))
+        let mut builder = Endpoint::from_shared(format!("http://{endpoint}"))
             .map_err(|error| ClientError::Endpoint {
                 endpoint: endpoint.to_string(),
                 reason: error.to_string(),
             })?
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        if config.keep_alive_interval_ms > 0 {
+            // Pings while a call or stream is open: a followed event stream from a node that
+            // went silent ends and is resumed elsewhere instead of waiting forever.
+            builder = builder
+                .http2_keep_alive_interval(Duration::from_millis(config.keep_alive_interval_ms))
+                .keep_alive_timeout(Duration::from_millis(config.keep_alive_timeout_ms.max(1)));
+        }
+        let channel = builder.connect_lazy();
         route.channels.insert(endpoint.to_string(), channel.clone());
         Ok(channel)
     }

@@ -23,11 +23,13 @@ pub struct ClientConfig {
     pub backoff_ms_max: u64,
     /// Largest reply accepted (history pages and batch replies can be large).
     pub reply_bytes_max: usize,
-    /// HTTP/2 pings on the connection usage, authorize, release and get account go on: one
-    /// every this many ms (0: none). A ping unanswered within `keep_alive_timeout_ms` ends the
+    /// HTTP/2 pings on every connection to a node while it carries a call or an event stream
+    /// (the one usage, authorize, release and get account go on, always): one every this
+    /// many ms (0: none). A ping unanswered within `keep_alive_timeout_ms` ends the
     /// connection and fails its calls in flight, which are then retried elsewhere: a node
     /// whose machine vanished (no reset, no close) costs a call about interval + timeout
-    /// instead of its whole `request_timeout_ms`.
+    /// instead of its whole `request_timeout_ms`, and a followed event stream resumes on
+    /// another node instead of waiting forever.
     pub keep_alive_interval_ms: u64,
     pub keep_alive_timeout_ms: u64,
 }

@@ -8,8 +8,11 @@ use crate::error::ClientError;
 /// Reopens of the stream in a row without receiving an event before giving up.
 const REOPENS_IN_A_ROW_MAX: u32 = 10;
 
-/// Events in sequence order, without gaps or repeats across reconnects: after a lost stream it
-/// asks again from the last sequence number seen plus one.
+/// Events in sequence order, without gaps or repeats across reconnects: after a lost stream
+/// (the node restarted, or went silent and the client's pings gave it up) it asks again from
+/// the last sequence number seen plus one, on whichever node answers. A node that lacks some
+/// events (damage) answers `internal` naming the missing seqs, and so does the subscription
+/// itself if a stream ever skips one: an error, not a silent jump.
 pub struct EventSubscription {
     client: Client,
     next_seq: u64,
@@ -59,6 +62,18 @@ impl EventSubscription {
                         // Already delivered before a reconnect.
                         continue;
                     }
+                    if event.seq > self.next_seq {
+                        // The node skipped events (tallyd refuses to; an older build did not).
+                        self.stream = None;
+                        return Err(ClientError::Api(Box::new(
+                            tally_proto::TallyError::internal(format!(
+                                "the event stream skipped seq {}..={}; read them from another node",
+                                self.next_seq,
+                                event.seq - 1
+                            ))
+                            .with_detail("from_seq", self.next_seq.to_string()),
+                        )));
+                    }
                     self.next_seq = event.seq + 1;
                     return Ok(Some(event));
                 }
@@ -70,8 +85,15 @@ impl EventSubscription {
                 // where it stopped, on whichever node answers.
                 Ok(None) => self.reopen().await?,
                 Err(status) => {
+                    // A status without a Tally code is the transport's (a reset, a connection
+                    // closed by its pings): resumed like any transient error, as reading
+                    // events again changes nothing.
+                    let from_node = status
+                        .metadata()
+                        .contains_key(tally_proto::error::CODE_METADATA_KEY);
                     let error = tally_proto::TallyError::from_status(&status);
-                    if !error.code.is_transient() {
+                    if from_node && !error.code.is_transient() {
+                        self.stream = None;
                         return Err(ClientError::Api(Box::new(error)));
                     }
                     self.reopen().await?;

@@ -19,8 +19,9 @@
 //!     and pinged every `keep_alive_interval_ms` (2 s): a ping unanswered within
 //!     `keep_alive_timeout_ms` (2 s) ends it, so a node that went silent without closing it
 //!     fails the calls on it for retry elsewhere instead of holding them to their deadline;
-//!     every other call goes through one lazily connected tonic channel per node. Clones of a
-//!     `Client` share both.
+//!     every other call goes through one lazily connected tonic channel per node, pinged the
+//!     same way while a call or an event stream is open on it. Clones of a `Client` share
+//!     both.
 //!   - Deadlines: `request_timeout_ms` per attempt (also sent as `grpc-timeout`);
 //!     [`Client::with_request_timeout`] for one call site.
 //!   - Requests are validated locally (tally-proto's `ToCommand`) before anything is sent, so bad
@@ -30,7 +31,8 @@
 //!     `get_prices`, `publish_costs`, `record_usage` -> [`UsageOutcome`],
 //!     `record_usage_batch` -> `Vec<`[`EventOutcome`]`>`, `authorize`, `release`, `history`,
 //!     `report`, `events(from_seq, follow)` -> [`EventSubscription`] (resumes by sequence
-//!     number across reconnects). Views are returned as the generated `tally_proto::v1` types.
+//!     number across reconnects, a node gone silent included; events skipped by a node are
+//!     an error naming the seqs, never passed over). Views are returned as the generated `tally_proto::v1` types.
 //!   - Admin calls: `cluster_status_of(endpoint)`, `add_learner`, `promote`, `remove_node`,
 //!     `trigger_snapshot_at(endpoint)`, `state_hash_at(endpoint)`.
 //! - [`UsageBatcher`]: buffers events and sends `RecordUsageBatch` calls of up to N events,

@@ -117,6 +117,12 @@ pub struct LimitsConfig {
     pub entries_in_flight_max: usize,
     /// Most concurrent gRPC streams per connection.
     pub streams_per_connection_max: u32,
+    /// HTTP/2 pings on every accepted connection (client and peer listeners): one after this
+    /// many ms without a frame from the other end (0: none). A ping unanswered within
+    /// `keep_alive_timeout_ms` closes the connection, so a client whose machine vanished (no
+    /// reset, no close) does not hold a connection slot and its event streams forever.
+    pub keep_alive_interval_ms: u64,
+    pub keep_alive_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -131,6 +137,8 @@ impl Default for LimitsConfig {
             proposal_queue_max: 65_536,
             entries_in_flight_max: 1,
             streams_per_connection_max: 256,
+            keep_alive_interval_ms: 20_000,
+            keep_alive_timeout_ms: 20_000,
         }
     }
 }
@@ -431,6 +439,12 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if limits.keep_alive_interval_ms > 0 && limits.keep_alive_timeout_ms == 0 {
+            return Err(invalid(
+                "limits.keep_alive_timeout_ms",
+                "must be at least 1 while limits.keep_alive_interval_ms pings",
+            ));
+        }
         if limits.entry_bytes_max < limits.request_bytes_max {
             return Err(invalid(
                 "limits.entry_bytes_max",
@@ -583,6 +597,17 @@ group_commit_wait_ms = 2
             )),
             "limits.batch_events_max"
         );
+        assert_eq!(
+            error_field(&format!(
+                "{THREE_NODES}\n[limits]\nkeep_alive_timeout_ms = 0\n"
+            )),
+            "limits.keep_alive_timeout_ms"
+        );
+        // No pings: then no timeout is needed.
+        Config::from_toml(&format!(
+            "{THREE_NODES}\n[limits]\nkeep_alive_interval_ms = 0\nkeep_alive_timeout_ms = 0\n"
+        ))
+        .unwrap();
         assert_eq!(
             error_field(&format!(
                 "{THREE_NODES}\n[ledger]\nreporting_currency = \"usd\"\n"

@@ -659,8 +659,23 @@ impl ingest::ledger_server::Ledger for LedgerService {
                     continue;
                 }
                 for event in &events {
-                    // A node that installed a snapshot may lack older events; the stream then
-                    // jumps to the next one it has (seq tells the consumer).
+                    // Seqs run from 1 without gaps on every node (a snapshot carries the
+                    // events before it). A missing row is damage: say so rather than skip it,
+                    // as a consumer acting on every event (a low-balance alert) must not miss
+                    // one.
+                    if event.seq != next_seq {
+                        let _ = sender
+                            .send(Err(TallyError::internal(format!(
+                                "this node holds no ledger events {next_seq}..={}: its next \
+                                 is {}; read them from another node",
+                                event.seq.saturating_sub(1),
+                                event.seq
+                            ))
+                            .with_detail("from_seq", next_seq.to_string())
+                            .to_status()))
+                            .await;
+                        return;
+                    }
                     next_seq = event.seq + 1;
                     if sender.send(Ok(convert::ledger_event(event))).await.is_err() {
                         return;

@@ -36,6 +36,10 @@
 //! - Bad input never reaches the log: tally-proto validates the wire, then the leader answers
 //!   from its applied state what cannot succeed (unknown account or asset, an amount with more
 //!   digits than its asset allows; see `precheck.rs`). So bad input leaves the state hash alone.
+//! - `StreamEvents` sends this node's applied events from `from_seq` on, in seq order; a seq
+//!   missing from its store ends the stream with `internal` naming the missing seqs instead of
+//!   jumping over it. Every accepted connection is pinged (`limits.keep_alive_interval_ms`):
+//!   one whose client went silent is closed with its streams.
 
 pub mod admin_service;
 pub mod alloc;

@@ -156,12 +156,17 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let admin = AdminServer::new(AdminService::new(ctx.clone()));
     let raft_service = RaftService::new(raft.clone()).into_server(MESSAGE_BYTES_MAX);
     let deadline = Duration::from_millis(limits.request_deadline_ms);
+    let keep_alive_interval = (limits.keep_alive_interval_ms > 0)
+        .then(|| Duration::from_millis(limits.keep_alive_interval_ms));
+    let keep_alive_timeout = Some(Duration::from_millis(limits.keep_alive_timeout_ms));
 
     let client_server = {
         // A backstop a second past the request deadline: the handlers answer the deadline
         // themselves, with the ledger's error code (tonic's own timeout answers CANCELLED).
         let mut builder = Server::builder()
             .timeout(deadline + Duration::from_secs(1))
+            .http2_keepalive_interval(keep_alive_interval)
+            .http2_keepalive_timeout(keep_alive_timeout)
             .max_concurrent_streams(Some(limits.streams_per_connection_max));
         let router = builder
             .add_service(ledger.clone())
@@ -187,6 +192,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         // Peers: the Raft service, plus Ledger and Admin for requests followers forward. No
         // request timeout layer here: openraft sets its own deadlines per RPC.
         let mut builder = Server::builder()
+            .http2_keepalive_interval(keep_alive_interval)
+            .http2_keepalive_timeout(keep_alive_timeout)
             .max_concurrent_streams(Some(limits.streams_per_connection_max))
             .initial_stream_window_size(Some(PEER_STREAM_WINDOW_BYTES))
             .initial_connection_window_size(Some(PEER_CONNECTION_WINDOW_BYTES))
