@@ -1182,6 +1182,10 @@ fn bad_flags_and_values_are_refused_before_any_request() {
         (&["usage", "record", "acme", "--quantity", "1"], "--meter"),
         (&["usage", "import", "/nonexistent/usage.jsonl"], "FILE"),
         (&["usage", "import", "x.jsonl", "--batch", "0"], "--batch"),
+        (
+            &["usage", "import", "x.jsonl", "--batch-bytes", "100"],
+            "--batch-bytes",
+        ),
         (&["report", "--month", "2026-13"], "--month"),
         (&["asset", "create", "usd", "--scale", "2"], "<CODE>"),
         (&["asset", "create", "USD", "--scale", "19"], "--scale"),
@@ -1689,6 +1693,41 @@ async fn client_library_routes_batches_and_streams() {
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].event_id, "after-1");
     assert_eq!(after[0].outcome.kind(), "settled");
+
+    // `usage import` of 4,000 events of about 1.3 KB each (five long dimensions) asked in one
+    // batch: 5.3 MB, more than the node's 4 MiB request limit, which would refuse the batch
+    // whole; the import cuts it in two by bytes and every event settles. Quantity 0 keeps
+    // acme's balance for what follows.
+    let long = "v".repeat(250);
+    let lines: Vec<String> = (0..4_000)
+        .map(|i| {
+            format!(
+                r#"{{"event_id": "big-{i}", "account": "acme", "meter": "tokens", "quantity": "0", "dimensions": {{"d0": "{long}", "d1": "{long}", "d2": "{long}", "d3": "{long}", "d4": "{long}"}}}}"#
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let import_path = dir.path().join("big.jsonl");
+    std::fs::write(&import_path, lines.join("\n") + "\n").unwrap();
+    let leader_endpoint = vec![cluster.node(leader).addrs.client.clone()];
+    let json = tally(
+        &leader_endpoint,
+        &[
+            "--json",
+            "usage",
+            "import",
+            import_path.to_str().unwrap(),
+            "--batch",
+            "4000",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(
+        (json["settled"].as_u64(), json["batches"].as_u64()),
+        (Some(4_000), Some(2)),
+        "{json}"
+    );
 
     // The same events again: every one a duplicate carrying its original settlement.
     let again = client

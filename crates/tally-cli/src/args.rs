@@ -283,6 +283,11 @@ pub enum UsageCommand {
         /// Events per batch (one log entry each), 1..=8190.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=8190))]
         batch: u64,
+        /// Bytes per batch request, at least 1024: a batch is cut before it would pass this
+        /// (events with long ids or many dimensions). The cluster's limits.request_bytes_max
+        /// (4 MiB by default).
+        #[arg(long, value_name = "BYTES", default_value_t = 4_194_304, value_parser = clap::value_parser!(u64).range(1024..=67_108_864))]
+        batch_bytes: u64,
         /// Each batch settles all or nothing.
         #[arg(long)]
         atomic: bool,

@@ -105,18 +105,17 @@ async fn execute(cli: Cli, out: Output) -> Result<u8, Failure> {
         Command::Usage(UsageCommand::Import {
             file,
             batch,
+            batch_bytes,
             atomic,
             in_flight,
         }) => {
-            usage::import(
-                &client,
-                out,
-                &file,
-                batch as usize,
+            let batches = usage::Batches {
+                events_max: batch as usize,
+                bytes_max: batch_bytes as usize,
                 atomic,
-                in_flight as usize,
-            )
-            .await
+                in_flight: in_flight as usize,
+            };
+            usage::import(&client, out, &file, batches).await
         }
         Command::Hold(command) => ledger::hold(&client, out, command).await,
         Command::Report(args) => ledger::report(&client, out, args).await,

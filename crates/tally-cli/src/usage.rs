@@ -273,14 +273,22 @@ impl Progress {
     }
 }
 
-pub async fn import(
-    client: &Client,
-    out: Output,
-    path: &Path,
-    batch: usize,
-    atomic: bool,
-    in_flight: usize,
-) -> CommandResult {
+/// How `usage import` batches: events and request bytes per batch, all-or-nothing batches,
+/// batches in flight.
+pub struct Batches {
+    pub events_max: usize,
+    pub bytes_max: usize,
+    pub atomic: bool,
+    pub in_flight: usize,
+}
+
+pub async fn import(client: &Client, out: Output, path: &Path, batches: Batches) -> CommandResult {
+    let Batches {
+        events_max: batch,
+        bytes_max,
+        atomic,
+        in_flight,
+    } = batches;
     let events = read_events(path)?;
     let total = events.len();
     let mut tally = Tally::default();
@@ -291,8 +299,9 @@ pub async fn import(
         last: None,
         terminal: std::io::stderr().is_terminal(),
     };
-    let batches = total.div_ceil(batch);
-    let mut batcher = UsageBatcher::new(client.clone(), batch, atomic).with_in_flight(in_flight);
+    let mut batcher = UsageBatcher::new(client.clone(), batch, atomic)
+        .with_in_flight(in_flight)
+        .with_batch_bytes_max(bytes_max);
     // Outcomes come back in push order, so the n-th outcome is the n-th event of the file.
     let mut answered = 0usize;
     let mut record = |outcomes: Vec<EventOutcome>, tally: &mut Tally| {
@@ -345,6 +354,7 @@ pub async fn import(
     }
     progress.show(&tally, true);
     let seconds = progress.started.elapsed().as_secs_f64();
+    let batches = batcher.batches_sent();
     if out.json {
         out.json(&json!({
             "file": path.display().to_string(),

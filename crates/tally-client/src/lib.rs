@@ -35,7 +35,8 @@
 //!     an error naming the seqs, never passed over). Views are returned as the generated `tally_proto::v1` types.
 //!   - Admin calls: `cluster_status_of(endpoint)`, `add_learner`, `promote`, `remove_node`,
 //!     `trigger_snapshot_at(endpoint)`, `state_hash_at(endpoint)`.
-//! - [`UsageBatcher`]: buffers events and sends `RecordUsageBatch` calls of up to N events,
+//! - [`UsageBatcher`]: buffers events and sends `RecordUsageBatch` calls of up to N events
+//!   and 4 MiB (`with_batch_bytes_max` for a cluster with another `request_bytes_max`),
 //!   `with_in_flight(k)` batches concurrently, returning per-event outcomes in push order;
 //!   batches that failed with the outcome unknown are kept and re-sent (same ids) by `flush`;
 //!   batches refused as a whole (`invalid_argument`, `request_too_large`) are set aside for
@@ -58,7 +59,7 @@ mod events;
 pub mod unary;
 mod usage;
 
-pub use batch::UsageBatcher;
+pub use batch::{UsageBatcher, BATCH_BYTES_MAX_DEFAULT};
 pub use client::Client;
 pub use config::{normalize_endpoint, ClientConfig, DEFAULT_ENDPOINTS};
 pub use error::ClientError;
