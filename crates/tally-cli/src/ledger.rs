@@ -387,18 +387,29 @@ pub async fn hold(client: &Client, out: Output, command: HoldCommand) -> Command
             }
             let reply = client.authorize(&account, &id, &amount, expires_in).await?;
             // A retry of an authorization that already holds (same id and amount) changes
-            // nothing, and its reply carries no expiry or balance.
+            // nothing; its reply carries the hold's expiry and what is available now (none
+            // from a node of a build before session 23).
             let existed = reply.already_existed;
+            let expires_at = (reply.expires_at_ms > 0).then_some(reply.expires_at_ms);
+            let available =
+                (!reply.available_after.is_empty()).then_some(reply.available_after.clone());
             if out.json {
                 out.json(&json!({
                     "account": account, "hold": id, "amount": amount, "already_existed": existed,
-                    "expires_at": time_json((!existed).then_some(reply.expires_at_ms)),
-                    "available_after": if existed { serde_json::Value::Null } else { json!(reply.available_after) },
+                    "expires_at": time_json(expires_at),
+                    "available_after": available,
                     "log_index": log_index(&reply.write),
                 }));
             } else if existed {
+                let known = match (expires_at, &available) {
+                    (Some(at), Some(available)) => format!(
+                        " (expires at {}; available now {available})",
+                        time_text(Some(at))
+                    ),
+                    _ => String::new(),
+                };
                 println!(
-                    "hold {id} on {account} already existed with amount {amount}; nothing changed"
+                    "hold {id} on {account} already existed with amount {amount}{known}; nothing changed"
                 );
             } else {
                 print!(

@@ -2,7 +2,7 @@
 //! time-driven transitions of those parts (grant start, expiry, allowance reset, hold expiry).
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
@@ -371,56 +371,163 @@ impl GrantOrder {
     }
 }
 
-/// An account's holds by id. Most accounts hold none, so the map lives behind a pointer that
-/// is null while it is empty: 8 bytes in every account instead of an empty map's 24.
+/// An account's holds by id, with two time indexes: open holds by expiry and ended holds by
+/// the time they ended (they are kept for the dedup window, so that a retried authorize or
+/// release stays a no-op). Every command on the account, and every transition, looks at the
+/// indexes' first entries and at open holds only, never at every hold kept: an account that
+/// authorizes per request keeps tens of thousands of ended holds. Most accounts hold none, so
+/// it all lives behind a pointer that is null while empty (8 bytes in every account).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[allow(clippy::box_collection)] // The box is the point: 8 bytes where an empty map takes 24.
-pub(crate) struct Holds(Option<Box<BTreeMap<HoldId, Hold>>>);
+pub(crate) struct Holds(Option<Box<HoldMaps>>);
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct HoldMaps {
+    all: BTreeMap<HoldId, Hold>,
+    /// `(expires_at, id)` of every hold with `ended == None`.
+    open: BTreeSet<(u64, HoldId)>,
+    /// `(ended_at, id)` of every ended hold.
+    ended: BTreeSet<(u64, HoldId)>,
+}
+
+impl HoldMaps {
+    fn index(&mut self, id: &HoldId, hold: &Hold) {
+        match hold.ended {
+            None => self.open.insert((hold.expires_at, id.clone())),
+            Some((_, at)) => self.ended.insert((at, id.clone())),
+        };
+    }
+
+    fn unindex(&mut self, id: &HoldId, hold: &Hold) {
+        match hold.ended {
+            None => self.open.remove(&(hold.expires_at, id.clone())),
+            Some((_, at)) => self.ended.remove(&(at, id.clone())),
+        };
+    }
+}
 
 impl Holds {
     pub fn is_empty(&self) -> bool {
         self.0.is_none()
     }
 
+    /// Every hold kept, open and ended, in id order.
     pub fn iter(&self) -> impl Iterator<Item = (&HoldId, &Hold)> {
-        self.0.iter().flat_map(|map| map.iter())
+        self.0.iter().flat_map(|maps| maps.all.iter())
     }
 
-    pub fn values(&self) -> impl Iterator<Item = &Hold> {
-        self.iter().map(|(_, hold)| hold)
+    /// The open holds, latest expiry first (ties: the larger id first).
+    pub fn open_latest_first(&self) -> impl Iterator<Item = (&HoldId, &Hold)> {
+        self.0.iter().flat_map(|maps| {
+            maps.open
+                .iter()
+                .rev()
+                .map(|(_, id)| (id, maps.all.get(id).expect("indexed holds exist")))
+        })
+    }
+
+    /// The open holds in id order.
+    pub fn open_by_id(&self) -> impl Iterator<Item = (&HoldId, &Hold)> {
+        self.iter().filter(|(_, hold)| hold.ended.is_none())
+    }
+
+    /// The open hold that expires first (ties: the smaller id), with its expiry.
+    pub fn first_expiry(&self) -> Option<(u64, &HoldId)> {
+        let (at, id) = self.0.as_ref()?.open.first()?;
+        Some((*at, id))
+    }
+
+    /// The hold that ended first (ties: the smaller id), with the time it ended.
+    pub fn first_ended(&self) -> Option<(u64, &HoldId)> {
+        let (at, id) = self.0.as_ref()?.ended.first()?;
+        Some((*at, id))
+    }
+
+    /// What open holds reserve.
+    pub fn held(&self) -> Amount {
+        self.open_latest_first()
+            .fold(Amount::ZERO, |acc, (_, hold)| plus(acc, hold.remaining))
     }
 
     pub fn get(&self, id: &HoldId) -> Option<&Hold> {
-        self.0.as_ref()?.get(id)
-    }
-
-    pub fn get_mut(&mut self, id: &HoldId) -> Option<&mut Hold> {
-        self.0.as_mut()?.get_mut(id)
+        self.0.as_ref()?.all.get(id)
     }
 
     pub fn contains_key(&self, id: &HoldId) -> bool {
         self.get(id).is_some()
     }
 
+    /// Changes a hold in place (the indexes follow); `None` if there is no such hold.
+    pub fn update<T>(&mut self, id: &HoldId, change: impl FnOnce(&mut Hold) -> T) -> Option<T> {
+        let maps = self.0.as_mut()?;
+        let hold = maps.all.get_mut(id)?;
+        let before = (hold.expires_at, hold.ended);
+        let out = change(hold);
+        if (hold.expires_at, hold.ended) != before {
+            let after = hold.clone();
+            let was = Hold {
+                expires_at: before.0,
+                ended: before.1,
+                ..after.clone()
+            };
+            maps.unindex(id, &was);
+            maps.index(id, &after);
+        }
+        Some(out)
+    }
+
     pub fn insert(&mut self, id: HoldId, hold: Hold) -> Option<Hold> {
-        self.0.get_or_insert_with(Default::default).insert(id, hold)
+        let maps = self.0.get_or_insert_with(Default::default);
+        maps.index(&id, &hold);
+        let replaced = maps.all.insert(id.clone(), hold);
+        if let Some(old) = &replaced {
+            maps.unindex(&id, old);
+            let new = maps.all.get(&id).expect("just inserted").clone();
+            maps.index(&id, &new);
+        }
+        replaced
     }
 
     pub fn remove(&mut self, id: &HoldId) -> Option<Hold> {
-        let map = self.0.as_mut()?;
-        let removed = map.remove(id);
-        if map.is_empty() {
+        let maps = self.0.as_mut()?;
+        let removed = maps.all.remove(id);
+        if let Some(hold) = &removed {
+            maps.unindex(id, hold);
+        }
+        if maps.all.is_empty() {
             self.0 = None;
         }
         removed
     }
+
+    /// The indexes list exactly the holds kept (for the state's invariant checks).
+    pub fn check_indexes(&self) -> Result<(), String> {
+        let Some(maps) = self.0.as_ref() else {
+            return Ok(());
+        };
+        let mut rebuilt = HoldMaps {
+            all: BTreeMap::new(),
+            open: BTreeSet::new(),
+            ended: BTreeSet::new(),
+        };
+        for (id, hold) in &maps.all {
+            rebuilt.index(id, hold);
+        }
+        if rebuilt.open != maps.open || rebuilt.ended != maps.ended {
+            return Err("hold indexes disagree with the holds".into());
+        }
+        if maps.all.is_empty() {
+            return Err("an empty hold map is kept".into());
+        }
+        Ok(())
+    }
 }
 
-/// Encoded as the map itself (an empty map when there are no holds).
+/// Encoded as the map of every hold itself (an empty map when there are none); the indexes are
+/// rebuilt when decoded.
 impl Serialize for Holds {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let len = self.0.as_ref().map_or(0, |map| map.len());
+        let len = self.0.as_ref().map_or(0, |maps| maps.all.len());
         let mut map = serializer.serialize_map(Some(len))?;
         for (id, hold) in self.iter() {
             map.serialize_entry(id, hold)?;
@@ -431,8 +538,20 @@ impl Serialize for Holds {
 
 impl<'de> Deserialize<'de> for Holds {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let map = BTreeMap::<HoldId, Hold>::deserialize(deserializer)?;
-        Ok(Holds((!map.is_empty()).then(|| Box::new(map))))
+        let all = BTreeMap::<HoldId, Hold>::deserialize(deserializer)?;
+        if all.is_empty() {
+            return Ok(Holds(None));
+        }
+        let mut maps = HoldMaps {
+            all: BTreeMap::new(),
+            open: BTreeSet::new(),
+            ended: BTreeSet::new(),
+        };
+        for (id, hold) in &all {
+            maps.index(id, hold);
+        }
+        maps.all = all;
+        Ok(Holds(Some(Box::new(maps))))
     }
 }
 
@@ -561,10 +680,7 @@ impl Account {
     }
 
     pub fn held(&self) -> Amount {
-        self.holds
-            .values()
-            .filter(|hold| hold.ended.is_none())
-            .fold(Amount::ZERO, |acc, hold| plus(acc, hold.remaining))
+        self.holds.held()
     }
 
     /// Remaining of live grants minus debt.
@@ -647,15 +763,15 @@ impl Account {
                 consider(at, Transition::GrantExpire(index), None);
             }
         }
-        for (id, hold) in self.holds.iter() {
-            match hold.ended {
-                None => consider(hold.expires_at, Transition::HoldExpire, Some(id)),
-                Some((_, ended_at)) => consider(
-                    ended_at.saturating_add(params.dedup_window_ms),
-                    Transition::HoldForget,
-                    Some(id),
-                ),
-            }
+        if let Some((expires_at, id)) = self.holds.first_expiry() {
+            consider(expires_at, Transition::HoldExpire, Some(id));
+        }
+        if let Some((ended_at, id)) = self.holds.first_ended() {
+            consider(
+                ended_at.saturating_add(params.dedup_window_ms),
+                Transition::HoldForget,
+                Some(id),
+            );
         }
         best
     }
@@ -684,10 +800,15 @@ impl Account {
                 Transition::GrantExpire(index) => self.expire_grant(id, index, at, params, out),
                 Transition::HoldExpire => {
                     let hold_id = hold.expect("hold transition names its hold");
-                    let hold = self.holds.get_mut(&hold_id).expect("hold exists");
-                    let released = hold.remaining;
-                    hold.remaining = Amount::ZERO;
-                    hold.ended = Some((HoldEnd::Expired, at));
+                    let released = self
+                        .holds
+                        .update(&hold_id, |hold| {
+                            let released = hold.remaining;
+                            hold.remaining = Amount::ZERO;
+                            hold.ended = Some((HoldEnd::Expired, at));
+                            released
+                        })
+                        .expect("hold exists");
                     out.emit(
                         at,
                         id,
@@ -892,6 +1013,21 @@ impl Account {
         );
     }
 
+    /// Ends every open hold now, released (the account closes).
+    pub(crate) fn release_open_holds(&mut self, now: u64) {
+        let open: Vec<HoldId> = self
+            .holds
+            .open_latest_first()
+            .map(|(id, _)| id.clone())
+            .collect();
+        for hold_id in open {
+            self.holds.update(&hold_id, |hold| {
+                hold.remaining = Amount::ZERO;
+                hold.ended = Some((HoldEnd::Released, now));
+            });
+        }
+    }
+
     /// Holds may reserve only value that exists: when value disappears (a void, an expiry, a
     /// reset, a lower credit limit), open holds shrink, latest-expiring first, until `held <= balance + credit_limit`.
     pub(crate) fn trim_holds(&mut self) {
@@ -903,21 +1039,19 @@ impl Account {
         if !excess.is_positive() {
             return;
         }
-        let mut open: Vec<(u64, HoldId)> = self
-            .holds
-            .iter()
-            .filter(|(_, h)| h.ended.is_none())
-            .map(|(id, h)| (h.expires_at, id.clone()))
-            .collect();
-        open.sort_by(|a, b| b.cmp(a));
-        for (_, hold_id) in open {
+        let mut cuts: Vec<(HoldId, Amount)> = Vec::new();
+        for (hold_id, hold) in self.holds.open_latest_first() {
             if !excess.is_positive() {
                 break;
             }
-            let hold = self.holds.get_mut(&hold_id).expect("listed above");
             let cut = hold.remaining.min(excess);
-            hold.remaining = minus(hold.remaining, cut);
             excess = minus(excess, cut);
+            cuts.push((hold_id.clone(), cut));
+        }
+        for (hold_id, cut) in cuts {
+            self.holds.update(&hold_id, |hold| {
+                hold.remaining = minus(hold.remaining, cut);
+            });
         }
     }
 
@@ -948,6 +1082,9 @@ impl Account {
             return;
         }
         let mut settings = self.settings.take();
+        // A threshold of 0 recovering in the same step as the depletion says the same thing:
+        // one `balance_recovered {threshold: 0}`, not two.
+        let mut recovered_at_zero = false;
         if let Some(settings) = settings.as_deref_mut() {
             for index in 0..settings.thresholds.len() {
                 let threshold = settings.thresholds[index];
@@ -964,6 +1101,7 @@ impl Account {
                     );
                 } else if after >= threshold && is_low {
                     settings.low_thresholds.retain(|t| *t != threshold);
+                    recovered_at_zero |= threshold.is_zero();
                     out.emit(
                         at,
                         id,
@@ -980,14 +1118,16 @@ impl Account {
             out.emit(at, id, LedgerEventKind::BalanceDepleted { balance: after });
         } else if after.is_positive() && self.depleted {
             self.depleted = false;
-            out.emit(
-                at,
-                id,
-                LedgerEventKind::BalanceRecovered {
-                    threshold: Amount::ZERO,
-                    balance: after,
-                },
-            );
+            if !recovered_at_zero {
+                out.emit(
+                    at,
+                    id,
+                    LedgerEventKind::BalanceRecovered {
+                        threshold: Amount::ZERO,
+                        balance: after,
+                    },
+                );
+            }
         }
         if let Some(rule) = settings.as_ref().and_then(|s| s.auto_recharge.as_ref()) {
             if !self.recharge_pending && after < rule.below {

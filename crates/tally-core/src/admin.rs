@@ -110,18 +110,16 @@ impl LedgerState {
 
     /// The account, or why it cannot be changed.
     fn open_account(&self, id: &AccountId) -> Result<&Account, Reason> {
-        let account = self
-            .accounts
-            .get(id)
-            .ok_or_else(|| Reason::UnknownAccount {
-                account: id.clone(),
-            })?;
-        if account.status == AccountStatus::Closed {
-            return Err(Reason::AccountClosed {
-                account: id.clone(),
-            });
-        }
+        let account = self.known_account(id)?;
+        check_not_closed(id, account)?;
         Ok(account)
+    }
+
+    /// The account, whatever its status (a retry is recognised before the status is checked).
+    fn known_account(&self, id: &AccountId) -> Result<&Account, Reason> {
+        self.accounts.get(id).ok_or_else(|| Reason::UnknownAccount {
+            account: id.clone(),
+        })
     }
 
     fn check_price_book(&self, book: &BookId, asset: &AssetCode) -> Result<(), Reason> {
@@ -289,7 +287,13 @@ impl LedgerState {
             settings.low_thresholds.retain(|t| thresholds.contains(t));
             settings.thresholds = thresholds;
         }
-        if let Some(rule) = &update.auto_recharge {
+        // A changed rule re-arms the request; the same rule sent again (a client saving the
+        // whole account form) leaves a pending request pending, so it is not asked twice.
+        if let Some(rule) = update
+            .auto_recharge
+            .as_ref()
+            .filter(|rule| **rule != settings.auto_recharge)
+        {
             settings.auto_recharge = rule.clone();
             account.recharge_pending = false;
         }
@@ -314,7 +318,16 @@ impl LedgerState {
         }
         self.open_account(id)?;
         self.touch(id, result);
-        self.accounts.get_mut(id).expect("checked").status = status;
+        let now = self.now_ms;
+        let params = self.params();
+        let account = self.accounts.get_mut(id).expect("checked");
+        account.status = status;
+        if status == AccountStatus::Closed {
+            // Nothing can be captured on a closed account: its holds end now, released, and
+            // reserve nothing more.
+            account.release_open_holds(now);
+            reschedule(&mut self.due, account, params);
+        }
         Ok(Applied::StatusChanged)
     }
 
@@ -325,7 +338,7 @@ impl LedgerState {
     ) -> Result<Applied, Reason> {
         let now = self.now_ms;
         let reporting_scale = self.reporting_scale();
-        let account = self.open_account(&spec.account)?;
+        let account = self.known_account(&spec.account)?;
         let scale = account.scale;
         check_asset_amount("amount", spec.amount, true, scale)?;
         let priority = spec
@@ -392,6 +405,9 @@ impl LedgerState {
                 })
             };
         }
+        // After the retry above: a grant added once stays added when its retry comes after
+        // the account's close.
+        check_not_closed(&spec.account, account)?;
         // Checked after the retry above: a grant added once stays added when its retry comes
         // after the grant's expiry.
         if let Some(expires_at) = spec.expires_at {
@@ -717,7 +733,7 @@ impl LedgerState {
         spec: &HoldSpec,
         result: &mut ApplyResult,
     ) -> Result<Applied, Reason> {
-        let account = self.open_account(&spec.account)?;
+        let account = self.known_account(&spec.account)?;
         check_asset_amount("amount", spec.amount, true, account.scale)?;
         if !(HOLD_EXPIRES_IN_MS_MIN..=HOLD_EXPIRES_IN_MS_MAX).contains(&spec.expires_in_ms) {
             return Err(InvalidInput::new(
@@ -730,10 +746,14 @@ impl LedgerState {
             .into());
         }
         // A retry of an authorize that went through is a no-op even if the account was frozen
-        // since: the hold exists.
+        // or closed since: the hold exists. It answers the hold's expiry and what is available
+        // now.
         if let Some(existing) = account.holds.get(&spec.id) {
             return if existing.amount == spec.amount {
-                Ok(Applied::AlreadyApplied)
+                Ok(Applied::HoldExisted {
+                    expires_at: existing.expires_at,
+                    available_after: account.available(),
+                })
             } else {
                 Err(Reason::AlreadyExists {
                     what: "hold".into(),
@@ -741,6 +761,7 @@ impl LedgerState {
                 })
             };
         }
+        check_not_closed(&spec.account, account)?;
         if account.status == AccountStatus::Frozen {
             return Err(Reason::AccountFrozen {
                 account: spec.account.clone(),
@@ -790,6 +811,7 @@ impl LedgerState {
             })?;
         if !account.holds.contains_key(hold_id) {
             return Err(Reason::UnknownHold {
+                account: id.clone(),
                 hold: hold_id.clone(),
             });
         }
@@ -797,16 +819,19 @@ impl LedgerState {
         let now = self.now_ms;
         let params = self.params();
         let account = self.accounts.get_mut(id).expect("checked");
-        let Some(hold) = account.holds.get_mut(hold_id) else {
-            // Forgotten by the transitions just run: it ended long ago.
+        let released = account.holds.update(hold_id, |hold| {
+            if hold.ended.is_some() {
+                return None;
+            }
+            let released = hold.remaining;
+            hold.remaining = Amount::ZERO;
+            hold.ended = Some((HoldEnd::Released, now));
+            Some(released)
+        });
+        // None: forgotten by the transitions just run (it ended long ago); Some(None): ended.
+        let Some(Some(released)) = released else {
             return Ok(Applied::AlreadyApplied);
         };
-        if hold.ended.is_some() {
-            return Ok(Applied::AlreadyApplied);
-        }
-        let released = hold.remaining;
-        hold.remaining = Amount::ZERO;
-        hold.ended = Some((HoldEnd::Released, now));
         let available_after = account.available();
         reschedule(&mut self.due, account, params);
         Ok(Applied::HoldReleased {
@@ -814,4 +839,14 @@ impl LedgerState {
             available_after,
         })
     }
+}
+
+/// Refuses a closed account (closing is final: it takes no grants, holds or usage).
+fn check_not_closed(id: &AccountId, account: &Account) -> Result<(), Reason> {
+    if account.status == AccountStatus::Closed {
+        return Err(Reason::AccountClosed {
+            account: id.clone(),
+        });
+    }
+    Ok(())
 }

@@ -87,6 +87,12 @@ pub enum Applied {
         released: Amount,
         available_after: Amount,
     },
+    /// An authorize retried (the same hold id and amount): nothing changed. The hold's expiry
+    /// as first authorized, and what is available now.
+    HoldExisted {
+        expires_at: u64,
+        available_after: Amount,
+    },
     Ticked,
     /// The same create command (same content) was applied before; nothing changed.
     AlreadyApplied,
@@ -164,6 +170,9 @@ pub enum Reason {
     },
     NoRate {
         meter: String,
+        /// Why: the account has no price book, its book has no version in force yet, or no
+        /// rate of the version in force matches.
+        why: NoRateWhy,
     },
     OutsideTimeWindow {
         occurred_at: u64,
@@ -182,6 +191,7 @@ pub enum Reason {
         grant: GrantId,
     },
     UnknownHold {
+        account: AccountId,
         hold: HoldId,
     },
     UnknownPriceBook {
@@ -235,9 +245,18 @@ impl Reason {
             Reason::UnknownAccount { account } => format!("unknown account {account}"),
             Reason::AccountFrozen { account } => format!("account {account} is frozen"),
             Reason::AccountClosed { account } => format!("account {account} is closed"),
-            Reason::NoRate { meter } => {
-                format!("no rate for meter {meter:?} and these dimensions")
-            }
+            Reason::NoRate { meter, why } => match why {
+                NoRateWhy::NoPriceBook => {
+                    format!("no rate for meter {meter:?}: the account has no price book")
+                }
+                NoRateWhy::NoVersionYet { book, first_from } => format!(
+                    "no rate for meter {meter:?}: price book {book} has no version in force yet (the first takes effect at {})",
+                    crate::calendar::format_utc(*first_from)
+                ),
+                NoRateWhy::NoMatch { book, version } => format!(
+                    "no rate for meter {meter:?} and these dimensions in price book {book} (version {version}, in force)"
+                ),
+            },
             Reason::OutsideTimeWindow { occurred_at, earliest, latest } => format!(
                 "occurred_at {occurred_at} is outside the accepted window [{earliest}, {latest}] (ms since epoch)"
             ),
@@ -245,7 +264,9 @@ impl Reason {
             Reason::AlreadyExists { what, id } => format!("{what} {id} already exists with different content"),
             Reason::UnknownAsset { asset } => format!("unknown asset {asset}"),
             Reason::UnknownGrant { grant } => format!("unknown grant {grant}"),
-            Reason::UnknownHold { hold } => format!("no open hold {hold}"),
+            Reason::UnknownHold { account, hold } => format!(
+                "account {account} has no hold {hold} (never authorized on it, or ended more than the dedup window ago)"
+            ),
             Reason::UnknownPriceBook { book } => format!("unknown price book {book}"),
             Reason::EffectiveInPast { effective_from, now } => format!(
                 "effective_from {effective_from} is before ledger time {now}: settled charges never move"
@@ -257,4 +278,12 @@ impl Reason {
             }
         }
     }
+}
+
+/// Why an event found no rate (see [`Reason::NoRate`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NoRateWhy {
+    NoPriceBook,
+    NoVersionYet { book: String, first_from: u64 },
+    NoMatch { book: String, version: u32 },
 }

@@ -164,30 +164,32 @@ pub(crate) fn index_rates(
             format!("has {} rates; at most {RATES_MAX} allowed", rates.len()),
         ));
     }
-    let mut by_meter: BTreeMap<Meter, Vec<Rate>> = BTreeMap::new();
+    // Each meter's rates with their positions in `rates`, to name them in errors.
+    let mut by_meter: BTreeMap<Meter, Vec<(usize, Rate)>> = BTreeMap::new();
     for (index, rate) in rates.iter().enumerate() {
         let at = |e: InvalidInput| e.within(&format!("rates[{index}]"));
-        check_pairs("match", &rate.dimensions, PAIRS_MAX, PAIR_VALUE_LEN_MAX).map_err(at)?;
+        check_pairs("dimensions", &rate.dimensions, PAIRS_MAX, PAIR_VALUE_LEN_MAX).map_err(at)?;
         check_model(&rate.model, scale_max).map_err(at)?;
         let same_meter = by_meter.entry(rate.meter.clone()).or_default();
-        for (other_index, other) in same_meter.iter().enumerate() {
+        for (other_index, other) in same_meter.iter() {
             if other.dimensions.len() == rate.dimensions.len()
                 && !dimensions_conflict(&other.dimensions, &rate.dimensions)
             {
                 return Err(InvalidInput::new(
-                    format!("rates[{index}].match"),
+                    format!("rates[{index}].dimensions"),
                     format!(
-                        "is as specific as another rate of meter {} (rate #{other_index} of that meter) and both can match the same event; make one more specific",
+                        "is as specific as rates[{other_index}] (meter {}) and both can match the same event; make one more specific",
                         rate.meter
                     ),
                 ));
             }
         }
-        same_meter.push(rate.clone());
+        same_meter.push((index, rate.clone()));
     }
     Ok(by_meter
         .into_iter()
-        .map(|(meter, mut list)| {
+        .map(|(meter, list)| {
+            let mut list: Vec<Rate> = list.into_iter().map(|(_, rate)| rate).collect();
             // Stable sort keeps publication order among rates of equal specificity.
             list.sort_by_key(|rate| std::cmp::Reverse(rate.dimensions.len()));
             (meter, MeterRates::new(list))

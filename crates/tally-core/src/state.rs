@@ -439,8 +439,7 @@ impl LedgerState {
             .collect();
         let holds = account
             .holds
-            .iter()
-            .filter(|(_, h)| h.ended.is_none())
+            .open_by_id()
             .map(|(hold_id, h)| HoldView {
                 id: hold_id.clone(),
                 amount: h.amount,
@@ -708,6 +707,10 @@ impl LedgerState {
             }
             let debt = debt_by_asset.entry(&account.asset).or_default();
             *debt = debt.checked_add(account.debt()).ok_or("overflow")?;
+            account
+                .holds
+                .check_indexes()
+                .map_err(|error| format!("account {id}: {error}"))?;
             for (hold_id, hold) in account.holds.iter() {
                 if hold.remaining.is_negative() || hold.remaining > hold.amount {
                     return Err(format!(

@@ -16,7 +16,7 @@ use crate::ids::AccountId;
 use crate::ids::{BookId, Meter};
 use crate::journal::{Book, JournalKind, Posting};
 use crate::money::Amount;
-use crate::outcome::{Draw, Outcome, Reason, Rejection, Settlement};
+use crate::outcome::{Draw, NoRateWhy, Outcome, Reason, Rejection, Settlement};
 use crate::pricing::exact_charge;
 use crate::pricing::PriceBook;
 use crate::report::{minus, plus};
@@ -83,11 +83,17 @@ impl LedgerState {
             )?;
         }
         if let Some(cost) = event.cost {
-            check_asset_amount("cost", cost, false, self.params().reporting_scale)?;
+            // Finer than the reporting scale is fine (a provider's per-call cost of $0.0004),
+            // up to 12 decimals, where amounts of 10^15 still sum exactly.
+            let scale = self.params().reporting_scale.max(CARRIED_COST_SCALE_MAX);
+            check_asset_amount("cost", cost, false, scale)?;
         }
         Ok(())
     }
 }
+
+/// Most decimals of a cost an event carries (when the reporting scale allows fewer).
+pub const CARRIED_COST_SCALE_MAX: u32 = 12;
 
 /// Prices an event and checks funds, changing nothing.
 #[allow(clippy::too_many_arguments)]
@@ -105,15 +111,36 @@ fn price<'book>(
         let overflow = |field: &str| Reason::Overflow {
             field: field.to_string(),
         };
-        let no_rate = || Reason::NoRate {
+        let no_rate = |why: NoRateWhy| Reason::NoRate {
             meter: event.meter.to_string(),
+            why,
         };
-        let book_id = &book_ids[account.price_book.ok_or_else(no_rate)? as usize];
-        let book = price_books.get(book_id).ok_or_else(no_rate)?;
-        let version = book.version_at(now).ok_or_else(no_rate)?;
+        let book_index = account
+            .price_book
+            .ok_or_else(|| no_rate(NoRateWhy::NoPriceBook))?;
+        let book_id = &book_ids[book_index as usize];
+        let book = price_books
+            .get(book_id)
+            .ok_or_else(|| no_rate(NoRateWhy::NoPriceBook))?;
+        let version = book.version_at(now).ok_or_else(|| {
+            no_rate(NoRateWhy::NoVersionYet {
+                book: book_id.to_string(),
+                first_from: book
+                    .versions
+                    .iter()
+                    .map(|v| v.effective_from)
+                    .min()
+                    .unwrap_or(0),
+            })
+        })?;
         let (rate, meter) = version
             .rate_and_meter(&event.meter, &event.dimensions)
-            .ok_or_else(no_rate)?;
+            .ok_or_else(|| {
+                no_rate(NoRateWhy::NoMatch {
+                    book: book_id.to_string(),
+                    version: version.version,
+                })
+            })?;
         let month_quantity = account
             .reports
             .get(&month)
@@ -126,11 +153,16 @@ fn price<'book>(
             .charge
             .add(exact, account.scale)
             .ok_or_else(|| overflow("quantity"))?;
-        // A cost the event carries is what the provider charged, at the reporting scale
-        // already: it is reported as it came, and only costs the cost book prices (exact,
-        // finer than the scale) go through the accrual that keeps their rounding from leaking.
+        // A cost the event carries is what the provider charged: at the reporting scale it is
+        // reported as it came; finer (a per-call cost of $0.0004) it goes through the
+        // per-(account, meter) accrual, as the cost book's costs do, so that a million of
+        // them report their exact sum rounded once, not a million roundings to zero.
         let (cost, cost_accrual) = match event.cost {
-            Some(cost) => (cost, accrual.cost),
+            Some(cost) if cost.fits_scale(reporting_scale) => (cost, accrual.cost),
+            Some(cost) => accrual
+                .cost
+                .add(cost, reporting_scale)
+                .ok_or_else(|| overflow("cost"))?,
             None => {
                 let exact_cost = cost_book
                     .and_then(|book| book.version_at(now))
@@ -151,6 +183,7 @@ fn price<'book>(
                     .holds
                     .get(hold_id)
                     .ok_or_else(|| Reason::UnknownHold {
+                        account: event.account.clone(),
                         hold: hold_id.clone(),
                     })?;
                 // An ended hold covers nothing; the event then needs free value like any other.
@@ -544,14 +577,14 @@ fn apply_charge(
         });
     }
     if let Some(hold_id) = &event.hold {
-        if let Some(hold) = account.holds.get_mut(hold_id) {
-            if priced.from_hold.is_positive() {
+        if priced.from_hold.is_positive() {
+            account.holds.update(hold_id, |hold| {
                 hold.remaining = minus(hold.remaining, priced.from_hold);
                 hold.captured = plus(hold.captured, priced.from_hold);
                 if hold.remaining.is_zero() && hold.ended.is_none() {
                     hold.ended = Some((HoldEnd::Captured, now));
                 }
-            }
+            });
         }
     }
     let accrual = account

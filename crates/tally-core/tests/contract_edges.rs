@@ -168,7 +168,9 @@ fn settled(o: &Outcome) -> &Settlement {
 fn code(o: &Outcome) -> &'static str {
     match o {
         Outcome::Rejected(r) => r.code(),
-        Outcome::Applied(Applied::AlreadyApplied) => "already_applied",
+        Outcome::Applied(Applied::AlreadyApplied | Applied::HoldExisted { .. }) => {
+            "already_applied"
+        }
         other => other.kind(),
     }
 }
@@ -604,6 +606,66 @@ fn a_cost_carried_by_the_event_is_reported_as_carried() {
     assert_eq!((r.cost, r.margin), (amount("0.02"), amount("2.98")));
 }
 
+/// §5 "rounding never leaks money" for costs the events carry: a provider's per-call cost
+/// finer than the reporting scale ($0.0004 at 2 decimals) is accepted and accrues per
+/// (account, meter) like the cost book's, so 1,000 of them report $0.40, not 1,000 roundings
+/// to $0.00; a cost at the reporting scale in between is still reported exactly as carried.
+/// More than 12 decimals is refused naming `cost`.
+#[test]
+fn fine_costs_carried_by_events_accrue_instead_of_rounding_away() {
+    let mut l = L::bare();
+    l.ok("init USD 2");
+    l.ok("prices p USD : t per_unit 0.01");
+    l.ok("account a USD book=p");
+    l.ok("grant a g purchased 100 paid=100");
+    let mut reported = amount("0");
+    for i in 0..1_000 {
+        let o = l.ok(&format!("usage a e{i} t 1 cost=0.0004"));
+        reported = reported.checked_add(settled(&o).cost).unwrap();
+        if i == 500 {
+            let o = l.ok("usage a coarse t 1 cost=0.05");
+            assert_eq!(settled(&o).cost, amount("0.05"));
+            reported = reported.checked_add(settled(&o).cost).unwrap();
+        }
+    }
+    assert_eq!(reported, amount("0.45"));
+    let r = l.report("a", None);
+    assert_eq!((r.cost, r.margin), (amount("0.45"), amount("9.56")));
+    match l.run("usage a fine t 1 cost=0.0000000000001") {
+        Outcome::Rejected(Rejection {
+            reason: Reason::InvalidInput(invalid),
+        }) => assert_eq!(invalid.field, "cost"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// §6 "no rate for the meter" says which of the three it is: no price book on the account, a
+/// book whose first version is not in force yet (and when it will be), or no rate of the
+/// version in force matching the meter and dimensions.
+#[test]
+fn no_rate_says_why() {
+    let mut l = L::new();
+    l.ok("account nobook CREDITS");
+    l.ok("grant nobook g promotional 10");
+    l.ok("prices later CREDITS from=+1h : calls per_unit 1");
+    l.ok("account early CREDITS book=later");
+    l.ok("grant early g promotional 10");
+    l.ok("account a CREDITS book=p");
+    l.ok("grant a g promotional 10");
+    let message = |o: Outcome| match o {
+        Outcome::Rejected(r) => {
+            assert_eq!(r.code(), "no_rate");
+            r.reason.message()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert!(message(l.run("usage nobook e1 calls 1")).contains("the account has no price book"));
+    let early = message(l.run("usage early e2 calls 1"));
+    assert!(early.contains("price book later has no version in force yet"), "{early}");
+    let unmatched = message(l.run("usage a e3 videos 1"));
+    assert!(unmatched.contains("in price book p (version 1, in force)"), "{unmatched}");
+}
+
 // ------------------------------------------------------------------ §6 usage events
 
 /// §6: an event id is remembered through settled_at + window + 5 min inclusive, so a replay
@@ -992,6 +1054,47 @@ fn a_purchase_that_starts_later_rearms_recharge_only_once_it_starts() {
     assert_eq!(l.drain(), ["recharge:20@4"]);
 }
 
+/// §8 "once per crossing until a purchased grant arrives": an account update that sends the
+/// same recharge rule again (a client saving the whole account form) does not re-arm a
+/// pending request; a changed rule does.
+#[test]
+fn the_same_recharge_rule_sent_again_does_not_ask_twice() {
+    let mut l = L::new();
+    l.ok("account a USD book=u recharge=5:20");
+    l.ok("grant a g purchased 10 paid=10");
+    l.ok("usage a e1 calls 6");
+    assert_eq!(l.drain(), ["recharge:20@4"]);
+    l.ok("update a recharge=5:20");
+    l.ok("usage a e2 calls 1");
+    assert_eq!(
+        l.drain(),
+        Vec::<String>::new(),
+        "asked twice for one crossing"
+    );
+    l.ok("update a recharge=5:30");
+    l.ok("usage a e3 calls 1");
+    assert_eq!(l.drain(), ["recharge:30@2"]);
+}
+
+/// §8: a threshold of 0 and the depletion recovering in one step emit one
+/// `balance_recovered {threshold: 0}`, not the same event twice; each still fires alone.
+#[test]
+fn a_zero_threshold_and_the_depletion_recover_as_one_event() {
+    let mut l = L::new();
+    l.ok("account a USD book=u thresholds=0 limit=10");
+    l.ok("grant a g purchased 5 paid=5");
+    l.ok("usage a e1 calls 7");
+    assert_eq!(l.drain(), ["low:0@-2", "depleted@-2"]);
+    l.ok("grant a g2 purchased 10 paid=10");
+    assert_eq!(l.drain(), ["recovered:0@8"]);
+    // Down to exactly 0: depleted (<= 0), not below the threshold (< 0); back up: the
+    // depletion's recovery alone.
+    l.ok("usage a e2 calls 8");
+    assert_eq!(l.drain(), ["depleted@0"]);
+    l.ok("grant a g3 purchased 1 paid=1");
+    assert_eq!(l.drain(), ["recovered:0@1"]);
+}
+
 // ------------------------------------------------------------------ §5/§9 revenue and reports
 
 /// §9 reports are per calendar month: an event in the last ms of January is January's; an
@@ -1070,4 +1173,117 @@ fn margin_of_an_event_partly_promotional_partly_debt() {
     l.ok("grant a g purchased 10 paid=10"); // repays 7, 3 left at 1 each
     l.ok("usage a e2 calls 3");
     assert_eq!(l.report("a", None).revenue, amount("6.5"));
+}
+
+/// §7 "a hold ends exactly once" with closing (a closed account takes no holds, and nothing
+/// can be captured on it): closing ends the open holds, released, so they reserve nothing and
+/// never expire later (no `hold_expired` on a closed account). Retries of what went through
+/// before the close answer what they did: the authorize its hold (expiry as first authorized),
+/// the grant AlreadyApplied; new ones are `account_closed`.
+#[test]
+fn closing_an_account_ends_its_holds_and_retries_still_answer() {
+    let mut l = L::new();
+    l.ok("account a USD book=u");
+    l.ok("grant a g purchased 10 paid=10");
+    let Outcome::Applied(Applied::HoldAuthorized { expires_at, .. }) = l.ok("authorize a h 4 10m")
+    else {
+        panic!("authorized")
+    };
+    l.ok("close a");
+    let account = l.acct("a");
+    assert_eq!((account.held, account.holds.len()), (amount("0"), 0));
+    assert_eq!(account.available, account.balance);
+    match l.run("authorize a h 4 10m") {
+        Outcome::Applied(Applied::HoldExisted {
+            expires_at: again,
+            available_after,
+        }) => {
+            assert_eq!(again, expires_at);
+            assert_eq!(available_after, account.available);
+        }
+        other => panic!("a retried authorize: {other:?}"),
+    }
+    assert_eq!(code(&l.run("authorize a h2 1 10m")), "account_closed");
+    assert_eq!(
+        code(&l.run("grant a g purchased 10 paid=10")),
+        "already_applied"
+    );
+    assert_eq!(
+        code(&l.run("grant a g2 purchased 1 paid=1")),
+        "account_closed"
+    );
+    assert_eq!(code(&l.run("release a h")), "already_applied");
+    l.drain();
+    l.now += 20 * MINUTE;
+    l.ok("tick");
+    assert_eq!(l.drain(), Vec::<String>::new());
+}
+
+/// §7 retries: an authorize retried while the hold is open answers the hold's expiry as first
+/// authorized and what is available now (not zero and empty).
+#[test]
+fn a_retried_authorize_answers_the_holds_expiry() {
+    let mut l = L::new();
+    l.ok("account a USD book=u");
+    l.ok("grant a g purchased 10 paid=10");
+    let first = l.ok("authorize a h 4 10m");
+    l.now += MINUTE;
+    l.ok("usage a e1 calls 1");
+    let Outcome::Applied(Applied::HoldAuthorized { expires_at, .. }) = first else {
+        panic!("{first:?}")
+    };
+    match l.run("authorize a h 4 10m") {
+        Outcome::Applied(Applied::HoldExisted {
+            expires_at: again,
+            available_after,
+        }) => {
+            assert_eq!(again, expires_at);
+            assert_eq!(available_after, amount("5"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Holds on a busy account: tens of thousands kept (ended ones stay for the dedup window)
+/// while holds open, are captured, released and expire, several per entry; after every entry
+/// the state's invariant checks compare the hold indexes with the holds, and the account's
+/// reservations with its open holds.
+#[test]
+fn many_holds_kept_keep_their_indexes_and_reservations() {
+    let mut l = L::new();
+    l.ok("account a USD book=u");
+    l.ok("grant a g purchased 100000 paid=100000");
+    for round in 0..300 {
+        let lines: Vec<String> = (0..10)
+            .flat_map(|k| {
+                let i = round * 10 + k;
+                let mut lines = vec![format!("authorize a h{i} 5 {}m", 1 + i % 7)];
+                match i % 3 {
+                    0 => lines.push(format!("usage a e{i} calls 3 hold=h{i}")),
+                    1 => lines.push(format!("usage a e{i} calls 5 hold=h{i}")),
+                    _ => {}
+                }
+                if i % 4 == 0 {
+                    lines.push(format!("release a h{i}"));
+                }
+                lines
+            })
+            .collect();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        for outcome in l.entry(&refs) {
+            assert!(!matches!(outcome, Outcome::Rejected(_)), "{outcome:?}");
+        }
+        l.now += 20_000;
+    }
+    let open_remaining = l.acct("a").holds.iter().fold(amount("0"), |sum, hold| {
+        sum.checked_add(hold.remaining).unwrap()
+    });
+    assert_eq!(l.acct("a").held, open_remaining);
+    assert_eq!(code(&l.run("release a h1")), "already_applied");
+    // Every hold ends, and is forgotten after the dedup window, in one tick.
+    l.now += 40 * DAY;
+    l.ok("tick");
+    assert!(l.acct("a").holds.is_empty());
+    assert_eq!(code(&l.run("release a h1")), "unknown_hold");
+    assert_eq!(code(&l.run("release a h2999")), "unknown_hold");
 }

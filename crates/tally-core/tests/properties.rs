@@ -291,6 +291,19 @@ impl Generator {
                     reason: "property test".into(),
                 }
             }
+            90 => {
+                // A credit limit raised or lowered: lowering it trims holds.
+                let (account, _) = self.account();
+                Command::UpdateAccount(AccountUpdate {
+                    account,
+                    price_book: None,
+                    credit_limit: Some(amount(["0", "5", "20"][self.rng.gen_range(0..3)])),
+                    list_price: None,
+                    metadata: None,
+                    thresholds: None,
+                    auto_recharge: None,
+                })
+            }
             89 => {
                 let (account, _) = self.account();
                 let status = if self.rng.gen_bool(0.5) {
@@ -305,14 +318,25 @@ impl Generator {
     }
 }
 
-fn check_step(state: &LedgerState, seed: u64, step: usize) {
+/// `debt_allowed`: accounts whose credit limit was lowered below their debt, with the debt
+/// they may keep (lowering the limit refuses new spending, it does not call the debt in).
+fn check_step(
+    state: &LedgerState,
+    debt_allowed: &std::collections::BTreeMap<AccountId, Amount>,
+    seed: u64,
+    step: usize,
+) {
     if let Err(broken) = state.check_invariants() {
         panic!("seed {seed} step {step}: invariant broken: {broken}");
     }
     for (name, _) in ACCOUNTS {
-        let view = state.account(&id(AccountId::new, name)).unwrap();
+        let account = id(AccountId::new, name);
+        let view = state.account(&account).unwrap();
+        let floor = debt_allowed
+            .get(&account)
+            .map_or(view.credit_limit, |debt| (*debt).max(view.credit_limit));
         assert!(
-            view.balance >= -view.credit_limit,
+            view.balance >= -floor,
             "seed {seed} step {step}: {name} balance {} below -{}",
             view.balance,
             view.credit_limit
@@ -334,6 +358,18 @@ fn check_step(state: &LedgerState, seed: u64, step: usize) {
         assert!(
             !view.held.is_negative(),
             "seed {seed} step {step}: negative held"
+        );
+        // Holds reserve only value that exists (what a void, an expiry or a lower credit
+        // limit takes away is trimmed from them).
+        let room = view
+            .balance
+            .checked_add(view.credit_limit)
+            .unwrap()
+            .max(Amount::ZERO);
+        assert!(
+            view.held <= room,
+            "seed {seed} step {step}: {name} holds {} with only {room} to reserve",
+            view.held
         );
     }
 }
@@ -362,6 +398,7 @@ fn run_case(seed: u64, steps: usize) -> (usize, usize) {
     );
     let (mut settled_count, mut refused_count) = (0, 0);
     let mut generator = Generator::new(rng);
+    let mut debt_allowed: std::collections::BTreeMap<AccountId, Amount> = Default::default();
     let mut building: Option<Building> = None;
     for step in 0..steps {
         if step % 40 == 20 {
@@ -424,8 +461,16 @@ fn run_case(seed: u64, steps: usize) -> (usize, usize) {
                 entry.at_ms, entry.commands, result.outcomes
             );
         }
+        for (command, outcome) in entry.commands.iter().zip(&result.outcomes) {
+            if let (Command::UpdateAccount(update), Outcome::Applied(_)) = (command, outcome) {
+                if update.credit_limit.is_some() {
+                    let balance = state.account(&update.account).unwrap().balance;
+                    debt_allowed.insert(update.account.clone(), -balance);
+                }
+            }
+        }
         log.push(entry);
-        check_step(&state, seed, step);
+        check_step(&state, &debt_allowed, seed, step);
 
         if let Some((mut writer, mut bytes, expected, hash)) = building.take() {
             match state

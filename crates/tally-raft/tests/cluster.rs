@@ -175,8 +175,12 @@ async fn a_late_learner_catches_up_by_chunked_snapshot() {
     assert_eq!(learner_metrics.state, ServerState::Learner);
     let stats = by_id(&nodes, leader).network.stats();
     assert!(stats.snapshot_chunks_ok >= 4, "{stats:?}");
-    // Same state as the leader at the same index.
+    // Same state as the leader at the same index (the membership entry of add_learner may
+    // still be on its way to the learner: wait for the leader's last applied).
     let leader_hash = by_id(&nodes, leader).reader.state_hash();
+    learner
+        .wait_applied(leader_hash.0.map_or(0, |log_id| log_id.index))
+        .await;
     assert_eq!(learner.reader.state_hash(), leader_hash);
 
     nodes.push(learner);

@@ -190,7 +190,13 @@ pub fn commands(line: &str, now: u64) -> Vec<Command> {
             thresholds: words
                 .get("thresholds")
                 .map(|t| t.split(',').map(amount).collect()),
-            auto_recharge: None,
+            // `recharge=5:20` sets the rule, `recharge=none` clears it.
+            auto_recharge: words.get("recharge").map(|r| {
+                r.split_once(':').map(|(below, amount_text)| AutoRecharge {
+                    below: amount(below),
+                    amount: amount(amount_text),
+                })
+            }),
         }),
         "freeze" | "unfreeze" | "close" => Command::SetAccountStatus {
             account: account(1),

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use tally_core::{Amount, Applied, Outcome, Reason, Settlement};
+use tally_core::{Amount, Applied, NoRateWhy, Outcome, Reason, Settlement};
 
 use super::fields::amount_text;
 use crate::error::{ErrorCode, TallyError};
@@ -24,7 +24,16 @@ pub fn reason_details(reason: &Reason) -> BTreeMap<String, String> {
         Reason::UnknownAccount { account }
         | Reason::AccountFrozen { account }
         | Reason::AccountClosed { account } => vec![("account", account.to_string())],
-        Reason::NoRate { meter } => vec![("meter", meter.clone())],
+        Reason::NoRate { meter, why } => {
+            let mut details = vec![("meter", meter.clone())];
+            match why {
+                NoRateWhy::NoPriceBook => {}
+                NoRateWhy::NoVersionYet { book, .. } | NoRateWhy::NoMatch { book, .. } => {
+                    details.push(("price_book", book.clone()))
+                }
+            }
+            details
+        }
         Reason::OutsideTimeWindow {
             occurred_at,
             earliest,
@@ -43,7 +52,10 @@ pub fn reason_details(reason: &Reason) -> BTreeMap<String, String> {
         Reason::AlreadyExists { what, id } => vec![("what", what.clone()), ("id", id.clone())],
         Reason::UnknownAsset { asset } => vec![("asset", asset.clone())],
         Reason::UnknownGrant { grant } => vec![("grant_id", grant.to_string())],
-        Reason::UnknownHold { hold } => vec![("hold_id", hold.to_string())],
+        Reason::UnknownHold { account, hold } => vec![
+            ("account", account.to_string()),
+            ("hold_id", hold.to_string()),
+        ],
         Reason::UnknownPriceBook { book } => vec![("price_book", book.to_string())],
         Reason::EffectiveInPast {
             effective_from,
@@ -446,6 +458,15 @@ pub fn authorize_reply(
             expires_at_ms: *expires_at,
             available_after: amount_text(*available_after),
             already_existed: false,
+            write: Some(write),
+        }),
+        Applied::HoldExisted {
+            expires_at,
+            available_after,
+        } => Ok(v1::AuthorizeReply {
+            expires_at_ms: *expires_at,
+            available_after: amount_text(*available_after),
+            already_existed: true,
             write: Some(write),
         }),
         Applied::AlreadyApplied => Ok(v1::AuthorizeReply {
