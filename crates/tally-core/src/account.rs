@@ -387,21 +387,33 @@ pub(crate) struct HoldMaps {
     open: BTreeSet<(u64, HoldId)>,
     /// `(ended_at, id)` of every ended hold.
     ended: BTreeSet<(u64, HoldId)>,
+    /// What the open holds reserve (the sum of their `remaining`).
+    held: Amount,
 }
 
 impl HoldMaps {
     fn index(&mut self, id: &HoldId, hold: &Hold) {
         match hold.ended {
-            None => self.open.insert((hold.expires_at, id.clone())),
-            Some((_, at)) => self.ended.insert((at, id.clone())),
-        };
+            None => {
+                self.open.insert((hold.expires_at, id.clone()));
+                self.held = plus(self.held, hold.remaining);
+            }
+            Some((_, at)) => {
+                self.ended.insert((at, id.clone()));
+            }
+        }
     }
 
     fn unindex(&mut self, id: &HoldId, hold: &Hold) {
         match hold.ended {
-            None => self.open.remove(&(hold.expires_at, id.clone())),
-            Some((_, at)) => self.ended.remove(&(at, id.clone())),
-        };
+            None => {
+                self.open.remove(&(hold.expires_at, id.clone()));
+                self.held = minus(self.held, hold.remaining);
+            }
+            Some((_, at)) => {
+                self.ended.remove(&(at, id.clone()));
+            }
+        }
     }
 }
 
@@ -444,8 +456,7 @@ impl Holds {
 
     /// What open holds reserve.
     pub fn held(&self) -> Amount {
-        self.open_latest_first()
-            .fold(Amount::ZERO, |acc, (_, hold)| plus(acc, hold.remaining))
+        self.0.as_ref().map_or(Amount::ZERO, |maps| maps.held)
     }
 
     pub fn get(&self, id: &HoldId) -> Option<&Hold> {
@@ -460,15 +471,12 @@ impl Holds {
     pub fn update<T>(&mut self, id: &HoldId, change: impl FnOnce(&mut Hold) -> T) -> Option<T> {
         let maps = self.0.as_mut()?;
         let hold = maps.all.get_mut(id)?;
-        let before = (hold.expires_at, hold.ended);
+        let was = hold.clone();
         let out = change(hold);
-        if (hold.expires_at, hold.ended) != before {
+        if (hold.expires_at, hold.ended, hold.remaining)
+            != (was.expires_at, was.ended, was.remaining)
+        {
             let after = hold.clone();
-            let was = Hold {
-                expires_at: before.0,
-                ended: before.1,
-                ..after.clone()
-            };
             maps.unindex(id, &was);
             maps.index(id, &after);
         }
@@ -477,14 +485,11 @@ impl Holds {
 
     pub fn insert(&mut self, id: HoldId, hold: Hold) -> Option<Hold> {
         let maps = self.0.get_or_insert_with(Default::default);
-        maps.index(&id, &hold);
-        let replaced = maps.all.insert(id.clone(), hold);
-        if let Some(old) = &replaced {
-            maps.unindex(&id, old);
-            let new = maps.all.get(&id).expect("just inserted").clone();
-            maps.index(&id, &new);
+        if let Some(old) = maps.all.get(&id).cloned() {
+            maps.unindex(&id, &old);
         }
-        replaced
+        maps.index(&id, &hold);
+        maps.all.insert(id, hold)
     }
 
     pub fn remove(&mut self, id: &HoldId) -> Option<Hold> {
@@ -504,15 +509,11 @@ impl Holds {
         let Some(maps) = self.0.as_ref() else {
             return Ok(());
         };
-        let mut rebuilt = HoldMaps {
-            all: BTreeMap::new(),
-            open: BTreeSet::new(),
-            ended: BTreeSet::new(),
-        };
+        let mut rebuilt = HoldMaps::default();
         for (id, hold) in &maps.all {
             rebuilt.index(id, hold);
         }
-        if rebuilt.open != maps.open || rebuilt.ended != maps.ended {
+        if rebuilt.open != maps.open || rebuilt.ended != maps.ended || rebuilt.held != maps.held {
             return Err("hold indexes disagree with the holds".into());
         }
         if maps.all.is_empty() {
@@ -542,11 +543,7 @@ impl<'de> Deserialize<'de> for Holds {
         if all.is_empty() {
             return Ok(Holds(None));
         }
-        let mut maps = HoldMaps {
-            all: BTreeMap::new(),
-            open: BTreeSet::new(),
-            ended: BTreeSet::new(),
-        };
+        let mut maps = HoldMaps::default();
         for (id, hold) in &all {
             maps.index(id, hold);
         }

@@ -168,7 +168,13 @@ pub(crate) fn index_rates(
     let mut by_meter: BTreeMap<Meter, Vec<(usize, Rate)>> = BTreeMap::new();
     for (index, rate) in rates.iter().enumerate() {
         let at = |e: InvalidInput| e.within(&format!("rates[{index}]"));
-        check_pairs("dimensions", &rate.dimensions, PAIRS_MAX, PAIR_VALUE_LEN_MAX).map_err(at)?;
+        check_pairs(
+            "dimensions",
+            &rate.dimensions,
+            PAIRS_MAX,
+            PAIR_VALUE_LEN_MAX,
+        )
+        .map_err(at)?;
         check_model(&rate.model, scale_max).map_err(at)?;
         let same_meter = by_meter.entry(rate.meter.clone()).or_default();
         for (other_index, other) in same_meter.iter() {

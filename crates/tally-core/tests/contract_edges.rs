@@ -661,9 +661,15 @@ fn no_rate_says_why() {
     };
     assert!(message(l.run("usage nobook e1 calls 1")).contains("the account has no price book"));
     let early = message(l.run("usage early e2 calls 1"));
-    assert!(early.contains("price book later has no version in force yet"), "{early}");
+    assert!(
+        early.contains("price book later has no version in force yet"),
+        "{early}"
+    );
     let unmatched = message(l.run("usage a e3 videos 1"));
-    assert!(unmatched.contains("in price book p (version 1, in force)"), "{unmatched}");
+    assert!(
+        unmatched.contains("in price book p (version 1, in force)"),
+        "{unmatched}"
+    );
 }
 
 // ------------------------------------------------------------------ §6 usage events
