@@ -296,6 +296,14 @@ async fn add_learner_promote_and_remove_under_light_load() {
             .any(|member| member.id == 4 && member.voter),
         "{promoted:?}"
     );
+    // Promoting it again (a retry) changes nothing.
+    let again = cluster
+        .admin(leader)
+        .promote(v1::PromoteRequest { id: 4 })
+        .await
+        .expect("promote again")
+        .into_inner();
+    assert!(again.unchanged, "{again:?}");
 
     let leader = cluster.leader().await;
     let removed = *cluster
@@ -490,4 +498,80 @@ async fn a_silent_client_connection_is_closed_by_the_nodes_pings() {
         .unwrap()
         .into_inner();
     assert_eq!(reply.node_id, 1);
+}
+
+/// What an operator's tooling reads: a learner that never caught up (added at an address where
+/// nothing answers) is not promoted, as a voter that cannot vote would cost the cluster its
+/// fault tolerance; an id that is no member is refused naming `id`; and a leader cut off from
+/// both followers stops reporting ready (it believes it leads, but cannot commit anything).
+#[tokio::test]
+async fn promote_waits_for_a_caught_up_learner_and_a_cut_off_leader_is_not_ready() {
+    let mut cluster = Cluster::start(ClusterSpec::default()).await;
+    cluster.setup_credits_account("acme", GRANT).await;
+    let leader = cluster.leader().await;
+    let nowhere = format!("127.0.0.1:{}", tally_tests::free_ports(1)[0]);
+    cluster
+        .admin(leader)
+        .add_learner(v1::AddLearnerRequest {
+            id: 5,
+            addr: nowhere,
+            blocking: false,
+        })
+        .await
+        .expect("a learner is added without waiting");
+    let refused = cluster
+        .admin(leader)
+        .promote(v1::PromoteRequest { id: 5 })
+        .await
+        .expect_err("a learner that holds nothing");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("node 5 has not caught up"),
+        "{refused:?}"
+    );
+    let status = cluster.status(leader).await.expect("status");
+    assert!(
+        status
+            .members
+            .iter()
+            .any(|member| member.id == 5 && !member.voter),
+        "still a learner: {status:?}"
+    );
+    let unknown = cluster
+        .admin(leader)
+        .promote(v1::PromoteRequest { id: 9 })
+        .await
+        .expect_err("no such member");
+    assert_eq!(unknown.code(), tonic::Code::InvalidArgument, "{unknown:?}");
+    assert!(unknown.message().contains("not a learner"), "{unknown:?}");
+    cluster
+        .admin(leader)
+        .remove_node(v1::RemoveNodeRequest { id: 5 })
+        .await
+        .expect("remove the learner");
+
+    let (code, _) = cluster
+        .http_get(leader, "/health/ready")
+        .await
+        .expect("readiness");
+    assert_eq!(code, 200);
+    for id in cluster.running() {
+        if id != leader {
+            cluster.kill9(id);
+        }
+    }
+    cluster
+        .wait_for("the cut-off leader to report not ready", || async {
+            matches!(
+                cluster.http_get(leader, "/health/ready").await,
+                Some((503, body)) if body.contains("no acknowledgement from a quorum")
+            )
+        })
+        .await;
+    // Alive all the same: a supervisor must not restart it for this.
+    let (code, _) = cluster
+        .http_get(leader, "/health/live")
+        .await
+        .expect("liveness");
+    assert_eq!(code, 200);
 }

@@ -24,6 +24,11 @@ use crate::proposer::BoxFuture;
 /// Pause between retries of a membership change that met one in progress.
 const MEMBERSHIP_RETRY_MS: u64 = 100;
 
+/// Most log entries a learner may be behind the leader's log and still be promoted: a voter
+/// that has not caught up (or a learner added at an address where nothing answers) would
+/// count towards the quorum without being able to vote for what it lacks.
+pub const PROMOTE_LAG_MAX: u64 = 1_000;
+
 /// A membership change for openraft and whether removed voters stay as learners.
 type Change = (ChangeMembers<NodeId, BasicNode>, bool);
 
@@ -349,15 +354,43 @@ impl v1::admin_server::Admin for AdminService {
         request: Request<v1::PromoteRequest>,
     ) -> Result<Response<v1::MembershipReply>, Status> {
         check_node_id(request.get_ref().id).map_err(|error| error.to_status())?;
+        let ctx = self.ctx.clone();
         self.change(
             "promote",
             request,
             |mut client, request| Box::pin(async move { client.promote(request).await }),
-            |message| {
-                Ok(Some((
-                    ChangeMembers::AddVoterIds(BTreeSet::from([message.id])),
-                    true,
-                )))
+            move |message| {
+                let metrics = ctx.raft_metrics();
+                let membership = metrics.membership_config.membership();
+                let id = message.id;
+                if membership.voter_ids().any(|voter| voter == id) {
+                    // Already a voter (a retried promote): nothing to change.
+                    return Ok(None);
+                }
+                if membership.get_node(&id).is_none() {
+                    return Err(TallyError::from(tally_core::InvalidInput::new(
+                        "id",
+                        format!("node {id} is not a learner of this cluster; add it first (add-learner)"),
+                    )));
+                }
+                let last = metrics.last_log_index.unwrap_or(0);
+                let matched = metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|replication| replication.get(&id).copied().flatten())
+                    .map(|log_id| log_id.index);
+                match matched {
+                    Some(matched) if last.saturating_sub(matched) <= PROMOTE_LAG_MAX => Ok(Some((
+                        ChangeMembers::AddVoterIds(BTreeSet::from([id])),
+                        true,
+                    ))),
+                    // Unavailable: the client retries within its budget, which waits for a
+                    // learner that is catching up.
+                    _ => Err(TallyError::unavailable(format!(
+                        "node {id} has not caught up: it holds the log up to {} of the leader's {last} (at most {PROMOTE_LAG_MAX} behind to be promoted); check its address and `tally cluster status`, then promote it again",
+                        matched.map_or("nothing".to_string(), |m| m.to_string())
+                    ))),
+                }
             },
         )
         .await

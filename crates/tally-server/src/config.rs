@@ -125,6 +125,9 @@ pub struct LimitsConfig {
     pub keep_alive_timeout_ms: u64,
 }
 
+/// The largest `limits.entry_bytes_max` (and so `request_bytes_max`) accepted.
+pub const ENTRY_BYTES_MAX_LIMIT: usize = tally_raft::MESSAGE_BYTES_MAX / 2;
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
@@ -445,6 +448,16 @@ impl Config {
                 "must be at least 1 while limits.keep_alive_interval_ms pings",
             ));
         }
+        // One entry must fit in one peer message (64 MiB), with room for its encoding and the
+        // message around it: an entry that cannot be replicated stalls the cluster.
+        if limits.entry_bytes_max > ENTRY_BYTES_MAX_LIMIT {
+            return Err(invalid(
+                "limits.entry_bytes_max",
+                format!(
+                    "must be at most {ENTRY_BYTES_MAX_LIMIT} (half the peers' 64 MiB message limit, so that one entry always fits in one message)"
+                ),
+            ));
+        }
         if limits.entry_bytes_max < limits.request_bytes_max {
             return Err(invalid(
                 "limits.entry_bytes_max",
@@ -596,6 +609,18 @@ group_commit_wait_ms = 2
                 "{THREE_NODES}\n[limits]\nbatch_events_max = 9000\n"
             )),
             "limits.batch_events_max"
+        );
+        assert_eq!(
+            error_field(&format!(
+                "{THREE_NODES}\n[limits]\nrequest_bytes_max = 50331648\nentry_bytes_max = 201326592\n"
+            )),
+            "limits.entry_bytes_max"
+        );
+        assert_eq!(
+            error_field(&format!(
+                "{THREE_NODES}\n[limits]\nrequest_bytes_max = 50331648\n"
+            )),
+            "limits.entry_bytes_max"
         );
         assert_eq!(
             error_field(&format!(

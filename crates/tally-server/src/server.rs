@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use openraft::error::{InitializeError, RaftError};
-use openraft::BasicNode;
+use openraft::{BasicNode, ServerState};
 use tally_core::{Applied, Command, Outcome};
 use tally_proto::ingest::ledger_server::LedgerServer;
 use tally_proto::v1::admin_server::AdminServer;
@@ -66,8 +66,32 @@ impl HealthSource for Health {
     }
 
     fn readiness(&self) -> Result<(), String> {
-        if self.ctx.leader_id().is_none() {
-            return Err("no leader known".to_string());
+        if *self.ctx.shutdown_signal().borrow() {
+            return Err("shutting down".to_string());
+        }
+        {
+            let metrics = self.ctx.raft.metrics();
+            let metrics = metrics.borrow();
+            if let Err(fatal) = &metrics.running_state {
+                return Err(format!("raft has stopped: {fatal}"));
+            }
+            let Some(leader) = metrics.current_leader else {
+                return Err("no leader known".to_string());
+            };
+            if leader == self.ctx.node_id() && metrics.state == ServerState::Leader {
+                // A leader cut off from its followers keeps believing it leads until it hears
+                // of a newer term; it cannot commit anything meanwhile.
+                let limit = self.ctx.config.raft.election_timeout_ms_max;
+                match metrics.millis_since_quorum_ack {
+                    Some(ms) if ms <= limit => {}
+                    since => {
+                        return Err(format!(
+                            "this leader has had no acknowledgement from a quorum {}",
+                            since.map_or("yet".to_string(), |ms| format!("for {ms} ms"))
+                        ))
+                    }
+                }
+            }
         }
         if !self.ctx.ledger_initialized() {
             return Err("the ledger's Init entry is not applied here yet".to_string());
@@ -232,7 +256,17 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         tracing::info!("{advice}");
     }
 
-    shutdown.wait().await;
+    // Until a signal, or until Raft stops on a fatal error (a log or state write failed: the
+    // disk is full or gone): then nothing can be served, so the node stops and exits with an
+    // error for its supervisor to see, instead of running on with nothing behind it.
+    let fatal = tokio::select! {
+        _ = shutdown.wait() => None,
+        fatal = raft_stopped(raft.clone()) => Some(fatal),
+    };
+    if let Some(fatal) = &fatal {
+        tracing::error!(node_id, %fatal, "raft stopped on a fatal error; the node stops");
+        shutdown.trigger();
+    }
     tracing::info!(
         node_id,
         "stopping: no new connections; finishing requests in flight"
@@ -257,7 +291,25 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     }
     let _ = http_task.await;
     tracing::info!(node_id, "stopped");
-    Ok(())
+    match fatal {
+        None => Ok(()),
+        Some(fatal) => Err(anyhow::anyhow!(
+            "raft stopped on a fatal error: {fatal} (see the log above; restart the node once the cause is fixed)"
+        )),
+    }
+}
+
+/// Resolves with Raft's fatal error once it has stopped on one (never while it runs).
+async fn raft_stopped(raft: crate::node::Raft) -> String {
+    let mut metrics = raft.metrics();
+    loop {
+        if let Err(fatal) = &metrics.borrow_and_update().running_state {
+            return fatal.to_string();
+        }
+        if metrics.changed().await.is_err() {
+            return "raft's metrics channel closed".to_string();
+        }
+    }
 }
 
 /// Creates the cluster from `initial_members`, exactly once: only the member with the lowest id
