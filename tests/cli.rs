@@ -641,11 +641,14 @@ async fn every_command_in_human_and_json_form() {
     // Released again (a retry whose answer was lost): nothing changed, and said so.
     tally(e, &["hold", "release", "acme", "job-1"])
         .ok()
-        .has("hold job-1 on acme had already ended; nothing changed");
+        .has("hold job-1 on acme had already ended (released at")
+        .has("; nothing changed");
     let json = tally(e, &["--json", "hold", "release", "acme", "job-1"])
         .ok()
         .json();
     assert_eq!(json["already_ended"], true);
+    assert_eq!(s(&json, "ended_as"), "released");
+    assert!(json["ended_at"].is_string(), "{json}");
 
     // Reports and history.
     tally(e, &["report", "acme"])

@@ -425,11 +425,22 @@ pub async fn hold(client: &Client, out: Output, command: HoldCommand) -> Command
         HoldCommand::Release { account, id } => {
             let reply = client.release(&account, &id).await?;
             if out.json {
-                out.json(&json!({"account": account, "hold": id, "released": reply.released, "available_after": reply.available_after, "already_ended": reply.already_ended, "log_index": log_index(&reply.write)}));
+                let ended_as = (!reply.ended_as.is_empty()).then_some(&reply.ended_as);
+                let ended_at = (reply.ended_at_ms > 0).then_some(reply.ended_at_ms);
+                out.json(&json!({"account": account, "hold": id, "released": reply.released, "available_after": reply.available_after, "already_ended": reply.already_ended, "ended_as": ended_as, "ended_at": time_json(ended_at), "log_index": log_index(&reply.write)}));
             } else if reply.already_ended {
                 // A retry whose first answer was lost, or a hold that expired or was fully
                 // captured: nothing was left to release, nothing changed.
-                println!("hold {id} on {account} had already ended; nothing changed");
+                let how = if reply.ended_as.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} at {})",
+                        reply.ended_as,
+                        time_text(Some(reply.ended_at_ms))
+                    )
+                };
+                println!("hold {id} on {account} had already ended{how}; nothing changed");
             } else {
                 print!(
                     "{}",

@@ -340,6 +340,16 @@ pub(crate) enum HoldEnd {
     Captured,
 }
 
+impl From<HoldEnd> for crate::outcome::HoldEndedAs {
+    fn from(end: HoldEnd) -> Self {
+        match end {
+            HoldEnd::Released => crate::outcome::HoldEndedAs::Released,
+            HoldEnd::Expired => crate::outcome::HoldEndedAs::Expired,
+            HoldEnd::Captured => crate::outcome::HoldEndedAs::Captured,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Hold {
     pub amount: Amount,

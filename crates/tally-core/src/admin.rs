@@ -820,17 +820,26 @@ impl LedgerState {
         let params = self.params();
         let account = self.accounts.get_mut(id).expect("checked");
         let released = account.holds.update(hold_id, |hold| {
-            if hold.ended.is_some() {
-                return None;
+            if let Some(ended) = hold.ended {
+                return Err(ended);
             }
             let released = hold.remaining;
             hold.remaining = Amount::ZERO;
             hold.ended = Some((HoldEnd::Released, now));
-            Some(released)
+            Ok(released)
         });
-        // None: forgotten by the transitions just run (it ended long ago); Some(None): ended.
-        let Some(Some(released)) = released else {
-            return Ok(Applied::AlreadyApplied);
+        let released = match released {
+            Some(Ok(released)) => released,
+            // Ended before: say how and when.
+            Some(Err((how, ended_at))) => {
+                return Ok(Applied::HoldEnded {
+                    ended_as: how.into(),
+                    ended_at,
+                    available_after: account.available(),
+                })
+            }
+            // Forgotten by the transitions just run: it ended long ago.
+            None => return Ok(Applied::AlreadyApplied),
         };
         let available_after = account.available();
         reschedule(&mut self.due, account, params);

@@ -87,6 +87,14 @@ pub enum Applied {
         released: Amount,
         available_after: Amount,
     },
+    /// A release of a hold that had already ended (a retry whose first answer was lost, or a
+    /// hold that expired or was captured in full): nothing changed. How and when it ended,
+    /// and what is available now.
+    HoldEnded {
+        ended_as: HoldEndedAs,
+        ended_at: u64,
+        available_after: Amount,
+    },
     /// An authorize retried (the same hold id and amount): nothing changed. The hold's expiry
     /// as first authorized, and what is available now.
     HoldExisted {
@@ -286,4 +294,23 @@ pub enum NoRateWhy {
     NoPriceBook,
     NoVersionYet { book: String, first_from: u64 },
     NoMatch { book: String, version: u32 },
+}
+
+/// How a hold ended (see [`Applied::HoldEnded`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HoldEndedAs {
+    Released,
+    Expired,
+    Captured,
+}
+
+impl HoldEndedAs {
+    /// `released`, `expired` or `captured`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldEndedAs::Released => "released",
+            HoldEndedAs::Expired => "expired",
+            HoldEndedAs::Captured => "captured",
+        }
+    }
 }

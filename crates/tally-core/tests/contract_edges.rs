@@ -168,9 +168,9 @@ fn settled(o: &Outcome) -> &Settlement {
 fn code(o: &Outcome) -> &'static str {
     match o {
         Outcome::Rejected(r) => r.code(),
-        Outcome::Applied(Applied::AlreadyApplied | Applied::HoldExisted { .. }) => {
-            "already_applied"
-        }
+        Outcome::Applied(
+            Applied::AlreadyApplied | Applied::HoldExisted { .. } | Applied::HoldEnded { .. },
+        ) => "already_applied",
         other => other.kind(),
     }
 }
@@ -852,7 +852,18 @@ fn a_hold_expires_at_its_instant_and_ends_once() {
     );
     l.now += 1;
     let outs = l.entry(&["release a h", "usage a e2 calls 1 hold=h"]);
-    assert_eq!(code(&outs[0]), "already_applied");
+    assert!(
+        matches!(
+            outs[0],
+            Outcome::Applied(Applied::HoldEnded {
+                ended_as: HoldEndedAs::Expired,
+                ended_at,
+                ..
+            }) if ended_at == l.now
+        ),
+        "{:?}",
+        outs[0]
+    );
     assert_eq!(settled(&outs[1]).from_hold, amount("0"));
     assert_eq!(l.drain(), ["hold_expired:h:3"]);
     l.ok("tick");
@@ -1218,7 +1229,21 @@ fn closing_an_account_ends_its_holds_and_retries_still_answer() {
         code(&l.run("grant a g2 purchased 1 paid=1")),
         "account_closed"
     );
-    assert_eq!(code(&l.run("release a h")), "already_applied");
+    // Released by the close, which a release now says (and when).
+    let closed_at = l.now;
+    match l.run("release a h") {
+        Outcome::Applied(Applied::HoldEnded {
+            ended_as,
+            ended_at,
+            available_after,
+        }) => {
+            assert_eq!(
+                (ended_as, ended_at, available_after),
+                (HoldEndedAs::Released, closed_at, amount("10"))
+            );
+        }
+        other => panic!("a release after the close: {other:?}"),
+    }
     l.drain();
     l.now += 20 * MINUTE;
     l.ok("tick");
