@@ -263,13 +263,16 @@ impl Grant {
             return units.round_half_even(reporting_scale);
         }
         // In integers where that gives the same value; `rust_decimal` otherwise.
+        // When `units * paid` leaves `Decimal`'s range (both near 10^15), the share first:
+        // `units <= amount`, so `units / amount * paid <= paid` always fits.
         units
             .mul_div_round_half_even(self.paid, self.amount, reporting_scale)
             .unwrap_or_else(|| {
                 units
                     .checked_mul(self.paid)
                     .and_then(|x| x.checked_div(self.amount))
-                    .expect("invariant: revenue within range for bounded amounts")
+                    .or_else(|| units.checked_div(self.amount)?.checked_mul(self.paid))
+                    .expect("invariant: units <= amount, so the share of paid fits")
                     .round_half_even(reporting_scale)
             })
     }
@@ -553,6 +556,13 @@ impl<'de> Deserialize<'de> for Holds {
         if all.is_empty() {
             return Ok(Holds(None));
         }
+        // What open holds reserve must be in range (indexing sums it without checking).
+        all.values()
+            .filter(|hold| hold.ended.is_none())
+            .try_fold(Amount::ZERO, |sum, hold| sum.checked_add(hold.remaining))
+            .ok_or_else(|| {
+                serde::de::Error::custom("holds reserve more than an amount can hold")
+            })?;
         let mut maps = HoldMaps::default();
         for (id, hold) in &all {
             maps.index(id, hold);

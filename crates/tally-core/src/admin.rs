@@ -349,6 +349,22 @@ impl LedgerState {
                 InvalidInput::new("priority", format!("must be 0..=100, got {priority}")).into(),
             );
         }
+        // Times are instants after the epoch's first and before year 10000 (resets add months
+        // to them, which must not overflow); 0 is not "unset" here, it is refused.
+        for (field, at) in [
+            ("starts_at", spec.starts_at),
+            ("expires_at", spec.expires_at),
+        ] {
+            if let Some(at) = at.filter(|at| *at == 0 || *at > TIME_MS_MAX) {
+                return Err(InvalidInput::new(
+                    field,
+                    format!(
+                        "must be a time after 1970-01-01T00:00:00Z and before year 10000, got {at} ms"
+                    ),
+                )
+                .into());
+            }
+        }
         let starts_at = spec.starts_at.unwrap_or(now);
         if let (Some(expires_at), Some(starts_at)) = (spec.expires_at, spec.starts_at) {
             if expires_at <= starts_at {
@@ -408,6 +424,20 @@ impl LedgerState {
         // After the retry above: a grant added once stays added when its retry comes after
         // the account's close.
         check_not_closed(&spec.account, account)?;
+        // Revenue is booked as `units * paid / amount` for up to `amount + rollover_max` units:
+        // that product must stay in range, or booking it later (at a draw, a reset, an
+        // expiry) could not be done.
+        let units_max = spec
+            .amount
+            .checked_add(spec.rollover_max.unwrap_or(Amount::ZERO));
+        if units_max
+            .and_then(|units| units.checked_mul(paid))
+            .is_none()
+        {
+            return Err(Reason::Overflow {
+                field: "paid".to_string(),
+            });
+        }
         // Checked after the retry above: a grant added once stays added when its retry comes
         // after the grant's expiry.
         if let Some(expires_at) = spec.expires_at {
@@ -749,17 +779,20 @@ impl LedgerState {
         // or closed since: the hold exists. It answers the hold's expiry and what is available
         // now.
         if let Some(existing) = account.holds.get(&spec.id) {
-            return if existing.amount == spec.amount {
-                Ok(Applied::HoldExisted {
-                    expires_at: existing.expires_at,
-                    available_after: account.available(),
-                })
-            } else {
-                Err(Reason::AlreadyExists {
+            if existing.amount != spec.amount {
+                return Err(Reason::AlreadyExists {
                     what: "hold".into(),
                     id: spec.id.to_string(),
-                })
-            };
+                });
+            }
+            let expires_at = existing.expires_at;
+            // What is available now: after the account's due transitions, as for a new hold.
+            self.touch(&spec.account, result);
+            let account = self.accounts.get(&spec.account).expect("checked");
+            return Ok(Applied::HoldExisted {
+                expires_at,
+                available_after: account.available(),
+            });
         }
         check_not_closed(&spec.account, account)?;
         if account.status == AccountStatus::Frozen {
@@ -849,6 +882,9 @@ impl LedgerState {
         })
     }
 }
+
+/// The latest time a grant may start or expire at: 9999-12-31T23:59:59.999Z.
+pub const TIME_MS_MAX: u64 = 253_402_300_799_999;
 
 /// Refuses a closed account (closing is final: it takes no grants, holds or usage).
 fn check_not_closed(id: &AccountId, account: &Account) -> Result<(), Reason> {

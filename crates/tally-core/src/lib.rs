@@ -29,6 +29,7 @@ pub mod validate;
 mod vecmap;
 pub mod view;
 
+pub use admin::TIME_MS_MAX;
 pub use calendar::{format_utc, month_of, month_start_ms, parse_month, parse_utc};
 pub use command::*;
 pub use dimensions::{Dimensions, RecentDimensions};
@@ -41,4 +42,5 @@ pub use state::{
     ApplyResult, ApplySpare, LedgerState, SnapshotError, SnapshotStep, SnapshotWriter,
     SNAPSHOT_VERSION, SNAPSHOT_VERSION_READ_MIN,
 };
+pub use usage::CARRIED_COST_SCALE_MAX;
 pub use view::*;

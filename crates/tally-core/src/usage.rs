@@ -211,8 +211,12 @@ fn price<'book>(
                 required: charge,
             });
         }
-        // Revenue on debt must stay in range too.
-        let debt_room = need
+        // Revenue on debt must stay in range too: on the debt this charge creates, which is
+        // what the live grants do not cover (a hold's part included: a hold reserves value,
+        // it does not keep it apart, so a capture into credit creates debt as well).
+        let granted = plus(balance, account.debt());
+        let debt_created = minus(charge, granted).max(Amount::ZERO);
+        let debt_room = debt_created
             .checked_mul(account.list_price())
             .ok_or_else(|| overflow("quantity"))?;
         account

@@ -1318,3 +1318,74 @@ fn many_holds_kept_keep_their_indexes_and_reservations() {
     assert_eq!(code(&l.run("release a h1")), "unknown_hold");
     assert_eq!(code(&l.run("release a h2999")), "unknown_hold");
 }
+
+/// §2 "overflow is a rejection": inputs at the edges of what is accepted are refused when
+/// applying them later could not be done, instead of panicking on every replica (a crash
+/// loop): a purchased grant whose revenue share cannot be computed (`paid` refused as
+/// overflow), a capture of a hold that reserves credit into debt whose revenue would leave the
+/// range (`overflow`), a grant starting in year 584,556,019 (`starts_at`) or at 0.
+#[test]
+fn edge_amounts_and_times_are_refused_not_a_panic_later() {
+    let mut l = L::new();
+    l.ok("account a USD book=u");
+    assert_eq!(
+        code(&l.run("grant a g purchased 1000000000000000 paid=999999999999999.99 expires=+1h")),
+        "overflow"
+    );
+    // Within range: accepted, and its expiry books its revenue.
+    l.ok("grant a g purchased 1000000000000000 paid=10000000000000 expires=+1h");
+    l.now += 2 * 60 * MINUTE;
+    l.ok("tick");
+    assert_eq!(
+        l.drain(),
+        ["grant_expired:g:1000000000000000", "depleted@0"]
+    );
+
+    l.ok("account b CREDITS book=p limit=100000000000000 list=1000000000000000");
+    l.ok("authorize b h 100000000000000 1h");
+    assert_eq!(
+        code(&l.run("usage b e1 calls 100000000000000 hold=h")),
+        "overflow"
+    );
+    assert_eq!(l.acct("b").balance, amount("0"));
+
+    let far = |starts_at: u64| {
+        Command::AddGrant(GrantSpec {
+            account: AccountId::new("a").unwrap(),
+            id: GrantId::new("far").unwrap(),
+            category: GrantCategory::Allowance,
+            amount: amount("1"),
+            priority: None,
+            starts_at: Some(starts_at),
+            expires_at: None,
+            reset_every: Some(ResetPeriod::Month),
+            rollover_max: None,
+            paid: None,
+        })
+    };
+    for starts_at in [u64::MAX - 1_000, 0] {
+        match l.apply(vec![far(starts_at)]).remove(0) {
+            Outcome::Rejected(Rejection {
+                reason: Reason::InvalidInput(invalid),
+            }) => assert_eq!(invalid.field, "starts_at"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// §7 retries: a retried authorize answers what is available after the account's due
+/// transitions (its own hold expired meanwhile, without a tick), as a new authorize would.
+#[test]
+fn a_retried_authorize_answers_what_is_available_after_due_transitions() {
+    let mut l = L::new();
+    l.ok("account a USD book=u");
+    l.ok("grant a g purchased 10 paid=10");
+    l.ok("authorize a h 4 1s");
+    l.now += 5_000;
+    match l.run("authorize a h 4 1s") {
+        Outcome::Applied(Applied::HoldExisted {
+            available_after, ..
+        }) => assert_eq!(available_after, amount("10")),
+        other => panic!("{other:?}"),
+    }
+}

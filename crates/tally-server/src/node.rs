@@ -325,6 +325,9 @@ impl NodeContext {
         let mut commit = applied.max(self.commit_index_hint.load(Ordering::Relaxed));
         if let Some(replication) = &metrics.replication {
             let membership = metrics.membership_config.membership();
+            // During a membership change an index is committed once a quorum of EACH of the
+            // joint configurations holds it: the smallest of their quorum indexes.
+            let mut joint: Option<u64> = None;
             for voters in membership.get_joint_config() {
                 let mut matched: Vec<u64> = voters
                     .iter()
@@ -346,7 +349,10 @@ impl NodeContext {
                 }
                 matched.sort_unstable_by(|a, b| b.cmp(a));
                 let quorum_index = matched[voters.len() / 2];
-                commit = commit.max(quorum_index.min(metrics.last_log_index.unwrap_or(0)));
+                joint = Some(joint.map_or(quorum_index, |j| j.min(quorum_index)));
+            }
+            if let Some(joint) = joint {
+                commit = commit.max(joint.min(metrics.last_log_index.unwrap_or(0)));
             }
         }
         commit

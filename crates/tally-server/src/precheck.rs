@@ -44,8 +44,12 @@ fn reporting_scale(state: &LedgerState) -> u32 {
 /// `Some(rejection)` when `command` cannot succeed whatever is in flight; `None` to propose it.
 pub fn precheck(command: &Command, state: &LedgerState) -> Option<Outcome> {
     let result = match command {
-        Command::Usage(event) => scale_of_account(state, &event.account)
-            .and_then(|_| check_scale("event.cost", event.cost, reporting_scale(state))),
+        // A carried cost may be finer than the reporting scale (it then accrues), as the
+        // ledger's own check says.
+        Command::Usage(event) => scale_of_account(state, &event.account).and_then(|_| {
+            let scale = reporting_scale(state).max(tally_core::CARRIED_COST_SCALE_MAX);
+            check_scale("event.cost", event.cost, scale)
+        }),
         Command::AddGrant(spec) => scale_of_account(state, &spec.account).and_then(|scale| {
             check_scale("amount", Some(spec.amount), scale)?;
             check_scale("rollover_max", spec.rollover_max, scale)?;
@@ -165,5 +169,20 @@ mod tests {
             Some(Reason::UnknownAccount { .. })
         ));
         assert_eq!(reason(precheck(&Command::Tick, &state)), None);
+        // A carried cost finer than the reporting scale (2) passes, as the ledger accrues it;
+        // beyond 12 decimals it is refused, as the ledger would.
+        let with_cost = |cost: &str| {
+            let Command::Usage(mut event) = usage.clone() else {
+                unreachable!()
+            };
+            event.account = AccountId::new("acme").unwrap();
+            event.cost = Some(Amount::parse("cost", cost).unwrap());
+            Command::Usage(event)
+        };
+        assert_eq!(reason(precheck(&with_cost("0.0004"), &state)), None);
+        match reason(precheck(&with_cost("0.0000000000001"), &state)) {
+            Some(Reason::InvalidInput(error)) => assert_eq!(error.field, "event.cost"),
+            other => panic!("expected an invalid cost, got {other:?}"),
+        }
     }
 }
