@@ -225,6 +225,30 @@ async fn every_command_in_human_and_json_form() {
     .ok()
     .json();
     assert_eq!(json["version"], 2);
+    // Two rates of one meter that can match the same event: refused, named as the file names
+    // them (`match`, the wire's `dimensions`).
+    let ambiguous = std::path::Path::new(rates).with_file_name("ambiguous.json");
+    std::fs::write(
+        &ambiguous,
+        r#"{"rates": [{"meter": "t", "match": {"model": "a"}, "per_unit": {"unit_price": "1"}},
+                      {"meter": "t", "match": {"region": "eu"}, "per_unit": {"unit_price": "2"}}]}"#,
+    )
+    .unwrap();
+    let refused = tally(
+        e,
+        &[
+            "price",
+            "publish",
+            "amb",
+            "--asset",
+            "CREDITS",
+            "--file",
+            ambiguous.to_str().unwrap(),
+        ],
+    )
+    .err_has("rates[1].match")
+    .err_has("as specific as rates[0]");
+    assert_ne!(refused.code, 0);
     tally(e, &["price", "show", "llm"])
         .ok()
         .has("model=large")

@@ -2,7 +2,7 @@
 //! history and events.
 
 use serde_json::json;
-use tally_client::{v1, Client};
+use tally_client::{v1, Client, ClientError};
 use tally_proto::convert::{account_status_name, node_role_name};
 
 use crate::args::{
@@ -282,6 +282,25 @@ fn read_rates(file: &std::path::Path) -> Result<Vec<v1::Rate>, Failure> {
     read_rates_file(file).map_err(|reason| Failure::usage("--file", reason))
 }
 
+/// A refused rate named as the rates file names it: the wire's `rates[i].dimensions` is the
+/// file's `rates[i].match`.
+fn in_rates_file_terms(error: ClientError) -> Failure {
+    let mut failure = Failure::from(error);
+    let renamed = |text: &str| {
+        text.split_inclusive(']')
+            .map(|part| match part.strip_prefix(".dimensions") {
+                Some(rest) => format!(".match{rest}"),
+                None => part.to_string(),
+            })
+            .collect::<String>()
+    };
+    failure.message = renamed(&failure.message);
+    if let Some(serde_json::Value::String(field)) = failure.details.get_mut("field") {
+        *field = renamed(field);
+    }
+    failure
+}
+
 pub async fn price(client: &Client, out: Output, command: PriceCommand) -> CommandResult {
     match command {
         PriceCommand::Publish {
@@ -299,7 +318,8 @@ pub async fn price(client: &Client, out: Output, command: PriceCommand) -> Comma
                     effective_from_ms: effective_at,
                     rates,
                 })
-                .await?;
+                .await
+                .map_err(in_rates_file_terms)?;
             if out.json {
                 out.json(&json!({"book": reply.book, "version": reply.version, "effective_from": time_json(Some(reply.effective_from_ms)), "rates": count, "log_index": log_index(&reply.write)}));
             } else {
@@ -354,7 +374,8 @@ pub async fn price(client: &Client, out: Output, command: PriceCommand) -> Comma
                     effective_from_ms: effective_at,
                     rates,
                 })
-                .await?;
+                .await
+                .map_err(in_rates_file_terms)?;
             if out.json {
                 out.json(&json!({"version": reply.version, "effective_from": time_json(Some(reply.effective_from_ms)), "rates": count, "log_index": log_index(&reply.write)}));
             } else {

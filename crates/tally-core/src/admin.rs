@@ -560,6 +560,7 @@ impl LedgerState {
         let index = account
             .grant_index(grant_id)
             .ok_or_else(|| Reason::UnknownGrant {
+                account: id.clone(),
                 grant: grant_id.clone(),
             })?;
         self.touch(id, result);

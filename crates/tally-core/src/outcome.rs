@@ -196,6 +196,7 @@ pub enum Reason {
         asset: String,
     },
     UnknownGrant {
+        account: AccountId,
         grant: GrantId,
     },
     UnknownHold {
@@ -271,7 +272,9 @@ impl Reason {
             Reason::InvalidInput(error) => format!("invalid {}: {}", error.field, error.reason),
             Reason::AlreadyExists { what, id } => format!("{what} {id} already exists with different content"),
             Reason::UnknownAsset { asset } => format!("unknown asset {asset}"),
-            Reason::UnknownGrant { grant } => format!("unknown grant {grant}"),
+            Reason::UnknownGrant { account, grant } => {
+                format!("account {account} has no grant {grant}")
+            }
             Reason::UnknownHold { account, hold } => format!(
                 "account {account} has no hold {hold} (never authorized on it, or ended more than the dedup window ago)"
             ),

@@ -51,7 +51,10 @@ pub fn reason_details(reason: &Reason) -> BTreeMap<String, String> {
         }
         Reason::AlreadyExists { what, id } => vec![("what", what.clone()), ("id", id.clone())],
         Reason::UnknownAsset { asset } => vec![("asset", asset.clone())],
-        Reason::UnknownGrant { grant } => vec![("grant_id", grant.to_string())],
+        Reason::UnknownGrant { account, grant } => vec![
+            ("account", account.to_string()),
+            ("grant_id", grant.to_string()),
+        ],
         Reason::UnknownHold { account, hold } => vec![
             ("account", account.to_string()),
             ("hold_id", hold.to_string()),
