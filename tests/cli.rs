@@ -1931,17 +1931,22 @@ async fn client_usage_follows_the_leader_and_reconnects_after_a_restart() {
     assert_eq!(account.balance, "988");
 }
 
-/// A node that stops answering without closing its connections (SIGSTOP: its kernel keeps the
-/// TCP connection up and even acknowledges what the client sends) is given up by the client's
-/// HTTP/2 pings, not at each call's deadline: a usage call sent to the stopped leader moves on
-/// to the new leader and settles well inside its own per-attempt deadline of 60 s (without the
-/// pings the first attempt alone waits those 60 s: checked).
-#[tokio::test]
-async fn client_gives_up_a_silent_node_by_its_pings() {
+/// Three nodes behind fault-injection proxies; a client pinging every 300 ms (attempts of
+/// `request_timeout_ms`); `acme` priced and funded (`thresholds`), and a first event `first-1`
+/// of `quantity` settled through it, so that it knows the leader, whose id comes back.
+async fn pinging_client_on_three_nodes(
+    request_timeout_ms: u64,
+    thresholds: &[&str],
+    quantity: &str,
+) -> (
+    tally_tests::faults::cluster::FaultCluster,
+    tally_client::Client,
+    u64,
+) {
     use tally_client::{usage_event, Client, ClientConfig};
     use tally_tests::faults::cluster::{FaultCluster, FaultSpec};
 
-    let mut cluster = FaultCluster::start(FaultSpec {
+    let cluster = FaultCluster::start(FaultSpec {
         voters: 3,
         max_nodes: 3,
         ..FaultSpec::default()
@@ -1953,18 +1958,23 @@ async fn client_gives_up_a_silent_node_by_its_pings() {
         .map(|id| (id, cluster.node(id).addrs.client.clone()))
         .collect();
     let client = Client::new(ClientConfig {
-        request_timeout_ms: 60_000,
-        call_timeout_ms: 120_000,
+        request_timeout_ms,
+        call_timeout_ms: 2 * request_timeout_ms.max(30_000),
         keep_alive_interval_ms: 300,
         keep_alive_timeout_ms: 300,
         ..ClientConfig::with_endpoints(addr_of.iter().map(|(_, addr)| addr.clone()))
     })
     .unwrap();
     client.create_asset("CREDITS", 0).await.unwrap();
-    price_and_fund_acme(&client, &[]).await;
-    let occurred = tally_tests::now_ms();
+    price_and_fund_acme(&client, thresholds).await;
     let first = client
-        .record_usage(usage_event("k-1", "acme", "tokens", "1", occurred))
+        .record_usage(usage_event(
+            "first-1",
+            "acme",
+            "tokens",
+            quantity,
+            tally_tests::now_ms(),
+        ))
         .await
         .unwrap();
     assert_eq!(first.kind(), "settled", "{first:?}");
@@ -1974,6 +1984,21 @@ async fn client_gives_up_a_silent_node_by_its_pings() {
         .find(|(_, addr)| *addr == leader_addr)
         .map(|(id, _)| *id)
         .expect("the leader is one of the nodes");
+    (cluster, client, leader)
+}
+
+/// A node that stops answering without closing its connections (SIGSTOP: its kernel keeps the
+/// TCP connection up and even acknowledges what the client sends) is given up by the client's
+/// HTTP/2 pings, not at each call's deadline: a usage call sent to the stopped leader moves on
+/// to the new leader and settles well inside its own per-attempt deadline of 60 s (without the
+/// pings the first attempt alone waits those 60 s: checked).
+#[tokio::test]
+async fn client_gives_up_a_silent_node_by_its_pings() {
+    use tally_client::usage_event;
+
+    let (mut cluster, client, leader) = pinging_client_on_three_nodes(60_000, &[], "1").await;
+    let leader_addr = client.known_leader().expect("a leader learned");
+    let occurred = tally_tests::now_ms();
 
     cluster.pause(leader);
     let started = Instant::now();
@@ -1999,43 +2024,11 @@ async fn client_gives_up_a_silent_node_by_its_pings() {
 /// repeated. Without the pings `next()` waits on the silent node for ever (this test's 60 s).
 #[tokio::test]
 async fn a_followed_event_stream_resumes_past_a_silent_node() {
-    use tally_client::{usage_event, v1, Client, ClientConfig};
-    use tally_tests::faults::cluster::{FaultCluster, FaultSpec};
+    use tally_client::{usage_event, v1};
 
-    let mut cluster = FaultCluster::start(FaultSpec {
-        voters: 3,
-        max_nodes: 3,
-        ..FaultSpec::default()
-    })
-    .await;
-    let addr_of: Vec<(u64, String)> = cluster
-        .running()
-        .into_iter()
-        .map(|id| (id, cluster.node(id).addrs.client.clone()))
-        .collect();
-    let client = Client::new(ClientConfig {
-        request_timeout_ms: 3_000,
-        call_timeout_ms: 60_000,
-        keep_alive_interval_ms: 300,
-        keep_alive_timeout_ms: 300,
-        ..ClientConfig::with_endpoints(addr_of.iter().map(|(_, addr)| addr.clone()))
-    })
-    .unwrap();
-    client.create_asset("CREDITS", 0).await.unwrap();
-    price_and_fund_acme(&client, &["50"]).await;
+    // 100 -> 40 crosses the threshold of 50: balance_low, seq 1.
+    let (mut cluster, client, leader) = pinging_client_on_three_nodes(3_000, &["50"], "60").await;
     let occurred = tally_tests::now_ms();
-    // 100 -> 40 crosses the threshold: balance_low, seq 1.
-    let first = client
-        .record_usage(usage_event("e-1", "acme", "tokens", "60", occurred))
-        .await
-        .unwrap();
-    assert_eq!(first.kind(), "settled", "{first:?}");
-    let leader_addr = client.known_leader().expect("a leader learned");
-    let leader = addr_of
-        .iter()
-        .find(|(_, addr)| *addr == leader_addr)
-        .map(|(id, _)| *id)
-        .expect("the leader is one of the nodes");
 
     // Opened on the node the client knows as leader.
     let mut events = client.events(1, true);
