@@ -1637,10 +1637,16 @@ async fn price_and_fund_acme(client: &tally_client::Client, thresholds: &[&str])
         })
         .await
         .unwrap();
+    add_purchased_to_acme(client, "g").await;
+}
+
+/// A purchased grant `grant_id` of 100 credits (paid 1) on `acme`.
+async fn add_purchased_to_acme(client: &tally_client::Client, grant_id: &str) {
+    use tally_client::v1;
     client
         .add_grant(v1::AddGrantRequest {
             account: "acme".into(),
-            grant_id: "g".into(),
+            grant_id: grant_id.into(),
             category: v1::GrantCategory::Purchased as i32,
             amount: "100".into(),
             paid: Some("1".into()),
@@ -2043,17 +2049,7 @@ async fn a_followed_event_stream_resumes_past_a_silent_node() {
         .await
         .unwrap();
     assert_eq!(second.kind(), "settled", "{second:?}");
-    client
-        .add_grant(v1::AddGrantRequest {
-            account: "acme".into(),
-            grant_id: "g-2".into(),
-            category: v1::GrantCategory::Purchased as i32,
-            amount: "100".into(),
-            paid: Some("1".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    add_purchased_to_acme(&client, "g-2").await;
     let depleted = next_event_within_a_minute(&mut events).await;
     let recovered = next_event_within_a_minute(&mut events).await;
     cluster.resume(leader);
@@ -2082,7 +2078,7 @@ async fn next_event_within_a_minute(
 /// the subscription hands that error over instead of skipping to the next event it has.
 #[tokio::test]
 async fn an_event_stream_with_a_missing_event_is_an_error_not_a_skip() {
-    use tally_client::{usage_event, v1, Client, ClientConfig};
+    use tally_client::{usage_event, Client, ClientConfig};
 
     let mut cluster = Cluster::start(ClusterSpec {
         voters: 1,
@@ -2106,17 +2102,7 @@ async fn an_event_stream_with_a_missing_event_is_an_error_not_a_skip() {
             .unwrap();
         assert_eq!(outcome.kind(), "settled", "{outcome:?}");
     }
-    client
-        .add_grant(v1::AddGrantRequest {
-            account: "acme".into(),
-            grant_id: "g-2".into(),
-            category: v1::GrantCategory::Purchased as i32,
-            amount: "100".into(),
-            paid: Some("1".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    add_purchased_to_acme(&client, "g-2").await;
     let mut all = client.events(1, false);
     let mut seqs = Vec::new();
     while let Some(event) = all.next().await.unwrap() {
