@@ -306,10 +306,12 @@ impl Generator {
             }
             89 => {
                 let (account, _) = self.account();
-                let status = if self.rng.gen_bool(0.5) {
-                    AccountStatus::Frozen
-                } else {
-                    AccountStatus::Active
+                // Now and then closed for good (its open holds end, its allowances stop
+                // refilling): rare, as a closed account takes nothing more.
+                let status = match self.rng.gen_range(0..40) {
+                    0 => AccountStatus::Closed,
+                    1..=20 => AccountStatus::Frozen,
+                    _ => AccountStatus::Active,
                 };
                 Command::SetAccountStatus { account, status }
             }
