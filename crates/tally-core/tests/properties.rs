@@ -309,8 +309,8 @@ impl Generator {
                 // Now and then closed for good (its open holds end, its allowances stop
                 // refilling): rare, as a closed account takes nothing more.
                 let status = match self.rng.gen_range(0..40) {
-                    0 => AccountStatus::Closed,
-                    1..=20 => AccountStatus::Frozen,
+                    0..=3 => AccountStatus::Closed,
+                    4..=21 => AccountStatus::Frozen,
                     _ => AccountStatus::Active,
                 };
                 Command::SetAccountStatus { account, status }
