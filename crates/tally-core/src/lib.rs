@@ -42,5 +42,5 @@ pub use state::{
     ApplyResult, ApplySpare, LedgerState, SnapshotError, SnapshotStep, SnapshotWriter,
     SNAPSHOT_VERSION, SNAPSHOT_VERSION_READ_MIN,
 };
-pub use usage::CARRIED_COST_SCALE_MAX;
+pub use usage::carried_cost_scale;
 pub use view::*;

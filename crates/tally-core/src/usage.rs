@@ -83,9 +83,7 @@ impl LedgerState {
             )?;
         }
         if let Some(cost) = event.cost {
-            // Finer than the reporting scale is fine (a provider's per-call cost of $0.0004),
-            // up to 12 decimals, where amounts of 10^15 still sum exactly.
-            let scale = self.params().reporting_scale.max(CARRIED_COST_SCALE_MAX);
+            let scale = carried_cost_scale(self.params().reporting_scale);
             check_asset_amount("cost", cost, false, scale)?;
         }
         Ok(())
@@ -93,7 +91,13 @@ impl LedgerState {
 }
 
 /// Most decimals of a cost an event carries (when the reporting scale allows fewer).
-pub const CARRIED_COST_SCALE_MAX: u32 = 12;
+const CARRIED_COST_SCALE_MAX: u32 = 12;
+
+/// The decimals a cost an event carries may have: finer than the reporting scale is fine (a
+/// provider's per-call cost of $0.0004), up to 12, where amounts of 10^15 still sum exactly.
+pub fn carried_cost_scale(reporting_scale: u32) -> u32 {
+    reporting_scale.max(CARRIED_COST_SCALE_MAX)
+}
 
 /// Prices an event and checks funds, changing nothing.
 #[allow(clippy::too_many_arguments)]

@@ -354,13 +354,12 @@ impl v1::admin_server::Admin for AdminService {
         request: Request<v1::PromoteRequest>,
     ) -> Result<Response<v1::MembershipReply>, Status> {
         check_node_id(request.get_ref().id).map_err(|error| error.to_status())?;
-        let ctx = self.ctx.clone();
         self.change(
             "promote",
             request,
             |mut client, request| Box::pin(async move { client.promote(request).await }),
-            move |message| {
-                let metrics = ctx.raft_metrics();
+            |message| {
+                let metrics = self.ctx.raft_metrics();
                 let membership = metrics.membership_config.membership();
                 let id = message.id;
                 if membership.voter_ids().any(|voter| voter == id) {
@@ -430,13 +429,12 @@ impl v1::admin_server::Admin for AdminService {
         request: Request<v1::RemoveNodeRequest>,
     ) -> Result<Response<v1::MembershipReply>, Status> {
         check_node_id(request.get_ref().id).map_err(|error| error.to_status())?;
-        let ctx = self.ctx.clone();
         self.change(
             "remove_node",
             request,
             |mut client, request| Box::pin(async move { client.remove_node(request).await }),
-            move |message| {
-                let metrics = ctx.raft_metrics();
+            |message| {
+                let metrics = self.ctx.raft_metrics();
                 let membership = metrics.membership_config.membership();
                 let id = message.id;
                 if membership.voter_ids().any(|voter| voter == id) {

@@ -44,10 +44,8 @@ fn reporting_scale(state: &LedgerState) -> u32 {
 /// `Some(rejection)` when `command` cannot succeed whatever is in flight; `None` to propose it.
 pub fn precheck(command: &Command, state: &LedgerState) -> Option<Outcome> {
     let result = match command {
-        // A carried cost may be finer than the reporting scale (it then accrues), as the
-        // ledger's own check says.
         Command::Usage(event) => scale_of_account(state, &event.account).and_then(|_| {
-            let scale = reporting_scale(state).max(tally_core::CARRIED_COST_SCALE_MAX);
+            let scale = tally_core::carried_cost_scale(reporting_scale(state));
             check_scale("event.cost", event.cost, scale)
         }),
         Command::AddGrant(spec) => scale_of_account(state, &spec.account).and_then(|scale| {
