@@ -7,7 +7,8 @@
 //! divides every charge; the charges are the same either way), usage events on uniformly random
 //! accounts in entries of BATCH events (default 1,000; one `UsageBatch` command each). Prints settled events
 //! per second, bytes of state per account and per remembered event id (measured with a
-//! counting allocator), and the bytes of the entries as the log encodes them.
+//! counting allocator), the bytes of the entries as the log encodes them, and how long a
+//! ledger-wide report takes to read.
 //!
 //! Instructions per event, deterministic under load: `valgrind --tool=callgrind
 //! --toggle-collect='*apply_all*' target/release/examples/apply_bench 10000 100000`, and
@@ -217,6 +218,11 @@ fn main() {
     let hash_started = Instant::now();
     let hash = state.state_hash_hex();
     let hash_elapsed = hash_started.elapsed();
+    let report_started = Instant::now();
+    let report = state
+        .report(None, None)
+        .expect("a ledger-wide report always exists");
+    let report_elapsed = report_started.elapsed();
     let encode_started = Instant::now();
     let snapshot = state.encode_snapshot();
     let encode_elapsed = encode_started.elapsed();
@@ -254,6 +260,12 @@ fn main() {
         encode_elapsed.as_secs_f64() * 1e3
     );
     println!("log entry bytes (bincode)     {log_bytes}");
+    println!(
+        "ledger-wide report            {} events, revenue {} ({:.3} ms)",
+        report.events,
+        report.revenue,
+        report_elapsed.as_secs_f64() * 1e3
+    );
     println!(
         "state hash                    {hash} ({:.0} ms)",
         hash_elapsed.as_secs_f64() * 1e3

@@ -919,9 +919,13 @@ impl Account {
                 Amount::ZERO,
                 Amount::ZERO,
             );
-            let month = month_of(at);
-            let report = self.reports.get_or_insert_with(&month, ReportAgg::default);
-            report.granted[0] = plus(report.granted[0], refill);
+            crate::report::book(
+                &mut self.reports,
+                &mut out.totals.reports,
+                &self.asset,
+                month_of(at),
+                |report| report.granted[0] = plus(report.granted[0], refill),
+            );
         }
         if expired.is_positive() {
             out.emit(
@@ -983,9 +987,13 @@ impl Account {
         );
         // Breakage belongs to the month of the last instant the value was live: a monthly
         // allowance's leftover shows in the month that ended, not the one that began.
-        let month = month_of(at.saturating_sub(1));
-        let report = self.reports.get_or_insert_with(&month, ReportAgg::default);
-        report.breakage = plus(report.breakage, revenue);
+        crate::report::book(
+            &mut self.reports,
+            &mut out.totals.reports,
+            &self.asset,
+            month_of(at.saturating_sub(1)),
+            |report| report.breakage = plus(report.breakage, revenue),
+        );
     }
 
     /// New value first repays debt.

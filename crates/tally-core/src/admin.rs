@@ -515,10 +515,13 @@ impl LedgerState {
         );
         let month = month_of(now);
         let category = category_index(spec.category);
-        let report = account
-            .reports
-            .get_or_insert_with(&month, crate::report::ReportAgg::default);
-        report.granted[category] = plus(report.granted[category], spec.amount);
+        crate::report::book(
+            &mut account.reports,
+            &mut out.totals.reports,
+            &account.asset,
+            month,
+            |report| report.granted[category] = plus(report.granted[category], spec.amount),
+        );
         let debt_before = account.debt();
         account.repay_debt(&spec.account, index, now, &mut out);
         // Purchased value has arrived once the grant has started (a later start re-arms the

@@ -54,6 +54,9 @@ pub(crate) struct Totals {
     pub journal_seq: u64,
     pub event_seq: u64,
     pub books: BTreeMap<AssetCode, BookTotals>,
+    /// Not encoded: rebuilt from the accounts when a snapshot is loaded.
+    #[serde(skip)]
+    pub reports: crate::report::LedgerReports,
 }
 
 pub(crate) struct Out<'a> {

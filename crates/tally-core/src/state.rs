@@ -488,15 +488,8 @@ impl LedgerState {
                 view.account = Some(id.clone());
                 view
             }
-            // Ledger-wide figures are the sum of every account's: computed when asked, so
-            // settling an event updates one record instead of two.
-            None => crate::report::to_view(self.accounts.values().flat_map(|account| {
-                account
-                    .reports
-                    .iter()
-                    .filter(|(m, _)| in_month(m))
-                    .map(move |(_, agg)| (&account.asset, agg))
-            })),
+            // Ledger-wide figures: the sums kept as the accounts' change.
+            None => crate::report::to_view(self.totals.reports.iter(month)),
         };
         view.month = month;
         Some(view)
@@ -649,9 +642,10 @@ impl LedgerState {
             }
             Err(e) => return Err(unreadable(e)),
         }
-        let state: LedgerState = snapshot_options()
+        let mut state: LedgerState = snapshot_options()
             .deserialize_from(&mut reader)
             .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        state.totals.reports = state.ledger_reports_from_accounts();
         if reader.read(&mut [0u8; 1]).map_err(unreadable)? != 0 {
             return Err(SnapshotError::Corrupt(
                 "bytes follow the end of the state".into(),
@@ -677,6 +671,15 @@ impl LedgerState {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
+    }
+
+    /// The ledger-wide report figures, summed from every account's.
+    fn ledger_reports_from_accounts(&self) -> crate::report::LedgerReports {
+        crate::report::LedgerReports::from_accounts(
+            self.accounts
+                .values()
+                .map(|account| (&account.asset, &account.reports)),
+        )
     }
 
     /// Checks conservation and the other invariants; `Err` names what is broken.
@@ -766,6 +769,9 @@ impl LedgerState {
             if !grants.is_zero() && !self.totals.books.contains_key(*asset) {
                 return Err(format!("{asset}: grants exist without postings"));
             }
+        }
+        if self.totals.reports != self.ledger_reports_from_accounts() {
+            return Err("the ledger-wide report figures are not the sum of the accounts'".into());
         }
         Ok(())
     }

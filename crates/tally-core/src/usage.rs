@@ -600,16 +600,21 @@ fn apply_charge(
         .get_or_insert_with(priced.meter, crate::account::Accrual::default);
     accrual.charge = priced.charge_accrual;
     accrual.cost = priced.cost_accrual;
-    account
-        .reports
-        .get_or_insert_with(&priced.month, crate::report::ReportAgg::default)
-        .add_usage(
-            priced.meter,
-            event.quantity,
-            priced.charge,
-            revenue,
-            priced.cost,
-        );
+    crate::report::book(
+        &mut account.reports,
+        &mut out.totals.reports,
+        &account.asset,
+        priced.month,
+        |report| {
+            report.add_usage(
+                priced.meter,
+                event.quantity,
+                priced.charge,
+                revenue,
+                priced.cost,
+            )
+        },
+    );
 
     out.journal_postings(
         now,
