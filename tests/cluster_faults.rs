@@ -334,6 +334,17 @@ async fn add_learner_promote_and_remove_under_light_load() {
     assert!(removed_again.unchanged && !after_removal.unchanged);
     assert_eq!(removed_again.members, after_removal.members);
     assert_eq!(removed_again.log_index, after_removal.log_index);
+    // A load balancer must stop sending it traffic: out of the membership, or no longer hearing
+    // from the leader, it reports not ready (it went on naming its last leader).
+    cluster
+        .wait_for("the removed node to report not ready", || async {
+            matches!(
+                cluster.http_get(removed, "/health/ready").await,
+                Some((503, body)) if body.contains("not in the cluster's membership")
+                    || body.contains("no message from leader")
+            )
+        })
+        .await;
     cluster.kill9(removed);
 
     // Writes go on with the new membership.
@@ -573,5 +584,47 @@ async fn promote_waits_for_a_caught_up_learner_and_a_cut_off_leader_is_not_ready
         .http_get(leader, "/health/live")
         .await
         .expect("liveness");
+    assert_eq!(code, 200);
+}
+
+/// A learner never stands for election, so when every voter is gone it goes on naming its last
+/// leader; it must still stop reporting ready, saying why, since it serves nothing current.
+#[tokio::test]
+async fn a_learner_that_no_longer_hears_from_a_leader_is_not_ready() {
+    let mut cluster = Cluster::start(ClusterSpec::default()).await;
+    cluster.setup_credits_account("acme", GRANT).await;
+    let peer_addr = cluster.spawn_joiner(4).await;
+    let (code, body) = cluster
+        .http_get(4, "/health/ready")
+        .await
+        .expect("readiness");
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("node 4 is not in the cluster's membership"),
+        "{body}"
+    );
+    let leader = cluster.leader_among(&[1, 2, 3]).await;
+    cluster
+        .admin(leader)
+        .add_learner(v1::AddLearnerRequest {
+            id: 4,
+            addr: peer_addr,
+            blocking: true,
+        })
+        .await
+        .expect("add learner");
+    cluster.wait_ready(4).await;
+    for id in [1, 2, 3] {
+        cluster.kill9(id);
+    }
+    cluster
+        .wait_for("the orphaned learner to report not ready", || async {
+            matches!(
+                cluster.http_get(4, "/health/ready").await,
+                Some((503, body)) if body.contains(&format!("no message from leader {leader} for"))
+            )
+        })
+        .await;
+    let (code, _) = cluster.http_get(4, "/health/live").await.expect("liveness");
     assert_eq!(code, 200);
 }

@@ -12,7 +12,8 @@
 //!   [`TallyNetwork::stats`] returns [`NetworkStats`] (RPCs, bytes, split batches, failures by
 //!   kind) for `/metrics`; keep a clone of the factory to read them.
 //! - [`RaftService::new`]`(raft).into_server(`[`MESSAGE_BYTES_MAX`]`)`: the `tally.v1.Raft`
-//!   gRPC service to add to the node's peer listener.
+//!   gRPC service to add to the node's peer listener; its [`RaftService::contact`] says when
+//!   this node last accepted a leader's message and the highest commit index one named.
 //! - [`raft_config`]`(&`[`RaftSettings`]`) -> openraft::Config`: election/heartbeat timing,
 //!   append batch size and snapshot policy, validated, errors naming the setting.
 //! - [`codec`]: the bincode encoding of openraft messages inside the service's `bytes` fields.
@@ -38,7 +39,7 @@ mod stats;
 
 pub use config::{raft_config, RaftConfigError, RaftSettings};
 pub use network::{NetworkConfig, PeerNetwork, TallyNetwork, APPEND_ENTRIES_BYTES_TARGET};
-pub use service::{AppendEntriesReplies, RaftService};
+pub use service::{AppendEntriesReplies, LeaderContact, RaftService};
 pub use stats::NetworkStats;
 
 /// Largest peer message, encoded, in either direction: 64 MiB. Batched appends exceed tonic's

@@ -2,9 +2,14 @@
 //! decoded request to this node's `openraft::Raft`.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 use futures::Stream;
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 use serde::Serialize;
 use tally_proto::v1;
 use tally_proto::v1::raft_server::RaftServer;
@@ -13,15 +18,70 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec;
 
+/// What this node last heard from a leader: when a leader's AppendEntries (a heartbeat
+/// included) or snapshot chunk was last accepted, and the highest commit index a leader named.
+/// openraft's metrics say neither on a follower, and a learner never stands for election, so
+/// without this a learner whose leader died, or a node removed from the cluster, goes on
+/// naming its last leader as if all were well.
+#[derive(Debug)]
+pub struct LeaderContact {
+    since: Instant,
+    /// Milliseconds after `since`, plus one, of the last contact; 0 for none yet.
+    last: AtomicU64,
+    commit: AtomicU64,
+}
+
+impl Default for LeaderContact {
+    fn default() -> Self {
+        LeaderContact {
+            since: Instant::now(),
+            last: AtomicU64::new(0),
+            commit: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LeaderContact {
+    fn heard(&self, commit: Option<u64>) {
+        let now = self.since.elapsed().as_millis() as u64 + 1;
+        self.last.fetch_max(now, Ordering::Relaxed);
+        if let Some(commit) = commit {
+            self.commit.fetch_max(commit, Ordering::Relaxed);
+        }
+    }
+
+    /// Milliseconds since a leader's message was last accepted; `None` if none was yet.
+    pub fn millis_since(&self) -> Option<u64> {
+        match self.last.load(Ordering::Relaxed) {
+            0 => None,
+            last => Some((self.since.elapsed().as_millis() as u64 + 1).saturating_sub(last)),
+        }
+    }
+
+    /// The highest commit index a leader named in an accepted AppendEntries (0 for none).
+    pub fn leader_commit(&self) -> u64 {
+        self.commit.load(Ordering::Relaxed)
+    }
+}
+
 /// Serves this node's Raft to its peers.
 #[derive(Clone)]
 pub struct RaftService {
     raft: openraft::Raft<TypeConfig>,
+    contact: Arc<LeaderContact>,
 }
 
 impl RaftService {
     pub fn new(raft: openraft::Raft<TypeConfig>) -> Self {
-        RaftService { raft }
+        RaftService {
+            raft,
+            contact: Arc::default(),
+        }
+    }
+
+    /// What this service hears from leaders (see [`LeaderContact`]).
+    pub fn contact(&self) -> Arc<LeaderContact> {
+        self.contact.clone()
     }
 
     /// The tonic service with the message limits raised to `message_bytes_max` (batched appends
@@ -37,11 +97,18 @@ impl RaftService {
 /// whether `raft` has stopped (answered `Fatal`: it will answer nothing else).
 async fn append_entries_reply(
     raft: &openraft::Raft<TypeConfig>,
+    contact: &LeaderContact,
     data: &[u8],
 ) -> Result<(v1::RaftReply, bool), Status> {
     let rpc: AppendEntriesRequest<TypeConfig> = codec::decode("append entries request", data)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let commit = rpc.leader_commit.map(|log_id| log_id.index);
     let result = raft.append_entries(rpc).await;
+    // Any answer but "my vote is newer" accepts the sender as the leader of its term.
+    if matches!(&result, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_)))
+    {
+        contact.heard(commit);
+    }
     let stopped = matches!(result, Err(openraft::error::RaftError::Fatal(_)));
     Ok((encode_reply("append entries response", result)?, stopped))
 }
@@ -79,7 +146,7 @@ impl v1::raft_server::Raft for RaftService {
         &self,
         request: Request<v1::RaftRequest>,
     ) -> Result<Response<v1::RaftReply>, Status> {
-        append_entries_reply(&self.raft, &request.get_ref().data)
+        append_entries_reply(&self.raft, &self.contact, &request.get_ref().data)
             .await
             .map(|(reply, _)| Response::new(reply))
     }
@@ -95,16 +162,16 @@ impl v1::raft_server::Raft for RaftService {
         &self,
         request: Request<Streaming<v1::RaftRequest>>,
     ) -> Result<Response<AppendEntriesReplies>, Status> {
-        let state = Some((self.raft.clone(), request.into_inner()));
+        let state = Some((self.raft.clone(), self.contact.clone(), request.into_inner()));
         let replies = futures::stream::unfold(state, |state| async move {
-            let (raft, mut requests) = state?;
+            let (raft, contact, mut requests) = state?;
             let request = match requests.message().await {
                 Ok(Some(request)) => request,
                 Ok(None) => return None,
                 Err(status) => return Some((Err(status), None)),
             };
-            match append_entries_reply(&raft, &request.data).await {
-                Ok((reply, false)) => Some((Ok(reply), Some((raft, requests)))),
+            match append_entries_reply(&raft, &contact, &request.data).await {
+                Ok((reply, false)) => Some((Ok(reply), Some((raft, contact, requests)))),
                 Ok((reply, true)) => Some((Ok(reply), None)),
                 Err(status) => Some((Err(status), None)),
             }
@@ -128,9 +195,12 @@ impl v1::raft_server::Raft for RaftService {
         let rpc: InstallSnapshotRequest<TypeConfig> =
             codec::decode("install snapshot request", &request.get_ref().data)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        reply(
-            "install snapshot response",
-            self.raft.install_snapshot(rpc).await,
-        )
+        let vote = rpc.vote;
+        let result = self.raft.install_snapshot(rpc).await;
+        // Accepted when this node's vote is no newer than the sender's.
+        if matches!(&result, Ok(response) if response.vote <= vote) {
+            self.contact.heard(None);
+        }
+        reply("install snapshot response", result)
     }
 }

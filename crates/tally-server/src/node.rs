@@ -9,6 +9,7 @@ use std::time::Duration;
 use openraft::{RaftMetrics, ServerState};
 use tally_proto::v1;
 use tally_proto::TallyError;
+use tally_raft::LeaderContact;
 use tally_store::{LedgerReader, NodeId, TypeConfig};
 use tokio::sync::oneshot;
 use tonic::transport::{Channel, Endpoint};
@@ -38,6 +39,8 @@ pub struct NodeContext {
     peer_channels: Mutex<BTreeMap<String, Channel>>,
     /// The highest commit index this node has heard of from a leader (read barriers).
     commit_index_hint: AtomicU64,
+    /// When this node last accepted a leader's message, and the commit index it named.
+    pub leader_contact: Arc<LeaderContact>,
     /// Turns true when the node starts shutting down (long-lived streams end on it).
     shutdown: tokio::sync::watch::Receiver<bool>,
     /// Reads waiting for the next read-index round (see `read_barrier`).
@@ -57,6 +60,7 @@ impl NodeContext {
         reader: LedgerReader,
         proposer: Proposer,
         metrics: Arc<Metrics>,
+        leader_contact: Arc<LeaderContact>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         let mut client_addrs: BTreeMap<NodeId, String> = config
@@ -74,6 +78,7 @@ impl NodeContext {
             client_addrs: Mutex::new(client_addrs),
             peer_channels: Mutex::new(BTreeMap::new()),
             commit_index_hint: AtomicU64::new(0),
+            leader_contact,
             shutdown,
             read_rounds: Mutex::new(ReadRounds::default()),
         }
@@ -317,12 +322,15 @@ impl NodeContext {
     }
 
     /// The highest index this node knows is committed: on the leader, the index a quorum of
-    /// voters has matched; elsewhere the applied index or what a read barrier learned.
+    /// voters has matched; elsewhere the applied index, or what a read barrier or a leader's
+    /// AppendEntries named.
     pub fn commit_index(&self) -> u64 {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
         let applied = metrics.last_applied.map(|log_id| log_id.index).unwrap_or(0);
-        let mut commit = applied.max(self.commit_index_hint.load(Ordering::Relaxed));
+        let mut commit = applied
+            .max(self.commit_index_hint.load(Ordering::Relaxed))
+            .max(self.leader_contact.leader_commit());
         if let Some(replication) = &metrics.replication {
             let membership = metrics.membership_config.membership();
             // During a membership change an index is committed once a quorum of EACH of the

@@ -32,6 +32,9 @@ use crate::shutdown::Shutdown;
 
 /// How often a leader checks whether the ledger still needs its Init entry.
 const INIT_CHECK_INTERVAL_MS: u64 = 200;
+/// How many committed entries a follower or learner may have left to apply and still report
+/// ready (the same bound as for promoting a learner).
+const READY_LAG_MAX: u64 = crate::admin_service::PROMOTE_LAG_MAX;
 /// Extra time, beyond the request deadline, that in-flight requests get to finish at shutdown.
 const SHUTDOWN_GRACE_MS: u64 = 2_000;
 
@@ -75,13 +78,46 @@ impl HealthSource for Health {
             if let Err(fatal) = &metrics.running_state {
                 return Err(format!("raft has stopped: {fatal}"));
             }
+            let id = self.ctx.node_id();
+            if metrics
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .is_none()
+            {
+                return Err(format!(
+                    "node {id} is not in the cluster's membership (removed, or not added yet)"
+                ));
+            }
             let Some(leader) = metrics.current_leader else {
                 return Err("no leader known".to_string());
             };
-            if leader == self.ctx.node_id() && metrics.state == ServerState::Leader {
+            let limit = self.ctx.config.raft.election_timeout_ms_max;
+            if leader != id || metrics.state != ServerState::Leader {
+                // A learner never stands for election, and a node removed from the cluster
+                // stops hearing from it: either would go on naming its last leader.
+                let contact = &self.ctx.leader_contact;
+                match contact.millis_since() {
+                    Some(ms) if ms <= limit => {}
+                    since => {
+                        return Err(format!(
+                            "no message from leader {leader} {}",
+                            since.map_or("since this node started".to_string(), |ms| format!(
+                                "for {ms} ms"
+                            ))
+                        ))
+                    }
+                }
+                let applied = metrics.last_applied.map_or(0, |log_id| log_id.index);
+                let committed = contact.leader_commit();
+                if committed.saturating_sub(applied) > READY_LAG_MAX {
+                    return Err(format!(
+                        "catching up: applied up to index {applied}, the leader has committed {committed}"
+                    ));
+                }
+            } else {
                 // A leader cut off from its followers keeps believing it leads until it hears
                 // of a newer term; it cannot commit anything meanwhile.
-                let limit = self.ctx.config.raft.election_timeout_ms_max;
                 match metrics.millis_since_quorum_ack {
                     Some(ms) if ms <= limit => {}
                     since => {
@@ -156,12 +192,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         metrics.clone(),
         internal.subscribe(),
     );
+    let raft_service = RaftService::new(raft.clone());
     let ctx = Arc::new(NodeContext::new(
         config.clone(),
         raft.clone(),
         reader,
         proposer,
         metrics.clone(),
+        raft_service.contact(),
         shutdown.subscribe(),
     ));
 
@@ -178,7 +216,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         )
         .max_encoding_message_size(MESSAGE_BYTES_MAX);
     let admin = AdminServer::new(AdminService::new(ctx.clone()));
-    let raft_service = RaftService::new(raft.clone()).into_server(MESSAGE_BYTES_MAX);
+    let raft_service = raft_service.into_server(MESSAGE_BYTES_MAX);
     let deadline = Duration::from_millis(limits.request_deadline_ms);
     let keep_alive_interval = (limits.keep_alive_interval_ms > 0)
         .then(|| Duration::from_millis(limits.keep_alive_interval_ms));
