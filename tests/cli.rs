@@ -779,6 +779,24 @@ async fn every_command_in_human_and_json_form() {
     .ok()
     .json();
     assert_eq!(s(&json, "voided"), "10");
+    assert_eq!(json["already_ended"], Value::Bool(false));
+    // Voiding again (a retry whose answer was lost) changes nothing and says so.
+    let json = tally(
+        e,
+        &["--json", "grant", "void", "globex", "p", "--reason", "test"],
+    )
+    .ok()
+    .json();
+    assert_eq!(
+        (s(&json, "voided"), &json["already_ended"], s(&json, "ended_as")),
+        ("0", &Value::Bool(true), "voided")
+    );
+    tally(
+        e,
+        &["grant", "void", "acme", "promo", "--reason", "campaign ended"],
+    )
+    .ok()
+    .has("grant promo on acme had already ended (voided); nothing changed");
     tally(e, &["account", "freeze", "acme"])
         .ok()
         .has("now frozen");

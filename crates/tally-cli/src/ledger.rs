@@ -260,7 +260,20 @@ pub async fn grant(client: &Client, out: Output, command: GrantCommand) -> Comma
         } => {
             let reply = client.void_grant(&account, &id, &reason).await?;
             if out.json {
-                out.json(&json!({"account": account, "grant": id, "voided": reply.voided, "balance_after": reply.balance_after, "log_index": log_index(&reply.write)}));
+                let ended_as = (!reply.ended_as.is_empty()).then_some(&reply.ended_as);
+                out.json(&json!({"account": account, "grant": id, "voided": reply.voided, "balance_after": reply.balance_after, "already_ended": reply.already_ended, "ended_as": ended_as, "log_index": log_index(&reply.write)}));
+            } else if reply.already_ended {
+                // A retry whose first answer was lost, or a grant that expired first: nothing
+                // was left to void, nothing changed.
+                let how = if reply.ended_as.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", reply.ended_as)
+                };
+                println!(
+                    "grant {id} on {account} had already ended{how}; nothing changed (balance {})",
+                    reply.balance_after
+                );
             } else {
                 print!(
                     "{}",

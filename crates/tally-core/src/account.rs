@@ -343,6 +343,15 @@ pub(crate) enum HoldEnd {
     Captured,
 }
 
+impl From<GrantEnd> for crate::outcome::GrantEndedAs {
+    fn from(end: GrantEnd) -> Self {
+        match end {
+            GrantEnd::Expired => crate::outcome::GrantEndedAs::Expired,
+            GrantEnd::Voided => crate::outcome::GrantEndedAs::Voided,
+        }
+    }
+}
+
 impl From<HoldEnd> for crate::outcome::HoldEndedAs {
     fn from(end: HoldEnd) -> Self {
         match end {

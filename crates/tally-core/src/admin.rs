@@ -570,9 +570,9 @@ impl LedgerState {
         let now = self.now_ms;
         let params = self.params();
         let account = self.accounts.get_mut(id).expect("checked");
-        if account.grants[index].ended.is_some() {
-            return Ok(Applied::GrantVoided {
-                voided: Amount::ZERO,
+        if let Some(end) = account.grants[index].ended {
+            return Ok(Applied::GrantEnded {
+                ended_as: end.into(),
                 balance_after: account.balance(),
             });
         }

@@ -95,6 +95,12 @@ pub enum Applied {
         ended_at: u64,
         available_after: Amount,
     },
+    /// A void of a grant that had already ended (a retry whose first answer was lost, or a
+    /// grant that expired first): nothing changed. How it ended, and the balance now.
+    GrantEnded {
+        ended_as: GrantEndedAs,
+        balance_after: Amount,
+    },
     /// An authorize retried (the same hold id and amount): nothing changed. The hold's expiry
     /// as first authorized, and what is available now.
     HoldExisted {
@@ -297,6 +303,23 @@ pub enum NoRateWhy {
     NoPriceBook,
     NoVersionYet { book: String, first_from: u64 },
     NoMatch { book: String, version: u32 },
+}
+
+/// How a grant ended (see [`Applied::GrantEnded`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GrantEndedAs {
+    Voided,
+    Expired,
+}
+
+impl GrantEndedAs {
+    /// `voided` or `expired`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantEndedAs::Voided => "voided",
+            GrantEndedAs::Expired => "expired",
+        }
+    }
 }
 
 /// How a hold ended (see [`Applied::HoldEnded`]).

@@ -270,6 +270,43 @@ fn drawdown_ties_break_on_soonest_end_then_start_then_id_bytes() {
     assert_eq!(order, ["w", "early", "B", "b"]);
 }
 
+/// §4: voiding is idempotent: a retried void (its first answer lost) and a void of a grant
+/// that expired first change nothing, and say how the grant ended instead of "voided 0".
+#[test]
+fn voiding_an_ended_grant_changes_nothing_and_says_how_it_ended() {
+    let mut l = L::new();
+    l.ok("account a CREDITS book=p");
+    l.ok("grant a g purchased 10 paid=1");
+    l.ok("grant a exp purchased 5 paid=1 expires=+1h");
+    assert!(
+        matches!(
+            l.ok("void a g mistake"),
+            Outcome::Applied(Applied::GrantVoided { voided, .. }) if voided == amount("10")
+        ),
+        "first void"
+    );
+    let before = l.hash();
+    assert_eq!(
+        l.ok("void a g mistake"),
+        Outcome::Applied(Applied::GrantEnded {
+            ended_as: GrantEndedAs::Voided,
+            balance_after: amount("5"),
+        })
+    );
+    assert_eq!(l.hash(), before, "a retried void changed the state");
+    l.at("+1h");
+    l.ok("tick");
+    let before = l.hash();
+    assert_eq!(
+        l.ok("void a exp too-late"),
+        Outcome::Applied(Applied::GrantEnded {
+            ended_as: GrantEndedAs::Expired,
+            balance_after: amount("0"),
+        })
+    );
+    assert_eq!(l.hash(), before, "voiding an expired grant changed the state");
+}
+
 /// §4: a grant that has not started is not drawn; at its start it repays debt; voiding it
 /// later zeroes what is left without re-creating the repaid debt.
 #[test]

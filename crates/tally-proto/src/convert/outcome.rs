@@ -407,6 +407,18 @@ pub fn void_grant_reply(
         } => Ok(v1::VoidGrantReply {
             voided: amount_text(*voided),
             balance_after: amount_text(*balance_after),
+            already_ended: false,
+            ended_as: String::new(),
+            write: Some(write),
+        }),
+        Applied::GrantEnded {
+            ended_as,
+            balance_after,
+        } => Ok(v1::VoidGrantReply {
+            voided: "0".to_string(),
+            balance_after: amount_text(*balance_after),
+            already_ended: true,
+            ended_as: ended_as.as_str().to_string(),
             write: Some(write),
         }),
         other => Err(unexpected("void_grant", other)),
