@@ -342,8 +342,14 @@ fn check_outcome(outcome: &Outcome, expectation: &str) -> Result<(), String> {
                     eq_amount(key, *debt_repaid, wanted)?
                 }
                 (&"balance", Applied::GrantAdded { balance_after, .. })
-                | (&"balance", Applied::GrantVoided { balance_after, .. }) => {
+                | (&"balance", Applied::GrantVoided { balance_after, .. })
+                | (&"balance", Applied::GrantEnded { balance_after, .. }) => {
                     eq_amount(key, *balance_after, wanted)?
+                }
+                (&"ended", Applied::GrantEnded { ended_as, .. }) => {
+                    if ended_as.as_str() != *wanted {
+                        return Err(format!("ended {}, expected {wanted}", ended_as.as_str()));
+                    }
                 }
                 (&"voided", Applied::GrantVoided { voided, .. }) => {
                     eq_amount(key, *voided, wanted)?
