@@ -425,7 +425,7 @@ impl LedgerState {
                 if failed {
                     if let Some(checkpoint) = checkpoint {
                         checkpoint.restore(self, result);
-                        return aborted(outcomes, events.len());
+                        return self.aborted(events, outcomes);
                     }
                 }
             }
@@ -434,16 +434,44 @@ impl LedgerState {
     }
 }
 
-/// The outcome of an atomic batch of `events` events whose last settled one (the last of
-/// `outcomes`) failed: that event's own outcome, and `BatchAborted` naming it for every other.
-fn aborted(mut outcomes: Vec<Outcome>, events: usize) -> Outcome {
-    let index = outcomes.len() - 1;
-    let failed_index = index as u32;
-    let mut aborted: Vec<Outcome> = (0..events)
-        .map(|_| Outcome::Rejected(Rejection::from(Reason::BatchAborted { failed_index })))
-        .collect();
-    aborted[index] = outcomes.pop().expect("at least the failed one");
-    Outcome::Batch(aborted)
+impl LedgerState {
+    /// The outcome of an atomic batch whose last settled event (the last of `outcomes`)
+    /// failed, once the batch is undone: that event's own outcome; `Duplicate` for every
+    /// other one that had settled before this batch (with its settlement: it stays charged,
+    /// which `BatchAborted`, "nothing changed", would hide from a caller sending again events
+    /// whose outcome it lost); `BatchAborted` naming the failed one for the rest.
+    fn aborted(&self, events: &[UsageEvent], mut outcomes: Vec<Outcome>) -> Outcome {
+        let index = outcomes.len() - 1;
+        let failed = outcomes.pop().expect("at least the failed one");
+        let failed_index = index as u32;
+        let mut answers: Vec<Outcome> = events
+            .iter()
+            .map(|event| {
+                self.settled_before(event).unwrap_or_else(|| {
+                    Outcome::Rejected(Rejection::from(Reason::BatchAborted { failed_index }))
+                })
+            })
+            .collect();
+        answers[index] = failed;
+        Outcome::Batch(answers)
+    }
+
+    /// `Duplicate` with its settlement when `event` (the same id and content) is remembered.
+    fn settled_before(&self, event: &UsageEvent) -> Option<Outcome> {
+        let Found { ordinal, id_hash } = self.find(event)?;
+        let remembered = self
+            .dedup
+            .get_hashed(id_hash, ordinal, event.event_id.as_str())?;
+        (remembered.fingerprint == fingerprint(event)).then(|| {
+            Outcome::Duplicate(LedgerState::remembered_settlement(
+                &self.book_ids,
+                self.accounts.by_ordinal(ordinal),
+                &event.account,
+                &event.event_id,
+                &remembered,
+            ))
+        })
+    }
 }
 
 /// An event's account, by ordinal, and its event id's hash in the dedup table

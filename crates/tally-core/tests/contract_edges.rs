@@ -304,7 +304,11 @@ fn voiding_an_ended_grant_changes_nothing_and_says_how_it_ended() {
             balance_after: amount("0"),
         })
     );
-    assert_eq!(l.hash(), before, "voiding an expired grant changed the state");
+    assert_eq!(
+        l.hash(),
+        before,
+        "voiding an expired grant changed the state"
+    );
 }
 
 /// §4: a grant that has not started is not drawn; at its start it repays debt; voiding it
@@ -780,7 +784,7 @@ fn same_content_ignores_trailing_zeros_and_negative_zero() {
 
 /// §6 atomic batch: when one event fails, nothing changes (balances, dedup memory, accruals,
 /// reports), so a retry after a top-up settles every event; a conflict inside the batch
-/// rolls it back too.
+/// rolls it back too; an event settled before the batch is answered as the duplicate it is.
 #[test]
 fn an_atomic_batch_that_fails_changes_nothing() {
     let mut l = L::bare();
@@ -823,6 +827,20 @@ fn an_atomic_batch_that_fails_changes_nothing() {
     let conflicting = vec![ev("a", "c1", "t", "3", n), ev("a", "c1", "t", "4", n)];
     let o = l.apply(batch(conflicting, true));
     assert_eq!(batch_codes(&o[0]), ["batch_aborted", "conflict"]);
+    assert_eq!(before, l.hash());
+    // An event that settled before the batch is no part of what the abort undid: it is
+    // answered `duplicate` with its settlement (it stays charged), not `batch_aborted`,
+    // "nothing changed", which would have a caller that lost its first answer charge it anew.
+    let retried = vec![
+        ev("a", "pre", "t", "1", n),
+        ev("a", "d1", "t", "1", n),
+        ev("a", "d2", "g", "100000", n),
+    ];
+    let o = l.apply(batch(retried, true));
+    assert_eq!(
+        batch_codes(&o[0]),
+        ["duplicate", "batch_aborted", "insufficient_funds"]
+    );
     assert_eq!(before, l.hash());
 }
 
