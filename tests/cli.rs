@@ -701,6 +701,34 @@ async fn every_command_in_human_and_json_form() {
         .ok()
         .has("usage")
         .has("(more: tally history acme --before");
+    // A page that ends at the account's first entry offers no next page (it offered one,
+    // which then listed nothing).
+    let json = tally(e, &["--json", "history", "acme", "--limit", "1000"])
+        .ok()
+        .json();
+    let all = json["entries"].as_array().unwrap().len();
+    assert!(json["next_before_seq"].is_null(), "{json}");
+    let json = tally(
+        e,
+        &["--json", "history", "acme", "--limit", &all.to_string()],
+    )
+    .ok()
+    .json();
+    assert_eq!(json["entries"].as_array().unwrap().len(), all);
+    assert!(json["next_before_seq"].is_null(), "{json}");
+    let json = tally(
+        e,
+        &[
+            "--json",
+            "history",
+            "acme",
+            "--limit",
+            &(all - 1).to_string(),
+        ],
+    )
+    .ok()
+    .json();
+    assert!(json["next_before_seq"].is_u64(), "{json}");
     let json = tally(e, &["--json", "history", "acme", "--limit", "2"])
         .ok()
         .json();
@@ -788,12 +816,23 @@ async fn every_command_in_human_and_json_form() {
     .ok()
     .json();
     assert_eq!(
-        (s(&json, "voided"), &json["already_ended"], s(&json, "ended_as")),
+        (
+            s(&json, "voided"),
+            &json["already_ended"],
+            s(&json, "ended_as")
+        ),
         ("0", &Value::Bool(true), "voided")
     );
     tally(
         e,
-        &["grant", "void", "acme", "promo", "--reason", "campaign ended"],
+        &[
+            "grant",
+            "void",
+            "acme",
+            "promo",
+            "--reason",
+            "campaign ended",
+        ],
     )
     .ok()
     .has("grant promo on acme had already ended (voided); nothing changed");
@@ -868,9 +907,24 @@ async fn every_command_in_human_and_json_form() {
     .ok()
     .json();
     assert_eq!(json["version"], 2);
+    // Before its first version the book exists, with nothing in force yet: said so (it was
+    // answered as an unknown book).
     tally(e, &["price", "show", "llm", "--at", "2000-01-01T00:00:00Z"])
         .code(1)
-        .err_has("error: ");
+        .err_has("error: no_rate: price book llm has no version in force at 2000-01-01T00:00:00")
+        .err_has("(the first takes effect at ");
+    // The cost book reads back as a price book does.
+    tally(e, &["price", "show-costs"])
+        .ok()
+        .has("version")
+        .has("tokens")
+        .has("0.00001");
+    let json = tally(e, &["--json", "price", "show-costs"]).ok().json();
+    assert_eq!(json["version"], 2, "{json}");
+    assert_eq!(json["rates"][0]["meter"], "tokens", "{json}");
+    tally(e, &["price", "show-costs", "--at", "2000-01-01T00:00:00Z"])
+        .code(1)
+        .err_has("error: no_rate: the cost book has no version in force at 2000-01-01");
 
     // Ledger errors: the stable code and a sentence; JSON errors are one object.
     tally(e, &["account", "show", "nobody"])
@@ -1330,6 +1384,22 @@ fn bad_flags_and_values_are_refused_before_any_request() {
             "tally {args:?} printed {}",
             run.stdout
         );
+        // With --json, whether clap's parser or a later check refused it: one JSON error
+        // object on stdout naming the flag, nothing on stderr.
+        let with_json: Vec<&str> = std::iter::once("--json")
+            .chain(args.iter().copied())
+            .collect();
+        let run = tally(e, &with_json).code(2);
+        let json = run.json();
+        assert_eq!(
+            json["error"]["code"], "invalid_argument",
+            "{args:?}: {json}"
+        );
+        assert!(
+            json["error"].to_string().contains(flag),
+            "tally --json {args:?}: the error should name {flag}: {json}"
+        );
+        assert!(run.stderr.is_empty(), "{args:?}: {}", run.stderr);
     }
     let run = Command::new(tally_binary())
         .args(["--endpoint", "nope", "report"])
@@ -1725,28 +1795,74 @@ async fn client_library_routes_batches_and_streams() {
     let last = outcomes[22].outcome.settlement().unwrap();
     assert_eq!(last.balance_after.to_string(), "8");
 
-    // A batch refused as a whole (a bad value: nothing of it can settle) is set aside, not
-    // sent again, so the next batch's outcomes come back with the next flush.
-    let mut strict = UsageBatcher::new(client.clone(), 1, false);
-    strict
-        .push(usage_event("neg-1", "acme", "tokens", "-1", occurred))
-        .await
-        .expect_err("a negative quantity is refused");
-    let refused: Vec<String> = strict
-        .take_refused()
-        .into_iter()
-        .map(|event| event.event_id)
-        .collect();
-    assert_eq!(refused, ["neg-1"]);
-    assert_eq!(strict.unanswered_len(), 0);
+    // An event with a bad value is refused by `push` alone, naming the field, and never
+    // buffered: the events around it make up their batch and settle (it used to sink its
+    // whole batch, refused as `events[1].quantity`).
+    let mut strict = UsageBatcher::new(client.clone(), 2, false);
     let mut after = strict
         .push(usage_event("after-1", "acme", "tokens", "0", occurred))
         .await
         .unwrap();
+    let refused = strict
+        .push(usage_event("neg-1", "acme", "tokens", "-1", occurred))
+        .await
+        .expect_err("a negative quantity is refused");
+    assert!(refused.is_local(), "{refused:?}");
+    assert_eq!(
+        refused.details().get("field").map(String::as_str),
+        Some("quantity"),
+        "{refused:?}"
+    );
+    assert_eq!(strict.pending_len(), 1);
+    after.extend(
+        strict
+            .push(usage_event("after-2", "acme", "tokens", "0", occurred))
+            .await
+            .unwrap(),
+    );
     after.extend(strict.flush().await.unwrap());
-    assert_eq!(after.len(), 1);
-    assert_eq!(after[0].event_id, "after-1");
-    assert_eq!(after[0].outcome.kind(), "settled");
+    assert!(strict.take_refused().is_empty());
+    assert_eq!(strict.unanswered_len(), 0);
+    let settled: Vec<(&str, &str)> = after
+        .iter()
+        .map(|o| (o.event_id.as_str(), o.outcome.kind()))
+        .collect();
+    assert_eq!(settled, [("after-1", "settled"), ("after-2", "settled")]);
+
+    // A reply larger than the client accepts: the batch was applied, so it is not filed as
+    // refused ("nothing of them settled" would have the caller charge them again under new
+    // ids): its outcome stays unknown, and the same events again are duplicates.
+    let small_replies = Client::new(ClientConfig {
+        reply_bytes_max: 2_000,
+        ..ClientConfig::with_endpoints(all_endpoints(&cluster))
+    })
+    .unwrap();
+    let mut capped = UsageBatcher::new(small_replies, 40, false);
+    let capped_events: Vec<_> = (0..40)
+        .map(|i| usage_event(&format!("cap-{i}"), "acme", "tokens", "0", occurred))
+        .collect();
+    let mut failed = None;
+    for event in capped_events.clone() {
+        if let Err(error) = capped.push(event).await {
+            failed = Some(error);
+        }
+    }
+    let error = match failed {
+        Some(error) => error,
+        None => capped.flush().await.expect_err("a reply above 2,000 bytes"),
+    };
+    assert_eq!(error.code(), tally_client::ErrorCode::Internal, "{error:?}");
+    assert!(error.message().contains("may have been applied"), "{error}");
+    assert!(capped.take_refused().is_empty());
+    assert_eq!(capped.unanswered_len(), 40);
+    let again = client
+        .record_usage_batch(capped_events, false)
+        .await
+        .unwrap();
+    assert!(
+        again.iter().all(|o| o.outcome.kind() == "duplicate"),
+        "{again:?}"
+    );
 
     // `usage import` of 4,000 events of about 1.3 KB each (five long dimensions) asked in one
     // batch: 5.3 MB, more than the node's 4 MiB request limit, which would refuse the batch

@@ -257,6 +257,11 @@ pub enum PriceCommand {
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
         at: Option<u64>,
     },
+    /// Show the version of the ledger-wide cost book in force now (or at --at).
+    ShowCosts {
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        at: Option<u64>,
+    },
     /// Publish a new version of the ledger-wide cost book (what usage costs the operator).
     PublishCosts {
         /// Same format as a price book's rates file; prices in the reporting currency.

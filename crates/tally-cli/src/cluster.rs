@@ -57,7 +57,12 @@ pub async fn cluster(client: &Client, out: Output, command: ClusterCommand) -> C
         }
         ClusterCommand::Promote { id } => {
             let reply = client.promote(id).await?;
-            membership(out, &format!("node {id} is now a voter"), &reply)
+            let done = if reply.unchanged {
+                format!("node {id} is already a voter; nothing to promote")
+            } else {
+                format!("node {id} is now a voter")
+            };
+            membership(out, &done, &reply)
         }
         ClusterCommand::Remove { id } => {
             let reply = client.remove_node(id).await?;

@@ -291,6 +291,43 @@ pub async fn grant(client: &Client, out: Output, command: GrantCommand) -> Comma
     Ok(0)
 }
 
+/// A price or cost book version (`book` names it when the reply does not: the cost book).
+fn print_price_version(out: Output, version: &v1::PriceVersion, book: &str) {
+    if out.json {
+        out.json(&json!({
+            "book": version.book, "asset": version.asset, "version": version.version,
+            "effective_from": time_json(Some(version.effective_from_ms)),
+            "rates": version.rates.iter().map(rate_json).collect::<Vec<_>>(),
+        }));
+        return;
+    }
+    print!(
+        "{}",
+        key_values(&[
+            ("book", version.book.clone().unwrap_or(book.to_string())),
+            ("asset", version.asset.clone()),
+            ("version", version.version.to_string()),
+            ("effective from", time_text(Some(version.effective_from_ms))),
+        ])
+    );
+    println!();
+    let mut table = Table::new(&["METER", "MATCH", "MODEL"]);
+    for rate in &version.rates {
+        let matched: Vec<String> = rate
+            .dimensions
+            .iter()
+            .map(|pair| format!("{}={}", pair.key, pair.value))
+            .collect();
+        let matched = if matched.is_empty() {
+            "*".to_string()
+        } else {
+            matched.join(",")
+        };
+        table.row(vec![rate.meter.clone(), matched, model_text(rate)]);
+    }
+    print!("{}", table.render());
+}
+
 fn read_rates(file: &std::path::Path) -> Result<Vec<v1::Rate>, Failure> {
     read_rates_file(file).map_err(|reason| Failure::usage("--file", reason))
 }
@@ -345,39 +382,11 @@ pub async fn price(client: &Client, out: Output, command: PriceCommand) -> Comma
         }
         PriceCommand::Show { book, at } => {
             let version = client.get_prices(&book, at).await?;
-            if out.json {
-                out.json(&json!({
-                    "book": version.book, "asset": version.asset, "version": version.version,
-                    "effective_from": time_json(Some(version.effective_from_ms)),
-                    "rates": version.rates.iter().map(rate_json).collect::<Vec<_>>(),
-                }));
-            } else {
-                print!(
-                    "{}",
-                    key_values(&[
-                        ("book", version.book.clone().unwrap_or(book)),
-                        ("asset", version.asset.clone()),
-                        ("version", version.version.to_string()),
-                        ("effective from", time_text(Some(version.effective_from_ms))),
-                    ])
-                );
-                println!();
-                let mut table = Table::new(&["METER", "MATCH", "MODEL"]);
-                for rate in &version.rates {
-                    let matched: Vec<String> = rate
-                        .dimensions
-                        .iter()
-                        .map(|pair| format!("{}={}", pair.key, pair.value))
-                        .collect();
-                    let matched = if matched.is_empty() {
-                        "*".to_string()
-                    } else {
-                        matched.join(",")
-                    };
-                    table.row(vec![rate.meter.clone(), matched, model_text(rate)]);
-                }
-                print!("{}", table.render());
-            }
+            print_price_version(out, &version, &book);
+        }
+        PriceCommand::ShowCosts { at } => {
+            let version = client.get_costs(at).await?;
+            print_price_version(out, &version, "costs");
         }
         PriceCommand::PublishCosts { file, effective_at } => {
             let rates = read_rates(&file)?;

@@ -45,8 +45,15 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
+        Err(error) if error.use_stderr() && asks_for_json(&args) => {
+            // A script asked for JSON: the same `{"error": ...}` object as every other
+            // refusal, naming the argument, not clap's text on stderr.
+            Output { json: true }.failure(&parse_failure(&error));
+            return ExitCode::from(EXIT_USAGE);
+        }
         Err(error) => {
             let _ = error.print();
             return if error.use_stderr() {
@@ -78,6 +85,38 @@ where
             ExitCode::from(failure.exit)
         }
     }
+}
+
+/// Whether `--json` is among the arguments (before a `--` that ends the options).
+fn asks_for_json(args: &[OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .take_while(|arg| arg.as_os_str() != "--")
+        .any(|arg| arg.as_os_str() == "--json")
+}
+
+/// A command line clap refused, as the `invalid_argument` failure `--json` prints: the
+/// argument it names (`--quantity <QUANTITY>`, `<ID>`) and clap's sentence.
+fn parse_failure(error: &clap::Error) -> Failure {
+    use clap::error::{ContextKind, ContextValue};
+    let rendered = error.render().to_string();
+    let sentence = rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_string();
+    let field = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.clone(),
+        Some(ContextValue::Strings(args)) => args.join(", "),
+        _ => String::new(),
+    };
+    let mut failure = Failure::usage(&field, &sentence);
+    failure.message = sentence;
+    if field.is_empty() {
+        failure.details.remove("field");
+    }
+    failure
 }
 
 fn client_for(cli: &Cli) -> Result<Client, Failure> {

@@ -9,7 +9,7 @@ use tally_proto::v1;
 use tokio::task::JoinHandle;
 
 use crate::client::Client;
-use crate::error::ClientError;
+use crate::error::{checked_locally, ClientError};
 use crate::usage::EventOutcome;
 
 /// Most batches one batcher keeps in flight.
@@ -121,9 +121,11 @@ impl UsageBatcher {
             .sum()
     }
 
-    /// The events of batches the cluster (or the client's own checks) refused as a whole with
-    /// a permanent error (`invalid_argument`, `request_too_large`): nothing of them settled
-    /// and they are not sent again; fix them and push them anew.
+    /// The events of batches the cluster refused as a whole, saying so (`invalid_argument`,
+    /// `request_too_large` with the ledger's code): nothing of them settled and they are not
+    /// sent again; fix them and push them anew. (An event the client's own checks refuse is
+    /// refused by `push` alone, and never buffered; a batch whose outcome is unknown, even
+    /// after an error that will not go away by itself, stays unanswered, never here.)
     pub fn take_refused(&mut self) -> Vec<v1::UsageEvent> {
         std::mem::take(&mut self.refused)
     }
@@ -134,7 +136,12 @@ impl UsageBatcher {
     /// again; its outcomes then come after those of batches pushed later. On a permanent
     /// error the batch is set aside ([`UsageBatcher::take_refused`]). Either way the error is
     /// returned, and outcomes already collected come with the next successful call.
+    ///
+    /// The event is checked first, as the cluster would check it alone: a bad value is
+    /// [`ClientError::Invalid`] naming the field, the event is not buffered, and the others
+    /// go on as if it had not been pushed.
     pub async fn push(&mut self, event: v1::UsageEvent) -> Result<Vec<EventOutcome>, ClientError> {
+        checked_locally(tally_proto::convert::check_usage_event(&event))?;
         let bytes = event_field_bytes(&event);
         let room = self.batch_bytes_max.saturating_sub(REQUEST_FIELDS_BYTES);
         // What is buffered goes first when this event would take the request past the cap.

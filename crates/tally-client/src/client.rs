@@ -546,8 +546,12 @@ impl Client {
         .await
     }
 
-    /// Publishes a new price book version. A retry after a lost answer may publish the same
-    /// rates as a second version (harmless: same prices, next version number).
+    /// Publishes a new price book version. With `effective_from_ms` it is exactly-once: a
+    /// retry of the same time and rates (the client retries transient errors by itself) is
+    /// answered with the version the first attempt made. Without it ("from now") a retry after
+    /// a lost answer publishes the same rates again as the next version, which, should another
+    /// publisher's version have come in between, puts these rates back in force over it.
+    /// Give an explicit time (a little ahead of now) wherever two publishers may race.
     pub async fn publish_prices(
         &self,
         request: v1::PublishPricesRequest,
@@ -581,6 +585,25 @@ impl Client {
             .ok_or_else(|| ClientError::Protocol("GetPrices reply without a version".into()))
     }
 
+    /// The cost book's version in force now, or at `at_ms` (`no_rate` when none is yet,
+    /// `unknown_price_book` when no costs were ever published).
+    pub async fn get_costs(&self, at_ms: Option<u64>) -> Result<v1::PriceVersion, ClientError> {
+        let request = v1::GetCostsRequest {
+            at_ms,
+            consistency: v1::Consistency::Linearizable as i32,
+        };
+        let reply = self
+            .ledger_call("get costs", request, |mut c, r| async move {
+                c.get_costs(r).await
+            })
+            .await?;
+        reply
+            .version
+            .ok_or_else(|| ClientError::Protocol("GetCosts reply without a version".into()))
+    }
+
+    /// Publishes a new cost book version; retried like [`Self::publish_prices`], and
+    /// exactly-once the same way (with `effective_from_ms`).
     pub async fn publish_costs(
         &self,
         request: v1::PublishCostsRequest,
@@ -640,7 +663,8 @@ impl Client {
     }
 
     /// Records up to 8,190 events in one log entry; one outcome per event, in order. With
-    /// `atomic`, either all settle or none does.
+    /// `atomic`, either all settle or none does (an event that had settled before the batch
+    /// is answered `duplicate` either way).
     pub async fn record_usage_batch(
         &self,
         events: Vec<v1::UsageEvent>,

@@ -7,7 +7,10 @@ use tally_proto::{ErrorCode, TallyError};
 /// What a client call can fail with. [`ClientError::code`] is the stable code to switch on.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
-    /// The cluster (or the client's own validation, before anything was sent) refused the call.
+    /// The cluster answered with an error (the client's own checks are [`ClientError::Invalid`]).
+    /// A status without the ledger's code (a connection's failure) is `unavailable` or
+    /// `internal`: the outcome of a write is then unknown, and sending it again with the same
+    /// ids is safe (a usage event settled before is answered `duplicate`).
     #[error("{0}")]
     Api(Box<TallyError>),
     /// Every attempt failed with a transient error (no leader, unreachable nodes, deadlines).
@@ -23,6 +26,7 @@ pub enum ClientError {
     #[error("invalid_argument: endpoint {endpoint:?} {reason}")]
     Endpoint { endpoint: String, reason: String },
     /// A reply that breaks the API contract (a missing field, an amount that does not parse).
+    /// The request was answered, so a write may have been applied.
     #[error("internal: the server's reply is malformed: {0}")]
     Protocol(String),
     /// The client's own checks refused the request before anything was sent (the same

@@ -219,8 +219,12 @@ impl Connection {
             let chunk = chunk.map_err(transport)?;
             let _ = body.flow_control().release_capacity(chunk.len());
             if received.len() + chunk.len() > self.reply_bytes_max + 5 {
-                return Err(Status::resource_exhausted(format!(
-                    "reply larger than {} bytes",
+                // The request was answered, so it may well have been applied: not a refusal
+                // of the request (`internal`, not `request_too_large`).
+                return Err(Status::out_of_range(format!(
+                    "the reply is larger than reply_bytes_max ({} bytes), so it was not read; \
+                     the request may have been applied: raise reply_bytes_max and send it again \
+                     with the same ids (answered as duplicates)",
                     self.reply_bytes_max
                 )));
             }

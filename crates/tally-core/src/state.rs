@@ -526,6 +526,12 @@ impl LedgerState {
         )
     }
 
+    /// When the cost book's first version takes effect (`None`: no costs were published).
+    pub fn cost_first_effective_from(&self) -> Option<u64> {
+        let book = self.cost_book.as_ref()?;
+        book.versions.first().map(|version| version.effective_from)
+    }
+
     /// The cost book version in force at `at_ms` (default: now).
     pub fn cost_version(&self, at_ms: Option<u64>) -> Option<PriceVersionView> {
         let book = self.cost_book.as_ref()?;

@@ -293,10 +293,14 @@ impl TallyError {
         let code = from_metadata.unwrap_or(match status.code() {
             Code::InvalidArgument => ErrorCode::InvalidArgument,
             Code::DeadlineExceeded | Code::Cancelled => ErrorCode::DeadlineExceeded,
-            Code::Unavailable | Code::Unknown => ErrorCode::Unavailable,
-            Code::ResourceExhausted | Code::OutOfRange => ErrorCode::RequestTooLarge,
+            // RESOURCE_EXHAUSTED without a Tally code is HTTP/2 pushing back (a GOAWAY with
+            // ENHANCE_YOUR_CALM): the connection's fault, not the request's, and whether the
+            // request was applied is unknown.
+            Code::Unavailable | Code::Unknown | Code::ResourceExhausted => ErrorCode::Unavailable,
             // Anything else without a Tally code did not come from a tallyd's API layer; do
-            // not guess a business meaning for it.
+            // not guess a business meaning for it. Not `request_too_large` for a bare
+            // OUT_OF_RANGE either: a message limit hit on a reply leaves the request applied
+            // (a node refusing a request it will not take says so with a Tally code).
             _ => ErrorCode::Internal,
         });
         TallyError {
@@ -412,6 +416,13 @@ mod tests {
         assert_eq!(back.message, "connection refused");
         let back = TallyError::from_status(&Status::deadline_exceeded("late"));
         assert_eq!(back.code, ErrorCode::DeadlineExceeded);
+        // Transport limits are not the ledger refusing the request (which says so with its
+        // code): a GOAWAY(ENHANCE_YOUR_CALM) is transient, a message limit is no business
+        // answer; neither may read as `request_too_large`, "nothing was applied".
+        let back = TallyError::from_status(&Status::resource_exhausted("h2 protocol error"));
+        assert_eq!(back.code, ErrorCode::Unavailable);
+        let back = TallyError::from_status(&Status::out_of_range("decoded message too large"));
+        assert_eq!(back.code, ErrorCode::Internal);
 
         // Only metadata, no details (e.g. a proxy re-wrapped the status).
         let mut metadata = MetadataMap::new();

@@ -162,7 +162,11 @@ impl v1::raft_server::Raft for RaftService {
         &self,
         request: Request<Streaming<v1::RaftRequest>>,
     ) -> Result<Response<AppendEntriesReplies>, Status> {
-        let state = Some((self.raft.clone(), self.contact.clone(), request.into_inner()));
+        let state = Some((
+            self.raft.clone(),
+            self.contact.clone(),
+            request.into_inner(),
+        ));
         let replies = futures::stream::unfold(state, |state| async move {
             let (raft, contact, mut requests) = state?;
             let request = match requests.message().await {

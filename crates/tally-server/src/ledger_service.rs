@@ -240,11 +240,17 @@ impl LedgerService {
             }
             Err(status) => {
                 // A status without Tally details is a transport failure: the request may or
-                // may not have reached the leader. Give it a stable code, and name the leader.
+                // may not have reached the leader. `unavailable` whatever the transport said
+                // (an HTTP/2 protocol error came back as a permanent `internal`, and a GOAWAY
+                // as `request_too_large`): the client retries it with the same ids, which
+                // settles it once. Name the leader.
                 let mut error = TallyError::from_status(&status);
                 if status.metadata().get(CODE_METADATA_KEY).is_none() {
-                    error.message =
-                        format!("forwarding to leader {leader} failed: {}", status.message());
+                    error.code = ErrorCode::Unavailable;
+                    error.message = format!(
+                        "forwarding to leader {leader} failed (the outcome is unknown; retry with the same ids): {}",
+                        status.message()
+                    );
                     error.leader_id = Some(leader);
                     error.leader_addr = ctx.client_addr_of(leader);
                 }
@@ -310,6 +316,24 @@ impl LedgerService {
             })
             .await
     }
+}
+
+/// `no_rate` for a book (`what`) whose first version (in force from `first_from`) is after
+/// `at_ms`; `None` when the book has no version at all.
+fn no_version_at(what: &str, first_from: Option<u64>, at_ms: u64) -> Option<TallyError> {
+    let first_from = first_from?;
+    Some(
+        TallyError::new(
+            ErrorCode::NoRate,
+            format!(
+                "{what} has no version in force at {} (the first takes effect at {})",
+                tally_core::format_utc(at_ms),
+                tally_core::format_utc(first_from)
+            ),
+        )
+        .with_detail("at_ms", at_ms.to_string())
+        .with_detail("first_from_ms", first_from.to_string()),
+    )
 }
 
 fn unknown_account(account: &AccountId) -> TallyError {
@@ -526,12 +550,48 @@ impl ingest::ledger_server::Ledger for LedgerService {
             .map_err(|error| TallyError::from(error).to_status())?;
         let (version, read) = self
             .read("get_prices", request.consistency, |state| {
-                state
-                    .price_version(&book, request.at_ms)
-                    .map(|view| convert::price_version(&view))
-                    .ok_or_else(|| {
-                        TallyError::from_reason(&Reason::UnknownPriceBook { book: book.clone() })
-                    })
+                if let Some(view) = state.price_version(&book, request.at_ms) {
+                    return Ok(convert::price_version(&view));
+                }
+                Err(no_version_at(
+                    &format!("price book {book}"),
+                    state
+                        .price_versions(&book)
+                        .and_then(|versions| versions.first().map(|first| first.effective_from)),
+                    request.at_ms.unwrap_or(state.now_ms()),
+                )
+                .unwrap_or_else(|| {
+                    TallyError::from_reason(&Reason::UnknownPriceBook { book: book.clone() })
+                }))
+            })
+            .await?;
+        Ok(Response::new(v1::GetPricesReply {
+            version: Some(version),
+            read: Some(read),
+        }))
+    }
+
+    async fn get_costs(
+        &self,
+        request: Request<v1::GetCostsRequest>,
+    ) -> Result<Response<v1::GetPricesReply>, Status> {
+        let request = request.into_inner();
+        let (version, read) = self
+            .read("get_costs", request.consistency, |state| {
+                if let Some(view) = state.cost_version(request.at_ms) {
+                    return Ok(convert::price_version(&view));
+                }
+                Err(no_version_at(
+                    "the cost book",
+                    state.cost_first_effective_from(),
+                    request.at_ms.unwrap_or(state.now_ms()),
+                )
+                .unwrap_or_else(|| {
+                    TallyError::new(
+                        ErrorCode::UnknownPriceBook,
+                        "no cost book: no costs were published (events are costed by what they carry, else 0)",
+                    )
+                }))
             })
             .await?;
         Ok(Response::new(v1::GetPricesReply {
@@ -566,10 +626,20 @@ impl ingest::ledger_server::Ledger for LedgerService {
             .map_err(|error| {
                 TallyError::internal(format!("reading history: {error}")).to_status()
             })?;
-        let next_before_seq = if entries.len() == limit {
-            entries.last().map(|entry| entry.seq)
-        } else {
-            None
+        // A full page names where the next one starts only when there is one: the page can
+        // end exactly at the account's first entry.
+        let next_before_seq = match entries.last() {
+            Some(last) if entries.len() == limit => {
+                let older = self
+                    .ctx
+                    .reader
+                    .history(&account, Some(last.seq), 1)
+                    .map_err(|error| {
+                        TallyError::internal(format!("reading history: {error}")).to_status()
+                    })?;
+                (!older.is_empty()).then_some(last.seq)
+            }
+            _ => None,
         };
         Ok(Response::new(v1::HistoryReply {
             entries: entries.iter().map(convert::journal_entry).collect(),

@@ -501,6 +501,13 @@ impl ToCommand for v1::RecordUsageRequest {
     }
 }
 
+/// The checks one event of a batch gets, alone: what a client runs before it buffers an
+/// event, so one bad event is refused by itself (its field named) instead of its whole batch.
+pub fn check_usage_event(event: &v1::UsageEvent) -> Result<(), TallyError> {
+    usage_event(event, &mut Seen::default())?;
+    Ok(())
+}
+
 /// A batch holds 1 to [`BATCH_EVENTS_MAX`] events; checked before any event is converted.
 pub(crate) fn check_batch_len(events: usize) -> Result<(), TallyError> {
     if events > BATCH_EVENTS_MAX {

@@ -11,8 +11,8 @@ mod outcome;
 mod read;
 mod view;
 
-pub use command::ToCommand;
 pub(crate) use command::{check_batch_len, check_batch_reply, usage_event_of, UsageEventText};
+pub use command::{check_usage_event, ToCommand};
 pub use fields::{amount_text, month_text, parse_month};
 pub(crate) use fields::{dimensions_seen, Seen};
 pub use names::{
