@@ -345,6 +345,21 @@ async fn add_learner_promote_and_remove_under_light_load() {
             )
         })
         .await;
+    // Nor may it answer a one-shot event read as if it were caught up (it ended the stream at
+    // whatever it held): the read first catches up with the leader's commit index, which the
+    // writer keeps moving past what the removed node will ever apply.
+    let read = cluster
+        .ledger(removed)
+        .stream_events(v1::StreamEventsRequest {
+            from_seq: 1,
+            follow: false,
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        read.is_err(),
+        "a one-shot event read from a removed node answered as if caught up"
+    );
     cluster.kill9(removed);
 
     // Writes go on with the new membership.

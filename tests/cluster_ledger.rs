@@ -209,6 +209,7 @@ async fn ledger_round_trip_through_leader_and_follower() {
             .stream_events(v1::StreamEventsRequest {
                 from_seq: 0,
                 follow: false,
+                ..Default::default()
             })
             .await
             .expect("stream events")
@@ -233,6 +234,7 @@ async fn ledger_round_trip_through_leader_and_follower() {
         .stream_events(v1::StreamEventsRequest {
             from_seq: last_seq + 1,
             follow: true,
+            ..Default::default()
         })
         .await
         .expect("follow stream")

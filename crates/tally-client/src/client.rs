@@ -783,7 +783,9 @@ impl Client {
     }
 
     /// Ledger events from `from_seq` on; with `follow` the subscription waits for new ones and
-    /// resumes after the last one seen when a node goes away.
+    /// resumes after the last one seen when a node goes away. Without it, it ends once caught
+    /// up with the cluster (the answering node first catches up with the leader's commit
+    /// index; a node that cannot, such as one removed from the cluster, answers an error).
     pub fn events(&self, from_seq: u64, follow: bool) -> EventSubscription {
         EventSubscription::new(self.clone(), from_seq, follow)
     }
@@ -793,7 +795,11 @@ impl Client {
         from_seq: u64,
         follow: bool,
     ) -> Result<tonic::Streaming<v1::LedgerEvent>, ClientError> {
-        let request = v1::StreamEventsRequest { from_seq, follow };
+        let request = v1::StreamEventsRequest {
+            from_seq,
+            follow,
+            consistency: v1::Consistency::Linearizable as i32,
+        };
         self.tonic_call("stream events", request, None, true, |channel, r| {
             let mut client = self.ledger(channel);
             async move { client.stream_events(r).await }

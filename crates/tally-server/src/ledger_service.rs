@@ -693,6 +693,16 @@ impl ingest::ledger_server::Ledger for LedgerService {
         request: Request<v1::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
         let request = request.into_inner();
+        let consistency = convert::consistency(request.consistency)
+            .map_err(|error| TallyError::from(error).to_status())?;
+        if !request.follow && consistency == v1::Consistency::Linearizable {
+            // "Caught up" must mean with the cluster: a node behind (or removed from the
+            // cluster) would end the stream early, as if there were no newer events.
+            self.ctx
+                .read_barrier()
+                .await
+                .map_err(|error| error.to_status())?;
+        }
         let reader = self.ctx.reader.clone();
         let mut next_seq = request.from_seq.max(1);
         let follow = request.follow;
