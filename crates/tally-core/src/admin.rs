@@ -444,7 +444,11 @@ impl LedgerState {
             if expires_at <= now {
                 return Err(InvalidInput::new(
                     "expires_at",
-                    format!("must be after ledger time ({now}), got {expires_at}"),
+                    format!(
+                        "must be after ledger time ({}), got {}",
+                        crate::calendar::format_utc(now),
+                        crate::calendar::format_utc(expires_at)
+                    ),
                 )
                 .into());
             }

@@ -273,7 +273,10 @@ impl Reason {
                 ),
             },
             Reason::OutsideTimeWindow { occurred_at, earliest, latest } => format!(
-                "occurred_at {occurred_at} is outside the accepted window [{earliest}, {latest}] (ms since epoch)"
+                "occurred_at {} is outside the accepted window {} .. {} (the dedup window before ledger time, 5 minutes after it)",
+                crate::calendar::format_utc(*occurred_at),
+                crate::calendar::format_utc(*earliest),
+                crate::calendar::format_utc(*latest)
             ),
             Reason::InvalidInput(error) => format!("invalid {}: {}", error.field, error.reason),
             Reason::AlreadyExists { what, id } => format!("{what} {id} already exists with different content"),
@@ -286,7 +289,9 @@ impl Reason {
             ),
             Reason::UnknownPriceBook { book } => format!("unknown price book {book}"),
             Reason::EffectiveInPast { effective_from, now } => format!(
-                "effective_from {effective_from} is before ledger time {now}: settled charges never move"
+                "effective_from {} is before ledger time {}: settled charges never move",
+                crate::calendar::format_utc(*effective_from),
+                crate::calendar::format_utc(*now)
             ),
             Reason::Overflow { field } => format!("{field} is out of the representable range"),
             Reason::NotInitialized => "the ledger is not initialized yet".to_string(),

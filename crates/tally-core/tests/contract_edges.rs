@@ -730,6 +730,19 @@ fn a_replay_at_the_last_instant_of_the_window_is_a_duplicate() {
     l.now += 1;
     let replay = l.usage(ev("a", "e1", "t", "1", occurred));
     assert_eq!(code(&replay), "outside_time_window");
+    // Times a person reads: RFC 3339, not milliseconds since the epoch.
+    let Outcome::Rejected(rejection) = &replay else {
+        panic!("{replay:?}")
+    };
+    assert!(
+        rejection.reason.message().starts_with(&format!(
+            "occurred_at {} is outside the accepted window {} .. ",
+            format_utc(occurred),
+            format_utc(l.now - DAY)
+        )),
+        "{}",
+        rejection.reason.message()
+    );
     assert_eq!(l.acct("a").balance, amount("99"));
 }
 
