@@ -125,7 +125,8 @@ pub struct AccountCreateArgs {
     /// How far the balance may go below zero (default 0: hard stop).
     #[arg(long, value_name = "A", allow_hyphen_values = true, value_parser = parse_amount_non_negative)]
     pub credit_limit: Option<String>,
-    /// Reporting currency per unit of the asset, for revenue on debt.
+    /// Reporting currency per unit of the asset, for the revenue of usage that goes into debt
+    /// (default 1 for the reporting currency, 0 for any other asset: set it with --credit-limit).
     #[arg(long, value_name = "P", allow_hyphen_values = true, value_parser = parse_amount_non_negative)]
     pub list_price: Option<String>,
     /// The price book that prices this account's usage.
@@ -224,7 +225,8 @@ pub struct GrantAddArgs {
     pub starts_at: Option<u64>,
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub expires_at: Option<u64>,
-    /// Allowances only: reset to the full amount every period.
+    /// Allowances only: reset to the full amount every period, counted from its start (a
+    /// monthly allowance started on the 29th resets on the 29th, or a shorter month's last day).
     #[arg(long, value_enum)]
     pub reset_every: Option<Period>,
     /// Allowances with a reset only: most unused value carried into the next period.

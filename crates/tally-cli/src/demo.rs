@@ -326,9 +326,12 @@ pub async fn demo(client: &Client, out: Output, args: DemoArgs) -> CommandResult
             "customers": snapshots.pop().unwrap_or_default(),
         }));
     } else {
-        println!(
-            "\n{sent} events in {seconds:.1} s: {settled} settled, {rejected} rejected (insufficient funds: allowance and top-up used up)"
-        );
+        let why = if rejected > 0 {
+            " (insufficient funds: allowance and top-up used up)"
+        } else {
+            ""
+        };
+        println!("\n{sent} events in {seconds:.2} s: {settled} settled, {rejected} rejected{why}");
         if let Some(first) = customers.first() {
             println!(
                 "try: tally account show {}    tally report {}    tally history {} --limit 5",
