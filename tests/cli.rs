@@ -347,6 +347,32 @@ async fn every_command_in_human_and_json_form() {
     .json();
     assert_eq!(s(&json, "balance_after"), "15000");
     assert_eq!(s(&json, "debt_repaid"), "0");
+    // The same grant again (a retry whose answer was lost): nothing changed, and nothing is
+    // claimed about what the first add did (debt_repaid said "0").
+    let json = tally(
+        e,
+        &[
+            "--json",
+            "grant",
+            "add",
+            "acme",
+            "--id",
+            "topup",
+            "--category",
+            "purchased",
+            "--amount",
+            "5000",
+            "--paid",
+            "60",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(json["already_existed"], true, "{json}");
+    assert!(
+        json["debt_repaid"].is_null() && json["balance_after"].is_null(),
+        "{json}"
+    );
     tally(
         e,
         &[

@@ -231,7 +231,8 @@ pub async fn grant(client: &Client, out: Output, command: GrantCommand) -> Comma
             if out.json {
                 out.json(&json!({
                     "account": args.account, "grant": args.id, "already_existed": reply.already_existed,
-                    "debt_repaid": reply.debt_repaid, "balance_after": if reply.balance_after.is_empty() { serde_json::Value::Null } else { json!(reply.balance_after) },
+                    "debt_repaid": if reply.debt_repaid.is_empty() { serde_json::Value::Null } else { json!(reply.debt_repaid) },
+                    "balance_after": if reply.balance_after.is_empty() { serde_json::Value::Null } else { json!(reply.balance_after) },
                     "log_index": log_index(&reply.write),
                 }));
             } else if reply.already_existed {

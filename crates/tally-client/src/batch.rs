@@ -29,11 +29,17 @@ const REQUEST_FIELDS_BYTES: usize = 16;
 type BatchTask = JoinHandle<Result<Vec<EventOutcome>, ClientError>>;
 
 /// Buffers events; each full buffer becomes one batch (one log entry). Outcomes come back per
-/// event, in the order the events were pushed, whatever order the batches finish in.
+/// event, in the order the events were pushed, whatever order the batches finish in, except
+/// for a batch re-sent by `flush` after a failure: its outcomes come after those of batches
+/// pushed later.
 ///
 /// With more than one batch in flight, batches may settle in another order than they were
 /// pushed (an account that runs out of funds may reject a different event); keep one in flight
 /// when file order must decide.
+///
+/// Dropping it drops what is buffered and the outcomes not yet returned: end with `flush`
+/// (until it succeeds, and `unanswered_len()` is 0).
+#[must_use = "events pushed are only sent and answered by push and flush"]
 pub struct UsageBatcher {
     client: Client,
     batch_events_max: usize,

@@ -698,6 +698,9 @@ impl Client {
     /// that did not settle now (duplicates, conflicts, rejections), with counts and the sums
     /// of revenue, cost and margin, instead of every settlement in full. Retried like it. A
     /// node of an earlier build answers every result; the summary is then made from those.
+    /// The counts and sums are of what settled in THIS call: a batch sent again after a lost
+    /// answer counts 0 settled, its events listed as duplicates carrying their settlements
+    /// (add those up for the batch's totals).
     pub async fn record_usage_batch_unsettled(
         &self,
         events: Vec<v1::UsageEvent>,

@@ -14,7 +14,8 @@ pub struct ClientConfig {
     pub request_timeout_ms: u64,
     /// Deadline for opening a TCP connection to a node.
     pub connect_timeout_ms: u64,
-    /// Total time one call may spend across all its attempts.
+    /// Total time one call may spend across all its attempts (an attempt under way when it
+    /// runs out may take up to 250 ms more to be given up).
     pub call_timeout_ms: u64,
     /// Attempts per call, the first included.
     pub attempts_max: u32,

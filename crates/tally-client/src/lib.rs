@@ -37,10 +37,11 @@
 //!     `trigger_snapshot_at(endpoint)`, `state_hash_at(endpoint)`.
 //! - [`UsageBatcher`]: buffers events and sends `RecordUsageBatch` calls of up to N events
 //!   and 4 MiB (`with_batch_bytes_max` for a cluster with another `request_bytes_max`),
-//!   `with_in_flight(k)` batches concurrently, returning per-event outcomes in push order;
-//!   batches that failed with the outcome unknown are kept and re-sent (same ids) by `flush`;
-//!   batches refused as a whole (`invalid_argument`, `request_too_large`) are set aside for
-//!   `take_refused`.
+//!   `with_in_flight(k)` batches concurrently, returning per-event outcomes in push order
+//!   (a batch re-sent after a failure answers after later ones); an event the client's own
+//!   checks refuse is refused by `push` alone; batches that failed with the outcome unknown
+//!   are kept and re-sent (same ids) by `flush`; batches the cluster refused as a whole
+//!   (`invalid_argument`, `request_too_large`) are set aside for `take_refused`.
 //! - [`UsageOutcome`] / [`Settlement`] / [`Rejection`]: typed usage results with exact
 //!   [`tally_core::Amount`]s.
 //! - [`ClientError`] (thiserror): `code()` is always one of the stable [`ErrorCode`]s;

@@ -563,13 +563,22 @@ impl LedgerState {
             )
             .into());
         }
-        let account = self.open_account(id)?;
+        let account = self.known_account(id)?;
         let index = account
             .grant_index(grant_id)
             .ok_or_else(|| Reason::UnknownGrant {
                 account: id.clone(),
                 grant: grant_id.clone(),
             })?;
+        // A void retried after the account was closed (its first answer lost) is recognised
+        // before the status is checked, as a retried grant or authorize is.
+        if let (AccountStatus::Closed, Some(end)) = (account.status, account.grants[index].ended) {
+            return Ok(Applied::GrantEnded {
+                ended_as: end.into(),
+                balance_after: account.balance(),
+            });
+        }
+        check_not_closed(id, account)?;
         self.touch(id, result);
         let now = self.now_ms;
         let params = self.params();

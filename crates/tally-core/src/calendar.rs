@@ -76,10 +76,11 @@ pub fn add_months(anchor_ms: u64, months: u64) -> u64 {
 /// `Z` or `+00:00`) into ms since the epoch.
 pub fn parse_utc(text: &str) -> Option<u64> {
     let text = text.trim();
+    // RFC 3339 allows the `T` and `Z` in lower case.
     let body = text
-        .strip_suffix('Z')
+        .strip_suffix(['Z', 'z'])
         .or_else(|| text.strip_suffix("+00:00"))?;
-    let (date, time) = body.split_once('T')?;
+    let (date, time) = body.split_once(['T', 't'])?;
     let mut date_parts = date.split('-');
     let year: i64 = date_parts.next()?.parse().ok()?;
     let month: u32 = date_parts.next()?.parse().ok()?;
@@ -186,5 +187,8 @@ mod tests {
         assert_eq!(format_utc(t), "2024-02-29T23:59:58.500Z");
         assert_eq!(parse_utc("2023-02-29T00:00:00Z"), None);
         assert_eq!(parse_utc("1970-01-01T00:00:01+00:00"), Some(1000));
+        assert_eq!(parse_utc("1970-01-01t00:00:01.5z"), Some(1500));
+        // Kept in milliseconds: finer digits are cut, as ledger time has none.
+        assert_eq!(parse_utc("1970-01-01T00:00:01.123999Z"), Some(1123));
     }
 }

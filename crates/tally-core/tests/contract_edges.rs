@@ -309,6 +309,27 @@ fn voiding_an_ended_grant_changes_nothing_and_says_how_it_ended() {
         before,
         "voiding an expired grant changed the state"
     );
+    // Retried after the account was closed: still the answer to the void, not account_closed;
+    // a grant still live on the closed account cannot be voided.
+    l.ok("grant a live purchased 3 paid=1");
+    l.ok("close a");
+    let before = l.hash();
+    assert!(
+        matches!(
+            l.run("void a g mistake"),
+            Outcome::Applied(Applied::GrantEnded {
+                ended_as: GrantEndedAs::Voided,
+                ..
+            })
+        ),
+        "retried void on a closed account"
+    );
+    assert_eq!(code(&l.run("void a live late")), "account_closed");
+    assert_eq!(
+        l.hash(),
+        before,
+        "a void on a closed account changed the state"
+    );
 }
 
 /// §4: a grant that has not started is not drawn; at its start it repays debt; voiding it

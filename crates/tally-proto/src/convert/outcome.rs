@@ -387,7 +387,8 @@ pub fn add_grant_reply(
             write: Some(write),
         }),
         Applied::AlreadyApplied => Ok(v1::AddGrantReply {
-            debt_repaid: "0".to_string(),
+            // Not known now (what the first add repaid): empty, as "0" would read as a fact.
+            debt_repaid: String::new(),
             balance_after: String::new(),
             already_existed: true,
             write: Some(write),
