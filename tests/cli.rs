@@ -1028,6 +1028,21 @@ async fn every_command_in_human_and_json_form() {
     tally(e, &["cluster", "remove", "4"])
         .ok()
         .has("node 4 is not a member; nothing to remove");
+    // Still running, node 4 names its old role and leader; the status says it is no member.
+    let mut with_4 = e.to_vec();
+    with_4.push(cluster.node(4).addrs.client.clone());
+    tally(&with_4, &["cluster", "status"])
+        .ok()
+        .has("not a member (");
+    let json = tally(&with_4, &["--json", "cluster", "status"]).ok().json();
+    let nodes = json["nodes"].as_array().unwrap();
+    assert!(
+        nodes
+            .iter()
+            .any(|n| n["node_id"] == 4 && n["member"] == false)
+            && nodes.iter().filter(|n| n["member"] == true).count() == 3,
+        "{json}"
+    );
     let peer5 = cluster.spawn_joiner(5).await;
     let json = tally(e, &["--json", "cluster", "add-learner", "5", &peer5])
         .ok()

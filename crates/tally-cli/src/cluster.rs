@@ -111,12 +111,15 @@ async fn status(client: &Client, out: Output) -> CommandResult {
         .unwrap_or(&answers[0])
         .1
         .clone();
+    // A node removed from the cluster may still run, naming its old role and leader: the
+    // membership as the reference node sees it says it is no member.
+    let member = |s: &v1::ClusterStatusReply| reference.members.iter().any(|m| m.id == s.node_id);
     if out.json {
         let mut nodes: Vec<Value> = answers
             .iter()
             .map(|(endpoint, s)| {
                 json!({
-                    "endpoint": endpoint, "node_id": s.node_id, "role": role(s), "term": s.term,
+                    "endpoint": endpoint, "node_id": s.node_id, "role": role(s), "member": member(s), "term": s.term,
                     "leader_id": s.leader_id, "leader_addr": s.leader_addr,
                     "last_log_index": s.last_log_index, "committed_index": s.committed_index,
                     "applied_index": s.applied_index, "snapshot_index": s.snapshot_index,
@@ -150,7 +153,11 @@ async fn status(client: &Client, out: Output) -> CommandResult {
             table.row(vec![
                 endpoint.clone(),
                 s.node_id.to_string(),
-                role(s).to_string(),
+                if member(s) {
+                    role(s).to_string()
+                } else {
+                    format!("not a member ({})", role(s))
+                },
                 s.term.to_string(),
                 s.leader_id
                     .map(|id| id.to_string())
