@@ -326,48 +326,26 @@ async fn every_command_in_human_and_json_form() {
     )
     .ok()
     .has("balance after  10000");
-    let json = tally(
-        e,
-        &[
-            "--json",
-            "grant",
-            "add",
-            "acme",
-            "--id",
-            "topup",
-            "--category",
-            "purchased",
-            "--amount",
-            "5000",
-            "--paid",
-            "60",
-        ],
-    )
-    .ok()
-    .json();
+    let add_topup = [
+        "--json",
+        "grant",
+        "add",
+        "acme",
+        "--id",
+        "topup",
+        "--category",
+        "purchased",
+        "--amount",
+        "5000",
+        "--paid",
+        "60",
+    ];
+    let json = tally(e, &add_topup).ok().json();
     assert_eq!(s(&json, "balance_after"), "15000");
     assert_eq!(s(&json, "debt_repaid"), "0");
     // The same grant again (a retry whose answer was lost): nothing changed, and nothing is
     // claimed about what the first add did (debt_repaid said "0").
-    let json = tally(
-        e,
-        &[
-            "--json",
-            "grant",
-            "add",
-            "acme",
-            "--id",
-            "topup",
-            "--category",
-            "purchased",
-            "--amount",
-            "5000",
-            "--paid",
-            "60",
-        ],
-    )
-    .ok()
-    .json();
+    let json = tally(e, &add_topup).ok().json();
     assert_eq!(json["already_existed"], true, "{json}");
     assert!(
         json["debt_repaid"].is_null() && json["balance_after"].is_null(),
