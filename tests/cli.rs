@@ -1420,6 +1420,17 @@ fn bad_flags_and_values_are_refused_before_any_request() {
         );
         assert!(run.stderr.is_empty(), "{args:?}: {}", run.stderr);
     }
+    // A command without its subcommand: with --json, an error naming what is missing (not the
+    // command's help text).
+    let json = tally(e, &["--json", "grant"]).code(2).json();
+    assert_eq!(json["error"]["code"], "invalid_argument", "{json}");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("a subcommand is required"),
+        "{json}"
+    );
     let run = Command::new(tally_binary())
         .args(["--endpoint", "nope", "report"])
         .output()
@@ -1861,7 +1872,7 @@ async fn client_library_routes_batches_and_streams() {
         .map(|i| usage_event(&format!("cap-{i}"), "acme", "tokens", "0", occurred))
         .collect();
     let mut failed = None;
-    for event in capped_events.clone() {
+    for event in capped_events {
         if let Err(error) = capped.push(event).await {
             failed = Some(error);
         }
@@ -1871,11 +1882,17 @@ async fn client_library_routes_batches_and_streams() {
         None => capped.flush().await.expect_err("a reply above 2,000 bytes"),
     };
     assert_eq!(error.code(), tally_client::ErrorCode::Internal, "{error:?}");
+    assert!(error.outcome_unknown(), "{error:?}");
     assert!(error.message().contains("may have been applied"), "{error}");
     assert!(capped.take_refused().is_empty());
     assert_eq!(capped.unanswered_len(), 40);
+    // Sending it again would meet the same limit: the caller takes the batch out and sends
+    // it on a client that reads larger replies, the same ids.
+    let failed = capped.take_failed();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(capped.unanswered_len(), 0);
     let again = client
-        .record_usage_batch(capped_events, false)
+        .record_usage_batch(failed.concat(), false)
         .await
         .unwrap();
     assert!(

@@ -112,8 +112,12 @@ async fn status(client: &Client, out: Output) -> CommandResult {
         .1
         .clone();
     // A node removed from the cluster may still run, naming its old role and leader: the
-    // membership as the reference node sees it says it is no member.
-    let member = |s: &v1::ClusterStatusReply| reference.members.iter().any(|m| m.id == s.node_id);
+    // leader's membership says it is no member (no leader answered: not judged, as a stale
+    // node's view could call the others strangers).
+    let leader_answered = answers.iter().any(|(_, status)| role(status) == "leader");
+    let member = |s: &v1::ClusterStatusReply| {
+        leader_answered.then(|| reference.members.iter().any(|m| m.id == s.node_id))
+    };
     if out.json {
         let mut nodes: Vec<Value> = answers
             .iter()
@@ -153,10 +157,10 @@ async fn status(client: &Client, out: Output) -> CommandResult {
             table.row(vec![
                 endpoint.clone(),
                 s.node_id.to_string(),
-                if member(s) {
-                    role(s).to_string()
-                } else {
+                if member(s) == Some(false) {
                     format!("not a member ({})", role(s))
+                } else {
+                    role(s).to_string()
                 },
                 s.term.to_string(),
                 s.leader_id

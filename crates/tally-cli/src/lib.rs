@@ -98,7 +98,17 @@ fn asks_for_json(args: &[OsString]) -> bool {
 /// A command line clap refused, as the `invalid_argument` failure `--json` prints: the
 /// argument it names (`--quantity <QUANTITY>`, `<ID>`) and clap's sentence.
 fn parse_failure(error: &clap::Error) -> Failure {
-    use clap::error::{ContextKind, ContextValue};
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand
+    ) {
+        // Rendered, this is the help text; its first line is the command's description.
+        let reason = "a subcommand is required; add --help to list them";
+        let mut failure = Failure::usage("<COMMAND>", reason);
+        failure.message = reason.to_string();
+        return failure;
+    }
     let rendered = error.render().to_string();
     let sentence = rendered
         .lines()

@@ -49,7 +49,8 @@ impl Failure {
 
 impl From<ClientError> for Failure {
     fn from(error: ClientError) -> Failure {
-        let exit = if error.is_transient() {
+        let exit = if error.is_transient() || error.outcome_unknown() {
+            // The command may have been applied: "try again", never "refused".
             EXIT_UNAVAILABLE
         } else if error.is_local() {
             // Caught by the client's own checks: nothing was sent, as for a bad flag.
@@ -59,9 +60,9 @@ impl From<ClientError> for Failure {
         };
         let mut message = error.message();
         if error.is_transient() {
-            message.push_str(
-                " (the cluster may be down or electing a leader; retrying the same command is safe)",
-            );
+            // Not "the cluster may be down": a node's own reason (a learner still catching up)
+            // is transient too, and the message above says which it was.
+            message.push_str(" (a transient failure: retrying the same command is safe)");
         }
         Failure {
             code: error.code().as_str().to_string(),

@@ -136,6 +136,14 @@ impl UsageBatcher {
         std::mem::take(&mut self.refused)
     }
 
+    /// The events of batches whose outcome is unknown and that `flush` would send again (each
+    /// batch as it was sent). For a batch that keeps failing with an error that will not go
+    /// away by itself (a reply above the client's `reply_bytes_max`): take it out to send it
+    /// yourself, with the same ids (what settled answers `duplicate`), never under new ones.
+    pub fn take_failed(&mut self) -> Vec<Vec<v1::UsageEvent>> {
+        std::mem::take(&mut self.failed)
+    }
+
     /// Adds an event. When that fills a batch it is sent; the outcomes of every batch that
     /// finished meanwhile come back (in push order; often none). On a transient error (the
     /// outcome unknown) the failed batch is kept (same events, same ids) and `flush` sends it

@@ -8,9 +8,10 @@ use tally_proto::{ErrorCode, TallyError};
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// The cluster answered with an error (the client's own checks are [`ClientError::Invalid`]).
-    /// A status without the ledger's code (a connection's failure) is `unavailable` or
-    /// `internal`: the outcome of a write is then unknown, and sending it again with the same
-    /// ids is safe (a usage event settled before is answered `duplicate`).
+    /// A status without the ledger's code (a connection's failure or reset) is `unavailable`
+    /// or `internal` with the detail `outcome`: `unknown` ([`ClientError::outcome_unknown`]):
+    /// a write may then have been applied, and sending it again with the same ids is safe (a
+    /// usage event settled before is answered `duplicate`).
     #[error("{0}")]
     Api(Box<TallyError>),
     /// Every attempt failed with a transient error (no leader, unreachable nodes, deadlines).
@@ -86,6 +87,19 @@ impl ClientError {
             | ClientError::Invalid(error)
             | ClientError::RetriesExhausted { last: error, .. } => error.details.clone(),
             _ => BTreeMap::new(),
+        }
+    }
+
+    /// Whether the call may have been applied though it failed: a transient error, or an
+    /// error from a failed or reset connection or an unreadable reply (detail `outcome`:
+    /// `unknown`). Send such a write again with the same ids, never under new ones.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            ClientError::Api(error) | ClientError::RetriesExhausted { last: error, .. } => {
+                error.outcome_unknown()
+            }
+            ClientError::Protocol(_) => true,
+            ClientError::Invalid(_) | ClientError::Endpoint { .. } => false,
         }
     }
 

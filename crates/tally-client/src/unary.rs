@@ -22,6 +22,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use h2::client::SendRequest;
 use prost::Message;
+use tally_proto::TallyError;
 use tokio::net::TcpStream;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
@@ -220,13 +221,17 @@ impl Connection {
             let _ = body.flow_control().release_capacity(chunk.len());
             if received.len() + chunk.len() > self.reply_bytes_max + 5 {
                 // The request was answered, so it may well have been applied: not a refusal
-                // of the request (`internal`, not `request_too_large`).
-                return Err(Status::out_of_range(format!(
+                // of the request (`internal` with the outcome unknown, not
+                // `request_too_large`).
+                return Err(TallyError::internal(format!(
                     "the reply is larger than reply_bytes_max ({} bytes), so it was not read; \
                      the request may have been applied: raise reply_bytes_max and send it again \
                      with the same ids (answered as duplicates)",
                     self.reply_bytes_max
-                )));
+                ))
+                .with_detail("limit", self.reply_bytes_max.to_string())
+                .with_outcome_unknown()
+                .to_status());
             }
             received.extend_from_slice(&chunk);
         }

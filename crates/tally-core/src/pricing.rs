@@ -90,6 +90,12 @@ impl PartialEq for Stamp {
 impl Eq for Stamp {}
 
 impl PriceBook {
+    /// When the book's earliest version takes effect (versions are numbered in publish order,
+    /// which need not be the order of their times); `None` for a book with no version.
+    pub fn first_effective_from(&self) -> Option<u64> {
+        self.versions.iter().map(|v| v.effective_from).min()
+    }
+
     /// The version in force at `at_ms`: the greatest `effective_from <= at_ms`, ties to the
     /// later version.
     pub fn version_at(&self, at_ms: u64) -> Option<&PriceVersion> {

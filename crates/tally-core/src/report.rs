@@ -30,6 +30,16 @@ pub(crate) struct MeterAgg {
     pub events: u64,
 }
 
+impl MeterAgg {
+    fn add(&mut self, other: &MeterAgg) {
+        self.quantity = plus(self.quantity, other.quantity);
+        self.charged = plus(self.charged, other.charged);
+        self.revenue = plus(self.revenue, other.revenue);
+        self.cost = plus(self.cost, other.cost);
+        self.events += other.events;
+    }
+}
+
 pub(crate) fn category_index(category: GrantCategory) -> usize {
     match category {
         GrantCategory::Allowance => 0,
@@ -73,12 +83,25 @@ fn overflow(doing: &str, b: Amount, a: Amount) -> ! {
 /// the accounts' figures change, so a ledger-wide report reads a record per asset and month
 /// instead of walking every account (which held the state, and every apply behind it, for some
 /// 340 ms at a million accounts). Derived state: not in snapshots (their format is unchanged),
-/// rebuilt from the accounts when a snapshot is loaded, and checked against them by the
-/// invariant checks.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// rebuilt from the accounts when a snapshot is loaded, and compared with them by
+/// `LedgerState::check_invariants` (which the tests run after every step).
+#[derive(Clone, Debug, Default)]
 pub(crate) struct LedgerReports {
     by_asset: BTreeMap<AssetCode, BTreeMap<Month, ReportAgg>>,
+    /// While an atomic batch may still be undone: each (asset, month) it changed, as it was
+    /// before (`None`: absent), so undoing it costs what it touched, not a copy of every
+    /// month's sums taken for each batch.
+    undo: Option<Vec<(AssetCode, Month, Option<ReportAgg>)>>,
 }
+
+/// The sums, not how an undo is under way.
+impl PartialEq for LedgerReports {
+    fn eq(&self, other: &Self) -> bool {
+        self.by_asset == other.by_asset
+    }
+}
+
+impl Eq for LedgerReports {}
 
 impl LedgerReports {
     /// The sums of `accounts`' figures (each in its asset).
@@ -94,7 +117,47 @@ impl LedgerReports {
         sums
     }
 
+    /// Starts remembering what changes, for [`Self::undo`] (see `usage::Checkpoint`).
+    pub fn begin_undo(&mut self) {
+        self.undo = Some(Vec::new());
+    }
+
+    /// Keeps the changes since [`Self::begin_undo`].
+    pub fn keep(&mut self) {
+        self.undo = None;
+    }
+
+    /// Puts back every (asset, month) changed since [`Self::begin_undo`] as it was.
+    pub fn undo(&mut self) {
+        for (asset, month, before) in self.undo.take().unwrap_or_default().into_iter().rev() {
+            match before {
+                Some(agg) => {
+                    self.by_asset.entry(asset).or_default().insert(month, agg);
+                }
+                None => {
+                    if let Some(months) = self.by_asset.get_mut(&asset) {
+                        months.remove(&month);
+                        if months.is_empty() {
+                            self.by_asset.remove(&asset);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     fn agg(&mut self, asset: &AssetCode, month: Month) -> &mut ReportAgg {
+        if let Some(undo) = &mut self.undo {
+            // A batch touches a month or two: a look along the list beats a set.
+            if !undo.iter().any(|(a, m, _)| a == asset && *m == month) {
+                let before = self
+                    .by_asset
+                    .get(asset)
+                    .and_then(|months| months.get(&month))
+                    .cloned();
+                undo.push((asset.clone(), month, before));
+            }
+        }
         if !self.by_asset.contains_key(asset) {
             self.by_asset.insert(asset.clone(), BTreeMap::new());
         }
@@ -137,12 +200,9 @@ impl ReportAgg {
             self.granted[i] = plus(self.granted[i], other.granted[i]);
         }
         for (meter, m) in other.meters.iter() {
-            let entry = self.meters.get_or_insert_with(meter, MeterAgg::default);
-            entry.quantity = plus(entry.quantity, m.quantity);
-            entry.charged = plus(entry.charged, m.charged);
-            entry.revenue = plus(entry.revenue, m.revenue);
-            entry.cost = plus(entry.cost, m.cost);
-            entry.events += m.events;
+            self.meters
+                .get_or_insert_with(meter, MeterAgg::default)
+                .add(m);
         }
     }
 
@@ -183,12 +243,7 @@ pub(crate) fn to_view<'a>(
             per_asset.granted[i] = plus(per_asset.granted[i], agg.granted[i]);
         }
         for (meter, m) in agg.meters.iter() {
-            let entry = per_asset.meters.entry(meter.clone()).or_default();
-            entry.quantity = plus(entry.quantity, m.quantity);
-            entry.charged = plus(entry.charged, m.charged);
-            entry.revenue = plus(entry.revenue, m.revenue);
-            entry.cost = plus(entry.cost, m.cost);
-            entry.events += m.events;
+            per_asset.meters.entry(meter.clone()).or_default().add(m);
             per_asset.charged = plus(per_asset.charged, m.charged);
             view.revenue = plus(view.revenue, m.revenue);
             view.cost = plus(view.cost, m.cost);

@@ -526,10 +526,14 @@ impl LedgerState {
         )
     }
 
-    /// When the cost book's first version takes effect (`None`: no costs were published).
+    /// When the earliest version of `book` takes effect (`None`: no such book).
+    pub fn price_first_effective_from(&self, book: &BookId) -> Option<u64> {
+        self.price_books.get(book)?.first_effective_from()
+    }
+
+    /// When the cost book's earliest version takes effect (`None`: no costs were published).
     pub fn cost_first_effective_from(&self) -> Option<u64> {
-        let book = self.cost_book.as_ref()?;
-        book.versions.first().map(|version| version.effective_from)
+        self.cost_book.as_ref()?.first_effective_from()
     }
 
     /// The cost book version in force at `at_ms` (default: now).
@@ -657,7 +661,11 @@ impl LedgerState {
                 "bytes follow the end of the state".into(),
             ));
         }
-        state.check_invariants().map_err(SnapshotError::Corrupt)?;
+        // The report sums were just rebuilt from the accounts: comparing them again would
+        // only walk every account a second time.
+        state
+            .check_stored_invariants()
+            .map_err(SnapshotError::Corrupt)?;
         Ok(state)
     }
 
@@ -688,8 +696,18 @@ impl LedgerState {
         )
     }
 
-    /// Checks conservation and the other invariants; `Err` names what is broken.
+    /// Checks conservation and the other invariants, and that the ledger-wide report sums
+    /// kept as events settle are the sum of the accounts' figures; `Err` names what is broken.
     pub fn check_invariants(&self) -> Result<(), String> {
+        self.check_stored_invariants()?;
+        if self.totals.reports != self.ledger_reports_from_accounts() {
+            return Err("the ledger-wide report figures are not the sum of the accounts'".into());
+        }
+        Ok(())
+    }
+
+    /// [`Self::check_invariants`] of what a snapshot holds (all but the derived report sums).
+    fn check_stored_invariants(&self) -> Result<(), String> {
         let mut grants_by_asset: BTreeMap<&AssetCode, Amount> = BTreeMap::new();
         let mut debt_by_asset: BTreeMap<&AssetCode, Amount> = BTreeMap::new();
         for (id, account) in self.accounts.iter() {
@@ -775,9 +793,6 @@ impl LedgerState {
             if !grants.is_zero() && !self.totals.books.contains_key(*asset) {
                 return Err(format!("{asset}: grants exist without postings"));
             }
-        }
-        if self.totals.reports != self.ledger_reports_from_accounts() {
-            return Err("the ledger-wide report figures are not the sum of the accounts'".into());
         }
         Ok(())
     }

@@ -10,9 +10,10 @@ use crate::command::{
     UsageEvent, BATCH_EVENTS_MAX, FUTURE_TOLERANCE_MS, PAIRS_MAX, PAIR_VALUE_LEN_MAX,
 };
 use crate::dedup::Remembered;
-use crate::effects::{Out, Totals};
+use crate::effects::{BookTotals, Out};
 use crate::error::InvalidInput;
 use crate::ids::AccountId;
+use crate::ids::AssetCode;
 use crate::ids::{BookId, Meter};
 use crate::journal::{Book, JournalKind, Posting};
 use crate::money::Amount;
@@ -129,12 +130,7 @@ fn price<'book>(
         let version = book.version_at(now).ok_or_else(|| {
             no_rate(NoRateWhy::NoVersionYet {
                 book: book_id.to_string(),
-                first_from: book
-                    .versions
-                    .iter()
-                    .map(|v| v.effective_from)
-                    .min()
-                    .unwrap_or(0),
+                first_from: book.first_effective_from().unwrap_or(0),
             })
         })?;
         let (rate, meter) = version
@@ -281,27 +277,11 @@ impl LedgerState {
                 account: event.account.clone(),
             });
         };
-        let account = self.accounts.by_ordinal_mut(ordinal);
         let fingerprint = fingerprint(event);
-        if let Some(remembered) = self
-            .dedup
-            .get_hashed(id_hash, ordinal, event.event_id.as_str())
-        {
-            return if remembered.fingerprint == fingerprint {
-                Outcome::Duplicate(LedgerState::remembered_settlement(
-                    &self.book_ids,
-                    account,
-                    &event.account,
-                    &event.event_id,
-                    &remembered,
-                ))
-            } else {
-                Outcome::Conflict {
-                    account: event.account.clone(),
-                    event_id: event.event_id.clone(),
-                }
-            };
+        if let Some(outcome) = self.remembered(event, Found { ordinal, id_hash }, fingerprint) {
+            return outcome;
         }
+        let account = self.accounts.by_ordinal_mut(ordinal);
         match account.status {
             AccountStatus::Active => {}
             AccountStatus::Frozen => {
@@ -430,6 +410,9 @@ impl LedgerState {
                 }
             }
         }
+        if checkpoint.is_some() {
+            self.totals.reports.keep();
+        }
         Outcome::Batch(outcomes)
     }
 }
@@ -458,11 +441,19 @@ impl LedgerState {
 
     /// `Duplicate` with its settlement when `event` (the same id and content) is remembered.
     fn settled_before(&self, event: &UsageEvent) -> Option<Outcome> {
-        let Found { ordinal, id_hash } = self.find(event)?;
+        let found = self.find(event)?;
+        self.remembered(event, found, fingerprint(event))
+            .filter(|outcome| matches!(outcome, Outcome::Duplicate(_)))
+    }
+
+    /// What a remembered event id answers: `Duplicate` with the original settlement for the
+    /// same content (`fingerprint`), `Conflict` for other content; `None` when not remembered.
+    fn remembered(&self, event: &UsageEvent, found: Found, fingerprint: u64) -> Option<Outcome> {
+        let Found { ordinal, id_hash } = found;
         let remembered = self
             .dedup
             .get_hashed(id_hash, ordinal, event.event_id.as_str())?;
-        (remembered.fingerprint == fingerprint(event)).then(|| {
+        Some(if remembered.fingerprint == fingerprint {
             Outcome::Duplicate(LedgerState::remembered_settlement(
                 &self.book_ids,
                 self.accounts.by_ordinal(ordinal),
@@ -470,6 +461,11 @@ impl LedgerState {
                 &event.event_id,
                 &remembered,
             ))
+        } else {
+            Outcome::Conflict {
+                account: event.account.clone(),
+                event_id: event.event_id.clone(),
+            }
         })
     }
 }
@@ -678,17 +674,21 @@ fn apply_charge(
 }
 
 /// Enough of the state to undo an atomic batch: the accounts it may touch and the ledger-wide
-/// totals, plus lengths of what only grows during the batch.
+/// totals (the report sums keep their own undo list), plus lengths of what only grows during
+/// the batch.
 struct Checkpoint {
     accounts: Vec<(AccountId, Box<Account>)>,
-    totals: Totals,
+    journal_seq: u64,
+    event_seq: u64,
+    books: BTreeMap<AssetCode, BookTotals>,
     journal_len: usize,
     events_len: usize,
     dedup: crate::dedup::DedupMark,
 }
 
 impl Checkpoint {
-    fn take(state: &LedgerState, events: &[UsageEvent], result: &ApplyResult) -> Checkpoint {
+    fn take(state: &mut LedgerState, events: &[UsageEvent], result: &ApplyResult) -> Checkpoint {
+        state.totals.reports.begin_undo();
         let mut ids: Vec<&AccountId> = events.iter().map(|e| &e.account).collect();
         ids.sort();
         ids.dedup();
@@ -702,7 +702,9 @@ impl Checkpoint {
                         .map(|a| (id.clone(), Box::new(a.clone())))
                 })
                 .collect(),
-            totals: state.totals.clone(),
+            journal_seq: state.totals.journal_seq,
+            event_seq: state.totals.event_seq,
+            books: state.totals.books.clone(),
             journal_len: result.journal.len(),
             events_len: result.events.len(),
             dedup: state.dedup.mark(),
@@ -724,7 +726,10 @@ impl Checkpoint {
             }
             *current = *saved;
         }
-        state.totals = self.totals;
+        state.totals.journal_seq = self.journal_seq;
+        state.totals.event_seq = self.event_seq;
+        state.totals.books = self.books;
+        state.totals.reports.undo();
         result.journal.truncate(self.journal_len);
         result.journal_ordinals.truncate(self.journal_len);
         result.events.truncate(self.events_len);

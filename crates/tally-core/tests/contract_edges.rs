@@ -878,6 +878,66 @@ fn an_atomic_batch_that_fails_changes_nothing() {
     assert_eq!(before, l.hash());
 }
 
+/// §6/§9: an aborted atomic batch leaves the ledger-wide report as it was, also where it was
+/// the first to touch a month or an asset (those sums are taken out again, not left at zero:
+/// `L::apply` compares the ledger-wide sums with the accounts' after every entry).
+#[test]
+fn an_aborted_atomic_batch_leaves_the_ledger_wide_report_as_it_was() {
+    let mut l = L::new();
+    l.ok("account a CREDITS book=p");
+    l.ok("grant a g purchased 5 paid=1");
+    l.ok("account b USD book=u limit=10");
+    l.at("+40d");
+    let before = l.state.report(None, None);
+    let n = l.now;
+    let o = l.apply(batch(
+        vec![
+            ev("a", "x1", "calls", "2", n),
+            ev("b", "y1", "calls", "3", n),
+            ev("a", "x2", "calls", "9", n),
+        ],
+        true,
+    ));
+    assert_eq!(
+        batch_codes(&o[0]),
+        ["batch_aborted", "batch_aborted", "insufficient_funds"]
+    );
+    assert_eq!(l.state.report(None, None), before);
+    // The same batch without the failing event settles, and the sums count it.
+    let o = l.apply(batch(
+        vec![
+            ev("a", "x1", "calls", "2", n),
+            ev("b", "y1", "calls", "3", n),
+        ],
+        true,
+    ));
+    assert_eq!(batch_codes(&o[0]), ["settled", "settled"]);
+    let after = l.state.report(None, None).unwrap();
+    assert_eq!(after.events, before.unwrap().events + 2);
+}
+
+/// §5: versions are numbered in publish order, not by their times: a book's first version in
+/// force is the earliest `effective_from`, which `no_rate` and `price show --at` name.
+#[test]
+fn the_first_version_of_a_book_is_its_earliest_not_its_first_published() {
+    let mut l = L::new();
+    l.ok("prices q CREDITS from=+10d : calls per_unit 1");
+    l.ok("prices q CREDITS from=+1d : calls per_unit 2");
+    let day = parse_utc("2026-01-02T00:00:00Z").unwrap();
+    assert_eq!(
+        l.state
+            .price_first_effective_from(&BookId::new("q").unwrap()),
+        Some(day)
+    );
+    l.ok("account a CREDITS book=q");
+    l.ok("grant a g purchased 10 paid=1");
+    let o = l.run("usage a e1 calls 1");
+    assert!(
+        matches!(&o, Outcome::Rejected(r) if r.reason.message().contains("(the first takes effect at 2026-01-02T00:00:00.000Z)")),
+        "{o:?}"
+    );
+}
+
 /// §6: a batch carries up to 8,190 events; one more is rejected.
 #[test]
 fn a_batch_carries_at_most_8190_events() {

@@ -21,6 +21,13 @@ use tonic::{Code, Status};
 
 use crate::v1;
 
+/// The detail an error carries when whether its request was applied is not known (a
+/// connection failed or was reset under it, a reply could not be read): [`OUTCOME_UNKNOWN`].
+/// A write answered so may have been applied; send it again with the same ids.
+pub const OUTCOME_DETAIL: &str = "outcome";
+/// See [`OUTCOME_DETAIL`].
+pub const OUTCOME_UNKNOWN: &str = "unknown";
+
 /// Metadata key of the stable code.
 pub const CODE_METADATA_KEY: &str = "tally-code";
 /// Metadata key of the leader's node id on `not_leader`.
@@ -228,6 +235,18 @@ impl TallyError {
         TallyError::new(ErrorCode::RequestTooLarge, message)
     }
 
+    /// Marks that whether the request was applied is not known ([`OUTCOME_DETAIL`]).
+    pub fn with_outcome_unknown(self) -> Self {
+        self.with_detail(OUTCOME_DETAIL, OUTCOME_UNKNOWN)
+    }
+
+    /// Whether the request may have been applied though this error came back: a write
+    /// answered so is sent again with the same ids, never anew.
+    pub fn outcome_unknown(&self) -> bool {
+        self.code.is_transient()
+            || self.details.get(OUTCOME_DETAIL).map(String::as_str) == Some(OUTCOME_UNKNOWN)
+    }
+
     /// The field the error is about, for `invalid_argument`.
     pub fn field(&self) -> Option<&str> {
         self.details.get("field").map(String::as_str)
@@ -294,16 +313,26 @@ impl TallyError {
             Code::InvalidArgument => ErrorCode::InvalidArgument,
             Code::DeadlineExceeded | Code::Cancelled => ErrorCode::DeadlineExceeded,
             // RESOURCE_EXHAUSTED without a Tally code is HTTP/2 pushing back (a GOAWAY with
-            // ENHANCE_YOUR_CALM): the connection's fault, not the request's, and whether the
-            // request was applied is unknown.
+            // ENHANCE_YOUR_CALM): the connection's fault, not the request's.
             Code::Unavailable | Code::Unknown | Code::ResourceExhausted => ErrorCode::Unavailable,
+            // tonic's message limit: a node refused to read a request that large.
+            Code::OutOfRange => ErrorCode::RequestTooLarge,
             // Anything else without a Tally code did not come from a tallyd's API layer; do
-            // not guess a business meaning for it. Not `request_too_large` for a bare
-            // OUT_OF_RANGE either: a message limit hit on a reply leaves the request applied
-            // (a node refusing a request it will not take says so with a Tally code).
+            // not guess a business meaning for it.
             _ => ErrorCode::Internal,
         });
+        let mut details = BTreeMap::new();
+        if from_metadata.is_none()
+            && matches!(
+                code,
+                ErrorCode::Unavailable | ErrorCode::DeadlineExceeded | ErrorCode::Internal
+            )
+        {
+            // A connection's failure, or a reset: the request may or may not have been applied.
+            details.insert(OUTCOME_DETAIL.to_string(), OUTCOME_UNKNOWN.to_string());
+        }
         TallyError {
+            details,
             leader_id: metadata
                 .get(LEADER_ID_METADATA_KEY)
                 .and_then(|value| value.to_str().ok())
@@ -416,13 +445,27 @@ mod tests {
         assert_eq!(back.message, "connection refused");
         let back = TallyError::from_status(&Status::deadline_exceeded("late"));
         assert_eq!(back.code, ErrorCode::DeadlineExceeded);
-        // Transport limits are not the ledger refusing the request (which says so with its
-        // code): a GOAWAY(ENHANCE_YOUR_CALM) is transient, a message limit is no business
-        // answer; neither may read as `request_too_large`, "nothing was applied".
+        // A GOAWAY(ENHANCE_YOUR_CALM) is the connection's, not a refusal of the request
+        // (`request_too_large`, "nothing was applied"): transient, outcome unknown. A bare
+        // INTERNAL (a reset) leaves the outcome unknown too; tonic's message limit on a
+        // request is a refusal.
         let back = TallyError::from_status(&Status::resource_exhausted("h2 protocol error"));
         assert_eq!(back.code, ErrorCode::Unavailable);
-        let back = TallyError::from_status(&Status::out_of_range("decoded message too large"));
+        assert!(back.outcome_unknown());
+        let back = TallyError::from_status(&Status::internal("h2 protocol error"));
         assert_eq!(back.code, ErrorCode::Internal);
+        assert_eq!(
+            back.details.get(OUTCOME_DETAIL).map(String::as_str),
+            Some("unknown")
+        );
+        let back = TallyError::from_status(&Status::out_of_range("decoded message too large"));
+        assert_eq!(back.code, ErrorCode::RequestTooLarge);
+        assert!(!back.outcome_unknown());
+        // A coded refusal is what it says.
+        let refused = TallyError::from_status(
+            &TallyError::new(ErrorCode::InsufficientFunds, "no").to_status(),
+        );
+        assert!(!refused.outcome_unknown());
 
         // Only metadata, no details (e.g. a proxy re-wrapped the status).
         let mut metadata = MetadataMap::new();

@@ -3,13 +3,14 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::Stream;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
 };
+use openraft::Vote;
 use serde::Serialize;
 use tally_proto::v1;
 use tally_proto::v1::raft_server::RaftServer;
@@ -29,6 +30,9 @@ pub struct LeaderContact {
     /// Milliseconds after `since`, plus one, of the last contact; 0 for none yet.
     last: AtomicU64,
     commit: AtomicU64,
+    /// The vote of the leader whose message was last accepted: a message from it counts as
+    /// contact when it arrives, not only once a long append of it is written.
+    leader_vote: Mutex<Option<Vote<NodeId>>>,
 }
 
 impl Default for LeaderContact {
@@ -37,11 +41,32 @@ impl Default for LeaderContact {
             since: Instant::now(),
             last: AtomicU64::new(0),
             commit: AtomicU64::new(0),
+            leader_vote: Mutex::new(None),
         }
     }
 }
 
 impl LeaderContact {
+    /// A message from `vote` arrived: contact, if that is the leader accepted last.
+    fn arrived(&self, vote: &Vote<NodeId>) {
+        let known = self
+            .leader_vote
+            .lock()
+            .map(|v| *v == Some(*vote))
+            .unwrap_or(false);
+        if known {
+            self.heard(None);
+        }
+    }
+
+    /// A message from `vote` was accepted.
+    fn accepted(&self, vote: Vote<NodeId>, commit: Option<u64>) {
+        if let Ok(mut leader_vote) = self.leader_vote.lock() {
+            *leader_vote = Some(vote);
+        }
+        self.heard(commit);
+    }
+
     fn heard(&self, commit: Option<u64>) {
         let now = self.since.elapsed().as_millis() as u64 + 1;
         self.last.fetch_max(now, Ordering::Relaxed);
@@ -103,11 +128,13 @@ async fn append_entries_reply(
     let rpc: AppendEntriesRequest<TypeConfig> = codec::decode("append entries request", data)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let commit = rpc.leader_commit.map(|log_id| log_id.index);
+    let vote = rpc.vote;
+    contact.arrived(&vote);
     let result = raft.append_entries(rpc).await;
     // Any answer but "my vote is newer" accepts the sender as the leader of its term.
     if matches!(&result, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_)))
     {
-        contact.heard(commit);
+        contact.accepted(vote, commit);
     }
     let stopped = matches!(result, Err(openraft::error::RaftError::Fatal(_)));
     Ok((encode_reply("append entries response", result)?, stopped))
@@ -200,10 +227,11 @@ impl v1::raft_server::Raft for RaftService {
             codec::decode("install snapshot request", &request.get_ref().data)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let vote = rpc.vote;
+        self.contact.arrived(&vote);
         let result = self.raft.install_snapshot(rpc).await;
         // Accepted when this node's vote is no newer than the sender's.
         if matches!(&result, Ok(response) if response.vote <= vote) {
-            self.contact.heard(None);
+            self.contact.accepted(vote, None);
         }
         reply("install snapshot response", result)
     }

@@ -240,15 +240,21 @@ impl LedgerService {
             }
             Err(status) => {
                 // A status without Tally details is a transport failure: the request may or
-                // may not have reached the leader. `unavailable` whatever the transport said
-                // (an HTTP/2 protocol error came back as a permanent `internal`, and a GOAWAY
-                // as `request_too_large`): the client retries it with the same ids, which
-                // settles it once. Name the leader.
+                // may not have reached the leader. A reset or a GOAWAY (an HTTP/2 protocol
+                // error came back as a permanent `internal`) is `unavailable`: the client
+                // retries it with the same ids, which settles it once. What the transport
+                // says of the request itself (tonic's message limit, a method an older leader
+                // lacks) keeps its own code. Name the leader.
                 let mut error = TallyError::from_status(&status);
                 if status.metadata().get(CODE_METADATA_KEY).is_none() {
-                    error.code = ErrorCode::Unavailable;
+                    let unknown = if error.outcome_unknown() {
+                        error.code = ErrorCode::Unavailable;
+                        " (the outcome is unknown; retry with the same ids)"
+                    } else {
+                        ""
+                    };
                     error.message = format!(
-                        "forwarding to leader {leader} failed (the outcome is unknown; retry with the same ids): {}",
+                        "forwarding to leader {leader} failed{unknown}: {}",
                         status.message()
                     );
                     error.leader_id = Some(leader);
@@ -555,9 +561,7 @@ impl ingest::ledger_server::Ledger for LedgerService {
                 }
                 Err(no_version_at(
                     &format!("price book {book}"),
-                    state
-                        .price_versions(&book)
-                        .and_then(|versions| versions.first().map(|first| first.effective_from)),
+                    state.price_first_effective_from(&book),
                     request.at_ms.unwrap_or(state.now_ms()),
                 )
                 .unwrap_or_else(|| {
