@@ -325,18 +325,29 @@ pub fn journal_json(entry: &v1::JournalEntry) -> Value {
 }
 
 /// The amount this entry moved on the account's own grant books (its balance change).
-fn balance_change(entry: &v1::JournalEntry) -> String {
+/// The sum of the entry's postings to the account's own books of `kind` (`customer_grant`:
+/// its grants; `receivable`: its debt, negative as debt grows).
+fn own_book_change(entry: &v1::JournalEntry, kind: &str) -> tally_core::Amount {
     let mut total = tally_core::Amount::ZERO;
     for posting in &entry.postings {
         let Some(book) = &posting.book else { continue };
-        if book.kind == "customer_grant" && book.account.as_deref() == Some(entry.account.as_str())
-        {
+        if book.kind == kind && book.account.as_deref() == Some(entry.account.as_str()) {
             if let Ok(amount) = tally_core::Amount::parse("amount", &posting.amount) {
                 total = total.checked_add(amount).unwrap_or(total);
             }
         }
     }
-    total.to_string()
+    total
+}
+
+/// How the entry changed the account's debt: the opposite of its receivable postings.
+fn debt_change(entry: &v1::JournalEntry) -> tally_core::Amount {
+    let receivable = own_book_change(entry, "receivable");
+    if receivable.is_zero() {
+        tally_core::Amount::ZERO
+    } else {
+        -receivable
+    }
 }
 
 pub fn journal_table(entries: &[v1::JournalEntry]) -> String {
@@ -346,6 +357,7 @@ pub fn journal_table(entries: &[v1::JournalEntry]) -> String {
         "KIND",
         "GRANT/EVENT",
         "GRANTS +/-",
+        "DEBT +/-",
         "REVENUE",
         "COST",
         "REASON",
@@ -361,7 +373,9 @@ pub fn journal_table(entries: &[v1::JournalEntry]) -> String {
             time_text(Some(entry.at_ms)),
             entry.kind.clone(),
             subject,
-            balance_change(entry),
+            own_book_change(entry, "customer_grant").to_string(),
+            // The receivable grows (negative postings) as debt does.
+            debt_change(entry).to_string(),
             entry.revenue.clone(),
             entry.cost.clone(),
             entry.reason.clone().unwrap_or_else(|| "-".into()),
@@ -422,3 +436,50 @@ pub fn event_row(event: &v1::LedgerEvent) -> Vec<String> {
 }
 
 pub const EVENT_HEADERS: [&str; 5] = ["SEQ", "AT", "ACCOUNT", "KIND", "DETAIL"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn posting(kind: &str, account: &str, amount: &str) -> v1::Posting {
+        v1::Posting {
+            book: Some(v1::Book {
+                kind: kind.to_string(),
+                account: Some(account.to_string()),
+                grant_id: None,
+            }),
+            asset: "CREDITS".to_string(),
+            amount: amount.to_string(),
+        }
+    }
+
+    /// A usage event drawn partly from a grant and partly into debt shows both in the
+    /// history table (the debt used to be visible only in the JSON postings).
+    #[test]
+    fn history_shows_grant_and_debt_changes() {
+        let entry = v1::JournalEntry {
+            seq: 7,
+            account: "bob".to_string(),
+            kind: "usage".to_string(),
+            event_id: Some("e1".to_string()),
+            postings: vec![
+                posting("customer_grant", "bob", "-5"),
+                posting("receivable", "bob", "-19"),
+                posting("customer_grant", "alice", "-100"),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(own_book_change(&entry, "customer_grant").to_string(), "-5");
+        assert_eq!(debt_change(&entry).to_string(), "19");
+        let table = journal_table(&[entry]);
+        assert!(table.contains("DEBT +/-"), "{table}");
+        let row = table.lines().nth(1).unwrap();
+        assert!(row.contains("-5") && row.contains("19"), "{row}");
+        let no_debt = v1::JournalEntry {
+            account: "bob".to_string(),
+            postings: vec![posting("customer_grant", "bob", "10")],
+            ..Default::default()
+        };
+        assert_eq!(debt_change(&no_debt).to_string(), "0");
+    }
+}

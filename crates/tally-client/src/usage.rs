@@ -92,11 +92,20 @@ impl UsageOutcome {
                 account: conflict.account,
                 event_id: conflict.event_id,
             }),
-            Some(Wire::Rejected(rejection)) => Ok(UsageOutcome::Rejected(Rejection {
-                code: ErrorCode::parse(&rejection.code).unwrap_or(ErrorCode::Internal),
-                message: rejection.message,
-                details: rejection.details.into_iter().collect(),
-            })),
+            Some(Wire::Rejected(rejection)) => {
+                let mut details: BTreeMap<String, String> = rejection.details.into_iter().collect();
+                // A code this client does not know (from a newer server) is `internal` here;
+                // the server's own code is kept in the details, not dropped.
+                let code = ErrorCode::parse(&rejection.code).unwrap_or_else(|| {
+                    details.insert("code".to_string(), rejection.code.clone());
+                    ErrorCode::Internal
+                });
+                Ok(UsageOutcome::Rejected(Rejection {
+                    code,
+                    message: rejection.message,
+                    details,
+                }))
+            }
             None => Err(ClientError::Protocol(
                 "a usage result without an outcome".to_string(),
             )),
@@ -349,6 +358,22 @@ mod tests {
             UsageOutcome::Rejected(rejection) => {
                 assert_eq!(rejection.code, ErrorCode::InsufficientFunds);
                 assert_eq!(rejection.details["available"], "1");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A code from a newer server: internal here, its own code kept.
+        let newer = UsageOutcome::from_wire(v1::UsageResult {
+            outcome: Some(Wire::Rejected(v1::Rejection {
+                code: "budget_exceeded".into(),
+                message: "over budget".into(),
+                details: Default::default(),
+            })),
+        })
+        .unwrap();
+        match newer {
+            UsageOutcome::Rejected(rejection) => {
+                assert_eq!(rejection.code, ErrorCode::Internal);
+                assert_eq!(rejection.details["code"], "budget_exceeded");
             }
             other => panic!("{other:?}"),
         }
