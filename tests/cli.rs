@@ -776,19 +776,15 @@ async fn every_command_in_human_and_json_form() {
     follow.wait().unwrap();
 
     // Void, freeze, unfreeze, close.
-    tally(
-        e,
-        &[
-            "grant",
-            "void",
-            "acme",
-            "promo",
-            "--reason",
-            "campaign ended",
-        ],
-    )
-    .ok()
-    .has("5 of grant promo");
+    let void_promo = [
+        "grant",
+        "void",
+        "acme",
+        "promo",
+        "--reason",
+        "campaign ended",
+    ];
+    tally(e, &void_promo).ok().has("5 of grant promo");
     tally(
         e,
         &[
@@ -804,21 +800,12 @@ async fn every_command_in_human_and_json_form() {
         ],
     )
     .ok();
-    let json = tally(
-        e,
-        &["--json", "grant", "void", "globex", "p", "--reason", "test"],
-    )
-    .ok()
-    .json();
+    let void_p = ["--json", "grant", "void", "globex", "p", "--reason", "test"];
+    let json = tally(e, &void_p).ok().json();
     assert_eq!(s(&json, "voided"), "10");
     assert_eq!(json["already_ended"], Value::Bool(false));
     // Voiding again (a retry whose answer was lost) changes nothing and says so.
-    let json = tally(
-        e,
-        &["--json", "grant", "void", "globex", "p", "--reason", "test"],
-    )
-    .ok()
-    .json();
+    let json = tally(e, &void_p).ok().json();
     assert_eq!(
         (
             s(&json, "voided"),
@@ -827,19 +814,9 @@ async fn every_command_in_human_and_json_form() {
         ),
         ("0", &Value::Bool(true), "voided")
     );
-    tally(
-        e,
-        &[
-            "grant",
-            "void",
-            "acme",
-            "promo",
-            "--reason",
-            "campaign ended",
-        ],
-    )
-    .ok()
-    .has("grant promo on acme had already ended (voided); nothing changed");
+    tally(e, &void_promo)
+        .ok()
+        .has("grant promo on acme had already ended (voided); nothing changed");
     tally(e, &["account", "freeze", "acme"])
         .ok()
         .has("now frozen");
