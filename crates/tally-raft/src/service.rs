@@ -83,7 +83,13 @@ impl LeaderContact {
         }
     }
 
-    /// The highest commit index a leader named in an accepted AppendEntries (0 for none).
+    /// Notes a commit index learned from the leader some other way (a read barrier's answer).
+    pub fn learned_commit(&self, index: u64) {
+        self.commit.fetch_max(index, Ordering::Relaxed);
+    }
+
+    /// The highest commit index heard of from a leader: named in an accepted AppendEntries or
+    /// learned by [`Self::learned_commit`] (0 for none).
     pub fn leader_commit(&self) -> u64 {
         self.commit.load(Ordering::Relaxed)
     }

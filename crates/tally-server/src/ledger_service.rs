@@ -623,25 +623,20 @@ impl ingest::ledger_server::Ledger for LedgerService {
         }
         // The journal index is persisted in the same batch as `last_applied`, so it is at least
         // as fresh as the state the barrier waited for.
-        let entries = self
-            .ctx
-            .reader
-            .history(&account, request.before_seq, limit)
-            .map_err(|error| {
-                TallyError::internal(format!("reading history: {error}")).to_status()
-            })?;
+        let history = |before_seq: Option<u64>, limit: usize| {
+            self.ctx
+                .reader
+                .history(&account, before_seq, limit)
+                .map_err(|error| {
+                    TallyError::internal(format!("reading history: {error}")).to_status()
+                })
+        };
+        let entries = history(request.before_seq, limit)?;
         // A full page names where the next one starts only when there is one: the page can
         // end exactly at the account's first entry.
         let next_before_seq = match entries.last() {
             Some(last) if entries.len() == limit => {
-                let older = self
-                    .ctx
-                    .reader
-                    .history(&account, Some(last.seq), 1)
-                    .map_err(|error| {
-                        TallyError::internal(format!("reading history: {error}")).to_status()
-                    })?;
-                (!older.is_empty()).then_some(last.seq)
+                (!history(Some(last.seq), 1)?.is_empty()).then_some(last.seq)
             }
             _ => None,
         };

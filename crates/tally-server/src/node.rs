@@ -2,7 +2,6 @@
 //! handle, the proposer, metrics, and what the node knows about where the leader is.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,9 +36,8 @@ pub struct NodeContext {
     client_addrs: Mutex<BTreeMap<NodeId, String>>,
     /// One lazily connected channel per peer address, reused for forwarding.
     peer_channels: Mutex<BTreeMap<String, Channel>>,
-    /// The highest commit index this node has heard of from a leader (read barriers).
-    commit_index_hint: AtomicU64,
-    /// When this node last accepted a leader's message, and the commit index it named.
+    /// When this node last accepted a leader's message, and the highest commit index it
+    /// heard of from a leader (AppendEntries, read barriers).
     pub leader_contact: Arc<LeaderContact>,
     /// Turns true when the node starts shutting down (long-lived streams end on it).
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -77,7 +75,6 @@ impl NodeContext {
             metrics,
             client_addrs: Mutex::new(client_addrs),
             peer_channels: Mutex::new(BTreeMap::new()),
-            commit_index_hint: AtomicU64::new(0),
             leader_contact,
             shutdown,
             read_rounds: Mutex::new(ReadRounds::default()),
@@ -291,8 +288,7 @@ impl NodeContext {
                 "leader {leader} sent no read info"
             )));
         };
-        self.commit_index_hint
-            .fetch_max(read.applied_index, Ordering::Relaxed);
+        self.leader_contact.learned_commit(read.applied_index);
         Ok(read.applied_index)
     }
 
@@ -328,9 +324,7 @@ impl NodeContext {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
         let applied = metrics.last_applied.map(|log_id| log_id.index).unwrap_or(0);
-        let mut commit = applied
-            .max(self.commit_index_hint.load(Ordering::Relaxed))
-            .max(self.leader_contact.leader_commit());
+        let mut commit = applied.max(self.leader_contact.leader_commit());
         if let Some(replication) = &metrics.replication {
             let membership = metrics.membership_config.membership();
             // During a membership change an index is committed once a quorum of EACH of the
