@@ -283,6 +283,37 @@ async fn add_learner_promote_and_remove_under_light_load() {
         .expect_err("another address for a member");
     assert_eq!(moved.code(), tonic::Code::InvalidArgument, "{moved:?}");
     assert!(moved.message().contains("already a member"), "{moved:?}");
+    // Another id at a member's address (a typo) is refused, naming the field and the owner:
+    // one machine answering as two voters would cost the cluster its fault tolerance.
+    let before = cluster
+        .admin(leader)
+        .cluster_status(v1::ClusterStatusRequest {})
+        .await;
+    let taken = cluster
+        .admin(leader)
+        .add_learner(v1::AddLearnerRequest {
+            id: 5,
+            addr: peer_addr.clone(),
+            blocking: false,
+        })
+        .await
+        .expect_err("another node's address");
+    assert_eq!(taken.code(), tonic::Code::InvalidArgument, "{taken:?}");
+    let error = tally_proto::TallyError::from_status(&taken);
+    assert!(
+        error.details.get("field").map(String::as_str) == Some("addr")
+            && error.message.contains("node 4's address"),
+        "{error:?}"
+    );
+    let after = cluster
+        .admin(leader)
+        .cluster_status(v1::ClusterStatusRequest {})
+        .await;
+    assert_eq!(
+        before.expect("status").into_inner().members,
+        after.expect("status").into_inner().members,
+        "a refused add-learner changes nothing"
+    );
     let promoted = cluster
         .admin(leader)
         .promote(v1::PromoteRequest { id: 4 })

@@ -232,6 +232,7 @@ struct AppendStream {
 /// stream with it, so a reply left unread can never be taken for a later request's.
 async fn exchange_on_stream(
     client: &mut RaftClient<Channel>,
+    target: NodeId,
     stream: &mut Option<AppendStream>,
     data: &mut Option<Vec<u8>>,
 ) -> Result<v1::RaftReply, tonic::Status> {
@@ -239,10 +240,10 @@ async fn exchange_on_stream(
         Some(open) => open,
         None => {
             let (requests, receiver) = tokio::sync::mpsc::channel(1);
-            let replies = client
-                .append_entries_stream(tokio_stream::wrappers::ReceiverStream::new(receiver))
-                .await?
-                .into_inner();
+            let mut request =
+                tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
+            name_target(&mut request, target);
+            let replies = client.append_entries_stream(request).await?.into_inner();
             AppendStream { requests, replies }
         }
     };
@@ -258,6 +259,14 @@ async fn exchange_on_stream(
         .ok_or_else(|| tonic::Status::unavailable("the peer closed the append stream"))?;
     *stream = Some(open);
     Ok(reply)
+}
+
+/// Names the node `request` is meant for (see [`crate::TARGET_NODE_METADATA_KEY`]).
+fn name_target<T>(request: &mut tonic::Request<T>, target: NodeId) {
+    request.metadata_mut().insert(
+        crate::TARGET_NODE_METADATA_KEY,
+        tonic::metadata::MetadataValue::from(target),
+    );
 }
 
 impl PeerNetwork {
@@ -319,9 +328,11 @@ impl PeerNetwork {
         let mut data = Some(data);
         if action == RPCTypes::AppendEntries && self.streaming {
             let stream = &mut self.append_stream;
-            let result =
-                tokio::time::timeout_at(deadline, exchange_on_stream(client, stream, &mut data))
-                    .await;
+            let result = tokio::time::timeout_at(
+                deadline,
+                exchange_on_stream(client, target, stream, &mut data),
+            )
+            .await;
             if !matches!(result, Ok(Ok(_))) {
                 // The reply to this request may still come: never read it as another's.
                 *stream = None;
@@ -344,6 +355,7 @@ impl PeerNetwork {
         });
         // The peer stops working on it once the caller has given up.
         request.set_timeout(ttl);
+        name_target(&mut request, target);
         let call = async {
             match action {
                 RPCTypes::AppendEntries => client.append_entries(request).await,

@@ -99,14 +99,40 @@ impl LeaderContact {
 #[derive(Clone)]
 pub struct RaftService {
     raft: openraft::Raft<TypeConfig>,
+    node_id: NodeId,
     contact: Arc<LeaderContact>,
 }
 
 impl RaftService {
     pub fn new(raft: openraft::Raft<TypeConfig>) -> Self {
+        let node_id = raft.metrics().borrow().id;
         RaftService {
             raft,
+            node_id,
             contact: Arc::default(),
+        }
+    }
+
+    /// Refuses a request meant for another node (see [`crate::TARGET_NODE_METADATA_KEY`]).
+    fn check_target<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let Some(value) = request.metadata().get(crate::TARGET_NODE_METADATA_KEY) else {
+            return Ok(());
+        };
+        let target = value
+            .to_str()
+            .ok()
+            .and_then(|text| text.parse::<NodeId>().ok());
+        match target {
+            Some(target) if target == self.node_id => Ok(()),
+            Some(target) => Err(Status::failed_precondition(format!(
+                "this is node {}, not node {target}: the cluster's membership gives node {target} \
+                 an address that node {} serves; remove node {target} and add it again at its own address",
+                self.node_id, self.node_id
+            ))),
+            None => Err(Status::invalid_argument(format!(
+                "{} is not a node id: {value:?}",
+                crate::TARGET_NODE_METADATA_KEY
+            ))),
         }
     }
 
@@ -179,6 +205,7 @@ impl v1::raft_server::Raft for RaftService {
         &self,
         request: Request<v1::RaftRequest>,
     ) -> Result<Response<v1::RaftReply>, Status> {
+        self.check_target(&request)?;
         append_entries_reply(&self.raft, &self.contact, &request.get_ref().data)
             .await
             .map(|(reply, _)| Response::new(reply))
@@ -195,6 +222,7 @@ impl v1::raft_server::Raft for RaftService {
         &self,
         request: Request<Streaming<v1::RaftRequest>>,
     ) -> Result<Response<AppendEntriesReplies>, Status> {
+        self.check_target(&request)?;
         let state = Some((
             self.raft.clone(),
             self.contact.clone(),
@@ -220,6 +248,7 @@ impl v1::raft_server::Raft for RaftService {
         &self,
         request: Request<v1::RaftRequest>,
     ) -> Result<Response<v1::RaftReply>, Status> {
+        self.check_target(&request)?;
         let rpc: VoteRequest<NodeId> = codec::decode("vote request", &request.get_ref().data)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         reply("vote response", self.raft.vote(rpc).await)
@@ -229,6 +258,7 @@ impl v1::raft_server::Raft for RaftService {
         &self,
         request: Request<v1::RaftRequest>,
     ) -> Result<Response<v1::RaftReply>, Status> {
+        self.check_target(&request)?;
         let rpc: InstallSnapshotRequest<TypeConfig> =
             codec::decode("install snapshot request", &request.get_ref().data)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;

@@ -186,7 +186,7 @@ async fn the_peers_raft_errors_come_back_as_remote_errors() {
             .add_service(small_service)
             .serve_with_incoming(TcpListenerStream::new(small_listener)),
     );
-    let mut small_peer = factory.new_client(4, &BasicNode { addr: small_addr }).await;
+    let mut small_peer = factory.new_client(2, &BasicNode { addr: small_addr }).await;
     let error = small_peer
         .append_entries(append_request(8), option())
         .await
@@ -209,5 +209,58 @@ async fn the_peers_raft_errors_come_back_as_remote_errors() {
         "{:?}",
         remote.source
     );
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_node_refuses_requests_meant_for_another_node() {
+    // Node 2 serves an address the membership gives to node 3 (a typo in add-learner): node 2
+    // must not answer, and later vote, as node 3 too.
+    let (raft, _dir) = common::lone_raft(2).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let service = RaftService::new(raft.clone()).into_server(MESSAGE_BYTES_MAX);
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let mut factory = TallyNetwork::new(1, NetworkConfig::default());
+    let mut wrong = factory
+        .new_client(3, &BasicNode { addr: addr.clone() })
+        .await;
+    let refused = |error: String| {
+        assert!(
+            error.contains("this is node 2, not node 3"),
+            "the refusal names both nodes: {error}"
+        );
+    };
+    let error = wrong.vote(vote_request(), option()).await.unwrap_err();
+    assert!(matches!(error, RPCError::Network(_)), "{error:?}");
+    refused(error.to_string());
+    // Appends go over the stream; the unary fallback is not taken for a refusal.
+    let error = wrong
+        .append_entries(append_request(1), option())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RPCError::Network(_)), "{error:?}");
+    refused(error.to_string());
+    let error = wrong
+        .append_entries(append_request(1), option())
+        .await
+        .unwrap_err();
+    refused(error.to_string());
+    assert_eq!(
+        raft.metrics().borrow().last_log_index,
+        None,
+        "node 2 appended nothing meant for node 3"
+    );
+
+    // Meant for node 2: served.
+    let mut right = factory.new_client(2, &BasicNode { addr }).await;
+    let response = right.vote(vote_request(), option()).await.unwrap();
+    assert!(response.vote_granted, "{response:?}");
+
+    raft.shutdown().await.unwrap();
     server.abort();
 }

@@ -307,6 +307,23 @@ impl v1::admin_server::Admin for AdminService {
                             ),
                         )));
                     }
+                    // Another member's address: that node would answer as both (its Raft
+                    // refuses requests meant for another id, so the learner would never
+                    // catch up); refuse it here, naming the owner.
+                    if let Some((owner, _)) = metrics
+                        .membership_config
+                        .membership()
+                        .nodes()
+                        .find(|(_, node)| node.addr == message.addr)
+                    {
+                        return Err(TallyError::from(tally_core::InvalidInput::new(
+                            "addr",
+                            format!(
+                                "{} is node {owner}'s address; give node {} the address of its own peer listener",
+                                message.addr, message.id
+                            ),
+                        )));
+                    }
                     let nodes = BTreeMap::from([(
                         message.id,
                         BasicNode {
