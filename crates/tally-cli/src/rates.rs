@@ -22,7 +22,11 @@ pub struct RatesFile {
 #[serde(deny_unknown_fields)]
 pub struct RateJson {
     pub meter: String,
-    #[serde(rename = "match", default)]
+    #[serde(
+        rename = "match",
+        default,
+        deserialize_with = "crate::values::unique_keys"
+    )]
     pub match_dimensions: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_unit: Option<PerUnitJson>,
@@ -266,6 +270,14 @@ mod tests {
 
     #[test]
     fn mistakes_are_explained() {
+        let error = parse_rates(
+            r#"{"rates": [{"meter": "t", "match": {"model": "large", "model": "small"}, "flat": {"amount": "1"}}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            error.contains(r#"key "model" appears more than once"#),
+            "a repeated match key is refused, not resolved to the last: {error}"
+        );
         let error =
             parse_rates(r#"{"rates": [{"meter": "t", "per_unit": {"unit_price": 0.002}}]}"#)
                 .unwrap_err();

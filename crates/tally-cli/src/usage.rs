@@ -105,7 +105,7 @@ struct ImportLine {
     account: String,
     meter: String,
     quantity: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::values::unique_keys")]
     dimensions: BTreeMap<String, String>,
     occurred_at: Option<String>,
     occurred_at_ms: Option<u64>,
@@ -465,6 +465,20 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.contains("occurred_at"), "{error}");
+        // A repeated dimension key is refused (serde_json would keep the last one).
+        for dims in [
+            r#"{"model": "large", "model": "small"}"#,
+            r#"{"model": "small", "model": "large"}"#,
+        ] {
+            let line = format!(
+                r#"{{"account": "a", "meter": "t", "quantity": "1", "dimensions": {dims}}}"#
+            );
+            let error = parse_line(1, &line, 1).unwrap_err();
+            assert!(
+                error.contains(r#"key "model" appears more than once"#),
+                "{error}"
+            );
+        }
         assert!(parse_line(
             1,
             r#"{"account": "a", "meter": "t", "quantity": "1", "x": 1}"#,

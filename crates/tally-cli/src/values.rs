@@ -127,6 +127,44 @@ pub fn parse_endpoint(text: &str) -> Result<String, String> {
     tally_client::normalize_endpoint(text)
 }
 
+/// A JSON object of strings whose keys must be unique (`serde(deserialize_with)`): serde_json
+/// alone keeps the last of two equal keys, so `{"model": "large", "model": "small"}` would
+/// price an event or match a rate by whichever came last, silently.
+pub fn unique_keys<'de, D>(
+    deserializer: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct UniqueKeys;
+
+    impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+        type Value = std::collections::BTreeMap<String, String>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("an object of string values")
+        }
+
+        fn visit_map<A>(self, mut map: A) -> Result<Self::Value, A::Error>
+        where
+            A: serde::de::MapAccess<'de>,
+        {
+            let mut pairs = std::collections::BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, String>()? {
+                if pairs.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!(
+                        "key {key:?} appears more than once; keys must be unique"
+                    )));
+                }
+                pairs.insert(key, value);
+            }
+            Ok(pairs)
+        }
+    }
+
+    deserializer.deserialize_map(UniqueKeys)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1112,6 +1112,13 @@ impl Account {
         if after < before {
             self.trim_holds();
         }
+        // A closed account's balance still moves (a grant voided as a refund, one scheduled
+        // before the close starting, an allowance expiring) but it is no customer to warn or
+        // recharge any more: a `recharge_requested` would have a billing system charge a
+        // departed customer's card.
+        if self.status == AccountStatus::Closed {
+            return;
+        }
         if self.settings.is_none() && after.is_positive() && !self.depleted {
             return;
         }

@@ -570,15 +570,9 @@ impl LedgerState {
                 account: id.clone(),
                 grant: grant_id.clone(),
             })?;
-        // A void retried after the account was closed (its first answer lost) is recognised
-        // before the status is checked, as a retried grant or authorize is.
-        if let (AccountStatus::Closed, Some(end)) = (account.status, account.grants[index].ended) {
-            return Ok(Applied::GrantEnded {
-                ended_as: end.into(),
-                balance_after: account.balance(),
-            });
-        }
-        check_not_closed(id, account)?;
+        // A closed account's grants may still be voided: that is how what a departed
+        // customer paid for and did not use is refunded or written off (closing takes no
+        // value away by itself), scheduled grants included, which would otherwise start later.
         self.touch(id, result);
         let now = self.now_ms;
         let params = self.params();

@@ -96,6 +96,15 @@ fn exact_sum(a: Decimal, b: Decimal, subtract: bool) -> Option<Decimal> {
 /// bits), read with integer arithmetic: the same `Amount` as `Decimal::from_str` then
 /// `normalize` (a test compares). Anything else (`None`) goes to `rust_decimal`'s parser, which
 /// also gives the errors. Every quantity of every usage event comes through here.
+/// An optional sign, ASCII digits, at most one point, and at least one digit.
+fn well_formed(text: &str) -> bool {
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    !(whole.is_empty() && fraction.is_empty())
+        && whole.bytes().all(|byte| byte.is_ascii_digit())
+        && fraction.bytes().all(|byte| byte.is_ascii_digit())
+}
+
 fn parse_plain(text: &str) -> Option<Amount> {
     let (negative, digits) = match text.as_bytes() {
         [b'-', rest @ ..] => (true, rest),
@@ -255,7 +264,10 @@ impl Amount {
 
     /// Parses a decimal string such as `"12.50"`; rejects anything else with the field named.
     pub fn parse(field: &str, text: &str) -> Result<Self, InvalidInput> {
-        let trimmed = text.trim();
+        // ASCII spaces around the number are no part of it; anything else that is not an
+        // ASCII digit, one point or a leading sign is refused (`Decimal::from_str` alone would
+        // take "1_0" as 10, a typo for "1.0" charged tenfold).
+        let trimmed = text.trim_matches(|c: char| c.is_ascii_whitespace());
         if trimmed.is_empty() {
             return Err(InvalidInput::new(
                 field,
@@ -271,19 +283,21 @@ impl Amount {
                 format!("must be a plain decimal number without exponent, got {text:?}"),
             ));
         }
+        if !well_formed(trimmed) {
+            return Err(InvalidInput::new(
+                field,
+                format!(
+                    "must be a decimal number (ASCII digits, at most one point, an optional leading sign), got {text:?}"
+                ),
+            ));
+        }
         let decimal = Decimal::from_str(trimmed).map_err(|_| {
-            let numeric = trimmed
-                .trim_start_matches(['-', '+'])
-                .chars()
-                .all(|c| c.is_ascii_digit() || c == '.');
-            let reason = if numeric {
+            InvalidInput::new(
+                field,
                 format!(
                     "has more digits than an amount holds (28 significant digits), got {text:?}"
-                )
-            } else {
-                format!("must be a decimal number, got {text:?}")
-            };
-            InvalidInput::new(field, reason)
+                ),
+            )
         })?;
         // `Decimal` rounds what does not fit its 28 digits instead of failing: an amount is
         // taken only as written, never rounded.
@@ -797,6 +811,64 @@ mod tests {
         assert_eq!(Amount::from_i64(3).to_scaled_string(2), "3.00");
     }
 
+    /// An amount is taken as written or refused: nothing `Decimal::from_str` would read some
+    /// other way ("1_0" as 10) gets through, and the reason fits what is wrong.
+    #[test]
+    fn only_plain_decimals_parse() {
+        for (text, value) in [
+            ("10", "10"),
+            (" 1.50 ", "1.50"),
+            ("\t-2.5\n", "-2.5"),
+            ("+5", "5"),
+            (".5", "0.5"),
+            ("5.", "5"),
+            ("00012.3400", "12.3400"),
+            ("12345678901234567890.5", "12345678901234567890.5"),
+        ] {
+            let parsed = Amount::parse("q", text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert_eq!(parsed, Amount::parse("q", value).unwrap(), "{text:?}");
+        }
+        for text in [
+            "1_0",
+            "5_",
+            "1__0",
+            "1_.5",
+            "_1",
+            "1\u{a0}",
+            "\u{2003}1",
+            "\u{a0}1",
+            "1 0",
+            "0x10",
+            "١٢",
+            "５",
+            "1,000",
+            "NaN",
+            "Infinity",
+            "inf",
+        ] {
+            let error = Amount::parse("q", text).expect_err(text);
+            assert!(
+                error.reason.starts_with("must be a decimal number"),
+                "{text:?}: {error}"
+            );
+        }
+        for text in [
+            "-", "+", ".", "--5", "+-5", "5..0", "0.5.5", "1._5", "5.5_", "-.",
+        ] {
+            let error = Amount::parse("q", text).expect_err(text);
+            assert!(
+                error.reason.starts_with("must be a decimal number"),
+                "{text:?} is malformed, not too long: {error}"
+            );
+        }
+        let error = Amount::parse("q", "1234567890123456789012345678901").unwrap_err();
+        assert!(error.reason.contains("more digits"), "{error}");
+        assert!(Amount::parse("q", "1.5e3")
+            .unwrap_err()
+            .reason
+            .contains("exponent"));
+    }
+
     /// The shortcuts give exactly what `rust_decimal` gives: order, and for sums and
     /// differences the same value, scale and sign (the same bytes).
     #[test]
@@ -1138,7 +1210,9 @@ mod tests {
                 .trim()
                 .split_once('.')
                 .map_or(0, |(_, fraction)| fraction.len() as u32);
-            let theirs = if text.trim().is_empty() || text.contains(['e', 'E']) {
+            // What it reads but is not a plain decimal ("1_000") is refused too.
+            let plain = well_formed(text.trim_matches(|c: char| c.is_ascii_whitespace()));
+            let theirs = if !plain || text.contains(['e', 'E']) {
                 None
             } else {
                 Decimal::from_str(text.trim())

@@ -425,7 +425,33 @@ impl LedgerState {
     /// whose outcome it lost); `BatchAborted` naming the failed one for the rest.
     fn aborted(&self, events: &[UsageEvent], mut outcomes: Vec<Outcome>) -> Outcome {
         let index = outcomes.len() - 1;
-        let failed = outcomes.pop().expect("at least the failed one");
+        let failed = match outcomes.pop().expect("at least the failed one") {
+            // A conflict with an event earlier in this batch, which is undone with the rest:
+            // nothing with that id settled, so "conflict" (settled before with other content)
+            // would tell the caller it was charged.
+            Outcome::Conflict { .. }
+                if self.find(&events[index]).is_none_or(|found| {
+                    self.remembered(&events[index], found, fingerprint(&events[index]))
+                        .is_none()
+                }) =>
+            {
+                let event = &events[index];
+                let earlier = events[..index]
+                    .iter()
+                    .position(|other| {
+                        other.account == event.account && other.event_id == event.event_id
+                    })
+                    .map_or_else(String::new, |earlier| format!(" (events[{earlier}])"));
+                Outcome::Rejected(Rejection::from(InvalidInput::new(
+                    format!("events[{index}].event_id"),
+                    format!(
+                        "{} appears earlier in this atomic batch{earlier} with other content; nothing was settled",
+                        event.event_id
+                    ),
+                )))
+            }
+            failed => failed,
+        };
         let failed_index = index as u32;
         let mut answers: Vec<Outcome> = events
             .iter()

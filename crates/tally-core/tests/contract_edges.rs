@@ -309,8 +309,8 @@ fn voiding_an_ended_grant_changes_nothing_and_says_how_it_ended() {
         before,
         "voiding an expired grant changed the state"
     );
-    // Retried after the account was closed: still the answer to the void, not account_closed;
-    // a grant still live on the closed account cannot be voided.
+    // Retried after the account was closed: still the answer to the void, not account_closed,
+    // and nothing changes.
     l.ok("grant a live purchased 3 paid=1");
     l.ok("close a");
     let before = l.hash();
@@ -324,11 +324,55 @@ fn voiding_an_ended_grant_changes_nothing_and_says_how_it_ended() {
         ),
         "retried void on a closed account"
     );
-    assert_eq!(code(&l.run("void a live late")), "account_closed");
     assert_eq!(
         l.hash(),
         before,
-        "a void on a closed account changed the state"
+        "a retried void on a closed account changed the state"
+    );
+}
+
+/// Closing takes no value away by itself; what is left on a closed account (live or scheduled
+/// grants) can still be voided, which is how a departed customer's unused purchase is
+/// refunded or written off. A closed account emits no balance events: no warnings, and no
+/// `recharge_requested` that would have a billing system charge a departed customer.
+#[test]
+fn a_closed_accounts_grants_can_be_voided_and_it_emits_no_balance_events() {
+    let mut l = L::new();
+    l.ok("account a USD book=u thresholds=5 recharge=5:20");
+    l.ok("grant a paid purchased 10 paid=10");
+    l.ok("grant a later purchased 7 paid=7 starts=+1h");
+    l.ok("close a");
+    assert_eq!(
+        code(&l.run("grant a more purchased 1 paid=1")),
+        "account_closed"
+    );
+    assert_eq!(code(&l.run("usage a e1 calls 1")), "account_closed");
+    let o = l.ok("void a paid refund");
+    assert_eq!(
+        o,
+        Outcome::Applied(Applied::GrantVoided {
+            voided: amount("10"),
+            balance_after: amount("0"),
+        })
+    );
+    assert!(
+        l.journal
+            .iter()
+            .any(|entry| matches!(&entry.kind, JournalKind::GrantVoided { reason, .. } if reason == "refund")),
+        "the refund is in the journal with its reason"
+    );
+    l.ok("void a later refund");
+    l.at("+2h");
+    l.ok("tick");
+    assert_eq!(
+        l.acct("a").balance,
+        amount("0"),
+        "a voided scheduled grant never starts"
+    );
+    assert_eq!(
+        l.drain(),
+        Vec::<String>::new(),
+        "no low, depleted or recharge events on a closed account"
     );
 }
 
@@ -860,6 +904,24 @@ fn an_atomic_batch_that_fails_changes_nothing() {
     let n = l.now;
     let conflicting = vec![ev("a", "c1", "t", "3", n), ev("a", "c1", "t", "4", n)];
     let o = l.apply(batch(conflicting, true));
+    // Nothing with id c1 settled (its first copy is undone with the batch), so the second is
+    // no `conflict` ("settled before with other content"): refused, naming the earlier one.
+    assert_eq!(batch_codes(&o[0]), ["batch_aborted", "invalid_argument"]);
+    let Outcome::Batch(items) = &o[0] else {
+        unreachable!()
+    };
+    assert_eq!(invalid_field(&items[1]), "events[1].event_id");
+    assert!(
+        format!("{:?}", items[1]).contains("earlier in this atomic batch (events[0])"),
+        "{:?}",
+        items[1]
+    );
+    assert_eq!(before, l.hash());
+    // A conflict with an event settled before the batch stays `conflict`.
+    let o = l.apply(batch(
+        vec![ev("a", "c2", "t", "1", n), ev("a", "pre", "t", "2", n)],
+        true,
+    ));
     assert_eq!(batch_codes(&o[0]), ["batch_aborted", "conflict"]);
     assert_eq!(before, l.hash());
     // An event that settled before the batch is no part of what the abort undid: it is
