@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use futures::Stream;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest, VoteResponse,
 };
 use openraft::Vote;
 use serde::Serialize;
@@ -111,6 +111,37 @@ impl RaftService {
             node_id,
             contact: Arc::default(),
         }
+    }
+
+    /// A refusal of `rpc` when this node's store is empty (no log, no snapshot) and the
+    /// candidate's log is past the cluster's first entry.
+    ///
+    /// A voter restarted on an empty data directory (a replaced disk, a mount that failed, a
+    /// directory moved away without removing the node first) has forgotten the entries it
+    /// acknowledged and the vote it cast. Granting a vote then (any log is at least as long as
+    /// none) lets a node that missed the newest committed entries win an election with it and
+    /// drop them: acknowledged writes lost. So an empty store votes only for a candidate whose
+    /// log holds nothing but the cluster's first entry (a new cluster forming); otherwise it
+    /// waits to be caught up by a leader the others elected, and votes from then on.
+    fn amnesiac_refusal(&self, rpc: &VoteRequest<NodeId>) -> Option<VoteResponse<NodeId>> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let empty = metrics.last_log_index.is_none() && metrics.snapshot.is_none();
+        let candidate_index = rpc.last_log_id.map_or(0, |log_id| log_id.index);
+        if !empty || candidate_index == 0 {
+            return None;
+        }
+        tracing::warn!(
+            candidate = rpc.vote.leader_id().voted_for(),
+            candidate_last_log_index = candidate_index,
+            "refusing to vote: this node's store is empty but the cluster has a log; it waits to \
+             be caught up by an elected leader. If this node lost its data directory, remove it \
+             from the cluster and add it again (README, Recovery)"
+        );
+        Some(VoteResponse {
+            vote: metrics.vote,
+            vote_granted: false,
+            last_log_id: None,
+        })
     }
 
     /// Refuses a request meant for another node (see [`crate::TARGET_NODE_METADATA_KEY`]).
@@ -251,6 +282,9 @@ impl v1::raft_server::Raft for RaftService {
         self.check_target(&request)?;
         let rpc: VoteRequest<NodeId> = codec::decode("vote request", &request.get_ref().data)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(refusal) = self.amnesiac_refusal(&rpc) {
+            return reply::<_, openraft::error::RaftError<NodeId>>("vote response", Ok(refusal));
+        }
         reply("vote response", self.raft.vote(rpc).await)
     }
 

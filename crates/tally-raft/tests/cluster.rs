@@ -303,3 +303,115 @@ async fn backlog_then_late_learner(limit: usize, entries: u64) -> (Vec<Node>, No
     nodes.push(learner);
     (nodes, leader, last)
 }
+
+/// A voter restarted on an empty data directory (a replaced disk, a mount that failed) while
+/// still a member must not hand a node that missed the newest committed entries an election:
+/// it refuses to vote until an elected leader has caught it up, so the cluster waits for the
+/// node that holds them, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_restarted_on_an_empty_store_does_not_elect_a_stale_node() {
+    let settings = test_settings();
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(Node::start(id, &settings).await);
+    }
+    let members: BTreeMap<NodeId, BasicNode> = nodes.iter().map(Node::member).collect();
+    nodes[0].raft.initialize(members).await.unwrap();
+    let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>(), None).await;
+    let mut last = by_id(&nodes, leader)
+        .raft
+        .client_write(init_entry())
+        .await
+        .unwrap()
+        .log_id
+        .index;
+    for node in &nodes {
+        node.wait_applied(last).await;
+    }
+
+    // One follower stops and misses what follows: committed by the leader and the other one.
+    let stale_id = nodes.iter().find(|node| node.id != leader).unwrap().id;
+    let mut stale = nodes.remove(nodes.iter().position(|n| n.id == stale_id).unwrap());
+    stale.stop().await;
+    for n in 0..10 {
+        last = by_id(&nodes, leader)
+            .raft
+            .client_write(asset_entry(n))
+            .await
+            .unwrap()
+            .log_id
+            .index;
+    }
+    for node in &nodes {
+        node.wait_applied(last).await;
+    }
+
+    // Both holders stop; the other follower comes back on an EMPTY directory at its address,
+    // the stale one on its data. Together they are a majority of the membership.
+    let mut leader_node = nodes.remove(nodes.iter().position(|n| n.id == leader).unwrap());
+    let mut wiped = nodes.pop().unwrap();
+    leader_node.stop().await;
+    wiped.stop().await;
+    let (wiped_id, wiped_addr) = (wiped.id, wiped.addr.clone());
+    drop(wiped);
+    let wiped = Node::start_in(
+        wiped_id,
+        &settings,
+        tally_raft::MESSAGE_BYTES_MAX,
+        tempfile::tempdir().unwrap(),
+        &wiped_addr,
+    )
+    .await;
+    let stale = stale.restart(&settings).await;
+    // Several election timeouts: the stale node campaigns, the empty one refuses its vote.
+    tokio::time::sleep(std::time::Duration::from_millis(
+        4 * settings.election_timeout_ms_max,
+    ))
+    .await;
+    for node in [&stale, &wiped] {
+        assert_ne!(
+            node.raft.metrics().borrow().state,
+            ServerState::Leader,
+            "node {} was elected without the committed entries",
+            node.id
+        );
+    }
+
+    // The holder returns: it is elected, and every entry it acknowledged is on all three.
+    let leader_node = leader_node.restart(&settings).await;
+    let nodes = vec![leader_node, stale, wiped];
+    // Right after the restarts leadership may still move once: write through whoever leads.
+    let mut attempts = 0;
+    let after = loop {
+        let elected = wait_for_leader(&nodes.iter().collect::<Vec<_>>(), None).await;
+        match by_id(&nodes, elected)
+            .raft
+            .client_write(asset_entry(100))
+            .await
+        {
+            Ok(written) => break written.log_id.index,
+            Err(error) if attempts < 20 => {
+                attempts += 1;
+                eprintln!("write through node {elected}: {error}; again");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(error) => panic!("no write after the holder returned: {error}"),
+        }
+    };
+    assert!(after > last);
+    for node in &nodes {
+        node.wait_applied(after).await;
+        for n in 0..10 {
+            let code = tally_core::AssetCode::new(format!("A{n}")).unwrap();
+            assert!(
+                node.reader.with_state(|state| state.asset(&code).is_some()),
+                "node {} lost the acknowledged entry creating {code}",
+                node.id
+            );
+        }
+    }
+    let mut nodes = nodes;
+    for node in &mut nodes {
+        node.stop().await;
+    }
+}

@@ -150,6 +150,12 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     };
     let metrics_listener = bind("metrics_addr", &config.metrics_addr).await?;
 
+    tally_store::claim_node_id(&config.data_dir, node_id).with_context(|| {
+        format!(
+            "cannot use the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     let (log_store, state_machine) = tally_store::open(&config.data_dir)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     let reader = state_machine.reader();
@@ -345,7 +351,10 @@ async fn raft_stopped(raft: crate::node::Raft) -> String {
             return fatal.to_string();
         }
         if metrics.changed().await.is_err() {
-            return "raft's metrics channel closed".to_string();
+            // Raft's core task ended without saying why: it panicked (the panic is in the log
+            // above) or was torn down.
+            return "raft's core task ended unexpectedly (a panic, printed above this line)"
+                .to_string();
         }
     }
 }
@@ -367,11 +376,19 @@ async fn bootstrap(ctx: &NodeContext) -> anyhow::Result<()> {
         return Ok(());
     }
     if config.bootstrap_node_id() != Some(config.node_id) {
-        tracing::info!(
-            node_id = config.node_id,
-            "empty store; waiting to be contacted by the cluster (node {:?} creates it, or an operator adds this node)",
-            config.bootstrap_node_id()
-        );
+        match config.bootstrap_node_id() {
+            Some(creator) => tracing::info!(
+                node_id = config.node_id,
+                "empty store; waiting to be contacted by the cluster (node {creator} creates it)"
+            ),
+            None => tracing::info!(
+                node_id = config.node_id,
+                "empty store; waiting for an operator to add this node (tally cluster add-learner)"
+            ),
+        }
+        // A voter whose data directory was lost and that was restarted without being removed
+        // first votes only once a leader has caught it up (tally-raft's RaftService), so it
+        // cannot elect a node that missed acknowledged entries.
         return Ok(());
     }
     let members: BTreeMap<u64, BasicNode> = config

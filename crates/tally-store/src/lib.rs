@@ -103,6 +103,50 @@ pub const SLED_CACHE_BYTES_MAX: u64 = 32 * 1024 * 1024;
 /// Another live process holding the directory still fails after this wait.
 pub const SLED_LOCK_WAIT_MS_MAX: u64 = 2_000;
 
+/// The file in a data directory naming the node whose store it is.
+pub const NODE_ID_FILE: &str = "node-id";
+
+/// Binds `dir` to node `node_id`: the first start writes the id to `dir/node-id` (durably), and
+/// every later start must name the same id. A directory written by an older build without the
+/// file is adopted by the id it is started with.
+///
+/// A data directory started under another node's id (a copied config with `node_id` left
+/// unchanged) would otherwise run as a second member with that id: two nodes answering as one,
+/// its log counted twice, acknowledged writes committed on one machine and lost.
+pub fn claim_node_id(dir: &Path, node_id: u64) -> Result<(), StoreError> {
+    durable::create_dir_durable(dir)?;
+    let path = dir.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let stored: u64 = text.trim().parse().map_err(|_| StoreError::Corrupt {
+                what: "node id file",
+                reason: format!("{} holds {text:?}, not a node id", path.display()),
+            })?;
+            if stored != node_id {
+                return Err(StoreError::InvalidArgument {
+                    field: "node_id",
+                    reason: format!(
+                        "the data directory {} belongs to node {stored}, not node {node_id}: start it with node {stored}'s config, or give node {node_id} a data directory of its own",
+                        dir.display()
+                    ),
+                });
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let temporary = dir.join(format!("{NODE_ID_FILE}.tmp"));
+            let mut file = std::fs::File::create(&temporary)
+                .map_err(|e| StoreError::io("create", &temporary, e))?;
+            std::io::Write::write_all(&mut file, format!("{node_id}\n").as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| StoreError::io("write", &temporary, e))?;
+            std::fs::rename(&temporary, &path).map_err(|e| StoreError::io("rename", &path, e))?;
+            durable::sync_dir(dir)
+        }
+        Err(error) => Err(StoreError::io("read", &path, error)),
+    }
+}
+
 /// Opens or creates the store in `dir`.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     open_with(dir, LogOptions::default())

@@ -471,3 +471,32 @@ async fn bytes_cut_off_the_last_segment_are_kept() {
         "records 10..=30 kept as they were on disk"
     );
 }
+
+/// A data directory belongs to the node that first started on it: the same id again is
+/// served, another id is refused naming `node_id` and both ids, and a directory from a build
+/// before the node-id file is adopted by the id it is started with.
+#[test]
+fn a_data_directory_belongs_to_one_node_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node-1");
+    tally_store::claim_node_id(&data, 1).unwrap();
+    tally_store::claim_node_id(&data, 1).unwrap();
+    let error = tally_store::claim_node_id(&data, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("node_id") && error.contains("belongs to node 1, not node 2"),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join(tally_store::NODE_ID_FILE)).unwrap(),
+        "1\n",
+        "a refused claim rewrites nothing"
+    );
+    // Written by an older build: a store, no node-id file.
+    let older = dir.path().join("older");
+    drop(tally_store::open(&older).unwrap());
+    assert!(!older.join(tally_store::NODE_ID_FILE).exists());
+    tally_store::claim_node_id(&older, 3).unwrap();
+    assert!(tally_store::claim_node_id(&older, 1).is_err());
+}
