@@ -501,6 +501,7 @@ impl Cluster {
         self.admin(id)
             .state_hash(v1::StateHashRequest {
                 consistency: consistency as i32,
+                at_index: None,
             })
             .await
             .map(Response::into_inner)

@@ -250,7 +250,7 @@ impl Summary {
         if self.duplicates + self.conflicts > 0 {
             let _ = writeln!(
                 text,
-                "  duplicates   {}, conflicts {} (event ids are unique: this is a bug)",
+                "  duplicates   {} (resends whose first answer was lost, e.g. across a leader change), conflicts {} (event ids are unique: a conflict is a bug)",
                 self.duplicates, self.conflicts
             );
         }

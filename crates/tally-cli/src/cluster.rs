@@ -7,9 +7,86 @@ use crate::args::ClusterCommand;
 use crate::ledger::{role, CommandResult};
 use crate::output::{time_text, Failure, Output, Table, EXIT_REFUSED, EXIT_UNAVAILABLE};
 
-/// Rounds of `cluster hash` spent waiting for every node to stand at the same applied index
-/// (ticks move it about once a second).
-const HASH_ROUNDS_MAX: u32 = 40;
+/// Rounds of `cluster hash` asking every node for the hash at one index ahead of all of them
+/// (each round that finds a node already past it looks further ahead).
+const HASH_ROUNDS_MAX: u32 = 5;
+
+/// How far ahead of the furthest node the first round's index is: ticks apply an entry about
+/// once a second, so an idle cluster reaches it within seconds, a busy one at once.
+const HASH_LEAD_MIN: u64 = 2;
+
+type Answers = Vec<(String, v1::StateHashReply)>;
+type Failures = Vec<(String, ClientError)>;
+
+/// Every endpoint's state hash, at one applied index when they can be compared: first what
+/// each has applied now (an idle cluster lines up at once); if they stand at different
+/// indexes (entries keep coming), each is asked for the hash at exactly one index ahead of
+/// them all, which each answers as it applies it, so the hashes are of the same state however
+/// busy the cluster is.
+async fn hashes_at_one_index(client: &Client) -> (Answers, Failures) {
+    let (mut answers, mut errors) = gather(client, client.endpoints().to_vec(), None).await;
+    let mut lead = HASH_LEAD_MIN;
+    for _ in 0..HASH_ROUNDS_MAX {
+        let aligned = answers
+            .windows(2)
+            .all(|pair| pair[0].1.applied_index == pair[1].1.applied_index);
+        if aligned || answers.len() < 2 {
+            break;
+        }
+        let furthest = answers
+            .iter()
+            .map(|(_, r)| r.applied_index)
+            .max()
+            .unwrap_or(0);
+        let target = furthest + lead;
+        let endpoints = answers
+            .iter()
+            .map(|(endpoint, _)| endpoint.clone())
+            .collect();
+        let (at_target, failed) = gather(client, endpoints, Some(target)).await;
+        let passed = failed
+            .iter()
+            .any(|(_, error)| error.details().get("field").map(String::as_str) == Some("at_index"));
+        if passed {
+            // A node was already past the target: look further ahead and ask again.
+            lead = lead.saturating_mul(8);
+            continue;
+        }
+        answers = at_target;
+        errors.extend(failed);
+        break;
+    }
+    (answers, errors)
+}
+
+/// Asks every endpoint at once (the hash at `at_index` when given), in the endpoints' order.
+async fn gather(
+    client: &Client,
+    endpoints: Vec<String>,
+    at_index: Option<u64>,
+) -> (Answers, Failures) {
+    let asks: Vec<_> = endpoints
+        .into_iter()
+        .map(|endpoint| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let reply = match at_index {
+                    Some(index) => client.state_hash_at_index(&endpoint, index).await,
+                    None => client.state_hash_at(&endpoint).await,
+                };
+                (endpoint, reply)
+            })
+        })
+        .collect();
+    let (mut answers, mut errors) = (Vec::new(), Vec::new());
+    for ask in asks {
+        match ask.await.expect("state hash task") {
+            (endpoint, Ok(reply)) => answers.push((endpoint, reply)),
+            (endpoint, Err(error)) => errors.push((endpoint, error)),
+        }
+    }
+    (answers, errors)
+}
 
 fn members_json(members: &[v1::Member]) -> Value {
     json!(members
@@ -223,26 +300,7 @@ async fn snapshot(client: &Client, out: Output) -> CommandResult {
 }
 
 async fn hash(client: &Client, out: Output) -> CommandResult {
-    let mut last = (Vec::new(), Vec::new());
-    for _ in 0..HASH_ROUNDS_MAX {
-        let mut answers = Vec::new();
-        let mut errors = Vec::new();
-        for endpoint in client.endpoints() {
-            match client.state_hash_at(endpoint).await {
-                Ok(reply) => answers.push((endpoint.clone(), reply)),
-                Err(error) => errors.push((endpoint.clone(), error)),
-            }
-        }
-        let aligned = answers
-            .windows(2)
-            .all(|pair| pair[0].1.applied_index == pair[1].1.applied_index);
-        last = (answers, errors);
-        if aligned {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let (answers, errors) = last;
+    let (answers, errors) = hashes_at_one_index(client).await;
     if answers.is_empty() {
         return Err(unreachable("state hash", &errors));
     }
@@ -298,13 +356,17 @@ async fn hash(client: &Client, out: Output) -> CommandResult {
                 answers.len(),
                 answers.len() + errors.len()
             ),
-            None => println!("\nnodes were at different applied indexes; run again to compare"),
+            None => println!(
+                "\nnodes were at different applied indexes and did not reach a common one: nothing compared; run again"
+            ),
         }
     }
     Ok(match agree {
         Some(false) => EXIT_REFUSED,
-        // Nothing was compared: not a success a script could take for agreement.
+        // Nothing was compared: not a success a script could take for agreement (one
+        // endpoint given on purpose, to read its hash, is).
         None if !compared && !errors.is_empty() => EXIT_UNAVAILABLE,
+        None if compared => EXIT_UNAVAILABLE,
         _ => 0,
     })
 }

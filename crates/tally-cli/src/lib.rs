@@ -121,6 +121,12 @@ fn parse_failure(error: &clap::Error) -> Failure {
         Some(ContextValue::Strings(args)) => args.join(", "),
         _ => String::new(),
     };
+    // A sentence that ends in a colon lists its arguments on the lines below it (missing
+    // required arguments): name them in the message too, not only in `field`.
+    let sentence = match sentence.strip_suffix(':') {
+        Some(head) if !field.is_empty() => format!("{head}: {field}"),
+        _ => sentence,
+    };
     let mut failure = Failure::usage(&field, &sentence);
     failure.message = sentence;
     if field.is_empty() {

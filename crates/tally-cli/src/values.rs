@@ -6,6 +6,15 @@ use tally_core::{AccountId, Amount, AssetCode, BookId, EventId, GrantId, HoldId,
 /// RFC 3339 time (`2026-01-31T12:00:00Z`, `2026-01-31T13:00:00.250+01:00`) -> ms since epoch.
 pub fn parse_time(text: &str) -> Result<u64, String> {
     let bad = || {
+        let year = text.trim().get(..5).and_then(|head| head.strip_suffix('-'));
+        if year
+            .and_then(|year| year.parse::<u32>().ok())
+            .is_some_and(|year| year < 1970)
+        {
+            return format!(
+                "{text:?} is before 1970-01-01T00:00:00Z, the earliest time the ledger takes"
+            );
+        }
         format!(
             "{text:?} is not an RFC 3339 time; expected e.g. 2026-01-31T12:00:00Z or \
              2026-01-31T13:00:00+01:00"
@@ -186,6 +195,11 @@ mod tests {
         ] {
             let error = parse_time(bad).unwrap_err();
             assert!(error.contains("RFC 3339"), "{bad}: {error}");
+        }
+        // Well-formed but before the epoch: the range is the reason, not the form.
+        for early in ["1969-12-31T23:59:59Z", "0001-01-01T00:00:00Z"] {
+            let error = parse_time(early).unwrap_err();
+            assert!(error.contains("is before 1970-01-01"), "{early}: {error}");
         }
     }
 

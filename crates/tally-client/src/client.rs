@@ -881,9 +881,40 @@ impl Client {
 
     /// The state hash of the node at `endpoint` (caught up with the leader's commit first).
     pub async fn state_hash_at(&self, endpoint: &str) -> Result<v1::StateHashReply, ClientError> {
-        let request = v1::StateHashRequest {
-            consistency: v1::Consistency::Linearizable as i32,
-        };
+        self.state_hash_request(
+            endpoint,
+            v1::StateHashRequest {
+                consistency: v1::Consistency::Linearizable as i32,
+                at_index: None,
+            },
+        )
+        .await
+    }
+
+    /// The state hash of the node at `endpoint` at exactly log index `index`, answered once
+    /// that node applies it (nodes asked for the same index answer for the same state, under
+    /// any load). Refused (`invalid_argument`, field `at_index`) when the node has applied past
+    /// `index`: ask again for a later one.
+    pub async fn state_hash_at_index(
+        &self,
+        endpoint: &str,
+        index: u64,
+    ) -> Result<v1::StateHashReply, ClientError> {
+        self.state_hash_request(
+            endpoint,
+            v1::StateHashRequest {
+                consistency: v1::Consistency::Linearizable as i32,
+                at_index: Some(index),
+            },
+        )
+        .await
+    }
+
+    async fn state_hash_request(
+        &self,
+        endpoint: &str,
+        request: v1::StateHashRequest,
+    ) -> Result<v1::StateHashReply, ClientError> {
         self.admin_call(
             "state hash",
             request,

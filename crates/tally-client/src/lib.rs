@@ -34,7 +34,7 @@
 //!     number across reconnects, a node gone silent included; events skipped by a node are
 //!     an error naming the seqs, never passed over). Views are returned as the generated `tally_proto::v1` types.
 //!   - Admin calls: `cluster_status_of(endpoint)`, `add_learner`, `promote`, `remove_node`,
-//!     `trigger_snapshot_at(endpoint)`, `state_hash_at(endpoint)`.
+//!     `trigger_snapshot_at(endpoint)`, `state_hash_at(endpoint)`, `state_hash_at_index(endpoint, index)` (the hash at exactly one log index, answered when the node applies it).
 //! - [`UsageBatcher`]: buffers events and sends `RecordUsageBatch` calls of up to N events
 //!   and 4 MiB (`with_batch_bytes_max` for a cluster with another `request_bytes_max`),
 //!   `with_in_flight(k)` batches concurrently, returning per-event outcomes in push order

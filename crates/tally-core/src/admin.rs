@@ -370,7 +370,11 @@ impl LedgerState {
             if expires_at <= starts_at {
                 return Err(InvalidInput::new(
                     "expires_at",
-                    format!("must be after starts_at ({starts_at}), got {expires_at}"),
+                    format!(
+                        "must be after starts_at ({}), got {}",
+                        crate::calendar::format_utc(starts_at),
+                        crate::calendar::format_utc(expires_at)
+                    ),
                 )
                 .into());
             }

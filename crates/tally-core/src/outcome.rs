@@ -293,7 +293,9 @@ impl Reason {
                 crate::calendar::format_utc(*effective_from),
                 crate::calendar::format_utc(*now)
             ),
-            Reason::Overflow { field } => format!("{field} is out of the representable range"),
+            Reason::Overflow { field } => format!(
+                "{field} leads to an amount out of the representable range (a charge, sum or product past 28 significant digits)"
+            ),
             Reason::NotInitialized => "the ledger is not initialized yet".to_string(),
             Reason::BatchAborted { failed_index } => {
                 format!("atomic batch not applied: event {failed_index} failed")

@@ -43,6 +43,40 @@ pub struct AdminService {
 }
 
 impl AdminService {
+    /// The state hash at exactly log index `index` (see `LedgerReader::hash_at`), waiting for
+    /// this node to apply it within the request deadline.
+    async fn state_hash_at_index(&self, index: u64) -> Result<v1::StateHashReply, TallyError> {
+        let ctx = &self.ctx;
+        let passed = |applied: u64| {
+            TallyError::from(tally_core::InvalidInput::new(
+                "at_index",
+                format!(
+                    "this node has applied up to {applied}, past {index}; ask for a later index"
+                ),
+            ))
+        };
+        let receiver = ctx.reader.hash_at(index).map_err(passed)?;
+        match tokio::time::timeout(ctx.request_deadline(), receiver).await {
+            Ok(Ok((hash, ledger_time_ms))) => Ok(v1::StateHashReply {
+                hash_hex: hash.iter().map(|byte| format!("{byte:02x}")).collect(),
+                applied_index: index,
+                ledger_time_ms,
+                node_id: ctx.node_id(),
+            }),
+            // Gone past without applying it here (a snapshot installed over it).
+            Ok(Err(_)) => Err(passed(
+                ctx.reader.last_applied().map_or(0, |log_id| log_id.index),
+            )),
+            Err(_) => Err(TallyError::new(
+                ErrorCode::DeadlineExceeded,
+                format!(
+                    "index {index} was not applied here before the deadline (applied: {})",
+                    ctx.reader.last_applied().map_or(0, |log_id| log_id.index)
+                ),
+            )),
+        }
+    }
+
     pub fn new(ctx: Arc<NodeContext>) -> Self {
         AdminService { ctx }
     }
@@ -511,6 +545,13 @@ impl v1::admin_server::Admin for AdminService {
     ) -> Result<Response<v1::StateHashReply>, Status> {
         let started = Instant::now();
         let ctx = &self.ctx;
+        if let Some(index) = request.get_ref().at_index {
+            let reply = self.state_hash_at_index(index).await;
+            let code = reply.as_ref().map_or_else(|e| e.code.as_str(), |_| "ok");
+            ctx.metrics
+                .record_request("state_hash", code, started.elapsed());
+            return reply.map(Response::new).map_err(|error| error.to_status());
+        }
         let consistency = tally_proto::convert::consistency(request.get_ref().consistency)
             .map_err(|error| TallyError::from(error).to_status())?;
         if consistency == v1::Consistency::Linearizable {

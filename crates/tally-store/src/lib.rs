@@ -41,7 +41,7 @@
 //!   methods synchronous and short but one):
 //!   `with_state(|s: &LedgerState| ..)`, `async with_applied_state(|s, last_applied| ..)`
 //!   (waits for a write in progress without blocking the runtime thread),
-//!   `last_applied()`, `membership()`, `state_hash() -> (Option<LogId>, [u8; 32])` (read
+//!   `last_applied()`, `membership()`, `state_hash() -> (Option<LogId>, [u8; 32])`, `hash_at(index)` (the hash at exactly `index`, sent when it is applied) (read
 //!   atomically), `history(account, before_seq, limit)` newest first, paged by `before_seq`
 //!   (limit <= [`HISTORY_LIMIT_MAX`]), `journal_entry(seq)`, `events_from(seq, limit)` oldest
 //!   first (limit <= [`EVENTS_LIMIT_MAX`]), `latest_event_seq()`, and

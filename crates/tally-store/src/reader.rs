@@ -81,6 +81,43 @@ impl LedgerReader {
         (applied.last_applied, applied.state.state_hash())
     }
 
+    /// The state hash and ledger time at log index `index`, once this node applies it: every
+    /// node asked for the same index answers for the same state, however far apart they are
+    /// while entries keep coming (comparing hashes of whatever each node has applied rarely
+    /// lines up under load). `Err` with the applied index when this node is already past
+    /// `index`; the receiver errs if the state goes past it without applying it (a snapshot
+    /// installed over it). Waiting is the caller's (with its own deadline).
+    pub fn hash_at(
+        &self,
+        index: u64,
+    ) -> Result<tokio::sync::oneshot::Receiver<([u8; 32], u64)>, u64> {
+        // The applied state's lock first, then the marks' (the order apply takes them in).
+        let applied = self.shared.read();
+        let at = applied.last_applied.map_or(0, |log_id| log_id.index);
+        if at >= index {
+            return Err(at);
+        }
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let mut marks = self
+            .shared
+            .hash_marks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Askers that gave up (their receiver dropped) leave nothing behind.
+        marks.retain(|_, askers| {
+            askers.retain(|asker| !asker.is_closed());
+            !askers.is_empty()
+        });
+        marks.entry(index).or_default().push(sender);
+        self.shared.hash_mark_min.store(
+            *marks.keys().next().expect("just added"),
+            std::sync::atomic::Ordering::Release,
+        );
+        drop(marks);
+        drop(applied);
+        Ok(receiver)
+    }
+
     /// Journal entries of `account`, newest first, with `seq < before_seq` when given (to page:
     /// pass the smallest seq of the previous page). `limit` is at most [`HISTORY_LIMIT_MAX`].
     pub fn history(

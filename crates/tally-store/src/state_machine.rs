@@ -34,6 +34,7 @@
 //! history and event stream as one that applied every entry. That transfer grows with the
 //! journal.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -535,7 +536,15 @@ pub(crate) struct Shared {
     /// What applies reuse from one to the next (applies run one at a time; the lock is never
     /// contended).
     scratch: Mutex<Scratch>,
+    /// State hashes asked for at a log index not applied yet ([`LedgerReader::hash_at`]):
+    /// answered by the apply of that index, right after it, under the same lock.
+    pub(crate) hash_marks: Mutex<BTreeMap<u64, Vec<HashMark>>>,
+    /// The lowest index in `hash_marks` (`u64::MAX` for none): one load per applied entry.
+    pub(crate) hash_mark_min: AtomicU64,
 }
+
+/// Where the state hash at one log index goes: the hash and the ledger time there.
+pub(crate) type HashMark = tokio::sync::oneshot::Sender<([u8; 32], u64)>;
 
 /// The write lock on the applied state; releasing it wakes the async readers that found it
 /// taken.
@@ -562,6 +571,27 @@ impl Drop for WriteGuard<'_> {
         // Unlock first, then wake: a woken reader must find the lock free.
         drop(self.guard.take());
         self.unlocked.notify_waiters();
+    }
+}
+
+/// Answers the state hashes asked for at `index` (just applied, `state` as it stands there)
+/// and drops those asked for at an earlier index the state went past without applying it (a
+/// snapshot installed over it): their askers learn it was missed.
+fn answer_hash_marks(shared: &Shared, state: &LedgerState, index: u64) {
+    let mut marks = shared.hash_marks.lock().unwrap_or_else(|p| p.into_inner());
+    let later = marks.split_off(&(index + 1));
+    let mut due = std::mem::replace(&mut *marks, later);
+    shared.hash_mark_min.store(
+        marks.keys().next().copied().unwrap_or(u64::MAX),
+        Ordering::Release,
+    );
+    drop(marks);
+    // Those of earlier indexes are dropped with `due`: their receivers see the miss.
+    if let Some(askers) = due.remove(&index) {
+        let answer = (state.state_hash(), state.now_ms());
+        for asker in askers {
+            let _ = asker.send(answer);
+        }
     }
 }
 
@@ -653,6 +683,8 @@ impl StateMachineStore {
                 unlocked: tokio::sync::Notify::new(),
                 journal_rows_end,
                 scratch: Mutex::new(Scratch::default()),
+                hash_marks: Mutex::new(BTreeMap::new()),
+                hash_mark_min: AtomicU64::new(u64::MAX),
             }),
         })
     }
@@ -758,6 +790,9 @@ impl StateMachineStore {
                         outcomes: result.outcomes,
                     });
                 }
+            }
+            if entry.log_id.index >= self.shared.hash_mark_min.load(Ordering::Acquire) {
+                answer_hash_marks(&self.shared, &applied.state, entry.log_id.index);
             }
         }
         rows.extend(store_blocks(&self.shared, &scratch.blocks)?);

@@ -91,6 +91,7 @@ fn start_hash_sampler(
                 let mut admin = admin.clone();
                 let request = v1::StateHashRequest {
                     consistency: v1::Consistency::Follower as i32,
+                    at_index: None,
                 };
                 if let Ok(reply) = admin.state_hash(request).await {
                     let reply = reply.into_inner();
@@ -208,6 +209,7 @@ async fn converge(cluster: &FaultCluster, members: &[u64], hashes: &mut Vec<Hash
             let mut admin = cluster.admin(*id);
             let request = v1::StateHashRequest {
                 consistency: v1::Consistency::Follower as i32,
+                at_index: None,
             };
             if let Ok(reply) = admin.state_hash(request).await {
                 let reply = reply.into_inner();

@@ -206,7 +206,11 @@ impl ToCommand for v1::AddGrantRequest {
             if expires_at <= starts_at {
                 return Err(InvalidInput::new(
                     "expires_at_ms",
-                    format!("must be after starts_at_ms ({starts_at}), got {expires_at}"),
+                    format!(
+                        "must be after starts_at_ms ({}), got {}",
+                        tally_core::format_utc(starts_at),
+                        tally_core::format_utc(expires_at)
+                    ),
                 )
                 .into());
             }
