@@ -393,7 +393,10 @@ impl PeerNetwork {
                     (Code::ResourceExhausted | Code::OutOfRange, Some(entries)) => {
                         RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries))
                     }
-                    (Code::Unavailable, _) => {
+                    // A node refusing a request meant for another id (a wrong address in the
+                    // membership) answers the same until an operator fixes it: back off as
+                    // for an unreachable peer, not retry at once (thousands a second).
+                    (Code::Unavailable | Code::FailedPrecondition, _) => {
                         self.unreachable(format!("peer {target}: {}", status.message()))
                     }
                     (Code::DeadlineExceeded | Code::Cancelled, _) => self.timeout(action, ttl),

@@ -113,8 +113,8 @@ impl RaftService {
         }
     }
 
-    /// A refusal of `rpc` when this node's store is empty (no log, no snapshot) and the
-    /// candidate's log is past the cluster's first entry.
+    /// A refusal of `rpc` when this node's store is empty (no log past the cluster's first
+    /// entry, no snapshot) and the candidate's log is past that first entry.
     ///
     /// A voter restarted on an empty data directory (a replaced disk, a mount that failed, a
     /// directory moved away without removing the node first) has forgotten the entries it
@@ -125,7 +125,10 @@ impl RaftService {
     /// waits to be caught up by a leader the others elected, and votes from then on.
     fn amnesiac_refusal(&self, rpc: &VoteRequest<NodeId>) -> Option<VoteResponse<NodeId>> {
         let metrics = self.raft.metrics().borrow().clone();
-        let empty = metrics.last_log_index.is_none() && metrics.snapshot.is_none();
+        // At most the cluster's first entry (index 0, the initial membership): what the node
+        // with the lowest id in `initial_members` writes when it starts on an empty store
+        // and creates the cluster anew.
+        let empty = metrics.last_log_index.unwrap_or(0) == 0 && metrics.snapshot.is_none();
         let candidate_index = rpc.last_log_id.map_or(0, |log_id| log_id.index);
         if !empty || candidate_index == 0 {
             return None;

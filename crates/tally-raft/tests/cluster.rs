@@ -310,6 +310,22 @@ async fn backlog_then_late_learner(limit: usize, entries: u64) -> (Vec<Node>, No
 /// node that holds them, and nothing acknowledged is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voter_restarted_on_an_empty_store_does_not_elect_a_stale_node() {
+    stale_node_and_an_empty_store(false).await;
+}
+
+/// The same when the node that lost its data is the one that creates the cluster (lowest id
+/// in `initial_members`): on its empty store it initializes again, which leaves it a log of
+/// the cluster's first entry only, still no ground to vote for a stale node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_node_restarted_on_an_empty_store_does_not_elect_a_stale_node() {
+    stale_node_and_an_empty_store(true).await;
+}
+
+/// One follower falls behind while the other two commit; both of those stop; one of them comes
+/// back on an empty directory (initializing the cluster again there when `reinitialize`, as
+/// tallyd's bootstrap does for the lowest id), the stale one on its data: no leader until the
+/// holder returns, then every acknowledged entry is on all three.
+async fn stale_node_and_an_empty_store(reinitialize: bool) {
     let settings = test_settings();
     let mut nodes = Vec::new();
     for id in 1..=3 {
@@ -362,6 +378,21 @@ async fn a_voter_restarted_on_an_empty_store_does_not_elect_a_stale_node() {
         &wiped_addr,
     )
     .await;
+    if reinitialize {
+        let members: BTreeMap<NodeId, BasicNode> = [
+            (
+                wiped_id,
+                BasicNode {
+                    addr: wiped_addr.clone(),
+                },
+            ),
+            stale.member(),
+            leader_node.member(),
+        ]
+        .into_iter()
+        .collect();
+        wiped.raft.initialize(members).await.unwrap();
+    }
     let stale = stale.restart(&settings).await;
     // Several election timeouts: the stale node campaigns, the empty one refuses its vote.
     tokio::time::sleep(std::time::Duration::from_millis(

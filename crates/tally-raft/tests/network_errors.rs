@@ -235,15 +235,17 @@ async fn a_node_refuses_requests_meant_for_another_node() {
             "the refusal names both nodes: {error}"
         );
     };
+    // Unreachable: openraft backs off (the refusal repeats until an operator fixes the
+    // address; retried at once it flooded the leader's log).
     let error = wrong.vote(vote_request(), option()).await.unwrap_err();
-    assert!(matches!(error, RPCError::Network(_)), "{error:?}");
+    assert!(matches!(error, RPCError::Unreachable(_)), "{error:?}");
     refused(error.to_string());
     // Appends go over the stream; the unary fallback is not taken for a refusal.
     let error = wrong
         .append_entries(append_request(1), option())
         .await
         .unwrap_err();
-    assert!(matches!(error, RPCError::Network(_)), "{error:?}");
+    assert!(matches!(error, RPCError::Unreachable(_)), "{error:?}");
     refused(error.to_string());
     let error = wrong
         .append_entries(append_request(1), option())

@@ -85,9 +85,23 @@ impl HealthSource for Health {
                 .get_node(&id)
                 .is_none()
             {
-                return Err(format!(
-                    "node {id} is not in the cluster's membership (removed, or not added yet)"
-                ));
+                // An empty store knows no membership at all: a node not added yet, or one
+                // that lost its data while still a member (it waits for the leader).
+                let known = metrics
+                    .membership_config
+                    .membership()
+                    .nodes()
+                    .next()
+                    .is_some();
+                return Err(if known {
+                    format!(
+                        "node {id} is not in the cluster's membership (removed, or not added yet)"
+                    )
+                } else {
+                    format!(
+                        "node {id} holds no cluster data yet (not added yet, or its data directory was lost: see Recovery); waiting for a leader to contact it"
+                    )
+                });
             }
             let Some(leader) = metrics.current_leader else {
                 return Err("no leader known".to_string());
