@@ -111,14 +111,7 @@ async fn a_late_learner_catches_up_by_chunked_snapshot() {
         Node::start(1, &settings).await,
         Node::start(2, &settings).await,
     ];
-    let members: BTreeMap<NodeId, BasicNode> = nodes.iter().map(Node::member).collect();
-    nodes[0].raft.initialize(members).await.unwrap();
-    let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>(), None).await;
-    by_id(&nodes, leader)
-        .raft
-        .client_write(init_entry())
-        .await
-        .unwrap();
+    let (leader, _) = form_cluster(&nodes).await;
     let mut last = 0;
     for n in 0..45 {
         last = by_id(&nodes, leader)
@@ -269,14 +262,7 @@ async fn backlog_then_late_learner(limit: usize, entries: u64) -> (Vec<Node>, No
         Node::start_with_limit(1, &settings, limit).await,
         Node::start_with_limit(2, &settings, limit).await,
     ];
-    let members: BTreeMap<NodeId, BasicNode> = nodes.iter().map(Node::member).collect();
-    nodes[0].raft.initialize(members).await.unwrap();
-    let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>(), None).await;
-    by_id(&nodes, leader)
-        .raft
-        .client_write(init_entry())
-        .await
-        .unwrap();
+    let (leader, _) = form_cluster(&nodes).await;
     let mut last = 0;
     for n in 0..entries {
         last = by_id(&nodes, leader)
@@ -331,16 +317,7 @@ async fn stale_node_and_an_empty_store(reinitialize: bool) {
     for id in 1..=3 {
         nodes.push(Node::start(id, &settings).await);
     }
-    let members: BTreeMap<NodeId, BasicNode> = nodes.iter().map(Node::member).collect();
-    nodes[0].raft.initialize(members).await.unwrap();
-    let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>(), None).await;
-    let mut last = by_id(&nodes, leader)
-        .raft
-        .client_write(init_entry())
-        .await
-        .unwrap()
-        .log_id
-        .index;
+    let (leader, mut last) = form_cluster(&nodes).await;
     for node in &nodes {
         node.wait_applied(last).await;
     }
@@ -349,15 +326,7 @@ async fn stale_node_and_an_empty_store(reinitialize: bool) {
     let stale_id = nodes.iter().find(|node| node.id != leader).unwrap().id;
     let mut stale = nodes.remove(nodes.iter().position(|n| n.id == stale_id).unwrap());
     stale.stop().await;
-    for n in 0..10 {
-        last = by_id(&nodes, leader)
-            .raft
-            .client_write(asset_entry(n))
-            .await
-            .unwrap()
-            .log_id
-            .index;
-    }
+    last = write_entries(&nodes, 0, 10).await;
     for node in &nodes {
         node.wait_applied(last).await;
     }

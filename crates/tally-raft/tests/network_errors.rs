@@ -44,6 +44,26 @@ fn usd_entry(index: u64) -> openraft::Entry<TypeConfig> {
     }
 }
 
+/// Serves `raft`'s peer service on a loopback port with a message limit of `limit` bytes:
+/// its address and the server task.
+async fn serve(
+    raft: &openraft::Raft<TypeConfig>,
+    limit: usize,
+) -> (
+    String,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let service = RaftService::new(raft.clone()).into_server(limit);
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    (addr, server)
+}
+
 fn append_request(entries: u64) -> AppendEntriesRequest<TypeConfig> {
     AppendEntriesRequest {
         vote: Vote::new_committed(1, 1),
@@ -160,14 +180,7 @@ async fn a_batch_above_the_default_limit_is_cut_before_it_is_sent() {
 #[tokio::test]
 async fn the_peers_raft_errors_come_back_as_remote_errors() {
     let (raft, _dir) = common::lone_raft(2).await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let service = RaftService::new(raft.clone()).into_server(MESSAGE_BYTES_MAX);
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let (addr, server) = serve(&raft, MESSAGE_BYTES_MAX).await;
 
     let mut factory = TallyNetwork::new(1, NetworkConfig::default());
     let mut peer = factory.new_client(2, &BasicNode { addr }).await;
@@ -178,14 +191,7 @@ async fn the_peers_raft_errors_come_back_as_remote_errors() {
 
     // A peer whose decode limit is below the request's size refuses it (RESOURCE_EXHAUSTED):
     // openraft is asked for smaller batches.
-    let small_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let small_addr = small_listener.local_addr().unwrap().to_string();
-    let small_service = RaftService::new(raft.clone()).into_server(300);
-    let small_server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(small_service)
-            .serve_with_incoming(TcpListenerStream::new(small_listener)),
-    );
+    let (small_addr, small_server) = serve(&raft, 300).await;
     let mut small_peer = factory.new_client(2, &BasicNode { addr: small_addr }).await;
     let error = small_peer
         .append_entries(append_request(8), option())
@@ -217,14 +223,7 @@ async fn a_node_refuses_requests_meant_for_another_node() {
     // Node 2 serves an address the membership gives to node 3 (a typo in add-learner): node 2
     // must not answer, and later vote, as node 3 too.
     let (raft, _dir) = common::lone_raft(2).await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let service = RaftService::new(raft.clone()).into_server(MESSAGE_BYTES_MAX);
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let (addr, server) = serve(&raft, MESSAGE_BYTES_MAX).await;
     let mut factory = TallyNetwork::new(1, NetworkConfig::default());
     let mut wrong = factory
         .new_client(3, &BasicNode { addr: addr.clone() })

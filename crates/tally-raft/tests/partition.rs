@@ -111,21 +111,6 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut link: watch::
     }
 }
 
-async fn write_entries(nodes: &[Node], from: u64, count: u64) -> u64 {
-    let mut last = 0;
-    for n in from..from + count {
-        let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>(), None).await;
-        last = by_id(nodes, leader)
-            .raft
-            .client_write(asset_entry(n))
-            .await
-            .unwrap()
-            .log_id
-            .index;
-    }
-    last
-}
-
 fn applied(node: &Node) -> u64 {
     node.raft
         .metrics()

@@ -192,6 +192,40 @@ pub async fn wait_for_leader(nodes: &[&Node], not: Option<NodeId>) -> NodeId {
     }
 }
 
+/// Initializes the cluster of `nodes` from the first of them, waits for a leader and has it
+/// commit the ledger's Init: the leader and Init's log index.
+pub async fn form_cluster(nodes: &[Node]) -> (NodeId, u64) {
+    let members: std::collections::BTreeMap<NodeId, BasicNode> =
+        nodes.iter().map(Node::member).collect();
+    nodes[0].raft.initialize(members).await.unwrap();
+    let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>(), None).await;
+    let index = by_id(nodes, leader)
+        .raft
+        .client_write(init_entry())
+        .await
+        .unwrap()
+        .log_id
+        .index;
+    (leader, index)
+}
+
+/// Writes `count` asset entries from `from` on, each through whoever leads then: the last
+/// one's log index.
+pub async fn write_entries(nodes: &[Node], from: u64, count: u64) -> u64 {
+    let mut last = 0;
+    for n in from..from + count {
+        let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>(), None).await;
+        last = by_id(nodes, leader)
+            .raft
+            .client_write(asset_entry(n))
+            .await
+            .unwrap()
+            .log_id
+            .index;
+    }
+    last
+}
+
 pub fn init_entry() -> EncodedEntry {
     Entry {
         at_ms: 1_700_000_000_000,
