@@ -27,16 +27,8 @@ async fn three_nodes_elect_replicate_and_fail_over() {
         .await
         .unwrap();
     assert_eq!(written.data.outcomes.len(), 1);
-    let mut last = written.log_id.index;
-    for n in 0..20 {
-        last = by_id(&nodes, leader)
-            .raft
-            .client_write(asset_entry(n))
-            .await
-            .unwrap()
-            .log_id
-            .index;
-    }
+    let last = write_entries(&nodes, 0, 20).await;
+    assert!(last > written.log_id.index);
     for node in &nodes {
         node.wait_applied(last).await;
     }
@@ -53,16 +45,7 @@ async fn three_nodes_elect_replicate_and_fail_over() {
     old_leader.stop().await;
     let new_leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>(), Some(leader)).await;
     assert_ne!(new_leader, leader);
-    let mut after = 0;
-    for n in 100..110 {
-        after = by_id(&nodes, new_leader)
-            .raft
-            .client_write(asset_entry(n))
-            .await
-            .unwrap()
-            .log_id
-            .index;
-    }
+    let after = write_entries(&nodes, 100, 10).await;
     assert!(after > last);
     for node in &nodes {
         node.wait_applied(after).await;
@@ -75,17 +58,7 @@ async fn three_nodes_elect_replicate_and_fail_over() {
     old_leader.wait_applied(after).await;
     assert_eq!(old_leader.reader.state_hash(), nodes[0].reader.state_hash());
     nodes.push(old_leader);
-    let mut final_index = 0;
-    let current_leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>(), None).await;
-    for n in 200..205 {
-        final_index = by_id(&nodes, current_leader)
-            .raft
-            .client_write(asset_entry(n))
-            .await
-            .unwrap()
-            .log_id
-            .index;
-    }
+    let final_index = write_entries(&nodes, 200, 5).await;
     for node in &nodes {
         node.wait_applied(final_index).await;
     }
@@ -112,16 +85,7 @@ async fn a_late_learner_catches_up_by_chunked_snapshot() {
         Node::start(2, &settings).await,
     ];
     let (leader, _) = form_cluster(&nodes).await;
-    let mut last = 0;
-    for n in 0..45 {
-        last = by_id(&nodes, leader)
-            .raft
-            .client_write(asset_entry(n))
-            .await
-            .unwrap()
-            .log_id
-            .index;
-    }
+    let last = write_entries(&nodes, 0, 45).await;
     // Wait until the leader has snapshotted and purged its log.
     by_id(&nodes, leader)
         .raft
