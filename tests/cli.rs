@@ -1091,6 +1091,10 @@ fn bad_flags_and_values_are_refused_before_any_request() {
     let cases: &[(&[&str], &str)] = &[
         // A required argument left out: named in the message, not only in `field`.
         (&["account", "show"], "<ID>"),
+        // Node ids start at 1: refused before any request, as any other bad value.
+        (&["cluster", "promote", "0"], "<ID>"),
+        (&["cluster", "remove", "0"], "<ID>"),
+        (&["cluster", "add-learner", "0", "127.0.0.1:7204"], "<ID>"),
         (
             &[
                 "grant",

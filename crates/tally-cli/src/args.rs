@@ -392,7 +392,8 @@ pub enum ClusterCommand {
     Status,
     /// Add a node as a learner (it receives the log, does not vote).
     AddLearner {
-        /// The new node's id.
+        /// The new node's id (1 or more).
+        #[arg(value_parser = parse_node_id)]
         id: u64,
         /// Its peer (Raft) address, host:port.
         #[arg(value_parser = parse_endpoint)]
@@ -402,9 +403,17 @@ pub enum ClusterCommand {
         no_wait: bool,
     },
     /// Make a learner a voter.
-    Promote { id: u64 },
+    Promote {
+        /// The learner's node id (1 or more).
+        #[arg(value_parser = parse_node_id)]
+        id: u64,
+    },
     /// Remove a voter or learner.
-    Remove { id: u64 },
+    Remove {
+        /// The node's id (1 or more).
+        #[arg(value_parser = parse_node_id)]
+        id: u64,
+    },
     /// Build a snapshot now on every given endpoint.
     Snapshot,
     /// The state hash of every given endpoint, and whether they agree.

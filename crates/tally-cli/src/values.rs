@@ -50,6 +50,15 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
     u64::try_from(ms).map_err(|_| bad())
 }
 
+/// A node id: a whole number from 1.
+pub fn parse_node_id(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err("0 is not a node id; node ids start at 1".to_string()),
+        Ok(id) => Ok(id),
+        Err(_) => Err(format!("{text:?} is not a node id (a whole number from 1)")),
+    }
+}
+
 /// `90s`, `10m`, `24h`, `2d`, `500ms` -> milliseconds (> 0).
 pub fn parse_duration(text: &str) -> Result<u64, String> {
     let bad = || format!("{text:?} is not a duration; expected e.g. 90s, 10m, 24h");
