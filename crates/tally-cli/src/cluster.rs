@@ -48,8 +48,16 @@ async fn hashes_at_one_index(client: &Client) -> (Answers, Failures) {
             .iter()
             .any(|(_, error)| error.details().get("field").map(String::as_str) == Some("at_index"));
         if passed {
-            // A node was already past the target: look further ahead and ask again.
+            // A node was already past the target: see where they all stand now, and look
+            // further ahead from there.
             lead = lead.saturating_mul(8);
+            let endpoints = answers
+                .iter()
+                .map(|(endpoint, _)| endpoint.clone())
+                .collect();
+            let (now, failed) = gather(client, endpoints, None).await;
+            errors.extend(failed);
+            answers = now;
             continue;
         }
         answers = at_target;

@@ -92,10 +92,6 @@ fn exact_sum(a: Decimal, b: Decimal, subtract: bool) -> Option<Decimal> {
     ))
 }
 
-/// Plain decimal text, `-?[0-9]+(.[0-9]+)?` with at most 19 digits (so the mantissa fits 64
-/// bits), read with integer arithmetic: the same `Amount` as `Decimal::from_str` then
-/// `normalize` (a test compares). Anything else (`None`) goes to `rust_decimal`'s parser, which
-/// also gives the errors. Every quantity of every usage event comes through here.
 /// An optional sign, ASCII digits, at most one point, and at least one digit.
 fn well_formed(text: &str) -> bool {
     let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
@@ -105,6 +101,10 @@ fn well_formed(text: &str) -> bool {
         && fraction.bytes().all(|byte| byte.is_ascii_digit())
 }
 
+/// Plain decimal text, `-?[0-9]+(.[0-9]+)?` with at most 19 digits (so the mantissa fits 64
+/// bits), read with integer arithmetic: the same `Amount` as `Decimal::from_str` then
+/// `normalize` (a test compares). Anything else (`None`) goes to `rust_decimal`'s parser, which
+/// also gives the errors. Every quantity of every usage event comes through here.
 fn parse_plain(text: &str) -> Option<Amount> {
     let (negative, digits) = match text.as_bytes() {
         [b'-', rest @ ..] => (true, rest),
@@ -1210,8 +1210,12 @@ mod tests {
                 .trim()
                 .split_once('.')
                 .map_or(0, |(_, fraction)| fraction.len() as u32);
-            // What it reads but is not a plain decimal ("1_000") is refused too.
-            let plain = well_formed(text.trim_matches(|c: char| c.is_ascii_whitespace()));
+            // What it reads but is not a plain decimal ("1_000") is refused too: only ASCII
+            // digits, points and signs may be in it (rust_decimal then refuses the rest).
+            let plain = text
+                .trim_matches(|c: char| c.is_ascii_whitespace())
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+'));
             let theirs = if !plain || text.contains(['e', 'E']) {
                 None
             } else {

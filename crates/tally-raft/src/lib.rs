@@ -42,15 +42,15 @@ pub use network::{NetworkConfig, PeerNetwork, TallyNetwork, APPEND_ENTRIES_BYTES
 pub use service::{AppendEntriesReplies, LeaderContact, RaftService};
 pub use stats::NetworkStats;
 
-/// Largest peer message, encoded, in either direction: 64 MiB. Batched appends exceed tonic's
-/// 4 MiB default; the proposer keeps one entry far below this, and the network halves an
-/// append batch that would exceed it.
 /// The request metadata naming the node a Raft RPC is meant for. A node refuses a request meant
 /// for another id (`FAILED_PRECONDITION`): an address given to the membership for one node but
 /// served by another (a typo in `add-learner`) would otherwise let one machine answer, and
 /// later vote, as two members. Requests without it (older builds) are served.
 pub const TARGET_NODE_METADATA_KEY: &str = "tally-raft-target";
 
+/// Largest peer message, encoded, in either direction: 64 MiB. Batched appends exceed tonic's
+/// 4 MiB default; the proposer keeps one entry far below this, and the network halves an
+/// append batch that would exceed it.
 pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// HTTP/2 flow-control windows between peers, both ends: an AppendEntries request is cut at

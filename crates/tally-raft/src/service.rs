@@ -113,32 +113,42 @@ impl RaftService {
         }
     }
 
-    /// A refusal of `rpc` when this node's store is empty (no log past the cluster's first
-    /// entry, no snapshot) and the candidate's log is past that first entry.
+    /// A refusal of `rpc` where granting it could elect a node without entries the cluster
+    /// committed, which openraft's own check (the candidate's log is at least as long as this
+    /// node's) misses when this node's log is short for a reason of its own:
     ///
-    /// A voter restarted on an empty data directory (a replaced disk, a mount that failed, a
-    /// directory moved away without removing the node first) has forgotten the entries it
-    /// acknowledged and the vote it cast. Granting a vote then (any log is at least as long as
-    /// none) lets a node that missed the newest committed entries win an election with it and
-    /// drop them: acknowledged writes lost. So an empty store votes only for a candidate whose
-    /// log holds nothing but the cluster's first entry (a new cluster forming); otherwise it
-    /// waits to be caught up by a leader the others elected, and votes from then on.
-    fn amnesiac_refusal(&self, rpc: &VoteRequest<NodeId>) -> Option<VoteResponse<NodeId>> {
+    /// - Its store is empty (no log past the cluster's first entry, no snapshot): a voter
+    ///   restarted on an empty data directory (a replaced disk, a mount that failed, a
+    ///   directory moved away without removing the node first) has forgotten what it
+    ///   acknowledged and whom it voted for, and any log is at least as long as none. It votes
+    ///   only for a candidate whose log holds nothing past the cluster's first entry (a new
+    ///   cluster forming), and otherwise waits to be caught up by a leader the others elected.
+    /// - The candidate's log ends before the highest commit index a leader has named to this
+    ///   node: entries up to that index are committed, so a leader must hold them. This covers
+    ///   a node still catching up after losing its data (it holds part of the log, so it is not
+    ///   empty, but less than it once acknowledged) and costs no legitimate candidate anything.
+    fn vote_refusal(&self, rpc: &VoteRequest<NodeId>) -> Option<VoteResponse<NodeId>> {
         let metrics = self.raft.metrics().borrow().clone();
         // At most the cluster's first entry (index 0, the initial membership): what the node
         // with the lowest id in `initial_members` writes when it starts on an empty store
         // and creates the cluster anew.
         let empty = metrics.last_log_index.unwrap_or(0) == 0 && metrics.snapshot.is_none();
         let candidate_index = rpc.last_log_id.map_or(0, |log_id| log_id.index);
-        if !empty || candidate_index == 0 {
+        let known_commit = self.contact.leader_commit();
+        let reason = if empty && candidate_index > 0 {
+            "this node's store is empty but the cluster has a log; it waits to be caught up by \
+             an elected leader. If this node lost its data directory, remove it from the cluster \
+             and add it again (README, Recovery)"
+        } else if candidate_index < known_commit {
+            "the candidate's log ends before the commit index a leader named to this node"
+        } else {
             return None;
-        }
+        };
         tracing::warn!(
             candidate = rpc.vote.leader_id().voted_for(),
             candidate_last_log_index = candidate_index,
-            "refusing to vote: this node's store is empty but the cluster has a log; it waits to \
-             be caught up by an elected leader. If this node lost its data directory, remove it \
-             from the cluster and add it again (README, Recovery)"
+            known_commit,
+            "refusing to vote: {reason}"
         );
         Some(VoteResponse {
             vote: metrics.vote,
@@ -285,7 +295,7 @@ impl v1::raft_server::Raft for RaftService {
         self.check_target(&request)?;
         let rpc: VoteRequest<NodeId> = codec::decode("vote request", &request.get_ref().data)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if let Some(refusal) = self.amnesiac_refusal(&rpc) {
+        if let Some(refusal) = self.vote_refusal(&rpc) {
             return reply::<_, openraft::error::RaftError<NodeId>>("vote response", Ok(refusal));
         }
         reply("vote response", self.raft.vote(rpc).await)

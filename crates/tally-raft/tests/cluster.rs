@@ -260,7 +260,7 @@ async fn backlog_then_late_learner(limit: usize, entries: u64) -> (Vec<Node>, No
 /// node that holds them, and nothing acknowledged is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voter_restarted_on_an_empty_store_does_not_elect_a_stale_node() {
-    stale_node_and_an_empty_store(false).await;
+    stale_node_and_an_empty_store(false, false).await;
 }
 
 /// The same when the node that lost its data is the one that creates the cluster (lowest id
@@ -268,14 +268,24 @@ async fn a_voter_restarted_on_an_empty_store_does_not_elect_a_stale_node() {
 /// the cluster's first entry only, still no ground to vote for a stale node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bootstrap_node_restarted_on_an_empty_store_does_not_elect_a_stale_node() {
-    stale_node_and_an_empty_store(true).await;
+    stale_node_and_an_empty_store(true, false).await;
 }
 
-/// One follower falls behind while the other two commit; both of those stop; one of them comes
-/// back on an empty directory (initializing the cluster again there when `reinitialize`, as
-/// tallyd's bootstrap does for the lowest id), the stale one on its data: no leader until the
-/// holder returns, then every acknowledged entry is on all three.
-async fn stale_node_and_an_empty_store(reinitialize: bool) {
+/// The same when the stale node is a former leader: openraft restores a node whose committed
+/// vote names itself as leader at once, in its old term, and the empty store (which forgot the
+/// newer term it had voted in) took its appends: the two committed over acknowledged entries.
+/// The store reads its vote back uncommitted, so a former leader must win an election first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_former_leader_does_not_resume_its_term_over_an_empty_store() {
+    stale_node_and_an_empty_store(false, true).await;
+}
+
+/// One node (the leader when `stale_was_leader`, else a follower) falls behind while the other
+/// two commit; both of those stop; one of them comes back on an empty directory (initializing
+/// the cluster again there when `reinitialize`, as tallyd's bootstrap does for the lowest id),
+/// the stale one on its data: no leader until the holder returns, then every acknowledged
+/// entry is on all three.
+async fn stale_node_and_an_empty_store(reinitialize: bool, stale_was_leader: bool) {
     let settings = test_settings();
     let mut nodes = Vec::new();
     for id in 1..=3 {
@@ -286,8 +296,12 @@ async fn stale_node_and_an_empty_store(reinitialize: bool) {
         node.wait_applied(last).await;
     }
 
-    // One follower stops and misses what follows: committed by the leader and the other one.
-    let stale_id = nodes.iter().find(|node| node.id != leader).unwrap().id;
+    // One node stops and misses what follows, committed by the other two.
+    let stale_id = if stale_was_leader {
+        leader
+    } else {
+        nodes.iter().find(|node| node.id != leader).unwrap().id
+    };
     let mut stale = nodes.remove(nodes.iter().position(|n| n.id == stale_id).unwrap());
     stale.stop().await;
     last = write_entries(&nodes, 0, 10).await;
@@ -295,9 +309,10 @@ async fn stale_node_and_an_empty_store(reinitialize: bool) {
         node.wait_applied(last).await;
     }
 
-    // Both holders stop; the other follower comes back on an EMPTY directory at its address,
-    // the stale one on its data. Together they are a majority of the membership.
-    let mut leader_node = nodes.remove(nodes.iter().position(|n| n.id == leader).unwrap());
+    // Both holders stop; one comes back on an EMPTY directory at its address, the stale one on
+    // its data. Together they are a majority of the membership.
+    let holder = wait_for_leader(&nodes.iter().collect::<Vec<_>>(), None).await;
+    let mut leader_node = nodes.remove(nodes.iter().position(|n| n.id == holder).unwrap());
     let mut wiped = nodes.pop().unwrap();
     leader_node.stop().await;
     wiped.stop().await;

@@ -46,16 +46,17 @@ fn usd_entry(index: u64) -> openraft::Entry<TypeConfig> {
 
 /// Serves `raft`'s peer service on a loopback port with a message limit of `limit` bytes:
 /// its address and the server task.
-async fn serve(
-    raft: &openraft::Raft<TypeConfig>,
-    limit: usize,
-) -> (
-    String,
-    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-) {
+async fn serve(raft: &openraft::Raft<TypeConfig>, limit: usize) -> (String, Server) {
+    serve_service(RaftService::new(raft.clone()), limit).await
+}
+
+type Server = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// [`serve`] for a service made by the caller (to reach its `contact()`).
+async fn serve_service(service: RaftService, limit: usize) -> (String, Server) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let service = RaftService::new(raft.clone()).into_server(limit);
+    let service = service.into_server(limit);
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
@@ -262,6 +263,53 @@ async fn a_node_refuses_requests_meant_for_another_node() {
     let response = right.vote(vote_request(), option()).await.unwrap();
     assert!(response.vote_granted, "{response:?}");
 
+    raft.shutdown().await.unwrap();
+    server.abort();
+}
+
+/// A node that heard a leader name commit index N refuses its vote to a candidate whose log
+/// ends before N (it cannot hold the committed entries) before openraft is asked (whose own
+/// check only compares the candidate's log with this node's, here shorter); a candidate past N
+/// goes on to openraft. The refusal is told apart by its answer: it names no log of this node,
+/// openraft's always does.
+#[tokio::test]
+async fn no_vote_for_a_log_that_ends_before_a_known_commit() {
+    let (raft, _dir) = common::lone_raft(2).await;
+    raft.initialize(std::collections::BTreeMap::from([(
+        2,
+        BasicNode {
+            addr: "127.0.0.1:1".to_string(),
+        },
+    )]))
+    .await
+    .unwrap();
+    raft.wait(Some(Duration::from_secs(10)))
+        .state(openraft::ServerState::Leader, "lone leader")
+        .await
+        .unwrap();
+    let service = RaftService::new(raft.clone());
+    service.contact().learned_commit(50);
+    let (addr, server) = serve_service(service, MESSAGE_BYTES_MAX).await;
+    let mut factory = TallyNetwork::new(1, NetworkConfig::default());
+    let mut peer = factory.new_client(2, &BasicNode { addr }).await;
+    let ask = |term: u64, last_index: u64| VoteRequest {
+        vote: Vote::new(term, 1),
+        last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 2), last_index)),
+    };
+    let refused = peer.vote(ask(5, 10), option()).await.unwrap();
+    assert!(
+        !refused.vote_granted && refused.last_log_id.is_none(),
+        "{refused:?}"
+    );
+    assert_eq!(
+        raft.metrics().borrow().state,
+        openraft::ServerState::Leader,
+        "a refused vote changes nothing here"
+    );
+    // Past the known commit: openraft answers (here it keeps its leader lease, so it does
+    // not grant either, but it is its answer, naming its log).
+    let passed_on = peer.vote(ask(6, 60), option()).await.unwrap();
+    assert!(passed_on.last_log_id.is_some(), "{passed_on:?}");
     raft.shutdown().await.unwrap();
     server.abort();
 }

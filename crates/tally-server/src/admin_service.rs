@@ -55,10 +55,15 @@ impl AdminService {
                 ),
             ))
         };
-        let receiver = ctx.reader.hash_at(index).map_err(passed)?;
+        // `hash_at` takes the applied state's lock, held through an apply: off the runtime.
+        let reader = ctx.reader.clone();
+        let receiver = tokio::task::spawn_blocking(move || reader.hash_at(index))
+            .await
+            .map_err(|error| TallyError::internal(format!("state hash task: {error}")))?
+            .map_err(passed)?;
         match tokio::time::timeout(ctx.request_deadline(), receiver).await {
             Ok(Ok((hash, ledger_time_ms))) => Ok(v1::StateHashReply {
-                hash_hex: hash.iter().map(|byte| format!("{byte:02x}")).collect(),
+                hash_hex: hex(&hash),
                 applied_index: index,
                 ledger_time_ms,
                 node_id: ctx.node_id(),
@@ -563,10 +568,7 @@ impl v1::admin_server::Admin for AdminService {
             .reader
             .with_applied_state(|state, applied| (applied, state.state_hash(), state.now_ms()))
             .await;
-        let hash_hex = hash
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect::<String>();
+        let hash_hex = hex(&hash);
         ctx.metrics
             .record_request("state_hash", "ok", started.elapsed());
         Ok(Response::new(v1::StateHashReply {
@@ -576,4 +578,9 @@ impl v1::admin_server::Admin for AdminService {
             node_id: ctx.node_id(),
         }))
     }
+}
+
+/// Lowercase hex of a state hash.
+fn hex(hash: &[u8]) -> String {
+    hash.iter().map(|byte| format!("{byte:02x}")).collect()
 }

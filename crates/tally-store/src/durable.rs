@@ -93,6 +93,21 @@ impl DiskSync {
     }
 }
 
+/// Replaces `dir/name` with `bytes` so that a crash leaves the old content or the new, never
+/// a part: written to `name.tmp`, fsynced, renamed over, the directory fsynced.
+pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write;
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = File::create(&tmp).map_err(|e| StoreError::io("create", &tmp, e))?;
+    file.write_all(bytes)
+        .map_err(|e| StoreError::io("write", &tmp, e))?;
+    file.sync_all()
+        .map_err(|e| StoreError::io("fsync", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename", &path, e))?;
+    sync_dir(dir)
+}
+
 /// fsyncs a directory, so that the files created or renamed in it survive a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)

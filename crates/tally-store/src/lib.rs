@@ -134,14 +134,7 @@ pub fn claim_node_id(dir: &Path, node_id: u64) -> Result<(), StoreError> {
             Ok(())
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let temporary = dir.join(format!("{NODE_ID_FILE}.tmp"));
-            let mut file = std::fs::File::create(&temporary)
-                .map_err(|e| StoreError::io("create", &temporary, e))?;
-            std::io::Write::write_all(&mut file, format!("{node_id}\n").as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(|e| StoreError::io("write", &temporary, e))?;
-            std::fs::rename(&temporary, &path).map_err(|e| StoreError::io("rename", &path, e))?;
-            durable::sync_dir(dir)
+            durable::replace_file(dir, NODE_ID_FILE, format!("{node_id}\n").as_bytes())
         }
         Err(error) => Err(StoreError::io("read", &path, error)),
     }

@@ -167,7 +167,17 @@ impl LogStore {
     /// Opens (or creates) the log in `dir`, recovering from a torn final append.
     pub(crate) fn open(dir: &Path, options: LogOptions) -> Result<Self, StoreError> {
         crate::durable::create_dir_durable(dir)?;
-        let vote = read_small::<Vote<NodeId>>(&dir.join("vote"), "vote")?;
+        // A vote read back from disk is never a committed one: openraft restores a node whose
+        // committed vote names itself as leader at once, in its old term, without an election
+        // (`Engine::startup`). A former leader restarted after the others moved on would then
+        // replicate its stale term to any peer that forgot its own vote (a voter restarted on an
+        // empty data directory), and the two could commit over entries the cluster had already
+        // acknowledged. Uncommitted, the vote still binds this node to whom it voted for in
+        // that term; it only has to win an election to lead again.
+        let vote = read_small::<Vote<NodeId>>(&dir.join("vote"), "vote")?.map(|mut vote| {
+            vote.committed = false;
+            vote
+        });
         let last_purged = read_small::<LogId<NodeId>>(&dir.join("purged"), "last purged log id")?;
         let committed_path = dir.join("committed");
         let committed_file = OpenOptions::new()
@@ -378,15 +388,7 @@ impl LogStore {
         value: &T,
     ) -> Result<(), StoreError> {
         let bytes = framed(&codec::encode(what, value)?);
-        let path = self.inner.dir.join(name);
-        let tmp = self.inner.dir.join(format!("{name}.tmp"));
-        let mut file = File::create(&tmp).map_err(|e| StoreError::io("create", &tmp, e))?;
-        file.write_all(&bytes)
-            .map_err(|e| StoreError::io("write", &tmp, e))?;
-        file.sync_all()
-            .map_err(|e| StoreError::io("fsync", &tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename", &path, e))?;
-        sync_dir(&self.inner.dir)
+        crate::durable::replace_file(&self.inner.dir, name, &bytes)
     }
 }
 

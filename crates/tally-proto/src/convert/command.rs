@@ -476,7 +476,7 @@ pub(crate) fn usage_event_of(
         quantity: quantity("quantity", text.quantity)?,
         dimensions: dimensions(seen)?,
         occurred_at: required_time_ms("occurred_at_ms", text.occurred_at_ms)?,
-        cost: optional_amount_non_negative("cost", text.cost)?,
+        cost: text.cost.map(|cost| quantity("cost", cost)).transpose()?,
         hold: text
             .hold_id
             .map(|hold| HoldId::parse_as("hold_id", hold))
@@ -484,9 +484,9 @@ pub(crate) fn usage_event_of(
     })
 }
 
-/// An event's quantity, with the bounds that need no ledger state checked here (at most 18
-/// decimals and 10^15, as the ledger checks them again), so such an event is refused before it
-/// reaches the log.
+/// An event's quantity (or the cost it carries), with the bounds that need no ledger state
+/// checked here (at most 18 decimals and 10^15, as the ledger checks them again), so such an
+/// event is refused before it reaches the log.
 fn quantity(field: &str, text: &str) -> Result<tally_core::Amount, InvalidInput> {
     let quantity = amount_non_negative(field, text)?;
     tally_core::validate::check_amount(field, quantity, false, tally_core::money::SCALE_MAX)?;
@@ -656,6 +656,20 @@ mod tests {
         assert_eq!(
             message(request.to_command()),
             "events[3].quantity: must be >= 0, got -1"
+        );
+
+        // A carried cost past 10^15 is refused here, as a quantity is (it needs no ledger
+        // state), not left to come back as a rejected outcome.
+        let mut bad = events.clone();
+        bad[1].cost = Some("1000000000000001".to_string());
+        let request = v1::RecordUsageBatchRequest {
+            events: bad,
+            atomic: false,
+            ..Default::default()
+        };
+        assert_eq!(
+            message(request.to_command()),
+            "events[1].cost: 1000000000000001 exceeds the limit of 10^15"
         );
 
         let mut bad = events.clone();
