@@ -2305,25 +2305,14 @@ async fn cluster_hash_compares_the_nodes_under_steady_writes() {
     cluster.setup_credits_account("acme", 1_000_000_000).await;
     let e = &all_endpoints(&cluster);
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let clients = cluster.clients();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut count = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let request = tally_tests::requests::usage(
-                    &format!("steady-{count}"),
-                    "acme",
-                    "tokens",
-                    "1",
-                    tally_tests::now_ms(),
-                );
-                tally_tests::record_usage_retrying(&clients, request).await;
-                count += 1;
-            }
-            count
-        })
-    };
+    let writer = tally_tests::spawn_writer(
+        cluster.clients(),
+        "acme",
+        "steady",
+        "1",
+        Duration::ZERO,
+        stop.clone(),
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     for _ in 0..3 {
         let json = tally(e, &["--json", "cluster", "hash"]).ok().json();

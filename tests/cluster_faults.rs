@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tally_tests::requests::usage;
 use tally_tests::tally_proto::v1;
-use tally_tests::{now_ms, record_usage_retrying, settlement, Cluster, ClusterSpec};
+use tally_tests::{now_ms, record_usage_retrying, settlement, spawn_writer, Cluster, ClusterSpec};
 
 const GRANT: u64 = 1_000_000;
 
@@ -214,24 +214,14 @@ async fn add_learner_promote_and_remove_under_light_load() {
 
     // Light load: one writer, one event every 20 ms, through every initial node in turn.
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let clients = cluster.clients();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut count = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let reply = record_usage_retrying(
-                    &clients,
-                    usage(&format!("load-{count}"), "acme", "tokens", "1", now_ms()),
-                )
-                .await;
-                settlement(&reply.result);
-                count += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            count
-        })
-    };
+    let writer = spawn_writer(
+        cluster.clients(),
+        "acme",
+        "load",
+        "1",
+        Duration::from_millis(20),
+        stop.clone(),
+    );
 
     let peer_addr = cluster.spawn_joiner(4).await;
     let leader = cluster.leader_among(&[1, 2, 3]).await;
@@ -422,23 +412,14 @@ async fn leader_stopped_gracefully_under_load_loses_nothing() {
     cluster.setup_credits_account("acme", GRANT).await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let clients = cluster.clients();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut count = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let reply = record_usage_retrying(
-                    &clients,
-                    usage(&format!("term-{count}"), "acme", "tokens", "2", now_ms()),
-                )
-                .await;
-                settlement(&reply.result);
-                count += 1;
-            }
-            count
-        })
-    };
+    let writer = spawn_writer(
+        cluster.clients(),
+        "acme",
+        "term",
+        "2",
+        Duration::ZERO,
+        stop.clone(),
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let leader = cluster.leader().await;
     // SIGTERM: the node stops accepting, answers what is in flight, shuts Raft down and exits 0

@@ -732,6 +732,42 @@ pub async fn record_usage_retrying(
     panic!("usage never answered within {WAIT_TIMEOUT:?}; last error {last_error}");
 }
 
+/// Spawns a writer that records one `tokens` usage event of `quantity` on `account` after
+/// another (ids `{prefix}-0`, `{prefix}-1`...), each retried through `clients` until it
+/// settles, with `pause` between them, until `stop` turns true: resolves to how many it wrote.
+pub fn spawn_writer(
+    clients: Vec<LedgerClient<Channel>>,
+    account: &str,
+    prefix: &str,
+    quantity: &str,
+    pause: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
+    let (account, prefix, quantity) = (
+        account.to_string(),
+        prefix.to_string(),
+        quantity.to_string(),
+    );
+    tokio::spawn(async move {
+        let mut count = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let request = requests::usage(
+                &format!("{prefix}-{count}"),
+                &account,
+                "tokens",
+                &quantity,
+                now_ms(),
+            );
+            settlement(&record_usage_retrying(&clients, request).await.result);
+            count += 1;
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+        }
+        count
+    })
+}
+
 impl Cluster {
     /// Asset `CREDITS` (scale 0), price book `std` charging 1 per `tokens`, and `account` with
     /// a purchased grant of `grant` credits. Retried across nodes, so it works during faults.

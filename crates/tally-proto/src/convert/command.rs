@@ -643,16 +643,27 @@ mod tests {
         assert_eq!(usage.hold, None);
     }
 
+    /// A batch of `events` after `spoil` (atomic when asked).
+    fn spoiled(
+        events: &[v1::UsageEvent],
+        atomic: bool,
+        spoil: impl FnOnce(&mut Vec<v1::UsageEvent>),
+    ) -> v1::RecordUsageBatchRequest {
+        let mut events = events.to_vec();
+        spoil(&mut events);
+        v1::RecordUsageBatchRequest {
+            events,
+            atomic,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn batch_errors_name_the_event_and_field() {
         let events: Vec<_> = (0..5).map(|i| event(&format!("e{i}"))).collect();
-        let mut bad = events.clone();
-        bad[3].quantity = "-1".to_string();
-        let request = v1::RecordUsageBatchRequest {
-            events: bad,
-            atomic: false,
-            ..Default::default()
-        };
+        let request = spoiled(&events, false, |bad| {
+            bad[3].quantity = "-1".to_string();
+        });
         assert_eq!(
             message(request.to_command()),
             "events[3].quantity: must be >= 0, got -1"
@@ -660,85 +671,57 @@ mod tests {
 
         // A carried cost past 10^15 is refused here, as a quantity is (it needs no ledger
         // state), not left to come back as a rejected outcome.
-        let mut bad = events.clone();
-        bad[1].cost = Some("1000000000000001".to_string());
-        let request = v1::RecordUsageBatchRequest {
-            events: bad,
-            atomic: false,
-            ..Default::default()
-        };
+        let request = spoiled(&events, false, |bad| {
+            bad[1].cost = Some("1000000000000001".to_string());
+        });
         assert_eq!(
             message(request.to_command()),
             "events[1].cost: 1000000000000001 exceeds the limit of 10^15"
         );
 
-        let mut bad = events.clone();
-        bad[2].account = String::new();
-        let request = v1::RecordUsageBatchRequest {
-            events: bad,
-            atomic: true,
-            ..Default::default()
-        };
+        let request = spoiled(&events, true, |bad| {
+            bad[2].account = String::new();
+        });
         assert_eq!(
             message(request.to_command()),
             "events[2].account: must not be empty"
         );
 
-        let mut bad = events.clone();
-        bad[1].dimensions.push(kv("model", "m2"));
-        let request = v1::RecordUsageBatchRequest {
-            events: bad,
-            atomic: false,
-            ..Default::default()
-        };
+        let request = spoiled(&events, false, |bad| {
+            bad[1].dimensions.push(kv("model", "m2"));
+        });
         let text = message(request.to_command());
         assert!(
             text.starts_with("events[1].dimensions: key \"model\" appears more than once"),
             "{text}"
         );
 
-        let mut bad = events.clone();
-        bad[4].occurred_at_ms = 0;
-        let request = v1::RecordUsageBatchRequest {
-            events: bad,
-            atomic: false,
-            ..Default::default()
-        };
+        let request = spoiled(&events, false, |bad| {
+            bad[4].occurred_at_ms = 0;
+        });
         let text = message(request.to_command());
         assert!(
             text.starts_with("events[4].occurred_at_ms: must be set"),
             "{text}"
         );
 
-        let mut bad = events.clone();
-        bad[0].hold_id = Some("h 1".to_string());
-        let request = v1::RecordUsageBatchRequest {
-            events: bad,
-            atomic: false,
-            ..Default::default()
-        };
+        let request = spoiled(&events, false, |bad| {
+            bad[0].hold_id = Some("h 1".to_string());
+        });
         assert!(message(request.to_command()).starts_with("events[0].hold_id: contains ' '"));
 
         // Names shared across a batch's events: a later event's bad meter or key (after good
         // ones) still fails with its own path, and a different good meter is its own.
-        let mut bad = events.clone();
-        bad[2].meter = "tok ens".to_string();
-        let request = v1::RecordUsageBatchRequest {
-            events: bad,
-            atomic: false,
-            ..Default::default()
-        };
+        let request = spoiled(&events, false, |bad| {
+            bad[2].meter = "tok ens".to_string();
+        });
         assert_eq!(
             message(request.to_command()),
             "events[2].meter: contains ' '; allowed characters are A-Z, a-z, 0-9 and _ . : @ -"
         );
-        let mut bad = events.clone();
-        bad[3].dimensions[1].key = "reg/ion".to_string();
-        let request = v1::RecordUsageBatchRequest {
-            events: bad,
-            atomic: false,
-            ..Default::default()
-        };
+        let request = spoiled(&events, false, |bad| {
+            bad[3].dimensions[1].key = "reg/ion".to_string();
+        });
         assert!(
             message(request.to_command()).starts_with("events[3].dimensions[1].key: contains '/'")
         );
@@ -773,25 +756,17 @@ mod tests {
             .collect();
         assert_eq!(values, ["m1", "eu"]);
 
-        let mut bad = events.clone();
-        bad[1].dimensions[0].value = "e\u{7f}u".to_string();
-        let request = v1::RecordUsageBatchRequest {
-            events: bad,
-            atomic: false,
-            ..Default::default()
-        };
+        let request = spoiled(&events, false, |bad| {
+            bad[1].dimensions[0].value = "e\u{7f}u".to_string();
+        });
         assert_eq!(
             message(request.to_command()),
             "events[1].dimensions[0].value: must not contain control characters"
         );
 
-        let mut bad = events;
-        bad[0].quantity = "1e3".to_string();
-        let request = v1::RecordUsageBatchRequest {
-            events: bad,
-            atomic: false,
-            ..Default::default()
-        };
+        let request = spoiled(&events, false, |bad| {
+            bad[0].quantity = "1e3".to_string();
+        });
         assert!(message(request.to_command())
             .starts_with("events[0].quantity: must be a plain decimal"));
     }
