@@ -27,10 +27,7 @@ async fn hashes_at_one_index(client: &Client) -> (Answers, Failures) {
     let (mut answers, mut errors) = gather(client, client.endpoints().to_vec(), None).await;
     let mut lead = HASH_LEAD_MIN;
     for _ in 0..HASH_ROUNDS_MAX {
-        let aligned = answers
-            .windows(2)
-            .all(|pair| pair[0].1.applied_index == pair[1].1.applied_index);
-        if aligned || answers.len() < 2 {
+        if aligned(&answers) || answers.len() < 2 {
             break;
         }
         let furthest = answers
@@ -65,6 +62,13 @@ async fn hashes_at_one_index(client: &Client) -> (Answers, Failures) {
         break;
     }
     (answers, errors)
+}
+
+/// Whether every answer stands at the same applied index.
+fn aligned(answers: &Answers) -> bool {
+    answers
+        .windows(2)
+        .all(|pair| pair[0].1.applied_index == pair[1].1.applied_index)
 }
 
 /// Asks every endpoint at once (the hash at `at_index` when given), in the endpoints' order.
@@ -312,9 +316,7 @@ async fn hash(client: &Client, out: Output) -> CommandResult {
     if answers.is_empty() {
         return Err(unreachable("state hash", &errors));
     }
-    let aligned = answers
-        .windows(2)
-        .all(|pair| pair[0].1.applied_index == pair[1].1.applied_index);
+    let aligned = aligned(&answers);
     let same_hash = answers
         .windows(2)
         .all(|pair| pair[0].1.hash_hex == pair[1].1.hash_hex);

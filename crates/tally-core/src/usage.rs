@@ -429,12 +429,7 @@ impl LedgerState {
             // A conflict with an event earlier in this batch, which is undone with the rest:
             // nothing with that id settled, so "conflict" (settled before with other content)
             // would tell the caller it was charged.
-            Outcome::Conflict { .. }
-                if self.find(&events[index]).is_none_or(|found| {
-                    self.remembered(&events[index], found, fingerprint(&events[index]))
-                        .is_none()
-                }) =>
-            {
+            Outcome::Conflict { .. } if self.remembered_now(&events[index]).is_none() => {
                 let event = &events[index];
                 let earlier = events[..index]
                     .iter()
@@ -467,9 +462,14 @@ impl LedgerState {
 
     /// `Duplicate` with its settlement when `event` (the same id and content) is remembered.
     fn settled_before(&self, event: &UsageEvent) -> Option<Outcome> {
+        self.remembered_now(event)
+            .filter(|outcome| matches!(outcome, Outcome::Duplicate(_)))
+    }
+
+    /// [`Self::remembered`] for `event` as the state stands (its account found anew).
+    fn remembered_now(&self, event: &UsageEvent) -> Option<Outcome> {
         let found = self.find(event)?;
         self.remembered(event, found, fingerprint(event))
-            .filter(|outcome| matches!(outcome, Outcome::Duplicate(_)))
     }
 
     /// What a remembered event id answers: `Duplicate` with the original settlement for the

@@ -47,6 +47,7 @@ impl AdminService {
     /// this node to apply it within the request deadline.
     async fn state_hash_at_index(&self, index: u64) -> Result<v1::StateHashReply, TallyError> {
         let ctx = &self.ctx;
+        let applied_now = || ctx.reader.last_applied().map_or(0, |log_id| log_id.index);
         let passed = |applied: u64| {
             TallyError::from(tally_core::InvalidInput::new(
                 "at_index",
@@ -69,14 +70,12 @@ impl AdminService {
                 node_id: ctx.node_id(),
             }),
             // Gone past without applying it here (a snapshot installed over it).
-            Ok(Err(_)) => Err(passed(
-                ctx.reader.last_applied().map_or(0, |log_id| log_id.index),
-            )),
+            Ok(Err(_)) => Err(passed(applied_now())),
             Err(_) => Err(TallyError::new(
                 ErrorCode::DeadlineExceeded,
                 format!(
                     "index {index} was not applied here before the deadline (applied: {})",
-                    ctx.reader.last_applied().map_or(0, |log_id| log_id.index)
+                    applied_now()
                 ),
             )),
         }
