@@ -658,3 +658,69 @@ async fn a_learner_that_no_longer_hears_from_a_leader_is_not_ready() {
     let (code, _) = cluster.http_get(4, "/health/live").await.expect("liveness");
     assert_eq!(code, 200);
 }
+
+/// Lines of node `id`'s log that contain `text`.
+fn log_lines(cluster: &Cluster, id: u64, text: &str) -> Vec<String> {
+    std::fs::read_to_string(&cluster.node(id).log_path)
+        .expect("node log")
+        .lines()
+        .filter(|line| line.contains(text))
+        .map(str::to_string)
+        .collect()
+}
+
+/// While a voter is down the leader says so once, not once per retry and per read (openraft
+/// alone logged an ERROR a second, and one per linearizable read), and says when it is back.
+#[tokio::test]
+async fn a_down_voter_is_logged_once_not_per_request_and_its_return_too() {
+    let mut cluster = Cluster::start(ClusterSpec::default()).await;
+    cluster.setup_credits_account("acme", GRANT).await;
+    let leader = cluster.leader().await;
+    let down = cluster
+        .running()
+        .into_iter()
+        .find(|&id| id != leader)
+        .expect("a follower");
+    cluster.kill9(down);
+    let mut client = cluster.ledger(leader);
+    for _ in 0..50 {
+        let request = v1::GetAccountRequest {
+            account: "acme".to_string(),
+            consistency: v1::Consistency::Linearizable as i32,
+        };
+        client
+            .get_account(request)
+            .await
+            .expect("a read with two voters of three");
+    }
+    write_events(&cluster, "while-down", 20).await;
+    // Several of openraft's retry rounds (backoff up to 1 s).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let reported = log_lines(&cluster, leader, &format!("peer {down} at "));
+    assert_eq!(reported.len(), 1, "{reported:#?}");
+    assert!(
+        reported[0].contains("WARN") && reported[0].contains("does not answer"),
+        "{reported:#?}"
+    );
+    for noise in [
+        "RPCError",
+        "confirming leadership",
+        "backoff mode",
+        "error replication",
+    ] {
+        let lines = log_lines(&cluster, leader, noise);
+        assert!(lines.is_empty(), "{noise}: {lines:#?}");
+    }
+
+    cluster.restart(down);
+    cluster.wait_ready(down).await;
+    cluster
+        .wait_for("the leader to log the peer's return", || async {
+            log_lines(&cluster, leader, &format!("peer {down} at "))
+                .iter()
+                .any(|line| line.contains("INFO") && line.contains("answers again after"))
+        })
+        .await;
+    let all = cluster.running();
+    cluster.converged_hash(&all).await;
+}

@@ -34,6 +34,7 @@
 pub mod codec;
 mod config;
 mod network;
+pub mod peer_health;
 mod service;
 mod stats;
 

@@ -46,6 +46,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use crate::codec;
+use crate::peer_health::PeerHealth;
 use crate::stats::{Counters, NetworkStats};
 use crate::MESSAGE_BYTES_MAX;
 
@@ -134,6 +135,7 @@ pub struct TallyNetwork {
     /// address gets a new channel).
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
     counters: Arc<Counters>,
+    health: Arc<PeerHealth>,
 }
 
 impl TallyNetwork {
@@ -143,6 +145,7 @@ impl TallyNetwork {
             config,
             channels: Arc::new(Mutex::new(HashMap::new())),
             counters: Arc::new(Counters::default()),
+            health: Arc::new(PeerHealth::default()),
         }
     }
 
@@ -190,11 +193,13 @@ impl RaftNetworkFactory<TypeConfig> for TallyNetwork {
             node_id: self.node_id,
             target,
             target_node: node.clone(),
+            addr: Arc::from(node.addr.as_str()),
             client,
             append_stream: None,
             streaming: true,
             config: self.config.clone(),
             counters: self.counters.clone(),
+            health: self.health.clone(),
         }
     }
 }
@@ -204,6 +209,8 @@ pub struct PeerNetwork {
     node_id: NodeId,
     target: NodeId,
     target_node: BasicNode,
+    /// `target_node`'s address, for [`PeerHealth`]'s lines.
+    addr: Arc<str>,
     /// `Err` when the peer's address is not a valid URI: every call is then `Unreachable`.
     client: Result<RaftClient<Channel>, String>,
     /// The open `AppendEntriesStream` call, if any.
@@ -212,6 +219,7 @@ pub struct PeerNetwork {
     streaming: bool,
     config: NetworkConfig,
     counters: Arc<Counters>,
+    health: Arc<PeerHealth>,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -297,8 +305,18 @@ impl PeerNetwork {
         })
     }
 
-    /// Sends one already-encoded request and decodes the reply. `shrink_to_entries` is the
-    /// batch size to ask for when the peer refuses the request as too large (appends only).
+    /// The time one request may take: openraft gives AppendEntries only the heartbeat interval
+    /// (a follower's fsync included), so use the whole budget; openraft's own timer at the
+    /// same deadline reports the same Timeout if it fires first.
+    fn ttl(&self, option: &RPCOption) -> Duration {
+        option
+            .hard_ttl()
+            .min(ms(self.config.request_timeout_ms_max))
+    }
+
+    /// Sends one already-encoded request and decodes the reply (see [`Self::exchange`]), and
+    /// tells [`PeerHealth`] whether the peer answered, also when openraft's own timer gave up
+    /// on the request first (it drops this future at the deadline).
     async fn call<Resp, E>(
         &mut self,
         action: RPCTypes,
@@ -310,12 +328,44 @@ impl PeerNetwork {
         Resp: DeserializeOwned,
         E: Error + DeserializeOwned,
     {
-        // openraft gives AppendEntries only the heartbeat interval (a follower's fsync included),
-        // so use the whole budget; openraft's own timer at the same deadline reports the same
-        // Timeout if it fires first.
-        let ttl = option
-            .hard_ttl()
-            .min(ms(self.config.request_timeout_ms_max));
+        let mut pending = Pending {
+            health: self.health.clone(),
+            target: self.target,
+            addr: self.addr.clone(),
+            started: std::time::Instant::now(),
+            ttl: self.ttl(option),
+            action,
+            finished: false,
+        };
+        let result = self.exchange(action, data, option, shrink_to_entries).await;
+        pending.finished = true;
+        let now = std::time::Instant::now();
+        match &result {
+            // A refusal as too large is an answer: the peer is there.
+            Ok(_) | Err(RPCError::PayloadTooLarge(_)) => {
+                self.health.answered(self.target, &pending.addr, now)
+            }
+            Err(error) => self
+                .health
+                .failed(self.target, &pending.addr, &error.to_string(), now),
+        };
+        result
+    }
+
+    /// Sends one already-encoded request and decodes the reply. `shrink_to_entries` is the
+    /// batch size to ask for when the peer refuses the request as too large (appends only).
+    async fn exchange<Resp, E>(
+        &mut self,
+        action: RPCTypes,
+        data: Vec<u8>,
+        option: &RPCOption,
+        shrink_to_entries: Option<u64>,
+    ) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: Error + DeserializeOwned,
+    {
+        let ttl = self.ttl(option);
         let target = self.target;
         let client = match &mut self.client {
             Ok(client) => client,
@@ -424,6 +474,34 @@ impl PeerNetwork {
             }
             None => Err(self.network_error(format!("peer {target} sent an empty reply"))),
         }
+    }
+}
+
+/// One request on its way, for [`PeerHealth`]: dropped unfinished near its deadline, it was
+/// given up by openraft's own timer (which fires first, having started first), and counts as
+/// a timeout; dropped earlier, it was cancelled for another reason and counts as nothing.
+struct Pending {
+    health: Arc<PeerHealth>,
+    target: NodeId,
+    addr: Arc<str>,
+    started: std::time::Instant,
+    ttl: Duration,
+    action: RPCTypes,
+    finished: bool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.finished || self.started.elapsed() < self.ttl.mul_f64(0.9) {
+            return;
+        }
+        let reason = format!(
+            "no answer to {} within {} ms",
+            action_name(self.action),
+            self.ttl.as_millis()
+        );
+        self.health
+            .failed(self.target, &self.addr, &reason, std::time::Instant::now());
     }
 }
 

@@ -8,6 +8,8 @@
 //!   `Config::dev`), validated as a whole; errors name the field (`raft.heartbeat_ms`).
 //! - [`shutdown::Shutdown`]: a watchable stop signal; `trigger_on_signals()` wires SIGTERM and
 //!   Ctrl-C to it.
+//! - [`logging::init`]: `tallyd`'s logger (`RUST_LOG`, openraft's per-request peer failures
+//!   left to `tally_raft::peer_health`'s one line per run of failures).
 //! - [`metrics::Metrics`], [`http::serve`]: `/metrics` (Prometheus text), `/health/live`,
 //!   `/health/ready` on `metrics_addr`.
 //! - [`proposer::Proposer`]: group commit: coalesces waiting commands into one log entry
@@ -47,6 +49,7 @@ pub mod config;
 pub mod http;
 pub mod incoming;
 pub mod ledger_service;
+pub mod logging;
 pub mod machine;
 pub mod metrics;
 pub mod node;

@@ -39,15 +39,7 @@ struct Args {
 
 fn main() -> ExitCode {
     tally_server::alloc::keep_freed_memory();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,openraft=warn,sled=warn,h2=warn")
-            }),
-        )
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    tally_server::logging::init();
     let args = Args::parse();
     let config = match (&args.config, args.dev) {
         (Some(path), _) => match Config::from_file(path) {
