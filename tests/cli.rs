@@ -1013,6 +1013,41 @@ async fn every_command_in_human_and_json_form() {
     tally(e, &["cluster", "promote", "5"])
         .ok()
         .has("node 5 is now a voter");
+    // A learner at an address where nothing answers: added all the same, and the answer says
+    // so within the caller's deadline (it used to be three timeouts, then "outcome unknown").
+    let nowhere = format!("127.0.0.1:{}", tally_tests::free_ports(1)[0]);
+    tally(
+        e,
+        &["--timeout", "3s", "cluster", "add-learner", "6", &nowhere],
+    )
+    .code(3)
+    .has("added node 6")
+    .err_has("node 6 has not caught up: no answer from it within")
+    .err_has("tally cluster remove 6");
+    let json = tally(
+        e,
+        &[
+            "--json",
+            "--timeout",
+            "2s",
+            "cluster",
+            "add-learner",
+            "6",
+            &nowhere,
+        ],
+    )
+    .code(3)
+    .json();
+    assert_eq!(json["unchanged"], true, "{json}");
+    assert!(
+        json["not_caught_up"]
+            .as_str()
+            .is_some_and(|why| why.contains("no answer from it within")),
+        "{json}"
+    );
+    tally(e, &["cluster", "remove", "6"])
+        .ok()
+        .has("removed node 6");
     let json = tally(e, &["--json", "cluster", "remove", "5"]).ok().json();
     assert!(
         !json["members"]

@@ -11,7 +11,7 @@ use crate::values::*;
     name = "tally",
     version,
     about = "Tally: a real-time usage ledger. Ledger commands for users, cluster commands for operators.",
-    after_help = "TIME is RFC 3339 (2026-01-31T12:00:00Z); DURATION is like 90s, 10m, 24h; amounts are exact decimals (12.50).\nExit status: 0 ok, 1 refused by the ledger, 2 bad command line, 3 cluster unreachable or outcome unknown."
+    after_help = "TIME is RFC 3339 (2026-01-31T12:00:00Z); DURATION is like 90s, 10m, 24h; amounts are exact decimals (12.50).\nExit status: 0 ok, 1 refused by the ledger, 2 bad command line, 3 cluster unreachable, outcome unknown, or a learner not caught up yet (retry)."
 )]
 pub struct Cli {
     /// A node's client address, host:port. Repeat (or separate with commas) to give several;

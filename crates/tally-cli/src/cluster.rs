@@ -137,12 +137,26 @@ pub async fn cluster(client: &Client, out: Output, command: ClusterCommand) -> C
         ClusterCommand::Status => status(client, out).await,
         ClusterCommand::AddLearner { id, addr, no_wait } => {
             let reply = client.add_learner(id, &addr, !no_wait).await?;
-            let done = if reply.unchanged {
-                format!("node {id} ({addr}) is already a member; nothing to add")
-            } else {
-                format!("added node {id} ({addr}) as a learner")
+            let caught_up = reply.not_caught_up.is_empty();
+            let done = match (reply.unchanged, caught_up) {
+                (true, true) => format!("node {id} ({addr}) is already a member; nothing to add"),
+                (true, false) => format!("node {id} ({addr}) is already a member"),
+                (false, _) => format!("added node {id} ({addr}) as a learner"),
             };
-            membership(out, &done, &reply)
+            membership(out, &done, &reply)?;
+            if caught_up {
+                return Ok(0);
+            }
+            // A member that has not caught up is not ready to promote. Exit 3: the same command
+            // again waits again.
+            if !out.json {
+                eprintln!(
+                    "\nnode {id} has not caught up: {}.\nIt is a member all the same: `tally cluster status` shows its progress, \
+                     running this command again waits again, `tally cluster remove {id}` takes it out.",
+                    reply.not_caught_up
+                );
+            }
+            Ok(EXIT_UNAVAILABLE)
         }
         ClusterCommand::Promote { id } => {
             let reply = client.promote(id).await?;
@@ -169,11 +183,15 @@ pub async fn cluster(client: &Client, out: Output, command: ClusterCommand) -> C
 
 fn membership(out: Output, done: &str, reply: &v1::MembershipReply) -> CommandResult {
     if out.json {
-        out.json(&json!({
+        let mut value = json!({
             "members": members_json(&reply.members),
             "log_index": reply.log_index,
             "unchanged": reply.unchanged,
-        }));
+        });
+        if !reply.not_caught_up.is_empty() {
+            value["not_caught_up"] = Value::String(reply.not_caught_up.clone());
+        }
+        out.json(&value);
     } else {
         println!("{done} (log index {})\n", reply.log_index);
         print!("{}", members_text(&reply.members));

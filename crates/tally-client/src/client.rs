@@ -827,7 +827,9 @@ impl Client {
     }
 
     /// Adds node `id` (peer address `addr`) as a learner; with `blocking`, waits until it has
-    /// caught up.
+    /// caught up, within the attempt's deadline. A learner added that has not caught up by then
+    /// is answered normally with `not_caught_up` saying why (no answer from it, or how far it
+    /// got): the change is committed; calling again waits again.
     pub async fn add_learner(
         &self,
         id: u64,

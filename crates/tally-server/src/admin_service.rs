@@ -124,6 +124,7 @@ impl AdminService {
             members,
             log_index: log_id.map(|log_id| log_id.index).unwrap_or(0),
             unchanged: true,
+            not_caught_up: String::new(),
         }))
     }
 
@@ -142,6 +143,9 @@ impl AdminService {
         let started = Instant::now();
         let ctx = &self.ctx;
         let was_forwarded = request.metadata().get(FORWARDED_METADATA_KEY).is_some();
+        // The leader hears the caller's deadline, so that it can answer within it.
+        let forward_timeout = caller_timeout(request.metadata())
+            .map_or(ctx.request_deadline(), |t| t.min(ctx.request_deadline()));
         let message = request.into_inner();
         let result = if ctx.is_leader() {
             self.change_here(&message, &changes)
@@ -153,7 +157,7 @@ impl AdminService {
             match ctx.leader_channel() {
                 Ok((_, channel)) => {
                     let mut request = Request::new(message);
-                    request.set_timeout(ctx.request_deadline());
+                    request.set_timeout(forward_timeout);
                     ctx.mark_forwarded(&mut request);
                     forward(AdminClient::new(channel), request).await
                 }
@@ -202,6 +206,7 @@ impl AdminService {
                         members,
                         log_index: response.log_id.index,
                         unchanged: false,
+                        not_caught_up: String::new(),
                     }));
                 }
                 Ok(Err(error)) => error,
@@ -236,6 +241,29 @@ impl AdminService {
             }
         }
     }
+}
+
+/// The caller's deadline for this call, from its `grpc-timeout` header (tonic cancels the
+/// handler when it passes): digits and a unit, `H`, `M`, `S`, `m`, `u` or `n`.
+fn caller_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    let value: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(value.saturating_mul(3_600)),
+        "M" => Duration::from_secs(value.saturating_mul(60)),
+        "S" => Duration::from_secs(value),
+        "m" => Duration::from_millis(value),
+        "u" => Duration::from_micros(value),
+        "n" => Duration::from_nanos(value),
+        _ => return None,
+    })
+}
+
+/// How long a handler may wait within a caller's `timeout` and still have its answer arrive:
+/// a tenth of it, at least 200 ms, is left for the answer's way back.
+fn answer_before(timeout: Duration) -> Duration {
+    timeout.saturating_sub((timeout / 10).max(Duration::from_millis(200)))
 }
 
 fn check_node_id(id: u64) -> Result<(), TallyError> {
@@ -323,7 +351,10 @@ impl v1::admin_server::Admin for AdminService {
         let blocking = message.blocking;
         let id = message.id;
         let handled_here = self.ctx.is_leader();
-        let reply = self
+        let wait = caller_timeout(request.metadata()).map_or(self.ctx.request_deadline(), |t| {
+            self.ctx.request_deadline().min(answer_before(t))
+        });
+        let mut reply = self
             .change(
                 "add_learner",
                 request,
@@ -374,31 +405,36 @@ impl v1::admin_server::Admin for AdminService {
             .await?;
         if blocking && handled_here {
             // Blocking: answer once the learner's log has caught up with the leader's log as it
-            // was when the change committed (a forwarding node leaves this to the leader).
+            // was when the change committed (a forwarding node leaves this to the leader). The
+            // change is committed either way: a wait that ends first says so in a normal reply,
+            // so the caller neither retries a change that is done nor takes it as undone.
             let target = reply.get_ref().log_index;
+            let matched = |metrics: &openraft::RaftMetrics<NodeId, BasicNode>| {
+                metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|replication| replication.get(&id).cloned().flatten())
+                    .map(|matched| matched.index)
+            };
             let caught_up = self
                 .ctx
                 .raft
-                .wait(Some(self.ctx.request_deadline()))
+                .wait(Some(wait))
                 .metrics(
-                    |metrics| {
-                        metrics
-                            .replication
-                            .as_ref()
-                            .and_then(|replication| replication.get(&id).cloned().flatten())
-                            .is_some_and(|matched| matched.index >= target)
-                    },
+                    |metrics| matched(metrics).is_some_and(|index| index >= target),
                     "learner caught up",
                 )
                 .await;
             if caught_up.is_err() {
-                return Err(TallyError::new(
-                    ErrorCode::DeadlineExceeded,
-                    format!(
-                        "node {id} was added as a learner but did not catch up before the deadline"
+                let seconds = wait.as_secs_f64();
+                reply.get_mut().not_caught_up = match matched(&self.ctx.raft_metrics()) {
+                    None => format!(
+                        "no answer from it within {seconds:.1} s: check that tallyd runs there with node_id {id} and that the leader reaches its peer address"
                     ),
-                )
-                .to_status());
+                    Some(index) => format!(
+                        "within {seconds:.1} s it received the log up to index {index} of {target}; it is still catching up"
+                    ),
+                };
             }
         }
         Ok(reply)
