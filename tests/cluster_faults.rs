@@ -724,3 +724,30 @@ async fn a_down_voter_is_logged_once_not_per_request_and_its_return_too() {
     let all = cluster.running();
     cluster.converged_hash(&all).await;
 }
+
+/// Stopping the nodes of a cluster one at a time (an upgrade, host by host) leaves the last one
+/// a leader without a quorum: SIGTERM must still stop it, cleanly. (Its ticks wait on
+/// proposals that cannot commit; it used to wait for them for ever and ignore more signals.)
+#[tokio::test]
+async fn the_last_node_stopped_stops_although_nothing_can_commit() {
+    let mut cluster = Cluster::start(ClusterSpec::default()).await;
+    cluster.setup_credits_account("acme", GRANT).await;
+    let charged = write_events(&cluster, "before", 5).await;
+    let leader = cluster.leader().await;
+    for id in cluster.running() {
+        if id != leader {
+            cluster.stop(id);
+        }
+    }
+    // Ticks go on being proposed, and wait, while nothing can commit.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    cluster.stop(leader);
+    for id in [1, 2, 3] {
+        cluster.restart(id);
+    }
+    for id in [1, 2, 3] {
+        cluster.wait_ready(id).await;
+    }
+    assert_charged_exactly(&cluster, 5, charged).await;
+    cluster.converged_hash(&[1, 2, 3]).await;
+}

@@ -1,7 +1,7 @@
 //! `tally cluster ...`: what each node reports, membership changes, snapshots, state hashes.
 
 use serde_json::{json, Value};
-use tally_client::{v1, Client, ClientError};
+use tally_client::{v1, Client, ClientError, ErrorCode};
 
 use crate::args::ClusterCommand;
 use crate::ledger::{role, CommandResult};
@@ -24,7 +24,21 @@ type Failures = Vec<(String, ClientError)>;
 /// them all, which each answers as it applies it, so the hashes are of the same state however
 /// busy the cluster is.
 async fn hashes_at_one_index(client: &Client) -> (Answers, Failures) {
-    let (mut answers, mut errors) = gather(client, client.endpoints().to_vec(), None).await;
+    // Right after the nodes start (an upgrade's "start them all") no leader is known for a
+    // moment and a linearizable hash is refused `not_leader`: wait for one, within the call
+    // budget, as every other command does.
+    let budget = std::time::Duration::from_millis(client.config().call_timeout_ms);
+    let started = std::time::Instant::now();
+    let (mut answers, mut errors) = loop {
+        let (answers, errors) = gather(client, client.endpoints().to_vec(), None).await;
+        let no_leader_yet = errors
+            .iter()
+            .any(|(_, error)| error.code() == ErrorCode::NotLeader);
+        if !no_leader_yet || started.elapsed() >= budget {
+            break (answers, errors);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
     let mut lead = HASH_LEAD_MIN;
     for _ in 0..HASH_ROUNDS_MAX {
         if aligned(&answers) || answers.len() < 2 {

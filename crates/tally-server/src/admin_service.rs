@@ -350,6 +350,7 @@ impl v1::admin_server::Admin for AdminService {
         }
         let blocking = message.blocking;
         let id = message.id;
+        let addr = message.addr.clone();
         let handled_here = self.ctx.is_leader();
         let wait = caller_timeout(request.metadata()).map_or(self.ctx.request_deadline(), |t| {
             self.ctx.request_deadline().min(answer_before(t))
@@ -429,7 +430,7 @@ impl v1::admin_server::Admin for AdminService {
                 let seconds = wait.as_secs_f64();
                 reply.get_mut().not_caught_up = match matched(&self.ctx.raft_metrics()) {
                     None => format!(
-                        "no answer from it within {seconds:.1} s: check that tallyd runs there with node_id {id} and that the leader reaches its peer address"
+                        "no answer from it within {seconds:.1} s: check that tallyd runs there with node_id {id}, that {addr} is its peer_addr (not its client_addr) and that the leader reaches it"
                     ),
                     Some(index) => format!(
                         "within {seconds:.1} s it received the log up to index {index} of {target}; it is still catching up"

@@ -337,12 +337,25 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("requests still in flight after {grace:?}; stopping anyway"),
     }
     internal.trigger();
-    let _ = tokio::time::timeout(grace, proposer_task).await;
-    for task in [init_task, tick_task, snapshot_task] {
-        let _ = task.await;
+    // The node's own tasks (proposer, ticks, initialization) may be waiting on a proposal that
+    // cannot commit (a leader whose followers were stopped first): they get a short grace, then
+    // are cancelled. Such a proposal was never acknowledged to anyone; if it commits later
+    // under another leader, that is as if it had been proposed then.
+    let tasks_by = tokio::time::Instant::now() + Duration::from_millis(SHUTDOWN_GRACE_MS);
+    for (name, task) in [
+        ("proposer", proposer_task),
+        ("initialization", init_task),
+        ("tick", tick_task),
+        ("snapshot counter", snapshot_task),
+    ] {
+        finish_or_cancel(name, task, tasks_by).await;
     }
-    if let Err(error) = raft.shutdown().await {
-        tracing::warn!(%error, "raft shutdown");
+    match tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), raft.shutdown()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "raft shutdown"),
+        Err(_) => {
+            tracing::warn!("raft did not stop within {SHUTDOWN_GRACE_MS} ms; stopping anyway")
+        }
     }
     if let Some(peer_server) = peer_server {
         let _ = tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), peer_server).await;
@@ -354,6 +367,18 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         Some(fatal) => Err(anyhow::anyhow!(
             "raft stopped on a fatal error: {fatal} (see the log above; restart the node once the cause is fixed)"
         )),
+    }
+}
+
+/// Waits for `task` until `by`, then cancels it (saying so).
+async fn finish_or_cancel(
+    name: &str,
+    mut task: tokio::task::JoinHandle<()>,
+    by: tokio::time::Instant,
+) {
+    if tokio::time::timeout_at(by, &mut task).await.is_err() {
+        tracing::info!("the {name} task still waits on the log (nothing can commit); cancelled");
+        task.abort();
     }
 }
 

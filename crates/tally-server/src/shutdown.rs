@@ -2,6 +2,9 @@
 
 use tokio::sync::watch;
 
+/// The exit status of a node stopped at once by a second SIGTERM or SIGINT.
+pub const EXIT_SECOND_SIGNAL: i32 = 130;
+
 /// A shutdown signal: `trigger` once, and every `watch` receiver sees `true`.
 #[derive(Clone)]
 pub struct Shutdown {
@@ -39,7 +42,8 @@ impl Shutdown {
         let _ = receiver.wait_for(|stop| *stop).await;
     }
 
-    /// Triggers this signal on the first SIGTERM or SIGINT (Ctrl-C) the process receives.
+    /// Triggers this signal on the first SIGTERM or SIGINT (Ctrl-C) the process receives; a
+    /// second one ends the process at once with [`EXIT_SECOND_SIGNAL`].
     pub fn trigger_on_signals(&self) -> std::io::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut terminate = signal(SignalKind::terminate())?;
@@ -52,9 +56,20 @@ impl Shutdown {
             };
             tracing::info!(
                 signal = name,
-                "shutting down: no new requests, finishing those in flight"
+                "shutting down: no new requests, finishing those in flight (a second signal stops at once)"
             );
             this.trigger();
+            // A second signal: the operator will not wait. Stopping at once is as safe as a
+            // kill -9: every write acknowledged was fsynced before it was acknowledged.
+            let name = tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+            };
+            tracing::warn!(
+                signal = name,
+                "second signal: stopping at once (every acknowledged write is on disk already)"
+            );
+            std::process::exit(EXIT_SECOND_SIGNAL);
         });
         Ok(())
     }

@@ -582,8 +582,9 @@ pub fn union_of(histories: &[&Vec<JournalRec>]) -> Vec<JournalRec> {
 /// had no history before it) was fixed in tally-store, whose snapshots now carry the history.
 pub const KNOWN_BUG_RULES: &[&str] = &[];
 
-/// The failure report: the seed, the fault schedule and each violation with its operations.
-pub fn report(record: &RunRecord, violations: &[Violation]) -> String {
+/// The failure report: the seed, the command that replays the run (`reproduce`), the fault
+/// schedule and each violation with its operations.
+pub fn report(record: &RunRecord, violations: &[Violation], reproduce: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -591,11 +592,7 @@ pub fn report(record: &RunRecord, violations: &[Violation]) -> String {
         violations.len(),
         record.seed
     );
-    let _ = writeln!(
-        out,
-        "reproduce: make test-faults SEED={}  (see tests/README.md)",
-        record.seed
-    );
+    let _ = writeln!(out, "reproduce: {reproduce}  (see tests/README.md)");
     let _ = writeln!(out, "fault schedule:");
     for step in &record.schedule {
         let _ = writeln!(out, "  {step}");
@@ -844,8 +841,16 @@ mod tests {
             .retain(|entry| entry.event_id.as_deref() != Some("e1"));
         account.balance = dec("80");
         assert_caught(&record, "lost_event");
-        let report = report(&record, &check(&record).1);
+        let report = report(
+            &record,
+            &check(&record).1,
+            "make test-faults SEED=42 DURATION=10 FAULTS=kill_leader",
+        );
         assert!(report.contains("seed 42"), "{report}");
+        assert!(
+            report.contains("reproduce: make test-faults SEED=42 DURATION=10 FAULTS=kill_leader"),
+            "{report}"
+        );
         assert!(report.contains("kill -9 leader"), "{report}");
         assert!(report.contains("op 1 client 0"), "{report}");
     }

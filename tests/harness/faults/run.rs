@@ -245,15 +245,27 @@ pub struct RunSummary {
 
 pub async fn run(spec: RunSpec) -> RunSummary {
     let wall = Instant::now();
+    // The command that replays this run's schedule: the seed alone would replay `mixed`'s
+    // defaults (every fault, 120 s), another schedule.
+    let reproduce = format!(
+        "make test-faults SEED={} DURATION={} FAULTS={}",
+        spec.seed,
+        spec.duration.as_secs(),
+        spec.faults
+            .iter()
+            .map(|fault| fault.name())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
     eprintln!(
-        "[faults] scenario {} seed {} duration {:?} faults {:?} (reproduce: make test-faults SEED={} DURATION={} FAULTS={})",
+        "[faults] scenario {} seed {} duration {:?} faults {:?} (reproduce: {reproduce})",
         spec.name,
         spec.seed,
         spec.duration,
-        spec.faults.iter().map(|fault| fault.name()).collect::<Vec<_>>(),
-        spec.seed,
-        spec.duration.as_secs(),
-        spec.faults.iter().map(|fault| fault.name()).collect::<Vec<_>>().join(","),
+        spec.faults
+            .iter()
+            .map(|fault| fault.name())
+            .collect::<Vec<_>>(),
     );
     let mut cluster = FaultCluster::start(spec.cluster.clone()).await;
     let endpoints = cluster.endpoints();
@@ -410,7 +422,7 @@ pub async fn run(spec: RunSpec) -> RunSummary {
         }
     }
     if !violations.is_empty() {
-        let report = checker::report(&record, &violations);
+        let report = checker::report(&record, &violations, &reproduce);
         if let Some(kept) = cluster.keep_dir() {
             eprintln!("[faults] data and logs kept in {}", kept.display());
         }
