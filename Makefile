@@ -67,7 +67,7 @@ demo:
 
 # Long fault-injection run (tests/fault_scenarios.rs `mixed`): every fault drawn at random from
 # SEED for DURATION seconds; FAULTS=kill_leader,slow_links restricts the pool. A failure prints
-# the seed and the fault schedule; the same command with that SEED replays the same schedule.
+# the fault schedule and the command that replays it (SEED, DURATION and FAULTS together).
 SEED ?= $(shell date +%s)
 DURATION ?= 120
 FAULTS ?=
