@@ -310,6 +310,18 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         "tallyd is serving"
     );
+    let needed = crate::machine::open_files_needed(limits.connections_max);
+    match crate::machine::raise_open_files_limit() {
+        Ok((_, after)) if after < needed => tracing::warn!(
+            "the open-files limit is {after} (hard limit), below the {needed} that two listeners of limits.connections_max = {} and the node's own files may need: raise it (systemd LimitNOFILE) or lower limits.connections_max",
+            limits.connections_max
+        ),
+        Ok((before, after)) if after > before => {
+            tracing::info!("open-files limit raised from {before} to {after} (the hard limit)")
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot read or raise the open-files limit"),
+    }
     if let Some(advice) = crate::machine::idle_polling_advice() {
         tracing::info!("{advice}");
     }
