@@ -36,12 +36,15 @@
 //! (and calls its `LogFlushed` callback) only after `fdatasync` of the segment (and of the
 //! directory when the append started a new segment). `truncate`, `purge` and `save_vote` are
 //! synced before they return. Recovery on open: every record's length, CRC and index are
-//! checked; a damaged or short record in the LAST segment is taken for the torn write of an
-//! append that was never acknowledged, and the segment is cut there (with a warning; the bytes
-//! cut are kept in `cut-FIRST-OFFSET.bin`, since a crash cannot be told from damage inside the
-//! last segment: one append may write several records, any of whose pages may be lost); damage
-//! in an earlier segment is corruption and stops the open with an error naming the file and
-//! the offset.
+//! checked; a damaged or short record in the LAST segment past the committed index this node
+//! saved is taken for the torn write of an append that was never acknowledged, and the segment
+//! is cut there (with a warning; the bytes cut are kept in `cut-FIRST-OFFSET.bin`, since a crash
+//! cannot be told from damage inside an append: one append may write several records, any of
+//! whose pages may be lost); damage in an earlier segment, or at or below that committed index
+//! (openraft 0.9 saves a commit only after the append it covers was flushed, so those entries
+//! were synced and acknowledged), or a log that ends before it, is corruption and stops the
+//! open with an error naming the file and the offset. (A cut there had let a node lose
+//! committed entries and, with the others down or behind, elect a leader without them.)
 //!
 //! Reads: the most recent entries stay in memory (up to [`LogOptions::cache_bytes_max`], an
 //! entry counted as three times its encoded size: it holds its encoding and its decoded form),
@@ -201,7 +204,31 @@ impl LogStore {
             failed: None,
             records: Vec::new(),
         };
-        let active_end = log.recover(dir)?;
+        // Entries up to the committed index this node saved were synced here before it saved
+        // it (openraft 0.9 saves a commit only after the append it covers is flushed): damage
+        // to them is not the torn write of an unacknowledged append.
+        let synced_through = std::fs::read(&committed_path)
+            .ok()
+            .and_then(|bytes| {
+                unframed(&bytes)
+                    .and_then(|body| codec::decode::<Option<LogId<NodeId>>>("committed", body).ok())
+            })
+            .flatten()
+            .map(|committed| committed.index);
+        let active_end = log.recover(dir, synced_through)?;
+        if let Some(synced) = synced_through {
+            let held = log.last_log_id().map(|id| id.index);
+            if held.is_none_or(|held| held < synced) {
+                return Err(StoreError::Corrupt {
+                    what: "log",
+                    reason: format!(
+                        "{} holds the log up to {}, but entries up to {synced} were committed and                          synced on this node: they were lost from its disk. This node cannot                          rejoin with this data directory: see README, Recovery (remove it, then                          add it again on an empty one)",
+                        dir.display(),
+                        held.map_or("nothing".to_string(), |held| format!("index {held}")),
+                    ),
+                });
+            }
+        }
         if active_end != Some(log.next_index()) {
             // No segment yet, or the last one ends before a purge point a snapshot moved past
             // it: the next append must start a segment of its own to stay consecutive.
@@ -561,7 +588,13 @@ impl Log {
     /// Rebuilds the slots from the segment files, cutting a torn tail off the last one and
     /// deleting segments a purge had finished with. Returns the index after the last record
     /// of the last segment, if there is a segment.
-    fn recover(&mut self, dir: &Path) -> Result<Option<u64>, StoreError> {
+    /// Damage at or below `synced_through` (entries this node synced and saw committed) is
+    /// corruption wherever it is: the open fails, naming the file and offset.
+    fn recover(
+        &mut self,
+        dir: &Path,
+        synced_through: Option<u64>,
+    ) -> Result<Option<u64>, StoreError> {
         let mut active_end = None;
         let mut names = Vec::new();
         let listing = std::fs::read_dir(dir).map_err(|e| StoreError::io("read dir", dir, e))?;
@@ -626,7 +659,22 @@ impl Log {
                                 what: "log segment",
                                 reason: format!(
                                     "{} at offset {offset}: {reason}; only the last segment may \
-                                     end in a torn write",
+                                     end in a torn write. This node cannot rejoin with this data \
+                                     directory: see README, Recovery",
+                                    path.display()
+                                ),
+                            });
+                        }
+                        if let Some(synced) = synced_through.filter(|&synced| expected <= synced) {
+                            return Err(StoreError::Corrupt {
+                                what: "log segment",
+                                reason: format!(
+                                    "{} at offset {offset}: {reason}, at index {expected}, but \
+                                     entries up to {synced} were committed and synced on this \
+                                     node, so this is damage, not the torn write of an append \
+                                     never acknowledged. This node cannot rejoin with this data \
+                                     directory: see README, Recovery (remove it, then add it \
+                                     again on an empty one)",
                                     path.display()
                                 ),
                             });

@@ -422,37 +422,16 @@ fn reader_is_a_cheap_shareable_handle() {
     shareable::<tally_store::LedgerReader>();
 }
 
-/// Damage inside the last segment cannot be told from a torn final append (one append may
-/// write several records and lose any of their pages), so the log is cut at the first bad
-/// record; the bytes cut, acknowledged records among them, are kept in a file beside the log
-/// so that nothing is destroyed.
+/// Damage inside the last segment past the committed index cannot be told from a torn final
+/// append (one append may write several records and lose any of their pages), so the log is
+/// cut at the first bad record; the bytes cut are kept in a file beside the log so that
+/// nothing is destroyed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_cut_off_the_last_segment_are_kept() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let (mut log, _sm) = tally_store::open(dir.path()).unwrap();
-        for i in 1..=30 {
-            log.blocking_append([entry(i)]).await.unwrap();
-        }
-    }
-    let files = segment_files(dir.path());
-    assert_eq!(files.len(), 1);
-    let path = files[0].0.clone();
-    let bytes = std::fs::read(&path).unwrap();
+    // Committed (synced and acknowledged) up to 9: damage past it may be a torn append.
+    let (_, bytes, at) = thirty_entries_with_record_10_damaged(dir.path(), 9).await;
     let end_of_records = records_end(&bytes);
-    // The offset of record 10: walk the lengths of the first nine.
-    let mut at = 0;
-    for _ in 0..9 {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        at += HEADER_OF_FIRST_RECORD + len;
-    }
-    {
-        use std::os::unix::fs::FileExt;
-        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        let flipped = bytes[at + HEADER_OF_FIRST_RECORD + 3] ^ 0x01;
-        file.write_all_at(&[flipped], (at + HEADER_OF_FIRST_RECORD + 3) as u64)
-            .unwrap();
-    }
     let (mut log, _sm) = tally_store::open(dir.path()).unwrap();
     assert_eq!(
         log.try_get_log_entries(..).await.unwrap(),
@@ -468,6 +447,90 @@ async fn bytes_cut_off_the_last_segment_are_kept() {
         std::fs::read(dir.path().join(format!("raft-log/cut-1-{at}.bin"))).unwrap(),
         cut,
         "records 10..=30 kept as they were on disk"
+    );
+}
+
+/// Writes entries 1..=30 one append each, saves `committed` as the committed index, and flips
+/// a byte in record 10's payload. Returns the segment, its bytes before the flip, and record
+/// 10's offset.
+async fn thirty_entries_with_record_10_damaged(
+    dir: &std::path::Path,
+    committed: u64,
+) -> (std::path::PathBuf, Vec<u8>, usize) {
+    {
+        let (mut log, _sm) = tally_store::open(dir).unwrap();
+        for i in 1..=30 {
+            log.blocking_append([entry(i)]).await.unwrap();
+        }
+        log.save_committed(Some(log_id(2, committed)))
+            .await
+            .unwrap();
+    }
+    let files = segment_files(dir);
+    assert_eq!(files.len(), 1);
+    let path = files[0].0.clone();
+    let bytes = std::fs::read(&path).unwrap();
+    // The offset of record 10: walk the lengths of the first nine.
+    let mut at = 0;
+    for _ in 0..9 {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += HEADER_OF_FIRST_RECORD + len;
+    }
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let flipped = bytes[at + HEADER_OF_FIRST_RECORD + 3] ^ 0x01;
+        file.write_all_at(&[flipped], (at + HEADER_OF_FIRST_RECORD + 3) as u64)
+            .unwrap();
+    }
+    (path, bytes, at)
+}
+
+/// Entries this node saw committed were synced before it saved the commit (openraft 0.9), so
+/// damage at or below the committed index is not a torn append: the open fails naming the
+/// file, and changes nothing (cutting there had let a node drop acknowledged entries and,
+/// with the others down or behind, elect a leader without them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_to_committed_entries_of_the_last_segment_stops_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, at) = thirty_entries_with_record_10_damaged(dir.path(), 20).await;
+    let damaged = std::fs::read(&path).unwrap();
+    let error = tally_store::open(dir.path())
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    for part in [
+        &path.display().to_string(),
+        &format!("offset {at}"),
+        "index 10",
+        "entries up to 20 were committed and synced on this node",
+        "Recovery",
+    ] {
+        assert!(error.contains(part), "{part}: {error}");
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), damaged, "nothing cut");
+    assert!(!dir.path().join(format!("raft-log/cut-1-{at}.bin")).exists());
+}
+
+/// A log that ends before the committed index this node saved lost synced entries (blocks
+/// lost to the file system, a segment deleted): the open fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_ends_before_its_committed_index_stops_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes, at) = thirty_entries_with_record_10_damaged(dir.path(), 25).await;
+    // Record 10 and everything after it zeroed: a clean end at index 9.
+    std::fs::write(
+        &path,
+        [&bytes[..at], &vec![0u8; bytes.len() - at][..]].concat(),
+    )
+    .unwrap();
+    let error = tally_store::open(dir.path())
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("holds the log up to index 9, but entries up to 25 were committed"),
+        "{error}"
     );
 }
 
