@@ -456,6 +456,25 @@ impl SnapshotFiles {
         self.finish_build(build, history)
     }
 
+    /// Syncs the temp file `temp` (where a full disk shows, with delayed allocation). Blocking.
+    pub(crate) fn sync_build(&self, temp: &str) -> Result<(), StoreError> {
+        let temp = self.dir.join(temp);
+        File::open(&temp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| StoreError::io("fsync", &temp, e))
+    }
+
+    /// Removes the temp file `temp` of a build that failed, freeing its space (best effort: a
+    /// file left is removed at the next open).
+    pub(crate) fn discard_build(&self, temp: &str) {
+        let temp = self.dir.join(temp);
+        if let Err(error) = fs::remove_file(&temp) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %temp.display(), %error, "cannot remove a failed snapshot build");
+            }
+        }
+    }
+
     /// Makes the temp file `temp`, a finished build describing `meta`, the current snapshot,
     /// durably, unless the current one is newer. Returns whether it was kept. Blocking.
     pub(crate) fn commit_build(&self, meta: &Meta, temp: &str) -> Result<bool, StoreError> {

@@ -510,6 +510,10 @@ pub(crate) struct Applied {
     pub(crate) membership: Membership,
 }
 
+/// After a snapshot build failed, how long before another is tried (openraft asks for one
+/// at every commit past the policy's threshold).
+const SNAPSHOT_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 /// Shared by the state machine, its snapshot builders and every [`LedgerReader`].
 pub(crate) struct Shared {
     pub(crate) db: sled::Db,
@@ -522,6 +526,9 @@ pub(crate) struct Shared {
     /// Highest ledger event seq persisted in `sm` (0: none yet).
     pub(crate) event_seq: watch::Sender<u64>,
     snapshot_counter: AtomicU64,
+    /// When a snapshot build last failed (writing its file: the disk full, say): builds are
+    /// not tried again within [`SNAPSHOT_RETRY_AFTER`] of it.
+    snapshot_failed_at: Mutex<Option<Instant>>,
     /// Set while [`MetaOnlySnapshots`] lives: `get_current_snapshot` then answers the meta.
     meta_only: AtomicBool,
     /// Woken whenever a writer releases `applied`: async readers wait on it instead of
@@ -679,6 +686,7 @@ impl StateMachineStore {
                 snapshots,
                 event_seq,
                 snapshot_counter: AtomicU64::new(0),
+                snapshot_failed_at: Mutex::new(None),
                 meta_only: AtomicBool::new(false),
                 unlocked: tokio::sync::Notify::new(),
                 journal_rows_end,
@@ -1127,7 +1135,14 @@ impl SnapshotBuilder {
     async fn build(&self) -> Result<Snapshot<TypeConfig>, StoreError> {
         let shared = self.shared.clone();
         let n = self.shared.snapshot_counter.fetch_add(1, Ordering::Relaxed);
-        let meta = tokio::task::spawn_blocking(move || -> Result<Meta, StoreError> {
+        let built = tokio::task::spawn_blocking(move || -> Result<Option<Meta>, StoreError> {
+            let mut failed_at = shared
+                .snapshot_failed_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if failed_at.is_some_and(|at| at.elapsed() < SNAPSHOT_RETRY_AFTER) {
+                return Ok(None);
+            }
             // The writes land in the page cache; where the kernel's dirty-page limit is small
             // next to the snapshot they wait for the disk (session 2 saw seconds), but only
             // within one hold of the lock. The hash, by reading the file back, and the fsync
@@ -1135,12 +1150,37 @@ impl SnapshotBuilder {
             // `sm` tree, synced below before the snapshot is made current;
             // `current_snapshot` adds them when the snapshot leaves for another node.
             let started = Instant::now();
-            let ((meta, build, history), holds) = encode_in_steps(&shared, n)?;
+            // Writing the new file touches nothing the node runs on: when it fails (the disk
+            // is full: every node builds at about the same index, so all three would stop at
+            // once), the file is removed and the node goes on with its last snapshot and its
+            // log, which is not purged past it meanwhile.
+            let written =
+                encode_in_steps(&shared, n).and_then(|((meta, build, history), holds)| {
+                    shared.snapshots.finish_build(build, &history)?;
+                    shared.snapshots.sync_build(snapshot::BUILD_TEMP)?;
+                    Ok((meta, holds))
+                });
+            let (meta, holds) = match written {
+                Ok(written) => written,
+                Err(error) => {
+                    shared.snapshots.discard_build(snapshot::BUILD_TEMP);
+                    *failed_at = Some(Instant::now());
+                    tracing::error!(
+                        %error,
+                        "snapshot build failed, its file removed; the node goes on with its last \
+                         snapshot and keeps its log (not purged past that snapshot, so it grows); \
+                         the next build is tried in {} s at the earliest",
+                        SNAPSHOT_RETRY_AFTER.as_secs()
+                    );
+                    return Ok(None);
+                }
+            };
+            *failed_at = None;
+            drop(failed_at);
             let encoded = started.elapsed();
-            shared.snapshots.finish_build(build, &history)?;
             // The journal rows up to this snapshot must be durable before the log entries
             // that could rebuild them may be purged: the blocks first, then the rows that
-            // locate them.
+            // locate them. (A failure here is the node's own data: fatal.)
             shared.journal.sync()?;
             shared.disk.sync(&shared.db)?;
             shared.snapshots.commit_build(&meta, snapshot::BUILD_TEMP)?;
@@ -1153,10 +1193,15 @@ impl SnapshotBuilder {
                 total_ms = started.elapsed().as_millis() as u64,
                 "snapshot built"
             );
-            Ok(meta)
+            Ok(Some(meta))
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))??;
+        // A build that failed or was not tried answers the current snapshot's meta (none: the
+        // default), which openraft takes as nothing new (`update_snapshot` keeps a snapshot
+        // only when it is newer), so it neither purges the log nor stops.
+        let meta =
+            built.unwrap_or_else(|| self.shared.snapshots.current_meta().unwrap_or_default());
         // openraft 0.9 uses only the meta of a built snapshot (core/sm/worker.rs); what it
         // sends a follower comes from `get_current_snapshot`. So the data is not read back:
         // an empty file (two system calls) stands for it.

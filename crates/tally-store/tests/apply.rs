@@ -490,3 +490,55 @@ async fn a_snapshot_built_while_entries_apply_is_of_the_index_it_names() {
     }
     reader.with_state(|s| s.check_invariants()).unwrap();
 }
+
+/// A snapshot build that cannot write its file (the disk full; here a directory in the way of
+/// the build's temp file) is not a fatal storage error: the build answers the current
+/// snapshot's meta, which openraft takes as nothing new, the node goes on applying and
+/// reading, and builds are not tried again at once (openraft asks at every commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_build_that_cannot_write_its_file_leaves_the_node_running() {
+    let entries = scenario(2, 20);
+    let reference = Reference::new(&entries);
+    let n = entries.len();
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = tally_store::open(dir.path()).unwrap();
+    sm.apply([membership(1, 1, &[1, 2]), blank(1, 2)])
+        .await
+        .unwrap();
+    apply_range(&mut sm, &entries, 0..n / 2, &reference).await;
+    let first = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(
+        first.meta.last_log_id.map(|id| id.index),
+        Some(n as u64 / 2 + 2)
+    );
+
+    apply_range(&mut sm, &entries, n / 2..n - 2, &reference).await;
+    let obstacle = dir.path().join("snapshots/current.snap.build");
+    std::fs::create_dir(&obstacle).unwrap();
+    let failed = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("a failed build is not a storage error");
+    assert_eq!(failed.meta, first.meta, "the current snapshot, nothing new");
+    // The node goes on: applies and reads as before.
+    apply_range(&mut sm, &entries, n - 2..n, &reference).await;
+    check_reads(&sm.reader(), &reference, n, 2);
+    // Not tried again at once, even with the way clear.
+    std::fs::remove_dir(&obstacle).unwrap();
+    let soon = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(soon.meta, first.meta);
+    let current = sm.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta, first.meta);
+}
