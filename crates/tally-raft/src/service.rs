@@ -101,6 +101,8 @@ pub struct RaftService {
     raft: openraft::Raft<TypeConfig>,
     node_id: NodeId,
     contact: Arc<LeaderContact>,
+    /// When an empty snapshot was last refused and logged (at most one line a minute).
+    empty_snapshot_logged: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl RaftService {
@@ -110,6 +112,7 @@ impl RaftService {
             raft,
             node_id,
             contact: Arc::default(),
+            empty_snapshot_logged: Arc::default(),
         }
     }
 
@@ -311,6 +314,27 @@ impl v1::raft_server::Raft for RaftService {
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let vote = rpc.vote;
         self.contact.arrived(&vote);
+        if rpc.offset == 0 && rpc.done && rpc.data.is_empty() {
+            // No snapshot is empty: this is a leader that could not assemble one (a full disk,
+            // a damaged journal block; `tally_store`'s `current_snapshot` says so in its log).
+            // Refused before openraft sees it (installing it would fail this node's storage,
+            // a fatal error); the leader backs off and tries again later.
+            let mut logged = self
+                .empty_snapshot_logged
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if logged.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(60)) {
+                *logged = Some(std::time::Instant::now());
+                tracing::warn!(
+                    leader = %vote.leader_id,
+                    "the leader sent an empty snapshot: it could not assemble one (see its log); \
+                     refused, and this node stays behind until it can (logged once a minute)"
+                );
+            }
+            return Err(Status::failed_precondition(
+                "an empty snapshot: the leader could not assemble one (see its log)",
+            ));
+        }
         let result = self.raft.install_snapshot(rpc).await;
         // Accepted when this node's vote is no newer than the sender's.
         if matches!(&result, Ok(response) if response.vote <= vote) {

@@ -311,3 +311,43 @@ async fn no_vote_for_a_log_that_ends_before_a_known_commit() {
     raft.shutdown().await.unwrap();
     server.abort();
 }
+
+/// An empty snapshot is what a leader sends when it could not assemble one (a full disk, a
+/// damaged journal block): the receiver refuses it before openraft sees it (installing it
+/// would be a fatal storage error on the receiver), as Unreachable, so the leader's
+/// replication backs off instead of stopping; the receiver's state is untouched.
+#[tokio::test]
+async fn an_empty_snapshot_is_refused_before_openraft_sees_it() {
+    use openraft::raft::InstallSnapshotRequest;
+    use openraft::SnapshotMeta;
+    let (raft, _dir) = common::lone_raft(2).await;
+    let (addr, server) = serve(&raft, MESSAGE_BYTES_MAX).await;
+    let mut factory = TallyNetwork::new(1, NetworkConfig::default());
+    let mut client = factory.new_client(2, &BasicNode { addr }).await;
+    let request = InstallSnapshotRequest::<TypeConfig> {
+        vote: Vote::new_committed(1, 1),
+        meta: SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 40)),
+            ..Default::default()
+        },
+        offset: 0,
+        data: Vec::new(),
+        done: true,
+    };
+    let error = client
+        .install_snapshot(request, option())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RPCError::Unreachable(_)), "{error:?}");
+    assert!(
+        error
+            .to_string()
+            .contains("the leader could not assemble one"),
+        "{error}"
+    );
+    let metrics = raft.metrics().borrow().clone();
+    assert_eq!(metrics.snapshot, None, "nothing installed");
+    assert_eq!(metrics.last_applied, None);
+    raft.shutdown().await.unwrap();
+    server.abort();
+}

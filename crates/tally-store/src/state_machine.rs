@@ -529,6 +529,8 @@ pub(crate) struct Shared {
     /// When a snapshot build last failed (writing its file: the disk full, say): builds are
     /// not tried again within [`SNAPSHOT_RETRY_AFTER`] of it.
     snapshot_failed_at: Mutex<Option<Instant>>,
+    /// When assembling a snapshot for another node last failed (see `current_snapshot`).
+    outgoing_failed_at: Mutex<Option<Instant>>,
     /// Set while [`MetaOnlySnapshots`] lives: `get_current_snapshot` then answers the meta.
     meta_only: AtomicBool,
     /// Woken whenever a writer releases `applied`: async readers wait on it instead of
@@ -687,6 +689,7 @@ impl StateMachineStore {
                 event_seq,
                 snapshot_counter: AtomicU64::new(0),
                 snapshot_failed_at: Mutex::new(None),
+                outgoing_failed_at: Mutex::new(None),
                 meta_only: AtomicBool::new(false),
                 unlocked: tokio::sync::Notify::new(),
                 journal_rows_end,
@@ -938,42 +941,41 @@ impl StateMachineStore {
                 let Some((local, path)) = shared.snapshots.open_current()? else {
                     return Ok(None);
                 };
-                let outgoing = Path::new("outgoing snapshot");
-                let io = |e| StoreError::io("write", outgoing, e);
-                let file = shared.snapshots.transfer_file()?;
-                // The local snapshot is checked, then its state copied across as it is read.
-                let (meta, mut assembly, own_history) = snapshot::read_file(
-                    local,
-                    &path,
-                    |meta, state| {
-                        let mut assembly = snapshot::Assembly::new(file, meta).map_err(io)?;
-                        assembly.state(state).map_err(io)?;
-                        Ok(assembly)
-                    },
-                    snapshot::history_bytes(&path),
-                )?;
-                for (key, value) in snapshot::decode_rows(&own_history)? {
-                    assembly.row(&key, &value).map_err(io)?;
+                // Assembling it reads the whole journal and writes a file as large: a full disk
+                // or a damaged journal block makes it fail, and openraft 0.9 stops the whole
+                // node on any error here (the leader, when a learner needs a snapshot: after
+                // a Recovery's `remove`, the cluster with it). Instead the receiver is sent an
+                // empty snapshot, which it refuses (`tally_raft`'s service), so only its
+                // replication waits; tried again after SNAPSHOT_RETRY_AFTER.
+                let mut failed_at = shared
+                    .outgoing_failed_at
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let meta_now = shared.snapshots.current_meta();
+                if let Some(meta) = meta_now.clone() {
+                    if failed_at.is_some_and(|at| at.elapsed() < SNAPSHOT_RETRY_AFTER) {
+                        return Ok(Some((meta, shared.snapshots.transfer_file()?)));
+                    }
                 }
-                // Journal blocks travel as `j` rows holding the block, whichever way this node
-                // keeps them (a receiver of an earlier build reads them as it always did).
-                for row in shared.sm.scan_prefix([PREFIX_JOURNAL]) {
-                    let (key, value) = row.map_err(StoreError::sled("read history rows"))?;
-                    assembly.row(&key, &value).map_err(io)?;
+                let assembled = assemble_outgoing(&shared, local, &path);
+                match (assembled, meta_now) {
+                    (Ok(assembled), _) => {
+                        *failed_at = None;
+                        Ok(Some(assembled))
+                    }
+                    (Err(error), Some(meta)) => {
+                        *failed_at = Some(Instant::now());
+                        tracing::error!(
+                            %error,
+                            "cannot assemble the snapshot a lagging or new node needs; it is \
+                             sent an empty one, which it refuses, and stays behind (this node \
+                             goes on); tried again in {} s",
+                            SNAPSHOT_RETRY_AFTER.as_secs()
+                        );
+                        Ok(Some((meta, shared.snapshots.transfer_file()?)))
+                    }
+                    (Err(error), None) => Err(error),
                 }
-                for row in shared.sm.scan_prefix([PREFIX_JOURNAL_AT]) {
-                    let (key, value) = row.map_err(StoreError::sled("read history rows"))?;
-                    let block = shared.journal.read_located(&value)?;
-                    let first = codec::key_u64("journal key", &key[1..])?;
-                    assembly
-                        .row(&seq_key(PREFIX_JOURNAL, first), &block)
-                        .map_err(io)?;
-                }
-                for row in shared.sm.scan_prefix([PREFIX_EVENT]) {
-                    let (key, value) = row.map_err(StoreError::sled("read history rows"))?;
-                    assembly.row(&key, &value).map_err(io)?;
-                }
-                Ok(Some((meta, assembly.finish().map_err(io)?)))
             },
         )
         .await
@@ -983,6 +985,51 @@ impl StateMachineStore {
             snapshot: Box::new(tokio::fs::File::from_std(file)),
         }))
     }
+}
+
+/// The snapshot sent to another node: the local snapshot `local` (at `path`) with its state,
+/// then every journal block and ledger event row this node holds. Blocking.
+fn assemble_outgoing(
+    shared: &Shared,
+    local: std::fs::File,
+    path: &Path,
+) -> Result<(Meta, std::fs::File), StoreError> {
+    let outgoing = Path::new("outgoing snapshot");
+    let io = |e| StoreError::io("write", outgoing, e);
+    let file = shared.snapshots.transfer_file()?;
+    // The local snapshot is checked, then its state copied across as it is read.
+    let (meta, mut assembly, own_history) = snapshot::read_file(
+        local,
+        path,
+        |meta, state| {
+            let mut assembly = snapshot::Assembly::new(file, meta).map_err(io)?;
+            assembly.state(state).map_err(io)?;
+            Ok(assembly)
+        },
+        snapshot::history_bytes(path),
+    )?;
+    for (key, value) in snapshot::decode_rows(&own_history)? {
+        assembly.row(&key, &value).map_err(io)?;
+    }
+    // Journal blocks travel as `j` rows holding the block, whichever way this node
+    // keeps them (a receiver of an earlier build reads them as it always did).
+    for row in shared.sm.scan_prefix([PREFIX_JOURNAL]) {
+        let (key, value) = row.map_err(StoreError::sled("read history rows"))?;
+        assembly.row(&key, &value).map_err(io)?;
+    }
+    for row in shared.sm.scan_prefix([PREFIX_JOURNAL_AT]) {
+        let (key, value) = row.map_err(StoreError::sled("read history rows"))?;
+        let block = shared.journal.read_located(&value)?;
+        let first = codec::key_u64("journal key", &key[1..])?;
+        assembly
+            .row(&seq_key(PREFIX_JOURNAL, first), &block)
+            .map_err(io)?;
+    }
+    for row in shared.sm.scan_prefix([PREFIX_EVENT]) {
+        let (key, value) = row.map_err(StoreError::sled("read history rows"))?;
+        assembly.row(&key, &value).map_err(io)?;
+    }
+    Ok((meta, assembly.finish().map_err(io)?))
 }
 
 /// Accounts a snapshot build encodes per hold of the state's lock: some 2 ms of encoding at

@@ -542,3 +542,46 @@ async fn a_snapshot_build_that_cannot_write_its_file_leaves_the_node_running() {
     let current = sm.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta, first.meta);
 }
+
+/// A snapshot for another node that cannot be assembled (here a damaged journal block; a full
+/// disk alike) is not a storage error, which would stop the sending node (openraft 0.9): an
+/// empty snapshot stands for it, which receivers refuse (`tally-raft`), and the node goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_cannot_be_assembled_for_another_node_leaves_this_one_running() {
+    use std::os::unix::fs::FileExt;
+    let entries = scenario(2, 20);
+    let reference = Reference::new(&entries);
+    let n = entries.len();
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = tally_store::open(dir.path()).unwrap();
+    sm.apply([membership(1, 1, &[1, 2]), blank(1, 2)])
+        .await
+        .unwrap();
+    apply_range(&mut sm, &entries, 0..n - 2, &reference).await;
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let mut whole = Vec::new();
+    let mut good = sm.get_current_snapshot().await.unwrap().unwrap();
+    good.snapshot.read_to_end(&mut whole).await.unwrap();
+    assert!(!whole.is_empty());
+
+    let journal = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("journal.dat"))
+        .unwrap();
+    journal.write_all_at(&[0xA5; 16], 40).unwrap();
+    let mut damaged = sm
+        .get_current_snapshot()
+        .await
+        .expect("not a storage error")
+        .expect("a snapshot");
+    assert_eq!(damaged.meta, good.meta);
+    let mut bytes = Vec::new();
+    damaged.snapshot.read_to_end(&mut bytes).await.unwrap();
+    assert!(bytes.is_empty(), "an empty snapshot stands for it");
+    // The node goes on applying.
+    apply_range(&mut sm, &entries, n - 2..n, &reference).await;
+}
