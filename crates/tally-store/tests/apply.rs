@@ -491,27 +491,46 @@ async fn a_snapshot_built_while_entries_apply_is_of_the_index_it_names() {
     reader.with_state(|s| s.check_invariants()).unwrap();
 }
 
+/// A store with the membership, the leader's blank entry and the first `upto(n)` of the n
+/// entries of a two-account scenario applied.
+async fn two_accounts_applied(
+    upto: impl Fn(usize) -> usize,
+) -> (
+    tempfile::TempDir,
+    Vec<tally_core::Entry>,
+    Reference,
+    tally_store::LogStore,
+    StateMachineStore,
+) {
+    let entries = scenario(2, 20);
+    let reference = Reference::new(&entries);
+    let dir = tempfile::tempdir().unwrap();
+    let (log, mut sm) = tally_store::open(dir.path()).unwrap();
+    sm.apply([membership(1, 1, &[1, 2]), blank(1, 2)])
+        .await
+        .unwrap();
+    apply_range(&mut sm, &entries, 0..upto(entries.len()), &reference).await;
+    (dir, entries, reference, log, sm)
+}
+
+/// Builds a snapshot; a build that fails to write its file is not a storage error either.
+async fn build(sm: &mut StateMachineStore) -> openraft::Snapshot<tally_store::TypeConfig> {
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("a build is never a storage error for its own file")
+}
+
 /// A snapshot build that cannot write its file (the disk full; here a directory in the way of
 /// the build's temp file) is not a fatal storage error: the build answers the current
 /// snapshot's meta, which openraft takes as nothing new, the node goes on applying and
 /// reading, and builds are not tried again at once (openraft asks at every commit).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_build_that_cannot_write_its_file_leaves_the_node_running() {
-    let entries = scenario(2, 20);
-    let reference = Reference::new(&entries);
+    let (dir, entries, reference, _log, mut sm) = two_accounts_applied(|n| n / 2).await;
     let n = entries.len();
-    let dir = tempfile::tempdir().unwrap();
-    let (_log, mut sm) = tally_store::open(dir.path()).unwrap();
-    sm.apply([membership(1, 1, &[1, 2]), blank(1, 2)])
-        .await
-        .unwrap();
-    apply_range(&mut sm, &entries, 0..n / 2, &reference).await;
-    let first = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let first = build(&mut sm).await;
     assert_eq!(
         first.meta.last_log_id.map(|id| id.index),
         Some(n as u64 / 2 + 2)
@@ -520,24 +539,14 @@ async fn a_snapshot_build_that_cannot_write_its_file_leaves_the_node_running() {
     apply_range(&mut sm, &entries, n / 2..n - 2, &reference).await;
     let obstacle = dir.path().join("snapshots/current.snap.build");
     std::fs::create_dir(&obstacle).unwrap();
-    let failed = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("a failed build is not a storage error");
+    let failed = build(&mut sm).await;
     assert_eq!(failed.meta, first.meta, "the current snapshot, nothing new");
     // The node goes on: applies and reads as before.
     apply_range(&mut sm, &entries, n - 2..n, &reference).await;
     check_reads(&sm.reader(), &reference, n, 2);
     // Not tried again at once, even with the way clear.
     std::fs::remove_dir(&obstacle).unwrap();
-    let soon = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let soon = build(&mut sm).await;
     assert_eq!(soon.meta, first.meta);
     let current = sm.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta, first.meta);
@@ -549,20 +558,9 @@ async fn a_snapshot_build_that_cannot_write_its_file_leaves_the_node_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_that_cannot_be_assembled_for_another_node_leaves_this_one_running() {
     use std::os::unix::fs::FileExt;
-    let entries = scenario(2, 20);
-    let reference = Reference::new(&entries);
+    let (dir, entries, reference, _log, mut sm) = two_accounts_applied(|n| n - 2).await;
     let n = entries.len();
-    let dir = tempfile::tempdir().unwrap();
-    let (_log, mut sm) = tally_store::open(dir.path()).unwrap();
-    sm.apply([membership(1, 1, &[1, 2]), blank(1, 2)])
-        .await
-        .unwrap();
-    apply_range(&mut sm, &entries, 0..n - 2, &reference).await;
-    sm.get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    build(&mut sm).await;
     let mut whole = Vec::new();
     let mut good = sm.get_current_snapshot().await.unwrap().unwrap();
     good.snapshot.read_to_end(&mut whole).await.unwrap();
