@@ -196,7 +196,40 @@ fn open_sled(sled_dir: &Path) -> Result<sled::Db, StoreError> {
             {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
+            Err(error) if remove_unfinished_sled_snapshots(sled_dir) => {
+                // Tried again without them (once: none is left now).
+                tracing::warn!(%error, "sled refused to open with an unfinished snapshot file; opening again without it");
+            }
             other => return other.map_err(StoreError::sled("open")),
         }
     }
+}
+
+/// Removes the `snap.*.generating` files in sled's directory: snapshots sled began writing and
+/// never finished (a full disk: it leaves an empty one), which sled 0.34.7 then reads as its
+/// latest snapshot and refuses to open ("Read corrupted data", spacejam/sled#1527), so a node
+/// restarted while its disk was full never started again once space was freed. Unfinished by
+/// their name (sled renames a snapshot when it is complete), they hold nothing sled needs.
+/// Called only after an open failed other than on the directory lock, so no other process is
+/// writing them. Returns whether one was removed.
+fn remove_unfinished_sled_snapshots(sled_dir: &Path) -> bool {
+    let Ok(listing) = std::fs::read_dir(sled_dir) else {
+        return false;
+    };
+    let mut removed = false;
+    for item in listing.flatten() {
+        let name = item.file_name().to_string_lossy().into_owned();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            match std::fs::remove_file(item.path()) {
+                Ok(()) => {
+                    tracing::warn!(path = %item.path().display(), "removed an unfinished sled snapshot");
+                    removed = true;
+                }
+                Err(error) => {
+                    tracing::warn!(path = %item.path().display(), %error, "cannot remove an unfinished sled snapshot");
+                }
+            }
+        }
+    }
+    removed
 }

@@ -562,3 +562,24 @@ fn a_data_directory_belongs_to_one_node_id() {
     tally_store::claim_node_id(&older, 3).unwrap();
     assert!(tally_store::claim_node_id(&older, 1).is_err());
 }
+
+/// sled leaves an empty `snap.*.generating` file when the disk fills while it writes a
+/// snapshot, and sled 0.34.7 then refuses to open for ever (spacejam/sled#1527: a node
+/// restarted on a full disk never started again once space was freed). The unfinished file
+/// is removed and the store opens with everything it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_sled_snapshot_does_not_keep_the_store_shut() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _sm) = tally_store::open(dir.path()).unwrap();
+        log.blocking_append((1..=5).map(entry)).await.unwrap();
+    }
+    let unfinished = dir.path().join("state/snap.FFFFFFFFFFFFFFFF.generating");
+    std::fs::write(&unfinished, b"").unwrap();
+    let (mut log, _sm) = tally_store::open(dir.path()).expect("opens without it");
+    assert!(!unfinished.exists());
+    assert_eq!(
+        log.try_get_log_entries(..).await.unwrap(),
+        (1..=5).map(entry).collect::<Vec<_>>()
+    );
+}
