@@ -751,3 +751,60 @@ async fn the_last_node_stopped_stops_although_nothing_can_commit() {
     assert_charged_exactly(&cluster, 5, charged).await;
     cluster.converged_hash(&[1, 2, 3]).await;
 }
+
+/// A node whose journal file was damaged (its ledger state is fine: it agrees with the others)
+/// answers history reads `unavailable`, naming itself, so clients go to another node, which
+/// serves them; it said `internal`, which clients do not retry.
+#[tokio::test]
+async fn history_a_node_cannot_read_is_served_by_another() {
+    let mut cluster = Cluster::start(ClusterSpec::default()).await;
+    cluster.setup_credits_account("acme", GRANT).await;
+    write_events(&cluster, "before", 20).await;
+    let leader = cluster.leader().await;
+    let damaged = cluster
+        .running()
+        .into_iter()
+        .find(|&id| id != leader)
+        .expect("a follower");
+    // A snapshot, so the node does not apply (and journal) those entries again at restart.
+    cluster
+        .admin(damaged)
+        .trigger_snapshot(v1::TriggerSnapshotRequest {})
+        .await
+        .expect("trigger snapshot");
+    cluster.stop(damaged);
+    let journal = cluster.node(damaged).data_dir.join("journal.dat");
+    let mut bytes = std::fs::read(&journal).expect("journal.dat");
+    for byte in bytes.iter_mut() {
+        *byte ^= 0x5A;
+    }
+    std::fs::write(&journal, bytes).expect("damage journal.dat");
+    cluster.restart(damaged);
+    cluster.wait_ready(damaged).await;
+
+    let request = v1::HistoryRequest {
+        account: "acme".to_string(),
+        before_seq: None,
+        limit: 10,
+        consistency: v1::Consistency::Linearizable as i32,
+    };
+    let status = cluster
+        .ledger(damaged)
+        .history(request.clone())
+        .await
+        .expect_err("its journal is damaged");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains(&format!("node {damaged} cannot read its history")),
+        "{status:?}"
+    );
+    // The others serve it.
+    let reply = cluster
+        .ledger(leader)
+        .history(request)
+        .await
+        .expect("history from a healthy node");
+    assert_eq!(reply.into_inner().entries.len(), 10);
+}

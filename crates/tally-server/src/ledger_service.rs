@@ -627,9 +627,7 @@ impl ingest::ledger_server::Ledger for LedgerService {
             self.ctx
                 .reader
                 .history(&account, before_seq, limit)
-                .map_err(|error| {
-                    TallyError::internal(format!("reading history: {error}")).to_status()
-                })
+                .map_err(|error| history_unreadable(self.ctx.node_id(), &error))
         };
         let entries = history(request.before_seq, limit)?;
         // A full page names where the next one starts only when there is one: the page can
@@ -766,4 +764,26 @@ impl ingest::ledger_server::Ledger for LedgerService {
             receiver,
         )))
     }
+}
+
+/// A history read that failed on this node: its journal or the index of it in `state/` is
+/// damaged or gone (the ledger state agrees across nodes; only this node's copy of history is
+/// broken). Answered `unavailable`, so clients retry on another node, which can serve it; an
+/// ERROR at most once a minute says which node needs Recovery.
+fn history_unreadable(node_id: u64, error: &dyn std::fmt::Display) -> Status {
+    static LOGGED: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let mut logged = LOGGED.lock().unwrap_or_else(|p| p.into_inner());
+    if logged.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(60)) {
+        *logged = Some(std::time::Instant::now());
+        tracing::error!(
+            %error,
+            "this node cannot read its history (its journal.dat or state/ is damaged); reads of \
+             history are sent to other nodes; this node needs Recovery (README): remove it and \
+             add it again on an empty data directory (logged once a minute)"
+        );
+    }
+    TallyError::unavailable(format!(
+        "node {node_id} cannot read its history ({error}); another node can serve it"
+    ))
+    .to_status()
 }
