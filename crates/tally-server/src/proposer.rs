@@ -79,6 +79,12 @@ pub struct ProposerLimits {
     pub entry_bytes_max: usize,
     pub queue_max: usize,
     pub entries_in_flight_max: usize,
+    /// How long an entry handed to Raft may go unanswered before its slot in the pipeline is
+    /// freed and its waiters are told the outcome is unknown (the request deadline: they have
+    /// given up by then anyway). openraft 0.9 never answers an entry that a snapshot installed
+    /// over (a leader paused while others moved on and purged past it), and with the slot held
+    /// for ever the node proposed nothing again: once it led again, no write, no tick.
+    pub answer_wait_max: Duration,
 }
 
 struct Proposal {
@@ -230,8 +236,24 @@ async fn drain(
         match sink.submit(entry).await {
             Ok(pending) => {
                 let metrics = metrics.clone();
+                let wait = limits.answer_wait_max;
                 tokio::spawn(async move {
-                    let result = pending.await;
+                    let result = tokio::time::timeout(wait, pending)
+                        .await
+                        .unwrap_or_else(|_| {
+                            tracing::warn!(
+                                wait_ms = wait.as_millis() as u64,
+                                "an entry handed to Raft had no answer in time; its slot is freed \
+                             and its requests are told the outcome is unknown"
+                            );
+                            Err(ProposeError::Unknown {
+                                reason: format!(
+                                    "Raft did not answer within {} ms (a leader change or a \
+                                 snapshot may have replaced the entry)",
+                                    wait.as_millis()
+                                ),
+                            })
+                        });
                     drop(permit);
                     answer(replies, result, at_ms, &metrics);
                 });
@@ -362,6 +384,7 @@ mod tests {
             entry_bytes_max: 1_000,
             queue_max: 1_000,
             entries_in_flight_max: 4,
+            answer_wait_max: Duration::from_secs(10),
         }
     }
 
@@ -417,6 +440,72 @@ mod tests {
         assert!(entries
             .windows(2)
             .all(|pair| pair[0].at_ms <= pair[1].at_ms));
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    /// Never answers the first entry (as openraft 0.9 never answers an entry a snapshot was
+    /// installed over), answers the others at once.
+    struct LosesTheFirst {
+        submitted: Mutex<u64>,
+    }
+
+    impl EntrySink for LosesTheFirst {
+        fn submit(
+            &self,
+            entry: Entry,
+        ) -> BoxFuture<
+            '_,
+            Result<BoxFuture<'static, Result<AppliedEntry, ProposeError>>, ProposeError>,
+        > {
+            let mut submitted = self.submitted.lock().unwrap();
+            *submitted += 1;
+            let log_index = *submitted;
+            Box::pin(async move {
+                let pending: BoxFuture<'static, _> = if log_index == 1 {
+                    Box::pin(std::future::pending())
+                } else {
+                    Box::pin(async move {
+                        let outcomes = LedgerState::new().apply(&entry).outcomes;
+                        Ok(AppliedEntry {
+                            log_index,
+                            outcomes,
+                        })
+                    })
+                };
+                Ok(pending)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_entry_raft_never_answers_frees_its_slot() {
+        let mut one_slot = limits();
+        one_slot.entries_in_flight_max = 1;
+        one_slot.answer_wait_max = Duration::from_millis(100);
+        let (stop, stopped) = watch::channel(false);
+        let (proposer, task) = Proposer::start(
+            Arc::new(LosesTheFirst {
+                submitted: Mutex::new(0),
+            }),
+            one_slot,
+            Arc::new(Metrics::new()),
+            stopped,
+        );
+        let lost =
+            tokio::time::timeout(Duration::from_secs(10), proposer.propose(Command::Tick, 10))
+                .await
+                .expect("answered, not left waiting");
+        assert!(
+            matches!(&lost, Err(ProposeError::Unknown { reason }) if reason.contains("did not answer")),
+            "{lost:?}"
+        );
+        // The slot is free again: the next entry is proposed and answered (it waited for ever).
+        let next =
+            tokio::time::timeout(Duration::from_secs(10), proposer.propose(Command::Tick, 10))
+                .await
+                .expect("the proposer goes on");
+        assert_eq!(next.unwrap().log_index, 2);
         stop.send(true).unwrap();
         task.await.unwrap();
     }

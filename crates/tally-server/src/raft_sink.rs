@@ -37,7 +37,9 @@ impl EntrySink for RaftSink {
                             outcomes: response.data.outcomes,
                         }),
                         // openraft answers ForwardToLeader only for an entry it did not append, or
-                        // one a new leader truncated: either way it will never be applied.
+                        // one a new leader truncated: either way it will never be applied. (An
+                        // entry a snapshot was installed over is never answered at all: the
+                        // proposer gives up on it after `answer_wait_max`.)
                         Ok(Err(ClientWriteError::ForwardToLeader(forward))) => {
                             Err(ProposeError::NotLeader {
                                 leader_id: forward.leader_id,

@@ -208,6 +208,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             entry_bytes_max: limits.entry_bytes_max,
             queue_max: limits.proposal_queue_max,
             entries_in_flight_max: limits.entries_in_flight_max,
+            answer_wait_max: Duration::from_millis(limits.request_deadline_ms),
         },
         metrics.clone(),
         internal.subscribe(),
