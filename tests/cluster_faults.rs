@@ -808,3 +808,46 @@ async fn history_a_node_cannot_read_is_served_by_another() {
         .expect("history from a healthy node");
     assert_eq!(reply.into_inner().entries.len(), 10);
 }
+
+/// A write sent to a follower while the leader is frozen (its connections open, nothing
+/// answered) fails once the follower's pings to the leader go unanswered, as outcome unknown,
+/// rather than at its deadline: the client retries and finds the new leader. The retry
+/// settles it once.
+#[tokio::test]
+async fn a_write_forwarded_to_a_frozen_leader_fails_for_a_retry_before_its_deadline() {
+    let mut cluster = Cluster::start(ClusterSpec::default()).await;
+    cluster.setup_credits_account("acme", GRANT).await;
+    let leader = cluster.leader().await;
+    let follower = cluster
+        .running()
+        .into_iter()
+        .find(|&id| id != leader)
+        .expect("a follower");
+    // The follower's connection to the leader is open.
+    let mut client = cluster.ledger(follower);
+    client
+        .record_usage(usage("warm", "acme", "tokens", "1", now_ms()))
+        .await
+        .expect("a write forwarded to the leader");
+    cluster.pause(leader);
+    let request = usage("frozen", "acme", "tokens", "2", now_ms());
+    let status = client
+        .record_usage(request.clone())
+        .await
+        .expect_err("the leader is frozen");
+    eprintln!("forwarded to a frozen leader: {status:?}");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("forwarding to leader")
+            && !status.message().contains("Timeout expired"),
+        "failed by the connection's pings, not at the deadline: {status:?}"
+    );
+    cluster.resume(leader);
+    let clients = cluster.clients();
+    let reply = record_usage_retrying(&clients, request).await;
+    let (_, settled) = settlement(&reply.result);
+    assert_eq!(settled.charged, "2");
+    assert_charged_exactly(&cluster, 2, 3).await;
+    let all = cluster.running();
+    cluster.converged_hash(&all).await;
+}

@@ -366,6 +366,22 @@ impl Cluster {
         self.nodes.get_mut(&id).expect("node").kill9();
     }
 
+    /// SIGSTOP (`pause`) and SIGCONT (`resume`): a frozen node keeps its connections open and
+    /// answers nothing, as a frozen VM does.
+    pub fn pause(&mut self, id: u64) {
+        self.signal(id, libc::SIGSTOP, "SIGSTOP");
+    }
+
+    pub fn resume(&mut self, id: u64) {
+        self.signal(id, libc::SIGCONT, "SIGCONT");
+    }
+
+    fn signal(&mut self, id: u64, signal: libc::c_int, name: &str) {
+        eprintln!("[harness] {name} node {id}");
+        let pid = self.node(id).child.as_ref().expect("node is running").id();
+        send_signal(pid as libc::pid_t, signal);
+    }
+
     /// Graceful stop; asserts the node exited cleanly on SIGTERM.
     pub fn stop(&mut self, id: u64) {
         eprintln!("[harness] SIGTERM node {id}");

@@ -25,6 +25,9 @@ pub const FORWARDED_METADATA_KEY: &str = "tally-forwarded-by";
 
 /// Timeout to connect to a peer when forwarding.
 const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// HTTP/2 ping interval and timeout of the connection a follower forwards writes and read-index
+/// requests over to the leader.
+const FORWARD_KEEP_ALIVE_MS: u64 = 1_000;
 
 pub struct NodeContext {
     pub config: Config,
@@ -174,7 +177,14 @@ impl NodeContext {
                 ))
             })?
             .connect_timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // A leader that went silent without closing its connections (paused, frozen, cut
+            // off) is noticed within about two seconds, failing the requests forwarded to it
+            // (outcome unknown: the client retries, and finds the new leader), instead of
+            // holding them for their whole deadline.
+            .http2_keep_alive_interval(Duration::from_millis(FORWARD_KEEP_ALIVE_MS))
+            .keep_alive_timeout(Duration::from_millis(FORWARD_KEEP_ALIVE_MS))
+            .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
         channels.insert(addr, channel.clone());
         Ok((leader, channel))
