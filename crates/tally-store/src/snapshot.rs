@@ -171,6 +171,11 @@ pub(crate) fn decode_rows(mut bytes: &[u8]) -> Result<Vec<Row>, StoreError> {
     Ok(rows)
 }
 
+/// What to do about a damaged snapshot file, said with the error.
+const SNAPSHOT_DAMAGED_ADVICE: &str = "; a node whose own snapshot (snapshots/current.snap) is \
+     damaged cannot start on its data directory: see README, Recovery (remove it, then add it \
+     again on an empty one)";
+
 fn corrupt(reason: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
         what: "snapshot",
@@ -212,7 +217,10 @@ pub(crate) fn read_file<T, H>(
     let io = |e| StoreError::io("read", path, e);
     let len = file.metadata().map_err(io)?.len();
     if len < (FIXED + 8 + HASH_LEN) as u64 {
-        return Err(corrupt(format!("{len} bytes is too short")));
+        return Err(corrupt(format!(
+            "{}: {len} bytes is too short{SNAPSHOT_DAMAGED_ADVICE}",
+            path.display()
+        )));
     }
     let body_len = len - HASH_LEN as u64;
     let mut hasher = Sha256::new();
@@ -220,7 +228,10 @@ pub(crate) fn read_file<T, H>(
     let mut hash = [0u8; HASH_LEN];
     file.read_exact(&mut hash).map_err(io)?;
     if hasher.finalize().as_slice() != hash {
-        return Err(corrupt("SHA-256 mismatch (truncated or damaged)"));
+        return Err(corrupt(format!(
+            "{}: SHA-256 mismatch (truncated or damaged){SNAPSHOT_DAMAGED_ADVICE}",
+            path.display()
+        )));
     }
 
     file.seek(SeekFrom::Start(0)).map_err(io)?;
