@@ -5,6 +5,9 @@ use tokio::sync::watch;
 /// The exit status of a node stopped at once by a second SIGTERM or SIGINT.
 pub const EXIT_SECOND_SIGNAL: i32 = 130;
 
+/// A signal this soon after the first is the same stop delivered twice, not a second one.
+const SECOND_SIGNAL_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A shutdown signal: `trigger` once, and every `watch` receiver sees `true`.
 #[derive(Clone)]
 pub struct Shutdown {
@@ -43,7 +46,8 @@ impl Shutdown {
     }
 
     /// Triggers this signal on the first SIGTERM or SIGINT (Ctrl-C) the process receives; a
-    /// second one ends the process at once with [`EXIT_SECOND_SIGNAL`].
+    /// second one, a second or more later, ends the process at once with
+    /// [`EXIT_SECOND_SIGNAL`].
     pub fn trigger_on_signals(&self) -> std::io::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut terminate = signal(SignalKind::terminate())?;
@@ -60,10 +64,18 @@ impl Shutdown {
             );
             this.trigger();
             // A second signal: the operator will not wait. Stopping at once is as safe as a
-            // kill -9: every write acknowledged was fsynced before it was acknowledged.
-            let name = tokio::select! {
-                _ = terminate.recv() => "SIGTERM",
-                _ = interrupt.recv() => "SIGINT",
+            // kill -9: every write acknowledged was fsynced before it was acknowledged. One
+            // within a second of the first is the same stop delivered twice (Ctrl-C reaches
+            // the terminal's whole process group, and `make run`'s script sends SIGTERM too).
+            let first = std::time::Instant::now();
+            let name = loop {
+                let name = tokio::select! {
+                    _ = terminate.recv() => "SIGTERM",
+                    _ = interrupt.recv() => "SIGINT",
+                };
+                if first.elapsed() >= SECOND_SIGNAL_AFTER {
+                    break name;
+                }
             };
             tracing::warn!(
                 signal = name,
