@@ -851,3 +851,89 @@ async fn a_write_forwarded_to_a_frozen_leader_fails_for_a_retry_before_its_deadl
     let all = cluster.running();
     cluster.converged_hash(&all).await;
 }
+
+/// The largest file under `dir`, in bytes.
+fn largest_file(dir: &std::path::Path) -> u64 {
+    let mut largest = 0;
+    for item in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let meta = item.metadata().expect("metadata");
+        largest = largest.max(if meta.is_dir() {
+            largest_file(&item.path())
+        } else {
+            meta.len()
+        });
+    }
+    largest
+}
+
+/// A node whose writes start failing (here past a file-size limit, as a full disk fails them)
+/// stops with exit status 1 and a message, the others go on, and restarted once the cause is
+/// gone, on the same data, it catches up: nothing acknowledged is lost.
+#[tokio::test]
+async fn a_node_whose_writes_fail_exits_1_and_catches_up_once_they_work() {
+    let mut cluster = Cluster::start(ClusterSpec::default()).await;
+    cluster.setup_credits_account("acme", GRANT).await;
+    let mut charged = write_events(&cluster, "before", 10).await;
+    let leader = cluster.leader().await;
+    let failing = cluster
+        .running()
+        .into_iter()
+        .find(|&id| id != leader)
+        .expect("a follower");
+    cluster.stop(failing);
+    let limit = largest_file(&cluster.node(failing).data_dir) + 64 * 1024;
+    cluster.restart_with_file_size_limit(failing, limit);
+    let mut events = 10;
+    let mut exit = None;
+    let mut client = cluster.ledger(leader);
+    for round in 0..100 {
+        let batch = v1::RecordUsageBatchRequest {
+            events: (0..200)
+                .map(|n| {
+                    usage(
+                        &format!("during-{round}-{n}"),
+                        "acme",
+                        "tokens",
+                        "1",
+                        now_ms(),
+                    )
+                    .event
+                    .expect("event")
+                })
+                .collect(),
+            atomic: false,
+            reply: v1::BatchReply::EveryResult as i32,
+        };
+        let reply = client
+            .record_usage_batch(batch)
+            .await
+            .expect("the leader and one follower commit")
+            .into_inner();
+        assert_eq!(reply.summary.expect("summary").settled, 200);
+        charged += 200;
+        events += 200;
+        exit = cluster.wait_exit(failing, Duration::from_millis(10));
+        if exit.is_some() {
+            break;
+        }
+    }
+    assert_eq!(
+        exit,
+        Some(1),
+        "{}",
+        cluster.node(failing).log_path.display()
+    );
+    let log = std::fs::read_to_string(&cluster.node(failing).log_path).unwrap();
+    assert!(
+        log.contains("raft stopped on a fatal error") && log.contains("File too large"),
+        "the cause is logged"
+    );
+    assert!(!log.contains("panicked"), "a clean exit, not a panic");
+    charged += write_events(&cluster, "after", 10).await;
+    events += 10;
+    cluster.restart(failing);
+    cluster.wait_ready(failing).await;
+    let all = cluster.running();
+    cluster.converged_hash(&all).await;
+    assert_charged_exactly(&cluster, events, charged).await;
+}

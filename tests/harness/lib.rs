@@ -214,6 +214,26 @@ impl NodeProcess {
 }
 
 #[allow(unsafe_code)]
+fn limit_file_size(command: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the closure only calls async-signal-safe functions
+    // (signal, setrlimit) on values it owns.
+    unsafe {
+        command.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[allow(unsafe_code)]
 fn send_signal(pid: libc::pid_t, signal: libc::c_int) -> i32 {
     // SAFETY: kill(2) takes plain integers and touches no memory of this process.
     unsafe { libc::kill(pid, signal) }
@@ -364,6 +384,48 @@ impl Cluster {
     pub fn kill9(&mut self, id: u64) {
         eprintln!("[harness] kill -9 node {id}");
         self.nodes.get_mut(&id).expect("node").kill9();
+    }
+
+    /// Starts node `id` with a limit on the size of any file it writes (`RLIMIT_FSIZE`, with
+    /// SIGXFSZ ignored): a write past it fails with EFBIG, as a full disk fails a write with
+    /// ENOSPC, without mounting anything.
+    pub fn restart_with_file_size_limit(&mut self, id: u64, bytes: u64) {
+        eprintln!("[harness] start node {id} with files limited to {bytes} bytes");
+        let node = self.nodes.get_mut(&id).expect("node");
+        assert!(node.child.is_none(), "node {id} is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .expect("opening the node log");
+        let mut command = Command::new(tallyd_binary());
+        command
+            .arg("--config")
+            .arg(&node.config_path)
+            .env(
+                "RUST_LOG",
+                "info,openraft=warn,sled=warn,h2=warn,tonic=warn",
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log);
+        limit_file_size(&mut command, bytes);
+        node.child = Some(command.spawn().expect("starting tallyd"));
+    }
+
+    /// Waits up to `timeout` for node `id` to exit by itself; its exit code, if it did.
+    pub fn wait_exit(&mut self, id: u64, timeout: Duration) -> Option<i32> {
+        let node = self.nodes.get_mut(&id).expect("node");
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            let child = node.child.as_mut().expect("node is running");
+            if let Ok(Some(status)) = child.try_wait() {
+                node.child = None;
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// SIGSTOP (`pause`) and SIGCONT (`resume`): a frozen node keeps its connections open and

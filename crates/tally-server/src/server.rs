@@ -337,6 +337,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     if let Some(fatal) = &fatal {
         tracing::error!(node_id, %fatal, "raft stopped on a fatal error; the node stops");
         shutdown.trigger();
+        // The disk failed: the state machine's sled database is never dropped, since sled
+        // 0.34's drop syncs its file and panics when that fails (EIO), which turned the
+        // documented exit status 1 into a panic (101) with a backtrace. Leaving it is what a
+        // crash does, and sled recovers from that at the next start.
+        std::mem::forget(ctx.reader.clone());
     }
     tracing::info!(
         node_id,
