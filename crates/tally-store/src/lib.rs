@@ -178,6 +178,7 @@ pub fn open_with(
 fn open_sled(sled_dir: &Path) -> Result<sled::Db, StoreError> {
     let deadline =
         std::time::Instant::now() + std::time::Duration::from_millis(SLED_LOCK_WAIT_MS_MAX);
+    let mut retried = false;
     loop {
         // No background flush: nothing relies on sled writing on its own (the state machine's
         // rows are rebuilt from the log after a crash, and a snapshot build syncs sled before
@@ -196,11 +197,20 @@ fn open_sled(sled_dir: &Path) -> Result<sled::Db, StoreError> {
             {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            Err(error) if remove_unfinished_sled_snapshots(sled_dir) => {
-                // Tried again without them (once: none is left now).
+            Err(error @ sled::Error::Corruption { .. })
+                if !retried && remove_unfinished_sled_snapshots(sled_dir) =>
+            {
+                // Once: an open that fails again (or fails otherwise) is reported.
+                retried = true;
                 tracing::warn!(%error, "sled refused to open with an unfinished snapshot file; opening again without it");
             }
-            other => return other.map_err(StoreError::sled("open")),
+            Err(error) => {
+                // A failed open (a full disk) may leave an unfinished snapshot behind: removed
+                // now, so that the next start, once the cause is fixed, does not meet it.
+                remove_unfinished_sled_snapshots(sled_dir);
+                return Err(error).map_err(StoreError::sled("open"));
+            }
+            Ok(db) => return Ok(db),
         }
     }
 }
@@ -211,7 +221,8 @@ fn open_sled(sled_dir: &Path) -> Result<sled::Db, StoreError> {
 /// restarted while its disk was full never started again once space was freed. Unfinished by
 /// their name (sled renames a snapshot when it is complete), they hold nothing sled needs.
 /// Called only after an open failed other than on the directory lock, so no other process is
-/// writing them. Returns whether one was removed.
+/// writing them: then the open is tried again, once, when sled found them corrupt, and in any
+/// case they are not left behind. Returns whether one was removed.
 fn remove_unfinished_sled_snapshots(sled_dir: &Path) -> bool {
     let Ok(listing) = std::fs::read_dir(sled_dir) else {
         return false;
