@@ -2393,3 +2393,41 @@ async fn cluster_hash_compares_the_nodes_under_steady_writes() {
     }
     tally(e, &["cluster", "hash"]).ok().has("all 3 nodes agree");
 }
+
+/// `cluster snapshot` fails (exit 1) when a node could not build its snapshot (here a directory
+/// in the way of its build file; a full disk alike), saying which: the upgrade procedure relies
+/// on every node holding one. The node itself goes on serving.
+#[tokio::test]
+async fn cluster_snapshot_fails_when_a_node_could_not_build_one() {
+    let cluster = Cluster::start(ClusterSpec::default()).await;
+    cluster.setup_credits_account("acme", 1_000_000).await;
+    let e = &all_endpoints(&cluster);
+    let obstacle = cluster
+        .node(2)
+        .data_dir
+        .join("snapshots/current.snap.build");
+    std::fs::create_dir(&obstacle).expect("obstacle");
+    let run = tally(e, &["--json", "cluster", "snapshot"]).code(1);
+    let json = run.json();
+    let nodes = json["nodes"].as_array().expect("nodes");
+    let failed: Vec<&Value> = nodes
+        .iter()
+        .filter(|n| n.get("not_built").is_some())
+        .collect();
+    assert_eq!(failed.len(), 1, "{json}");
+    assert_eq!(
+        failed[0]["endpoint"],
+        cluster.node(2).addrs.client,
+        "{json}"
+    );
+    assert!(
+        s(failed[0], "not_built").contains("see node 2's log"),
+        "{json}"
+    );
+    assert!(nodes
+        .iter()
+        .filter(|n| n.get("not_built").is_none())
+        .all(|n| n["snapshot_index"].as_u64().unwrap() > 0));
+    // Still serving.
+    cluster.account("acme").await;
+}

@@ -315,11 +315,20 @@ async fn snapshot(client: &Client, out: Output) -> CommandResult {
     let mut nodes = Vec::new();
     let mut rows = Vec::new();
     let mut errors = Vec::new();
+    let mut not_built = 0;
     for endpoint in client.endpoints() {
         match client.trigger_snapshot_at(endpoint).await {
-            Ok(reply) => {
+            Ok(reply) if reply.not_built.is_empty() => {
                 nodes.push(json!({"endpoint": endpoint, "snapshot_index": reply.snapshot_index}));
                 rows.push(vec![endpoint.clone(), reply.snapshot_index.to_string()]);
+            }
+            Ok(reply) => {
+                nodes.push(json!({"endpoint": endpoint, "snapshot_index": reply.snapshot_index, "not_built": reply.not_built}));
+                rows.push(vec![
+                    endpoint.clone(),
+                    format!("not built: {}", reply.not_built),
+                ]);
+                not_built += 1;
             }
             Err(error) => {
                 nodes.push(json!({"endpoint": endpoint, "error": {"code": error.code().as_str(), "message": error.message()}}));
@@ -339,6 +348,18 @@ async fn snapshot(client: &Client, out: Output) -> CommandResult {
             table.row(row);
         }
         print!("{}", table.render());
+    }
+    // Every node asked must hold a snapshot of what it applied (the upgrade procedure relies
+    // on it): one that did not build one, or did not answer, fails the command.
+    if not_built > 0 || !errors.is_empty() {
+        if !out.json {
+            eprintln!(
+                "\nsnapshot not built on {} of {} node(s): see the table",
+                not_built + errors.len(),
+                client.endpoints().len()
+            );
+        }
+        return Ok(EXIT_REFUSED);
     }
     Ok(0)
 }

@@ -551,10 +551,14 @@ impl v1::admin_server::Admin for AdminService {
 
     async fn trigger_snapshot(
         &self,
-        _request: Request<v1::TriggerSnapshotRequest>,
+        request: Request<v1::TriggerSnapshotRequest>,
     ) -> Result<Response<v1::TriggerSnapshotReply>, Status> {
         let started = Instant::now();
         let ctx = &self.ctx;
+        // Answered within the caller's deadline, so that `not_built` reaches it.
+        let wait = caller_timeout(request.metadata()).map_or(ctx.request_deadline(), |t| {
+            ctx.request_deadline().min(answer_before(t))
+        });
         let before = ctx.raft_metrics().snapshot;
         let applied = ctx.raft_metrics().last_applied;
         ctx.raft.trigger().snapshot().await.map_err(|fatal| {
@@ -562,22 +566,38 @@ impl v1::admin_server::Admin for AdminService {
         })?;
         // Wait (within the deadline) for a snapshot newer than the previous one; when nothing
         // new was applied since, the previous one already covers everything.
-        let snapshot_index = if before.is_some() && before == applied {
-            before.map(|log_id| log_id.index).unwrap_or(0)
+        let previous = before.map(|log_id| log_id.index).unwrap_or(0);
+        let (snapshot_index, not_built) = if before.is_some() && before == applied {
+            (previous, String::new())
         } else {
             match ctx
                 .raft
-                .wait(Some(ctx.request_deadline()))
+                .wait(Some(wait))
                 .metrics(|metrics| metrics.snapshot != before, "snapshot built")
                 .await
             {
-                Ok(metrics) => metrics.snapshot.map(|log_id| log_id.index).unwrap_or(0),
-                Err(_) => 0,
+                Ok(metrics) => (
+                    metrics.snapshot.map(|log_id| log_id.index).unwrap_or(0),
+                    String::new(),
+                ),
+                // A build that fails (the disk full) leaves the previous snapshot in place and
+                // says why in this node's log; it is retried a minute later.
+                Err(_) => (
+                    previous,
+                    format!(
+                        "no new snapshot within {:.1} s: see node {}'s log (`snapshot build failed` says why, a full disk say); it goes on with its snapshot at index {previous}",
+                        wait.as_secs_f64(),
+                        ctx.node_id()
+                    ),
+                ),
             }
         };
         ctx.metrics
             .record_request("trigger_snapshot", "ok", started.elapsed());
-        Ok(Response::new(v1::TriggerSnapshotReply { snapshot_index }))
+        Ok(Response::new(v1::TriggerSnapshotReply {
+            snapshot_index,
+            not_built,
+        }))
     }
 
     async fn state_hash(
