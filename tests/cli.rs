@@ -1022,7 +1022,7 @@ async fn every_command_in_human_and_json_form() {
     )
     .code(3)
     .has("added node 6")
-    .err_has("node 6 has not caught up: no answer from it within")
+    .err_has("node 6 has not caught up: it received nothing within")
     .err_has("tally cluster remove 6");
     let json = tally(
         e,
@@ -1042,7 +1042,7 @@ async fn every_command_in_human_and_json_form() {
     assert!(
         json["not_caught_up"]
             .as_str()
-            .is_some_and(|why| why.contains("no answer from it within")),
+            .is_some_and(|why| why.contains("it received nothing within")),
         "{json}"
     );
     tally(e, &["cluster", "remove", "6"])

@@ -8,7 +8,8 @@
 //! at WARN, a failure still going on is logged again once per [`REMINDER`], and the first
 //! success after a logged failure at INFO with how long it lasted and how many requests failed.
 //! A link that flaps does not log faster than once per [`REMINDER`] either: a failure within
-//! it of the last warning counts silently into the next line.
+//! it of the last warning counts silently into the next line, unless its run of failures lasts
+//! [`LASTING`] (then it is an outage of its own, and logged).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,8 +18,12 @@ use std::time::{Duration, Instant};
 use tally_store::NodeId;
 
 /// How often a failure that goes on is logged again (and the least time between two warnings
-/// about one peer).
+/// about one peer, unless the second run of failures lasts [`LASTING`]).
 pub const REMINDER: Duration = Duration::from_secs(60);
+
+/// A run of failures this long is logged even within [`REMINDER`] of the last warning: a real
+/// outage soon after a blip is not left out, only a link that flaps.
+pub const LASTING: Duration = Duration::from_secs(5);
 
 /// What [`PeerHealth`] logged for one outcome (returned for tests).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,9 +86,11 @@ impl PeerHealth {
         let starts = state.failing_since.is_none();
         let since = *state.failing_since.get_or_insert(now);
         state.failures += 1;
-        let due = state
-            .warned_at
-            .is_none_or(|warned| now.saturating_duration_since(warned) >= REMINDER);
+        let lasting = !state.run_logged && now.saturating_duration_since(since) >= LASTING;
+        let due = lasting
+            || state
+                .warned_at
+                .is_none_or(|warned| now.saturating_duration_since(warned) >= REMINDER);
         if !due {
             return Report::Quiet;
         }
@@ -181,19 +188,24 @@ mod tests {
                 Report::Quiet
             );
         }
-        // A run that starts silently and lasts past the interval is logged as a start.
-        let reminder = REMINDER.as_millis() as u64;
+        // A run that starts silently within the interval and lasts is logged as a start once
+        // it has lasted LASTING (a real outage soon after a blip).
+        let lasting = LASTING.as_millis() as u64;
         assert_eq!(
             health.failed(3, ADDR, "timeout", at(t0, 1_000)),
             Report::Quiet
         );
         assert_eq!(
-            health.failed(3, ADDR, "timeout", at(t0, reminder)),
+            health.failed(3, ADDR, "timeout", at(t0, 1_000 + lasting - 1)),
+            Report::Quiet
+        );
+        assert_eq!(
+            health.failed(3, ADDR, "timeout", at(t0, 1_000 + lasting)),
             Report::Failing
         );
         assert!(matches!(
-            health.answered(3, ADDR, at(t0, reminder + 1)),
-            Report::Answering { failures: 2, .. }
+            health.answered(3, ADDR, at(t0, 1_000 + lasting + 1)),
+            Report::Answering { failures: 3, .. }
         ));
     }
 }

@@ -430,7 +430,7 @@ impl v1::admin_server::Admin for AdminService {
                 let seconds = wait.as_secs_f64();
                 reply.get_mut().not_caught_up = match matched(&self.ctx.raft_metrics()) {
                     None => format!(
-                        "no answer from it within {seconds:.1} s: check that tallyd runs there with node_id {id}, that {addr} is its peer_addr (not its client_addr) and that the leader reaches it"
+                        "it received nothing within {seconds:.1} s: check that tallyd runs there with node_id {id}, that {addr} is its peer_addr (not its client_addr) and that the leader reaches it; the leader's log says why (`peer {id} at {addr} does not answer: ...`: no answer, or a snapshot it could not assemble or the learner could not take)"
                     ),
                     Some(index) => format!(
                         "within {seconds:.1} s it received the log up to index {index} of {target}; it is still catching up"

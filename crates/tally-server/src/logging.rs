@@ -47,12 +47,21 @@ const QUIET: &[(Level, &str)] = &[
         Level::WARN,
         "A message will be ignored because vote changed",
     ),
+    // every retry of a snapshot a peer did not take (the peer's own line says why).
+    (Level::WARN, "error sending InstallSnapshot RPC"),
+    (Level::WARN, "failed to send snapshot"),
 ];
 
-/// True when an event of openraft at `level` with message `message` is one of [`QUIET`].
-fn is_quiet(target: &str, level: Level, message: &str) -> bool {
+/// True when an event of openraft at `level` with message `message` (and `core_result`, the
+/// field openraft names why its core stopped with) is one of [`QUIET`], or a request that
+/// reached Raft as it was stopping cleanly (`failure sending RaftMsg to RaftCore ...` with
+/// `Err(Stopped)`: every clean shutdown wrote one at ERROR).
+fn is_quiet(target: &str, level: Level, message: &str, core_result: &str) -> bool {
     if !target.starts_with("openraft") {
         return false;
+    }
+    if level == Level::ERROR && message.starts_with("failure ") && core_result == "Err(Stopped)" {
+        return true;
     }
     QUIET.iter().any(|&(quiet_level, text)| {
         level == quiet_level
@@ -69,19 +78,34 @@ fn is_quiet(target: &str, level: Level, message: &str) -> bool {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct QuietPeerRetries;
 
-struct Message(String);
+/// An event's message, and its `core_result` field when it has one.
+#[derive(Default)]
+struct Message {
+    text: String,
+    core_result: String,
+}
+
+impl Message {
+    fn field(&mut self, field: &Field) -> Option<&mut String> {
+        match field.name() {
+            "message" => Some(&mut self.text),
+            "core_result" => Some(&mut self.core_result),
+            _ => None,
+        }
+    }
+}
 
 impl Visit for Message {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.0.push_str(value);
+        if let Some(out) = self.field(field) {
+            out.push_str(value);
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() == "message" {
+        if let Some(out) = self.field(field) {
             use std::fmt::Write;
-            let _ = write!(self.0, "{value:?}");
+            let _ = write!(out, "{value:?}");
         }
     }
 }
@@ -93,9 +117,14 @@ impl<S: Subscriber> Layer<S> for QuietPeerRetries {
         if !metadata.target().starts_with("openraft") || *metadata.level() > Level::WARN {
             return true;
         }
-        let mut message = Message(String::new());
+        let mut message = Message::default();
         event.record(&mut message);
-        !is_quiet(metadata.target(), *metadata.level(), &message.0)
+        !is_quiet(
+            metadata.target(),
+            *metadata.level(),
+            &message.text,
+            &message.core_result,
+        )
     }
 }
 
@@ -127,10 +156,17 @@ mod tests {
 
     impl<S: Subscriber> Layer<S> for Seen {
         fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-            let mut message = Message(String::new());
+            let mut message = Message::default();
             event.record(&mut message);
-            self.0.lock().unwrap().push(message.0);
+            self.0.lock().unwrap().push(message.text);
         }
+    }
+
+    /// As openraft's `Fatal` prints (`core_result` is a `Result<Infallible, Fatal>`).
+    #[derive(Debug)]
+    enum Fatal {
+        Stopped,
+        StorageError,
     }
 
     #[test]
@@ -149,11 +185,15 @@ mod tests {
             tracing::error!(target: "openraft::core::raft_core", "timeout");
             tracing::error!(target: "openraft::core::raft_core", "timeout while confirming leadership for read request");
             tracing::warn!(target: "openraft::core::raft_core", "A message will be ignored because vote changed: msg sent by vote: T1-N1:uncommitted");
+            tracing::warn!(target: "openraft::network::snapshot_transport", error = "Unreachable node", "error sending InstallSnapshot RPC");
+            tracing::warn!(target: "openraft::replication", error = "Unreachable node", "failed to send snapshot");
+            tracing::error!(target: "openraft::raft::raft_inner", core_result = ?Err::<(), Fatal>(Fatal::Stopped), "failure {}; message: {}", "sending RaftMsg to RaftCore", "AppendEntries");
             // Kept: a storage error in replication (same text, ERROR), other openraft errors,
             // the same texts from anyone else, and openraft's lower levels (for RUST_LOG).
             tracing::error!(target: "openraft::replication", "error replication to target={}", 3);
             tracing::error!(target: "openraft::core::raft_core", "quit RaftCore::main on error");
-            tracing::warn!(target: "openraft::replication", "failed to send snapshot");
+            tracing::warn!(target: "openraft::replication", "failed to get snapshot from state machine");
+            tracing::error!(target: "openraft::raft::raft_inner", core_result = ?Err::<(), Fatal>(Fatal::StorageError), "failure {}; message: {}", "sending RaftMsg to RaftCore", "AppendEntries");
             tracing::error!(target: "tally_server::node", "RPCError");
             tracing::info!(target: "openraft::replication", "RPCError");
         });
@@ -162,7 +202,8 @@ mod tests {
             [
                 "error replication to target=3",
                 "quit RaftCore::main on error",
-                "failed to send snapshot",
+                "failed to get snapshot from state machine",
+                "failure sending RaftMsg to RaftCore; message: AppendEntries",
                 "RPCError",
                 "RPCError",
             ]
