@@ -659,6 +659,15 @@ async fn a_learner_that_no_longer_hears_from_a_leader_is_not_ready() {
     assert_eq!(code, 200);
 }
 
+/// A running node other than `leader`.
+fn a_follower(cluster: &Cluster, leader: u64) -> u64 {
+    cluster
+        .running()
+        .into_iter()
+        .find(|&id| id != leader)
+        .expect("a follower")
+}
+
 /// Lines of node `id`'s log that contain `text`.
 fn log_lines(cluster: &Cluster, id: u64, text: &str) -> Vec<String> {
     std::fs::read_to_string(&cluster.node(id).log_path)
@@ -676,11 +685,7 @@ async fn a_down_voter_is_logged_once_not_per_request_and_its_return_too() {
     let mut cluster = Cluster::start(ClusterSpec::default()).await;
     cluster.setup_credits_account("acme", GRANT).await;
     let leader = cluster.leader().await;
-    let down = cluster
-        .running()
-        .into_iter()
-        .find(|&id| id != leader)
-        .expect("a follower");
+    let down = a_follower(&cluster, leader);
     cluster.kill9(down);
     let mut client = cluster.ledger(leader);
     for _ in 0..50 {
@@ -761,11 +766,7 @@ async fn history_a_node_cannot_read_is_served_by_another() {
     cluster.setup_credits_account("acme", GRANT).await;
     write_events(&cluster, "before", 20).await;
     let leader = cluster.leader().await;
-    let damaged = cluster
-        .running()
-        .into_iter()
-        .find(|&id| id != leader)
-        .expect("a follower");
+    let damaged = a_follower(&cluster, leader);
     // A snapshot, so the node does not apply (and journal) those entries again at restart.
     cluster
         .admin(damaged)
@@ -818,11 +819,7 @@ async fn a_write_forwarded_to_a_frozen_leader_fails_for_a_retry_before_its_deadl
     let mut cluster = Cluster::start(ClusterSpec::default()).await;
     cluster.setup_credits_account("acme", GRANT).await;
     let leader = cluster.leader().await;
-    let follower = cluster
-        .running()
-        .into_iter()
-        .find(|&id| id != leader)
-        .expect("a follower");
+    let follower = a_follower(&cluster, leader);
     // The follower's connection to the leader is open.
     let mut client = cluster.ledger(follower);
     client
@@ -875,11 +872,7 @@ async fn a_node_whose_writes_fail_exits_1_and_catches_up_once_they_work() {
     cluster.setup_credits_account("acme", GRANT).await;
     let mut charged = write_events(&cluster, "before", 10).await;
     let leader = cluster.leader().await;
-    let failing = cluster
-        .running()
-        .into_iter()
-        .find(|&id| id != leader)
-        .expect("a follower");
+    let failing = a_follower(&cluster, leader);
     cluster.stop(failing);
     let limit = largest_file(&cluster.node(failing).data_dir) + 64 * 1024;
     cluster.restart_with_file_size_limit(failing, limit);

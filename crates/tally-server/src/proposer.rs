@@ -62,14 +62,14 @@ pub struct Committed {
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// An entry handed to Raft: resolves once it is applied (or failed).
+pub type PendingEntry = BoxFuture<'static, Result<AppliedEntry, ProposeError>>;
+
 /// Where entries go: Raft on a real node (see `node.rs`), a recording fake in unit tests.
 pub trait EntrySink: Send + Sync + 'static {
     /// Hands `entry` to Raft. Resolves once it is queued in order; the inner future resolves
     /// once it is applied (or failed).
-    fn submit(
-        &self,
-        entry: Entry,
-    ) -> BoxFuture<'_, Result<BoxFuture<'static, Result<AppliedEntry, ProposeError>>, ProposeError>>;
+    fn submit(&self, entry: Entry) -> BoxFuture<'_, Result<PendingEntry, ProposeError>>;
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -351,20 +351,14 @@ mod tests {
     }
 
     impl EntrySink for Recording {
-        fn submit(
-            &self,
-            entry: Entry,
-        ) -> BoxFuture<
-            '_,
-            Result<BoxFuture<'static, Result<AppliedEntry, ProposeError>>, ProposeError>,
-        > {
+        fn submit(&self, entry: Entry) -> BoxFuture<'_, Result<PendingEntry, ProposeError>> {
             let mut entries = self.entries.lock().unwrap();
             entries.push(entry.clone());
             let log_index = entries.len() as u64;
             let state = self.state.clone();
             let delay = self.delay;
             Box::pin(async move {
-                let pending: BoxFuture<'static, _> = Box::pin(async move {
+                let pending: PendingEntry = Box::pin(async move {
                     tokio::time::sleep(delay).await;
                     let outcomes = state.lock().unwrap().apply(&entry).outcomes;
                     Ok(AppliedEntry {
@@ -451,18 +445,12 @@ mod tests {
     }
 
     impl EntrySink for LosesTheFirst {
-        fn submit(
-            &self,
-            entry: Entry,
-        ) -> BoxFuture<
-            '_,
-            Result<BoxFuture<'static, Result<AppliedEntry, ProposeError>>, ProposeError>,
-        > {
+        fn submit(&self, entry: Entry) -> BoxFuture<'_, Result<PendingEntry, ProposeError>> {
             let mut submitted = self.submitted.lock().unwrap();
             *submitted += 1;
             let log_index = *submitted;
             Box::pin(async move {
-                let pending: BoxFuture<'static, _> = if log_index == 1 {
+                let pending: PendingEntry = if log_index == 1 {
                     Box::pin(std::future::pending())
                 } else {
                     Box::pin(async move {
