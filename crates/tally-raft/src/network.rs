@@ -328,16 +328,17 @@ impl PeerNetwork {
         Resp: DeserializeOwned,
         E: Error + DeserializeOwned,
     {
+        let ttl = self.ttl(option);
         let mut pending = Pending {
             health: self.health.clone(),
             target: self.target,
             addr: self.addr.clone(),
             started: std::time::Instant::now(),
-            ttl: self.ttl(option),
+            ttl,
             action,
             finished: false,
         };
-        let result = self.exchange(action, data, option, shrink_to_entries).await;
+        let result = self.exchange(action, data, ttl, shrink_to_entries).await;
         pending.finished = true;
         let now = std::time::Instant::now();
         match &result {
@@ -352,20 +353,20 @@ impl PeerNetwork {
         result
     }
 
-    /// Sends one already-encoded request and decodes the reply. `shrink_to_entries` is the
-    /// batch size to ask for when the peer refuses the request as too large (appends only).
+    /// Sends one already-encoded request and decodes the reply, within `ttl` (see
+    /// [`Self::ttl`]). `shrink_to_entries` is the batch size to ask for when the peer refuses
+    /// the request as too large (appends only).
     async fn exchange<Resp, E>(
         &mut self,
         action: RPCTypes,
         data: Vec<u8>,
-        option: &RPCOption,
+        ttl: Duration,
         shrink_to_entries: Option<u64>,
     ) -> RpcResult<Resp, E>
     where
         Resp: DeserializeOwned,
         E: Error + DeserializeOwned,
     {
-        let ttl = self.ttl(option);
         let target = self.target;
         let client = match &mut self.client {
             Ok(client) => client,

@@ -260,10 +260,13 @@ fn caller_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
     })
 }
 
-/// How long a handler may wait within a caller's `timeout` and still have its answer arrive:
-/// a tenth of it, at least 200 ms, is left for the answer's way back.
-fn answer_before(timeout: Duration) -> Duration {
-    timeout.saturating_sub((timeout / 10).max(Duration::from_millis(200)))
+/// How long a handler may wait, within the server's `deadline`, and still have its answer
+/// reach the caller before the caller's own deadline (`grpc-timeout` in `metadata`): a tenth
+/// of that, at least 200 ms, is left for the answer's way back.
+fn answer_within(deadline: Duration, metadata: &tonic::metadata::MetadataMap) -> Duration {
+    caller_timeout(metadata).map_or(deadline, |timeout| {
+        deadline.min(timeout.saturating_sub((timeout / 10).max(Duration::from_millis(200))))
+    })
 }
 
 fn check_node_id(id: u64) -> Result<(), TallyError> {
@@ -352,9 +355,7 @@ impl v1::admin_server::Admin for AdminService {
         let id = message.id;
         let addr = message.addr.clone();
         let handled_here = self.ctx.is_leader();
-        let wait = caller_timeout(request.metadata()).map_or(self.ctx.request_deadline(), |t| {
-            self.ctx.request_deadline().min(answer_before(t))
-        });
+        let wait = answer_within(self.ctx.request_deadline(), request.metadata());
         let mut reply = self
             .change(
                 "add_learner",
@@ -556,9 +557,7 @@ impl v1::admin_server::Admin for AdminService {
         let started = Instant::now();
         let ctx = &self.ctx;
         // Answered within the caller's deadline, so that `not_built` reaches it.
-        let wait = caller_timeout(request.metadata()).map_or(ctx.request_deadline(), |t| {
-            ctx.request_deadline().min(answer_before(t))
-        });
+        let wait = answer_within(ctx.request_deadline(), request.metadata());
         let before = ctx.raft_metrics().snapshot;
         let applied = ctx.raft_metrics().last_applied;
         ctx.raft.trigger().snapshot().await.map_err(|fatal| {
