@@ -930,3 +930,35 @@ async fn a_node_whose_writes_fail_exits_1_and_catches_up_once_they_work() {
     cluster.converged_hash(&all).await;
     assert_charged_exactly(&cluster, events, charged).await;
 }
+
+/// A follower frozen (SIGSTOP) for longer than the leader lease plus an election timeout, the
+/// way a stalled VM or process looks, resumes as a follower of the same leader in the same
+/// term: its pre-vote is refused by nodes that still hear the leader, so it never raises its
+/// term. (Without the pre-vote it stood for election on resuming and its higher term deposed
+/// the leader: one to two seconds of `not_leader`.) Writes go on throughout.
+#[tokio::test]
+async fn a_frozen_follower_resumes_without_an_election() {
+    let mut cluster = Cluster::start(ClusterSpec::default()).await;
+    cluster.setup_credits_account("acme", GRANT).await;
+    let leader = cluster.leader().await;
+    let term = cluster.status(leader).await.expect("leader status").term;
+    let follower = a_follower(&cluster, leader);
+    cluster.pause(follower);
+    // Lease (2 s) plus an election timeout (1-2 s) is when it would stand.
+    let charged_frozen = write_events(&cluster, "frozen", 40).await;
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    cluster.resume(follower);
+    let charged_after = write_events(&cluster, "resumed", 40).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let all = cluster.running();
+    cluster.converged_hash(&all).await;
+    for id in &all {
+        let status = cluster.status(*id).await.expect("status");
+        assert_eq!(
+            (status.term, status.leader_id),
+            (term, Some(leader)),
+            "node {id}: the frozen follower's return changed the term or the leader"
+        );
+    }
+    assert_charged_exactly(&cluster, 80, charged_frozen + charged_after).await;
+}

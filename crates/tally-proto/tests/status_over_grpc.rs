@@ -39,6 +39,13 @@ impl Raft for Fixed {
         .to_status())
     }
 
+    async fn pre_vote(
+        &self,
+        _: Request<v1::RaftRequest>,
+    ) -> Result<Response<v1::RaftReply>, Status> {
+        Err(Status::unimplemented("not served here"))
+    }
+
     async fn install_snapshot(
         &self,
         request: Request<v1::RaftRequest>,

@@ -63,7 +63,8 @@ fn invalid(field: &'static str, reason: String) -> RaftConfigError {
     RaftConfigError::Invalid { field, reason }
 }
 
-/// The openraft `Config` for `settings`, validated.
+/// The openraft `Config` for `settings`, validated. Its own election timer is off: run
+/// [`crate::spawn_elections`] next to every Raft built with it.
 pub fn raft_config(settings: &RaftSettings) -> Result<Config, RaftConfigError> {
     if settings.heartbeat_interval_ms == 0 {
         return Err(invalid("heartbeat_interval_ms", "must be > 0".to_string()));
@@ -126,6 +127,8 @@ pub fn raft_config(settings: &RaftSettings) -> Result<Config, RaftConfigError> {
         snapshot_policy,
         snapshot_max_chunk_size: settings.snapshot_chunk_bytes_max,
         max_in_snapshot_log_to_keep: settings.snapshot_logs_to_keep,
+        // Elections are started by `crate::spawn_elections`, after a pre-vote.
+        enable_elect: false,
         ..Config::default()
     };
     config
@@ -146,6 +149,7 @@ mod tests {
             SnapshotPolicy::LogsSinceLast(10_000)
         );
         assert_eq!(config.max_payload_entries, 64);
+        assert!(!config.enable_elect, "elections go through the pre-vote");
     }
 
     #[test]

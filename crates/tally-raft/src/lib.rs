@@ -15,7 +15,10 @@
 //!   gRPC service to add to the node's peer listener; its [`RaftService::contact`] says when
 //!   this node last accepted a leader's message and the highest commit index one named.
 //! - [`raft_config`]`(&`[`RaftSettings`]`) -> openraft::Config`: election/heartbeat timing,
-//!   append batch size and snapshot policy, validated, errors naming the setting.
+//!   append batch size and snapshot policy, validated, errors naming the setting. openraft's own
+//!   election timer is off in it: start [`spawn_elections`]`(raft, network, &settings)` next to
+//!   every Raft, which stands for election only after a pre-vote of a majority (`election.rs`),
+//!   so a node that could not hear a live leader does not depose it.
 //! - [`codec`]: the bincode encoding of openraft messages inside the service's `bytes` fields.
 //!
 //! Snapshots travel in chunks of `RaftSettings::snapshot_chunk_bytes_max` (openraft 0.9 sends
@@ -33,12 +36,14 @@
 
 pub mod codec;
 mod config;
+mod election;
 mod network;
 pub mod peer_health;
 mod service;
 mod stats;
 
 pub use config::{raft_config, RaftConfigError, RaftSettings};
+pub use election::{spawn_elections, PreVoteRequest, PreVoteResponse};
 pub use network::{NetworkConfig, PeerNetwork, TallyNetwork, APPEND_ENTRIES_BYTES_TARGET};
 pub use service::{AppendEntriesReplies, LeaderContact, RaftService};
 pub use stats::NetworkStats;

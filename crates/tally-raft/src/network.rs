@@ -46,6 +46,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use crate::codec;
+use crate::election::{PreVoteRequest, PreVoteResponse};
 use crate::peer_health::PeerHealth;
 use crate::stats::{Counters, NetworkStats};
 use crate::MESSAGE_BYTES_MAX;
@@ -173,6 +174,41 @@ impl TallyNetwork {
         let channel = endpoint.connect_lazy();
         channels.insert(target, (addr.to_string(), channel.clone()));
         Ok(channel)
+    }
+}
+
+impl TallyNetwork {
+    /// Asks voter `target` (at `addr`, its membership address) whether it would grant this node
+    /// a vote now (see [`crate::election`]), within `timeout`. A peer that does not know the
+    /// RPC (a build from before pre-vote) grants it: it would have voted as before.
+    pub(crate) async fn ask_pre_vote(
+        &self,
+        target: NodeId,
+        addr: &str,
+        request: &PreVoteRequest,
+        timeout: Duration,
+    ) -> Result<PreVoteResponse, String> {
+        let addr = self.config.dial_addr(target, addr).to_string();
+        let channel = self.channel(target, &addr)?;
+        let data = codec::encode("pre-vote", request).map_err(|e| e.to_string())?;
+        let mut call = tonic::Request::new(v1::RaftRequest { data });
+        name_target(&mut call, target);
+        call.set_timeout(timeout);
+        let mut client = RaftClient::new(channel);
+        let reply = match tokio::time::timeout(timeout, client.pre_vote(call)).await {
+            Err(_) => return Err(format!("no answer within {} ms", timeout.as_millis())),
+            Ok(Err(status)) if status.code() == Code::Unimplemented => {
+                return Ok(PreVoteResponse::grant())
+            }
+            Ok(Err(status)) => return Err(status.message().to_string()),
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        match reply.result {
+            Some(v1::raft_reply::Result::Ok(data)) => {
+                codec::decode("pre-vote response", &data).map_err(|e| e.to_string())
+            }
+            _ => Err("an answer without a pre-vote response".to_string()),
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 use openraft::raft::{
@@ -18,6 +18,7 @@ use tally_store::{NodeId, TypeConfig};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec;
+use crate::election::{PreVoteRequest, PreVoteResponse};
 
 /// What this node last heard from a leader: when a leader's AppendEntries (a heartbeat
 /// included) or snapshot chunk was last accepted, and the highest commit index a leader named.
@@ -131,33 +132,94 @@ impl RaftService {
     ///   a node still catching up after losing its data (it holds part of the log, so it is not
     ///   empty, but less than it once acknowledged) and costs no legitimate candidate anything.
     fn vote_refusal(&self, rpc: &VoteRequest<NodeId>) -> Option<VoteResponse<NodeId>> {
+        let candidate_index = rpc.last_log_id.map_or(0, |log_id| log_id.index);
+        let reason = self.refusal_reason(candidate_index)?;
+        tracing::warn!(
+            candidate = rpc.vote.leader_id().voted_for(),
+            candidate_last_log_index = candidate_index,
+            known_commit = self.contact.leader_commit(),
+            "refusing to vote: {reason}"
+        );
+        Some(VoteResponse {
+            vote: self.raft.metrics().borrow().vote,
+            vote_granted: false,
+            last_log_id: None,
+        })
+    }
+
+    /// Why Tally's own rules (see [`Self::vote_refusal`]) refuse a candidate whose log ends at
+    /// `candidate_index`, if they do.
+    fn refusal_reason(&self, candidate_index: u64) -> Option<&'static str> {
         let metrics = self.raft.metrics().borrow().clone();
         // At most the cluster's first entry (index 0, the initial membership): what the node
         // with the lowest id in `initial_members` writes when it starts on an empty store
         // and creates the cluster anew.
         let empty = metrics.last_log_index.unwrap_or(0) == 0 && metrics.snapshot.is_none();
-        let candidate_index = rpc.last_log_id.map_or(0, |log_id| log_id.index);
-        let known_commit = self.contact.leader_commit();
-        let reason = if empty && candidate_index > 0 {
-            "this node's store is empty but the cluster has a log; it waits to be caught up by \
-             an elected leader. If this node lost its data directory, remove it from the cluster \
-             and add it again (README, Recovery)"
-        } else if candidate_index < known_commit {
-            "the candidate's log ends before the commit index a leader named to this node"
+        if empty && candidate_index > 0 {
+            Some(
+                "this node's store is empty but the cluster has a log; it waits to be caught up by \
+                 an elected leader. If this node lost its data directory, remove it from the cluster \
+                 and add it again (README, Recovery)",
+            )
+        } else if candidate_index < self.contact.leader_commit() {
+            Some("the candidate's log ends before the commit index a leader named to this node")
         } else {
-            return None;
-        };
-        tracing::warn!(
-            candidate = rpc.vote.leader_id().voted_for(),
-            candidate_last_log_index = candidate_index,
-            known_commit,
-            "refusing to vote: {reason}"
-        );
-        Some(VoteResponse {
-            vote: metrics.vote,
-            vote_granted: false,
-            last_log_id: None,
-        })
+            None
+        }
+    }
+
+    /// Whether this node would grant `rpc.candidate` a vote now (see [`crate::election`]),
+    /// changing nothing: what openraft's vote handler checks before it looks at terms (the
+    /// leader lease of the leader this node follows, the candidate's last log id against its
+    /// own), a leader that a quorum answered within the lease, and Tally's own rules.
+    async fn pre_vote_answer(&self, rpc: &PreVoteRequest) -> PreVoteResponse {
+        let candidate_index = rpc.last_log_id.map_or(0, |log_id| log_id.index);
+        if let Some(reason) = self.refusal_reason(candidate_index) {
+            return PreVoteResponse::refuse(reason);
+        }
+        let lease = Duration::from_millis(self.raft.config().election_timeout_max);
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.state == openraft::ServerState::Leader
+            && metrics
+                .millis_since_quorum_ack
+                .is_some_and(|millis| u128::from(millis) <= lease.as_millis())
+        {
+            return PreVoteResponse::refuse(format!(
+                "this node is the leader of term {} and a quorum answered it within {} ms",
+                metrics.current_term,
+                lease.as_millis()
+            ));
+        }
+        let leased = self
+            .raft
+            .with_raft_state(move |st| {
+                let vote = st.vote_ref();
+                let recent = st
+                    .vote_last_modified()
+                    .is_some_and(|at| at.elapsed() <= lease);
+                (vote.is_committed() && recent).then(|| vote.leader_id().voted_for())
+            })
+            .await;
+        match leased {
+            Err(_) => return PreVoteResponse::refuse("this node's Raft has stopped"),
+            Ok(Some(leader)) => {
+                return PreVoteResponse::refuse(format!(
+                    "this node heard from its leader{} within the last {} ms",
+                    leader.map(|id| format!(", node {id},")).unwrap_or_default(),
+                    lease.as_millis()
+                ))
+            }
+            Ok(None) => {}
+        }
+        let own = self.raft.data_metrics().borrow().last_log;
+        if rpc.last_log_id < own {
+            return PreVoteResponse::refuse(format!(
+                "the candidate's last log id {} is behind this node's {}",
+                log_id_text(rpc.last_log_id),
+                log_id_text(own)
+            ));
+        }
+        PreVoteResponse::grant()
     }
 
     /// Refuses a request meant for another node (see [`crate::TARGET_NODE_METADATA_KEY`]).
@@ -221,6 +283,14 @@ async fn append_entries_reply(
 
 /// The replies of an AppendEntriesStream call.
 pub type AppendEntriesReplies = Pin<Box<dyn Stream<Item = Result<v1::RaftReply, Status>> + Send>>;
+
+/// `term-index` of a log id, `none` for none.
+fn log_id_text(log_id: Option<openraft::LogId<NodeId>>) -> String {
+    log_id.map_or_else(
+        || "none".to_string(),
+        |log_id| format!("{}-{}", log_id.leader_id.term, log_id.index),
+    )
+}
 
 /// Encodes openraft's answer: `ok` for a response, `error` for the `RaftError` it returned.
 fn reply<T: Serialize, E: Serialize>(
@@ -302,6 +372,24 @@ impl v1::raft_server::Raft for RaftService {
             return reply::<_, openraft::error::RaftError<NodeId>>("vote response", Ok(refusal));
         }
         reply("vote response", self.raft.vote(rpc).await)
+    }
+
+    async fn pre_vote(
+        &self,
+        request: Request<v1::RaftRequest>,
+    ) -> Result<Response<v1::RaftReply>, Status> {
+        self.check_target(&request)?;
+        let rpc: PreVoteRequest = codec::decode("pre-vote request", &request.get_ref().data)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let answer = self.pre_vote_answer(&rpc).await;
+        tracing::debug!(
+            candidate = rpc.candidate,
+            term = rpc.term,
+            granted = answer.granted,
+            refusal = answer.refusal.as_deref().unwrap_or(""),
+            "pre-vote"
+        );
+        reply::<_, openraft::error::RaftError<NodeId>>("pre-vote response", Ok(answer))
     }
 
     async fn install_snapshot(

@@ -81,6 +81,13 @@ impl RaftRpc for Partial {
         self.inner.vote(request).await
     }
 
+    async fn pre_vote(
+        &self,
+        request: Request<v1::RaftRequest>,
+    ) -> Result<Response<v1::RaftReply>, Status> {
+        self.inner.pre_vote(request).await
+    }
+
     async fn install_snapshot(
         &self,
         request: Request<v1::RaftRequest>,

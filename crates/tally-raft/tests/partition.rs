@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use openraft::BasicNode;
+use tally_raft::RaftSettings;
 use tally_store::NodeId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -119,17 +120,17 @@ fn applied(node: &Node) -> u64 {
         .map_or(0, |log_id| log_id.index)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cut_off_follower_catches_up_after_blackhole_and_dropped_connections() {
-    let settings = test_settings();
+/// Three nodes, each behind its own proxy (peers know one another only by the proxies'
+/// addresses), with a leader elected and Init plus ten entries applied everywhere: the nodes,
+/// the proxies (same order), the leader and the last index.
+async fn cluster_behind_proxies(settings: &RaftSettings) -> (Vec<Node>, Vec<Proxy>, NodeId, u64) {
     let mut nodes = Vec::new();
     let mut proxies = Vec::new();
     for id in 1..=3 {
-        let node = Node::start(id, &settings).await;
+        let node = Node::start(id, settings).await;
         proxies.push(Proxy::start(node.addr.clone()).await);
         nodes.push(node);
     }
-    // Peers know each other only by their proxies' addresses.
     let members: BTreeMap<NodeId, BasicNode> = nodes
         .iter()
         .zip(&proxies)
@@ -149,16 +150,26 @@ async fn a_cut_off_follower_catches_up_after_blackhole_and_dropped_connections()
         .client_write(init_entry())
         .await
         .unwrap();
-    let mut last = write_entries(&nodes, 0, 10).await;
+    let last = write_entries(&nodes, 0, 10).await;
     for node in &nodes {
         node.wait_applied(last).await;
     }
+    (nodes, proxies, leader, last)
+}
 
+fn term(node: &Node) -> u64 {
+    node.raft.metrics().borrow().current_term
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_follower_catches_up_after_blackhole_and_dropped_connections() {
+    let settings = test_settings();
+    let (mut nodes, proxies, leader, _) = cluster_behind_proxies(&settings).await;
     let follower_index = nodes.iter().position(|node| node.id != leader).unwrap();
     for (round, link) in [Link::Blackhole, Link::Drop].into_iter().enumerate() {
         proxies[follower_index].set(link);
         let before = applied(&nodes[follower_index]);
-        last = write_entries(&nodes, 100 * (round as u64 + 1), 20).await;
+        let last = write_entries(&nodes, 100 * (round as u64 + 1), 20).await;
         // Longer than several heartbeats and the keep-alive: the follower really is cut off.
         tokio::time::sleep(Duration::from_millis(3_500)).await;
         assert!(
@@ -196,6 +207,48 @@ async fn a_cut_off_follower_catches_up_after_blackhole_and_dropped_connections()
         "{stats:?}"
     );
 
+    for node in &mut nodes {
+        node.stop().await;
+    }
+    for proxy in proxies {
+        proxy.task.abort();
+    }
+}
+
+/// A follower that hears nothing from the leader for several election timeouts, while its own
+/// messages still reach the others (only the links into it are cut), asks them for a pre-vote,
+/// is refused (they hear the leader), and so never raises its term: once the link heals it
+/// follows the same leader in the same term. Without the pre-vote it stood for election with a
+/// higher term, and the leader's next append to it made the leader step down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_cut_off_for_several_election_timeouts_rejoins_without_an_election() {
+    let settings = test_settings();
+    let (mut nodes, proxies, leader, _) = cluster_behind_proxies(&settings).await;
+    let term_before = term(by_id(&nodes, leader));
+    let follower_index = nodes.iter().position(|node| node.id != leader).unwrap();
+    proxies[follower_index].set(Link::Blackhole);
+    // Lease (1.2 s) plus an election timeout (0.6-1.2 s) is when the follower would stand;
+    // this is more than twice that, with writes going on.
+    let cut_at = std::time::Instant::now();
+    let mut n = 1_000;
+    while cut_at.elapsed() < Duration::from_millis(5_500) {
+        write_entries(&nodes, n, 5).await;
+        n += 5;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxies[follower_index].set(Link::Pass);
+    let last = write_entries(&nodes, n, 5).await;
+    nodes[follower_index].wait_applied(last).await;
+
+    for node in &nodes {
+        let metrics = node.raft.metrics().borrow().clone();
+        assert_eq!(
+            (metrics.current_term, metrics.current_leader),
+            (term_before, Some(leader)),
+            "node {}: the cut-off follower's return changed the term or the leader",
+            node.id
+        );
+    }
     for node in &mut nodes {
         node.stop().await;
     }

@@ -187,13 +187,15 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let raft = openraft::Raft::new(
         node_id,
         Arc::new(raft_config),
-        network,
+        network.clone(),
         log_store,
         state_machine,
     )
     .await
     .context("starting raft")?;
     drop(meta_only);
+    // Ends by itself once Raft stops.
+    tally_raft::spawn_elections(raft.clone(), network, &raft_settings(&config));
 
     // Stops what must outlive the client listener: the proposer, the background tasks, the
     // peer listener and the HTTP responder.

@@ -81,6 +81,7 @@ impl Node {
         let raft = Raft::new(id, config, network.clone(), log, state_machine)
             .await
             .unwrap();
+        tally_raft::spawn_elections(raft.clone(), network.clone(), settings);
 
         let listener = TcpListener::bind(listen_addr).await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
