@@ -96,14 +96,21 @@ impl LeaderContact {
     }
 }
 
+/// Empty snapshots from the leader for this long are worth a warning: it cannot assemble one.
+const EMPTY_SNAPSHOTS_WARN_AFTER: Duration = Duration::from_secs(60);
+
+/// Since when the leader has sent only empty snapshots, and when that was last a warning.
+type EmptySnapshots = (Instant, Option<Instant>);
+
 /// Serves this node's Raft to its peers.
 #[derive(Clone)]
 pub struct RaftService {
     raft: openraft::Raft<TypeConfig>,
     node_id: NodeId,
     contact: Arc<LeaderContact>,
-    /// When an empty snapshot was last refused and logged (at most one line a minute).
-    empty_snapshot_logged: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// Since when the leader has sent only empty snapshots, and when that was last logged as
+    /// a warning; `None` once a real one arrives.
+    empty_snapshots: Arc<Mutex<Option<EmptySnapshots>>>,
 }
 
 impl RaftService {
@@ -113,7 +120,7 @@ impl RaftService {
             raft,
             node_id,
             contact: Arc::default(),
-            empty_snapshot_logged: Arc::default(),
+            empty_snapshots: Arc::default(),
         }
     }
 
@@ -403,25 +410,44 @@ impl v1::raft_server::Raft for RaftService {
         let vote = rpc.vote;
         self.contact.arrived(&vote);
         if rpc.offset == 0 && rpc.done && rpc.data.is_empty() {
-            // No snapshot is empty: this is a leader that could not assemble one (a full disk,
-            // a damaged journal block; `tally_store`'s `current_snapshot` says so in its log).
-            // Refused before openraft sees it (installing it would fail this node's storage,
-            // a fatal error); the leader backs off and tries again later.
-            let mut logged = self
-                .empty_snapshot_logged
+            // No snapshot is empty: the leader has none ready for this node yet (it assembles
+            // one in the background, `tally_store`'s `current_snapshot`) or could not assemble
+            // one (a full disk, a damaged journal block: its log says so). Refused before
+            // openraft sees it (installing it would fail this node's storage, a fatal error);
+            // the leader sends it again a few seconds later.
+            let now = Instant::now();
+            let mut refusals = self
+                .empty_snapshots
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if logged.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(60)) {
-                *logged = Some(std::time::Instant::now());
+            let (first, warned) = refusals.get_or_insert((now, None));
+            if *first == now {
+                tracing::info!(
+                    leader = %vote.leader_id,
+                    "the leader has no snapshot ready for this node yet (it assembles one); \
+                     refused, it sends one again shortly"
+                );
+            } else if first.elapsed() >= EMPTY_SNAPSHOTS_WARN_AFTER
+                && warned.is_none_or(|at| at.elapsed() >= EMPTY_SNAPSHOTS_WARN_AFTER)
+            {
+                *warned = Some(now);
                 tracing::warn!(
                     leader = %vote.leader_id,
-                    "the leader sent an empty snapshot: it could not assemble one (see its log); \
-                     refused, and this node stays behind until it can (logged once a minute)"
+                    "the leader has sent no usable snapshot for {} s: it cannot assemble one \
+                     (see its log); this node stays behind until it can (logged once a minute)",
+                    first.elapsed().as_secs()
                 );
             }
             return Err(Status::failed_precondition(
-                "an empty snapshot: the leader could not assemble one (see its log)",
+                "an empty snapshot: the leader has none ready (being assembled, or it could not \
+                 assemble one: see its log)",
             ));
+        }
+        if rpc.offset == 0 {
+            *self
+                .empty_snapshots
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
         }
         let result = self.raft.install_snapshot(rpc).await;
         // Accepted when this node's vote is no newer than the sender's.

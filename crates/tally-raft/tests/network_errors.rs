@@ -342,7 +342,7 @@ async fn an_empty_snapshot_is_refused_before_openraft_sees_it() {
     assert!(
         error
             .to_string()
-            .contains("the leader could not assemble one"),
+            .contains("an empty snapshot: the leader has none ready"),
         "{error}"
     );
     let metrics = raft.metrics().borrow().clone();

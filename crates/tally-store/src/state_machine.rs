@@ -529,8 +529,12 @@ pub(crate) struct Shared {
     /// When a snapshot build last failed (writing its file: the disk full, say): builds are
     /// not tried again within [`SNAPSHOT_RETRY_AFTER`] of it.
     snapshot_failed_at: Mutex<Option<Instant>>,
-    /// When assembling a snapshot for another node last failed (see `current_snapshot`).
-    outgoing_failed_at: Mutex<Option<Instant>>,
+    /// The snapshot assembled for other nodes, or being assembled (see `current_snapshot`).
+    outgoing: Mutex<Outgoing>,
+    /// Notified when an assembly for other nodes ends.
+    outgoing_done: std::sync::Condvar,
+    /// How long `current_snapshot` waits for an assembly it started, in ms.
+    outgoing_wait_ms: AtomicU64,
     /// Set while [`MetaOnlySnapshots`] lives: `get_current_snapshot` then answers the meta.
     meta_only: AtomicBool,
     /// Woken whenever a writer releases `applied`: async readers wait on it instead of
@@ -689,7 +693,9 @@ impl StateMachineStore {
                 event_seq,
                 snapshot_counter: AtomicU64::new(0),
                 snapshot_failed_at: Mutex::new(None),
-                outgoing_failed_at: Mutex::new(None),
+                outgoing: Mutex::new(Outgoing::default()),
+                outgoing_done: std::sync::Condvar::new(),
+                outgoing_wait_ms: AtomicU64::new(OUTGOING_WAIT.as_millis() as u64),
                 meta_only: AtomicBool::new(false),
                 unlocked: tokio::sync::Notify::new(),
                 journal_rows_end,
@@ -740,6 +746,16 @@ impl StateMachineStore {
         shared.journal.sync()?;
         shared.disk.sync(&shared.db)?;
         Ok(located.len())
+    }
+
+    /// How long `get_current_snapshot` waits for the assembly of a snapshot for another node
+    /// before it answers "not ready" (an empty snapshot; see `current_snapshot`). For tests of
+    /// an assembly that outlasts the wait; the default is 200 ms.
+    #[doc(hidden)]
+    pub fn set_outgoing_snapshot_wait_for_tests(&self, wait: Duration) {
+        self.shared
+            .outgoing_wait_ms
+            .store(wait.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// A cheap, cloneable read handle on the applied state, history and events.
@@ -927,55 +943,33 @@ impl StateMachineStore {
     /// event row this node has, so the receiver serves the same history. Rows of entries after
     /// the snapshot point (this node applied more since) are committed data the receiver
     /// rewrites identically when it applies those entries, so carrying them is harmless.
+    ///
+    /// Assembling it reads the whole journal and writes a file as large, and openraft 0.9 asks
+    /// for it on the task that applies entries: a node with a long history applied nothing for
+    /// as long as that took (seconds), and did so again every time a receiver that could not
+    /// take it was sent it anew. So the assembly runs on a thread of its own, is waited for
+    /// at most [`OUTGOING_WAIT`], and is kept (an unlinked file, each sender reading it through
+    /// a descriptor of its own) for every later request for the same snapshot, until a newer
+    /// snapshot is built or it went unused for [`OUTGOING_KEEP`]. While it is not ready, the
+    /// answer is an empty snapshot, which receivers refuse (`tally_raft`'s service) and openraft
+    /// asks again a few seconds later.
+    ///
+    /// A failed assembly (a full disk, a damaged journal block) is not a storage error either:
+    /// openraft 0.9 stops the whole node on one here (the leader, when a learner needs a
+    /// snapshot: after a Recovery's `remove`, the cluster with it). It is logged, answered with
+    /// the empty snapshot, and tried again after [`SNAPSHOT_RETRY_AFTER`].
     async fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
         let shared = self.shared.clone();
         let meta_only = self.shared.meta_only.load(Ordering::Acquire);
         let found = tokio::task::spawn_blocking(
             move || -> Result<Option<(Meta, std::fs::File)>, StoreError> {
-                if meta_only {
-                    let Some(meta) = shared.snapshots.current_meta() else {
-                        return Ok(None);
-                    };
-                    return Ok(Some((meta, shared.snapshots.transfer_file()?)));
-                }
-                let Some((local, path)) = shared.snapshots.open_current()? else {
+                let Some(meta) = shared.snapshots.current_meta() else {
                     return Ok(None);
                 };
-                // Assembling it reads the whole journal and writes a file as large: a full disk
-                // or a damaged journal block makes it fail, and openraft 0.9 stops the whole
-                // node on any error here (the leader, when a learner needs a snapshot: after
-                // a Recovery's `remove`, the cluster with it). Instead the receiver is sent an
-                // empty snapshot, which it refuses (`tally_raft`'s service), so only its
-                // replication waits; tried again after SNAPSHOT_RETRY_AFTER.
-                let mut failed_at = shared
-                    .outgoing_failed_at
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                let meta_now = shared.snapshots.current_meta();
-                if let Some(meta) = meta_now.clone() {
-                    if failed_at.is_some_and(|at| at.elapsed() < SNAPSHOT_RETRY_AFTER) {
-                        return Ok(Some((meta, shared.snapshots.transfer_file()?)));
-                    }
+                if meta_only {
+                    return Ok(Some((meta, shared.snapshots.transfer_file()?)));
                 }
-                let assembled = assemble_outgoing(&shared, local, &path);
-                match (assembled, meta_now) {
-                    (Ok(assembled), _) => {
-                        *failed_at = None;
-                        Ok(Some(assembled))
-                    }
-                    (Err(error), Some(meta)) => {
-                        *failed_at = Some(Instant::now());
-                        tracing::error!(
-                            %error,
-                            "cannot assemble the snapshot a lagging or new node needs; it is \
-                             sent an empty one, which it refuses, and stays behind (this node \
-                             goes on); tried again in {} s",
-                            SNAPSHOT_RETRY_AFTER.as_secs()
-                        );
-                        Ok(Some((meta, shared.snapshots.transfer_file()?)))
-                    }
-                    (Err(error), None) => Err(error),
-                }
+                outgoing_snapshot(&shared, meta)
             },
         )
         .await
@@ -984,6 +978,194 @@ impl StateMachineStore {
             meta,
             snapshot: Box::new(tokio::fs::File::from_std(file)),
         }))
+    }
+}
+
+/// How long a request for the snapshot sent to other nodes waits for an assembly to finish
+/// before it answers "not ready" (see `current_snapshot`): enough for a history of some
+/// tens of MB, short enough that applies barely notice.
+pub(crate) const OUTGOING_WAIT: Duration = Duration::from_millis(200);
+
+/// How long an assembled snapshot for other nodes is kept unused (it holds disk space as
+/// large as the history) before it is dropped.
+pub(crate) const OUTGOING_KEEP: Duration = Duration::from_secs(600);
+
+/// The snapshot assembled for other nodes (see `current_snapshot`).
+#[derive(Default)]
+struct Outgoing {
+    /// Counts assemblies started; an assembly thread only ever touches its own.
+    generation: u64,
+    /// The id of the local snapshot it is (being) assembled from.
+    snapshot_id: Option<String>,
+    stage: OutgoingStage,
+}
+
+#[derive(Default)]
+enum OutgoingStage {
+    #[default]
+    None,
+    Assembling,
+    Ready {
+        meta: Meta,
+        /// Unlinked; every request reads it through a descriptor of its own.
+        file: std::fs::File,
+        bytes: u64,
+        used: Instant,
+    },
+    Failed {
+        at: Instant,
+    },
+}
+
+/// The snapshot to send another node, as `current_snapshot` describes: the kept assembly of
+/// `meta`'s snapshot, or an empty one while it is being assembled or failed. Blocking.
+fn outgoing_snapshot(
+    shared: &Arc<Shared>,
+    meta: Meta,
+) -> Result<Option<(Meta, std::fs::File)>, StoreError> {
+    let mut outgoing = shared.outgoing.lock().unwrap_or_else(|p| p.into_inner());
+    let same = outgoing.snapshot_id.as_deref() == Some(meta.snapshot_id.as_str());
+    let retry = match &outgoing.stage {
+        OutgoingStage::Failed { at } => at.elapsed() >= SNAPSHOT_RETRY_AFTER,
+        OutgoingStage::None => true,
+        _ => false,
+    };
+    if !same || retry {
+        let Some((local, path)) = shared.snapshots.open_current()? else {
+            return Ok(None);
+        };
+        outgoing.generation += 1;
+        outgoing.snapshot_id = Some(meta.snapshot_id.clone());
+        // Drops an earlier snapshot's assembly, and the disk space it held.
+        outgoing.stage = OutgoingStage::Assembling;
+        let generation = outgoing.generation;
+        let assembler = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("snapshot-assembly".to_string())
+            .spawn(move || assemble_in_background(assembler, generation, local, path));
+        if let Err(error) = spawned {
+            outgoing.stage = OutgoingStage::Failed { at: Instant::now() };
+            tracing::error!(%error, "cannot start assembling the snapshot another node needs");
+        }
+    }
+    let wait = Duration::from_millis(shared.outgoing_wait_ms.load(Ordering::Relaxed));
+    let deadline = Instant::now() + wait;
+    while matches!(outgoing.stage, OutgoingStage::Assembling) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        outgoing = shared
+            .outgoing_done
+            .wait_timeout(outgoing, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+    if let OutgoingStage::Ready {
+        meta, file, used, ..
+    } = &mut outgoing.stage
+    {
+        match reopen(file) {
+            Ok(reopened) => {
+                *used = Instant::now();
+                return Ok(Some((meta.clone(), reopened)));
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot read the assembled snapshot for another node again; it is assembled anew");
+                outgoing.stage = OutgoingStage::None;
+            }
+        }
+    }
+    // Not ready (or failed): an empty snapshot, which the receiver refuses; asked again later.
+    Ok(Some((meta, shared.snapshots.transfer_file()?)))
+}
+
+/// A descriptor of its own (its own offset) on the unlinked file `file`.
+fn reopen(file: &std::fs::File) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
+/// Assembles the snapshot for other nodes from `local` (at `path`) on this thread, hands it to
+/// `shared.outgoing` if assembly `generation` is still the one wanted, then drops it once
+/// unused for [`OUTGOING_KEEP`] (holding the store only weakly meanwhile).
+fn assemble_in_background(
+    shared: Arc<Shared>,
+    generation: u64,
+    local: std::fs::File,
+    path: std::path::PathBuf,
+) {
+    let started = Instant::now();
+    let assembled = assemble_outgoing(&shared, local, &path).and_then(|(meta, file)| {
+        let bytes = file
+            .metadata()
+            .map_err(|e| StoreError::io("stat", Path::new("outgoing snapshot"), e))?
+            .len();
+        Ok((meta, file, bytes))
+    });
+    {
+        let mut outgoing = shared.outgoing.lock().unwrap_or_else(|p| p.into_inner());
+        if outgoing.generation != generation {
+            return; // A newer snapshot's assembly replaced this one.
+        }
+        outgoing.stage = match assembled {
+            Ok((meta, file, bytes)) => {
+                tracing::info!(
+                    index = ?meta.last_log_id.map(|id| id.index),
+                    bytes,
+                    assembly_ms = started.elapsed().as_millis() as u64,
+                    "assembled the snapshot a lagging or new node needs (state, journal and \
+                     events; kept for further requests until a newer snapshot, or {} s unused)",
+                    OUTGOING_KEEP.as_secs()
+                );
+                OutgoingStage::Ready {
+                    meta,
+                    file,
+                    bytes,
+                    used: Instant::now(),
+                }
+            }
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    "cannot assemble the snapshot a lagging or new node needs; it is sent an \
+                     empty one, which it refuses, and stays behind (this node goes on); tried \
+                     again in {} s",
+                    SNAPSHOT_RETRY_AFTER.as_secs()
+                );
+                OutgoingStage::Failed { at: Instant::now() }
+            }
+        };
+        shared.outgoing_done.notify_all();
+    }
+    let weak = Arc::downgrade(&shared);
+    drop(shared);
+    loop {
+        std::thread::sleep(Duration::from_secs(30).min(OUTGOING_KEEP));
+        let Some(shared) = weak.upgrade() else {
+            return; // The store was closed.
+        };
+        let mut outgoing = shared.outgoing.lock().unwrap_or_else(|p| p.into_inner());
+        if outgoing.generation != generation {
+            return;
+        }
+        match &outgoing.stage {
+            OutgoingStage::Ready { used, bytes, .. } if used.elapsed() >= OUTGOING_KEEP => {
+                tracing::info!(
+                    bytes,
+                    "dropped the snapshot assembled for other nodes: unused for {} s",
+                    OUTGOING_KEEP.as_secs()
+                );
+                outgoing.stage = OutgoingStage::None;
+                outgoing.snapshot_id = None;
+                return;
+            }
+            OutgoingStage::Ready { .. } => {}
+            _ => return,
+        }
     }
 }
 

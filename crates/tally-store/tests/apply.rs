@@ -552,34 +552,96 @@ async fn a_snapshot_build_that_cannot_write_its_file_leaves_the_node_running() {
     assert_eq!(current.meta, first.meta);
 }
 
+/// The bytes of the snapshot sent to other nodes, as `get_current_snapshot` answers now.
+async fn outgoing_bytes(sm: &mut StateMachineStore) -> (openraft::SnapshotMeta<u64, openraft::BasicNode>, Vec<u8>) {
+    let mut snapshot = sm.get_current_snapshot().await.unwrap().unwrap();
+    let mut bytes = Vec::new();
+    snapshot.snapshot.read_to_end(&mut bytes).await.unwrap();
+    (snapshot.meta, bytes)
+}
+
+/// Damages the first journal block of the store in `dir`.
+fn damage_journal(dir: &std::path::Path) {
+    use std::os::unix::fs::FileExt;
+    let journal = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("journal.dat"))
+        .unwrap();
+    journal.write_all_at(&[0xA5; 16], 40).unwrap();
+}
+
 /// A snapshot for another node that cannot be assembled (here a damaged journal block; a full
 /// disk alike) is not a storage error, which would stop the sending node (openraft 0.9): an
 /// empty snapshot stands for it, which receivers refuse (`tally-raft`), and the node goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_that_cannot_be_assembled_for_another_node_leaves_this_one_running() {
-    use std::os::unix::fs::FileExt;
     let (dir, entries, reference, _log, mut sm) = two_accounts_applied(|n| n - 2).await;
     let n = entries.len();
-    build(&mut sm).await;
-    let mut whole = Vec::new();
-    let mut good = sm.get_current_snapshot().await.unwrap().unwrap();
-    good.snapshot.read_to_end(&mut whole).await.unwrap();
-    assert!(!whole.is_empty());
-
-    let journal = std::fs::OpenOptions::new()
-        .write(true)
-        .open(dir.path().join("journal.dat"))
-        .unwrap();
-    journal.write_all_at(&[0xA5; 16], 40).unwrap();
-    let mut damaged = sm
-        .get_current_snapshot()
-        .await
-        .expect("not a storage error")
-        .expect("a snapshot");
-    assert_eq!(damaged.meta, good.meta);
-    let mut bytes = Vec::new();
-    damaged.snapshot.read_to_end(&mut bytes).await.unwrap();
+    let built = build(&mut sm).await;
+    damage_journal(dir.path());
+    let (meta, bytes) = outgoing_bytes(&mut sm).await;
+    assert_eq!(meta, built.meta);
     assert!(bytes.is_empty(), "an empty snapshot stands for it");
     // The node goes on applying.
     apply_range(&mut sm, &entries, n - 2..n, &reference).await;
+    // Not tried again at once (the failure is logged, the next try in 60 s).
+    let (_, bytes) = outgoing_bytes(&mut sm).await;
+    assert!(bytes.is_empty());
+}
+
+/// The snapshot for other nodes is assembled once per snapshot and sent as it is to every
+/// later request (openraft asks again for every receiver and every retry; assembling read
+/// the whole journal each time, on the task that applies entries), until a newer snapshot is
+/// built. Shown by damaging the journal after the first assembly: the kept one is still sent
+/// whole, and only the next snapshot's assembly meets the damage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_for_other_nodes_is_assembled_once_per_snapshot() {
+    let (dir, entries, reference, _log, mut sm) = two_accounts_applied(|n| n - 2).await;
+    let n = entries.len();
+    build(&mut sm).await;
+    let (meta, first) = outgoing_bytes(&mut sm).await;
+    assert!(!first.is_empty());
+    damage_journal(dir.path());
+    // Two at once read the same bytes, each from the start.
+    let mut a = sm.get_current_snapshot().await.unwrap().unwrap();
+    let mut b = sm.get_current_snapshot().await.unwrap().unwrap();
+    let (mut bytes_a, mut bytes_b) = (Vec::new(), Vec::new());
+    let mut half = vec![0; first.len() / 2];
+    a.snapshot.read_exact(&mut half).await.unwrap();
+    b.snapshot.read_to_end(&mut bytes_b).await.unwrap();
+    a.snapshot.read_to_end(&mut bytes_a).await.unwrap();
+    half.extend_from_slice(&bytes_a);
+    assert_eq!((a.meta, b.meta), (meta.clone(), meta));
+    assert!(half == first && bytes_b == first, "the kept assembly, read twice");
+
+    apply_range(&mut sm, &entries, n - 2..n, &reference).await;
+    let newer = build(&mut sm).await;
+    let (meta, bytes) = outgoing_bytes(&mut sm).await;
+    assert_eq!(meta, newer.meta);
+    assert!(bytes.is_empty(), "the newer snapshot is assembled anew, and meets the damage");
+}
+
+/// An assembly that outlasts the wait (a long history) does not hold up the caller, which is
+/// openraft's apply task: it is answered with an empty snapshot (refused by the receiver, and
+/// asked for again), entries go on being applied, and a later request gets the assembly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_assembly_for_other_nodes_is_not_waited_for() {
+    let (_dir, entries, reference, _log, mut sm) = two_accounts_applied(|n| n - 2).await;
+    let n = entries.len();
+    let built = build(&mut sm).await;
+    sm.set_outgoing_snapshot_wait_for_tests(std::time::Duration::ZERO);
+    let (meta, bytes) = outgoing_bytes(&mut sm).await;
+    assert_eq!(meta, built.meta);
+    assert!(bytes.is_empty(), "not ready: the empty snapshot");
+    apply_range(&mut sm, &entries, n - 2..n, &reference).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (meta, bytes) = outgoing_bytes(&mut sm).await;
+        if !bytes.is_empty() {
+            assert_eq!(meta, built.meta);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never assembled");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
