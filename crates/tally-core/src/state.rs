@@ -336,6 +336,17 @@ impl LedgerState {
         self.config.as_ref()
     }
 
+    /// The seq of the last journal entry written (0 for none): a journal entry's seq is one
+    /// more than the one before.
+    pub fn journal_seq(&self) -> u64 {
+        self.totals.journal_seq
+    }
+
+    /// The seq of the last ledger event emitted (0 for none).
+    pub fn event_seq(&self) -> u64 {
+        self.totals.event_seq
+    }
+
     /// Whether the ledger has applied its `Init` (which must come before any other command).
     pub fn is_initialized(&self) -> bool {
         self.config.is_some()

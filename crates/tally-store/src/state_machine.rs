@@ -278,6 +278,69 @@ fn blocks_not_held<'a>(
     Ok(missing)
 }
 
+/// Checks at open that the history the current snapshot covers is there: the journal block
+/// holding its last journal entry (located by `state/`, read back from `journal.dat` with
+/// its CRC) and the row of its last ledger event. A snapshot is kept only after the journal
+/// and the rows up to it were synced, so either missing means part of the data directory was
+/// lost or replaced (`state/` deleted, `journal.dat` truncated, replaced or deleted): the
+/// node would answer for balances it can no longer show the history of. Damage inside
+/// older blocks is found when they are read (history then goes to other nodes).
+fn check_history_present(
+    sm: &sled::Tree,
+    journal: &JournalFile,
+    state: &LedgerState,
+) -> Result<(), StoreError> {
+    let lost = |reason: String| StoreError::Corrupt {
+        what: "data directory",
+        reason: format!(
+            "{reason}. The node cannot serve the history of its snapshot: see README, Recovery \
+             (remove it from the cluster, then add it again on an empty data directory)"
+        ),
+    };
+    let seq = state.journal_seq();
+    if seq > 0 {
+        let last_row = |prefix| {
+            sm.range(seq_key(prefix, 0)..=seq_key(prefix, seq))
+                .next_back()
+                .transpose()
+                .map_err(StoreError::sled("read journal rows"))
+        };
+        let located = last_row(PREFIX_JOURNAL_AT)?;
+        let inline = last_row(PREFIX_JOURNAL)?;
+        match (located, inline) {
+            (None, None) => {
+                return Err(lost(format!(
+                    "the snapshot's journal runs to entry {seq}, but state/ locates none of it: \
+                     state/ was lost or replaced"
+                )))
+            }
+            // Kept in sled itself by a build before session 10: nothing to read elsewhere.
+            (Some((key, _)), Some((inline_key, _))) if inline_key[1..] > key[1..] => {}
+            (None, Some(_)) => {}
+            (Some((_, at)), _) => {
+                if let Err(error) = journal.read_located(&at) {
+                    return Err(lost(format!(
+                        "the snapshot's journal runs to entry {seq}, but the block holding it \
+                         cannot be read from journal.dat ({error}): journal.dat was lost, \
+                         truncated or replaced"
+                    )));
+                }
+            }
+        }
+    }
+    let event = state.event_seq();
+    let event_row = sm
+        .get(seq_key(PREFIX_EVENT, event))
+        .map_err(StoreError::sled("read ledger events"))?;
+    if event > 0 && event_row.is_none() {
+        return Err(lost(format!(
+            "the snapshot's ledger events run to {event}, but state/ does not hold that one: \
+             state/ was lost or replaced"
+        )));
+    }
+    Ok(())
+}
+
 /// One past the highest first seq of a journal row in `sm` (either prefix; 0: none). A key of
 /// an unexpected length answers `u64::MAX`, which only means every block is looked up.
 fn journal_rows_end(sm: &sled::Tree) -> Result<u64, StoreError> {
@@ -671,6 +734,7 @@ impl StateMachineStore {
                 membership: Membership::default(),
             },
         };
+        check_history_present(&sm, &journal, &applied.state)?;
         let last_event = match sm
             .scan_prefix([PREFIX_EVENT])
             .next_back()

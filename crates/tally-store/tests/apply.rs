@@ -645,3 +645,42 @@ async fn a_slow_assembly_for_other_nodes_is_not_waited_for() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A data directory that lost part of what its snapshot's history needs (`state/` deleted,
+/// `journal.dat` emptied or deleted) is refused at open, naming what and pointing to Recovery,
+/// instead of starting a node that answers for balances whose history it cannot show. An
+/// intact one opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_missing_its_snapshots_history_is_refused_at_open() {
+    for (damage, named) in [
+        ("state deleted", "state/ locates none of it"),
+        ("journal emptied", "journal.dat was lost, truncated or replaced"),
+        ("journal deleted", "journal.dat was lost, truncated or replaced"),
+    ] {
+        let (dir, _, _, log, mut sm) = two_accounts_applied(|n| n).await;
+        let built = build(&mut sm).await;
+        assert!(
+            sm.reader().with_state(|state| state.journal_seq() > 0 && state.event_seq() > 0),
+            "the scenario writes journal entries and ledger events"
+        );
+        drop((log, sm));
+        drop(tally_store::open(dir.path()).expect("an intact data directory opens"));
+        let path = dir.path();
+        match damage {
+            "state deleted" => std::fs::remove_dir_all(path.join("state")).unwrap(),
+            "journal emptied" => std::fs::File::create(path.join("journal.dat"))
+                .map(drop)
+                .unwrap(),
+            _ => std::fs::remove_file(path.join("journal.dat")).unwrap(),
+        }
+        let error = tally_store::open(path)
+            .err()
+            .unwrap_or_else(|| panic!("{damage}: opened"))
+            .to_string();
+        assert!(
+            error.contains(named) && error.contains("Recovery"),
+            "{damage} (snapshot at {:?}): {error}",
+            built.meta.last_log_id
+        );
+    }
+}
