@@ -175,9 +175,7 @@ impl TallyNetwork {
         channels.insert(target, (addr.to_string(), channel.clone()));
         Ok(channel)
     }
-}
 
-impl TallyNetwork {
     /// Asks voter `target` (at `addr`, its membership address) whether it would grant this node
     /// a vote now (see [`crate::election`]), within `timeout`. A peer that does not know the
     /// RPC (a build from before pre-vote) grants it: it would have voted as before.

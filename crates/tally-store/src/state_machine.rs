@@ -986,6 +986,7 @@ impl StateMachineStore {
                 shared.journal.sync()?;
                 shared.disk.sync(&shared.db)?;
                 snapshots.commit_build(&meta, snapshot::INSTALL_TEMP)?;
+                drop_outgoing(&shared);
                 Ok((state, heads, max_event))
             },
         )
@@ -1142,6 +1143,20 @@ fn outgoing_snapshot(
     }
     // Not ready (or failed): an empty snapshot, which the receiver refuses; asked again later.
     Ok(Some((meta, shared.snapshots.transfer_file()?)))
+}
+
+/// Drops the snapshot assembled (or being assembled) for other nodes, and the disk space it
+/// holds: a newer snapshot replaced the one it was made from.
+fn drop_outgoing(shared: &Shared) {
+    let mut outgoing = shared.outgoing.lock().unwrap_or_else(|p| p.into_inner());
+    if outgoing.snapshot_id.is_some() {
+        // A new generation: the assembly thread of the old one, if still at work, discards
+        // its result.
+        outgoing.generation += 1;
+        outgoing.snapshot_id = None;
+        outgoing.stage = OutgoingStage::None;
+        shared.outgoing_done.notify_all();
+    }
 }
 
 /// A descriptor of its own (its own offset) on the unlinked file `file`.
@@ -1477,6 +1492,7 @@ impl SnapshotBuilder {
             shared.journal.sync()?;
             shared.disk.sync(&shared.db)?;
             shared.snapshots.commit_build(&meta, snapshot::BUILD_TEMP)?;
+            drop_outgoing(&shared);
             tracing::info!(
                 index = ?meta.last_log_id.map(|id| id.index),
                 state_lock_ms = holds.longest.as_millis() as u64,
