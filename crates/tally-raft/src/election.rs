@@ -20,7 +20,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use openraft::{LogId, Raft, ServerState};
+use futures::stream::{FuturesUnordered, StreamExt};
+use openraft::{LogId, Raft, ServerState, Vote};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tally_store::{NodeId, TypeConfig};
@@ -71,10 +72,17 @@ struct View {
     configs: Vec<Vec<NodeId>>,
     /// Each other voter with its address.
     peers: Vec<(NodeId, String)>,
-    term: u64,
-    vote_committed: bool,
-    /// Since this node last heard from its leader or changed its vote; `None` if never.
-    since_vote: Option<Duration>,
+    vote: Vote<NodeId>,
+    /// When this node last heard from its leader or changed its vote; `None` if never.
+    vote_modified: Option<Instant>,
+}
+
+impl View {
+    /// Whether `later`, read after this one, shows the same vote, not modified since: no vote
+    /// granted, no leader heard from in between.
+    fn vote_unchanged(&self, later: &View) -> bool {
+        self.vote == later.vote && self.vote_modified == later.vote_modified
+    }
 }
 
 async fn view(raft: &Raft<TypeConfig>, me: NodeId) -> Option<View> {
@@ -93,15 +101,13 @@ async fn view(raft: &Raft<TypeConfig>, me: NodeId) -> Option<View> {
                 (*id, addr)
             })
             .collect();
-        let vote = st.vote_ref();
         View {
             state: st.server_state,
             voter: voters.contains(&me),
             configs,
             peers,
-            term: vote.leader_id().term,
-            vote_committed: vote.is_committed(),
-            since_vote: st.vote_last_modified().map(|at| at.elapsed()),
+            vote: *st.vote_ref(),
+            vote_modified: st.vote_last_modified(),
         }
     })
     .await
@@ -159,12 +165,14 @@ pub fn spawn_elections(
                 }
                 continue;
             }
-            let wait = if view.vote_committed {
+            let wait = if view.vote.is_committed() {
                 lease + timeout
             } else {
                 timeout
             };
-            let quiet = view.since_vote.unwrap_or_else(|| started.elapsed());
+            let quiet = view
+                .vote_modified
+                .map_or_else(|| started.elapsed(), |at| at.elapsed());
             if quiet < wait || last_attempt.is_some_and(|at| at.elapsed() < timeout) {
                 continue;
             }
@@ -173,21 +181,30 @@ pub fn spawn_elections(
 
             let request = PreVoteRequest {
                 candidate: me,
-                term: view.term + 1,
+                term: view.vote.leader_id().term + 1,
                 last_log_id: raft.data_metrics().borrow().last_log,
             };
-            let asks = view.peers.iter().map(|(id, addr)| {
-                let network = network.clone();
-                let request = request.clone();
-                async move {
-                    let answer = network.ask_pre_vote(*id, addr, &request, ask_timeout).await;
-                    (*id, answer)
-                }
-            });
-            let answers = futures::future::join_all(asks).await;
+            // Asked of all at once; done as soon as a majority said yes (a frozen or cut-off
+            // peer is not waited for: every moment between this round and the election is one
+            // in which another node may win first).
+            let mut asks: FuturesUnordered<_> = view
+                .peers
+                .iter()
+                .map(|(id, addr)| {
+                    let network = network.clone();
+                    let request = request.clone();
+                    async move {
+                        let answer = network.ask_pre_vote(*id, addr, &request, ask_timeout).await;
+                        (*id, answer)
+                    }
+                })
+                .collect();
             let mut granted: BTreeSet<NodeId> = BTreeSet::from([me]);
             let mut refusals = Vec::new();
-            for (id, answer) in answers {
+            while !is_quorum(&view.configs, &granted) {
+                let Some((id, answer)) = asks.next().await else {
+                    break;
+                };
                 match answer {
                     Ok(response) if response.granted => {
                         granted.insert(id);
@@ -199,7 +216,18 @@ pub fn spawn_elections(
                     Err(error) => refusals.push(format!("node {id}: {error}")),
                 }
             }
+            drop(asks);
             if is_quorum(&view.configs, &granted) {
+                // Meanwhile this node may have voted for another candidate, or heard from a
+                // new leader: an election now would depose it (the higher term wins). The
+                // window left, between this read and openraft taking the election, is one
+                // message on its queue.
+                let Some(now) = self::view(&raft, me).await else {
+                    return;
+                };
+                if !view.vote_unchanged(&now) || now.state == ServerState::Leader {
+                    continue;
+                }
                 tracing::info!(
                     term = request.term,
                     granted = ?granted,

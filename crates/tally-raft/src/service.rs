@@ -197,25 +197,38 @@ impl RaftService {
                 lease.as_millis()
             ));
         }
-        let leased = self
+        // A vote granted (or cast for itself) within the shortest election timeout: that
+        // election is still being decided, and a yes here would let a second candidate
+        // depose its winner (the higher term wins). As the Raft thesis has a node that just
+        // granted a vote wait out its election timer.
+        let settle = Duration::from_millis(self.raft.config().election_timeout_min);
+        let recent = self
             .raft
             .with_raft_state(move |st| {
-                let vote = st.vote_ref();
-                let recent = st
-                    .vote_last_modified()
-                    .is_some_and(|at| at.elapsed() <= lease);
-                (vote.is_committed() && recent).then(|| vote.leader_id().voted_for())
+                let vote = *st.vote_ref();
+                let since = st.vote_last_modified().map(|at| at.elapsed());
+                if vote.is_committed() && since.is_some_and(|since| since <= lease) {
+                    Some(format!(
+                        "this node heard from its leader, node {}, within the last {} ms",
+                        vote.leader_id().voted_for().unwrap_or_default(),
+                        lease.as_millis()
+                    ))
+                } else if !vote.is_committed() && since.is_some_and(|since| since <= settle) {
+                    Some(format!(
+                        "this node voted in term {} (for node {}) within the last {} ms; that \
+                         election is still being decided",
+                        vote.leader_id().term,
+                        vote.leader_id().voted_for().unwrap_or_default(),
+                        settle.as_millis()
+                    ))
+                } else {
+                    None
+                }
             })
             .await;
-        match leased {
+        match recent {
             Err(_) => return PreVoteResponse::refuse("this node's Raft has stopped"),
-            Ok(Some(leader)) => {
-                return PreVoteResponse::refuse(format!(
-                    "this node heard from its leader{} within the last {} ms",
-                    leader.map(|id| format!(", node {id},")).unwrap_or_default(),
-                    lease.as_millis()
-                ))
-            }
+            Ok(Some(reason)) => return PreVoteResponse::refuse(reason),
             Ok(None) => {}
         }
         let own = self.raft.data_metrics().borrow().last_log;

@@ -553,7 +553,9 @@ async fn a_snapshot_build_that_cannot_write_its_file_leaves_the_node_running() {
 }
 
 /// The bytes of the snapshot sent to other nodes, as `get_current_snapshot` answers now.
-async fn outgoing_bytes(sm: &mut StateMachineStore) -> (openraft::SnapshotMeta<u64, openraft::BasicNode>, Vec<u8>) {
+async fn outgoing_bytes(
+    sm: &mut StateMachineStore,
+) -> (openraft::SnapshotMeta<u64, openraft::BasicNode>, Vec<u8>) {
     let mut snapshot = sm.get_current_snapshot().await.unwrap().unwrap();
     let mut bytes = Vec::new();
     snapshot.snapshot.read_to_end(&mut bytes).await.unwrap();
@@ -612,13 +614,19 @@ async fn the_snapshot_for_other_nodes_is_assembled_once_per_snapshot() {
     a.snapshot.read_to_end(&mut bytes_a).await.unwrap();
     half.extend_from_slice(&bytes_a);
     assert_eq!((a.meta, b.meta), (meta.clone(), meta));
-    assert!(half == first && bytes_b == first, "the kept assembly, read twice");
+    assert!(
+        half == first && bytes_b == first,
+        "the kept assembly, read twice"
+    );
 
     apply_range(&mut sm, &entries, n - 2..n, &reference).await;
     let newer = build(&mut sm).await;
     let (meta, bytes) = outgoing_bytes(&mut sm).await;
     assert_eq!(meta, newer.meta);
-    assert!(bytes.is_empty(), "the newer snapshot is assembled anew, and meets the damage");
+    assert!(
+        bytes.is_empty(),
+        "the newer snapshot is assembled anew, and meets the damage"
+    );
 }
 
 /// An assembly that outlasts the wait (a long history) does not hold up the caller, which is
@@ -654,13 +662,20 @@ async fn a_slow_assembly_for_other_nodes_is_not_waited_for() {
 async fn a_data_directory_missing_its_snapshots_history_is_refused_at_open() {
     for (damage, named) in [
         ("state deleted", "state/ locates none of it"),
-        ("journal emptied", "journal.dat was lost, truncated or replaced"),
-        ("journal deleted", "journal.dat was lost, truncated or replaced"),
+        (
+            "journal emptied",
+            "journal.dat was lost, truncated or replaced",
+        ),
+        (
+            "journal deleted",
+            "journal.dat was lost, truncated or replaced",
+        ),
     ] {
         let (dir, _, _, log, mut sm) = two_accounts_applied(|n| n).await;
         let built = build(&mut sm).await;
         assert!(
-            sm.reader().with_state(|state| state.journal_seq() > 0 && state.event_seq() > 0),
+            sm.reader()
+                .with_state(|state| state.journal_seq() > 0 && state.event_seq() > 0),
             "the scenario writes journal entries and ledger events"
         );
         drop((log, sm));
