@@ -149,8 +149,14 @@ pub fn spawn_elections(
         loop {
             tokio::time::sleep(tick).await;
             // The leader's case from the metrics, without a message to its Raft core.
-            if raft.metrics().borrow().state == ServerState::Leader {
-                continue;
+            {
+                let metrics = raft.metrics().borrow().clone();
+                if metrics.running_state.is_err() {
+                    return; // Raft stopped.
+                }
+                if metrics.state == ServerState::Leader {
+                    continue;
+                }
             }
             let Some(view) = view(&raft, me).await else {
                 return; // Raft stopped.
