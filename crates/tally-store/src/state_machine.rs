@@ -598,6 +598,8 @@ pub(crate) struct Shared {
     outgoing_done: std::sync::Condvar,
     /// How long `current_snapshot` waits for an assembly it started, in ms.
     outgoing_wait_ms: AtomicU64,
+    /// While true, an assembly for other nodes waits before it hands over its result (tests).
+    outgoing_held: (Mutex<bool>, std::sync::Condvar),
     /// Set while [`MetaOnlySnapshots`] lives: `get_current_snapshot` then answers the meta.
     meta_only: AtomicBool,
     /// Woken whenever a writer releases `applied`: async readers wait on it instead of
@@ -760,6 +762,7 @@ impl StateMachineStore {
                 outgoing: Mutex::new(Outgoing::default()),
                 outgoing_done: std::sync::Condvar::new(),
                 outgoing_wait_ms: AtomicU64::new(OUTGOING_WAIT.as_millis() as u64),
+                outgoing_held: (Mutex::new(false), std::sync::Condvar::new()),
                 meta_only: AtomicBool::new(false),
                 unlocked: tokio::sync::Notify::new(),
                 journal_rows_end,
@@ -820,6 +823,15 @@ impl StateMachineStore {
         self.shared
             .outgoing_wait_ms
             .store(wait.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// While `held`, an assembly of the snapshot for another node, once done, waits before it
+    /// hands over its result: for tests of what happens while one is at work.
+    #[doc(hidden)]
+    pub fn hold_outgoing_snapshot_assembly_for_tests(&self, held: bool) {
+        let (flag, changed) = &self.shared.outgoing_held;
+        *flag.lock().unwrap_or_else(|p| p.into_inner()) = held;
+        changed.notify_all();
     }
 
     /// A cheap, cloneable read handle on the applied state, history and events.
@@ -1145,18 +1157,23 @@ fn outgoing_snapshot(
     Ok(Some((meta, shared.snapshots.transfer_file()?)))
 }
 
-/// Drops the snapshot assembled (or being assembled) for other nodes, and the disk space it
-/// holds: a newer snapshot replaced the one it was made from.
+/// Drops the snapshot assembled for other nodes, and the disk space it holds: a newer
+/// snapshot replaced the one it was made from. An assembly still at work is left to finish
+/// (builds wait for it; an install here means this node follows, and nobody asks it).
 fn drop_outgoing(shared: &Shared) {
     let mut outgoing = shared.outgoing.lock().unwrap_or_else(|p| p.into_inner());
-    if outgoing.snapshot_id.is_some() {
-        // A new generation: the assembly thread of the old one, if still at work, discards
-        // its result.
+    if matches!(outgoing.stage, OutgoingStage::Ready { .. }) {
+        // A new generation: the old one's thread stops watching it.
         outgoing.generation += 1;
         outgoing.snapshot_id = None;
         outgoing.stage = OutgoingStage::None;
-        shared.outgoing_done.notify_all();
     }
+}
+
+/// Whether a snapshot for other nodes is being assembled now.
+fn assembling_outgoing(shared: &Shared) -> bool {
+    let outgoing = shared.outgoing.lock().unwrap_or_else(|p| p.into_inner());
+    matches!(outgoing.stage, OutgoingStage::Assembling)
 }
 
 /// A descriptor of its own (its own offset) on the unlinked file `file`.
@@ -1185,6 +1202,13 @@ fn assemble_in_background(
             .len();
         Ok((meta, file, bytes))
     });
+    {
+        let (flag, changed) = &shared.outgoing_held;
+        let mut held = flag.lock().unwrap_or_else(|p| p.into_inner());
+        while *held {
+            held = changed.wait(held).unwrap_or_else(|p| p.into_inner());
+        }
+    }
     {
         let mut outgoing = shared.outgoing.lock().unwrap_or_else(|p| p.into_inner());
         if outgoing.generation != generation {
@@ -1449,6 +1473,16 @@ impl SnapshotBuilder {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             if failed_at.is_some_and(|at| at.elapsed() < SNAPSHOT_RETRY_AFTER) {
+                return Ok(None);
+            }
+            // Not while the current snapshot is being assembled for another node: a newer one
+            // would make that assembly stale before it is sent (and a build at every snapshot
+            // interval shorter than an assembly would keep the node from ever getting one).
+            // openraft asks again at the next commit.
+            if assembling_outgoing(&shared) {
+                tracing::debug!(
+                    "snapshot build deferred: the current one is being assembled for another node"
+                );
                 return Ok(None);
             }
             // The writes land in the page cache; where the kernel's dirty-page limit is small

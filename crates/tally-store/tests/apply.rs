@@ -654,6 +654,39 @@ async fn a_slow_assembly_for_other_nodes_is_not_waited_for() {
     }
 }
 
+/// While the current snapshot is being assembled for another node, no newer one is built
+/// (openraft asks again later): a newer one would make the assembly stale before it is sent,
+/// and snapshots built more often than one can be assembled would keep a new node from ever
+/// getting one. The build after it goes ahead, and the next request assembles that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_snapshot_is_built_while_the_current_one_is_assembled_for_another_node() {
+    let (_dir, entries, reference, _log, mut sm) = two_accounts_applied(|n| n - 2).await;
+    let n = entries.len();
+    let first = build(&mut sm).await;
+    sm.hold_outgoing_snapshot_assembly_for_tests(true);
+    let (_, bytes) = outgoing_bytes(&mut sm).await;
+    assert!(bytes.is_empty(), "being assembled");
+    apply_range(&mut sm, &entries, n - 2..n, &reference).await;
+    let deferred = build(&mut sm).await;
+    assert_eq!(deferred.meta, first.meta, "no newer snapshot meanwhile");
+    sm.hold_outgoing_snapshot_assembly_for_tests(false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (meta, bytes) = outgoing_bytes(&mut sm).await;
+        if !bytes.is_empty() {
+            assert_eq!(meta, first.meta, "the assembly that was at work is sent");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never assembled");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let newer = build(&mut sm).await;
+    assert_ne!(newer.meta, first.meta, "built once the assembly is done");
+    let (meta, bytes) = outgoing_bytes(&mut sm).await;
+    assert_eq!(meta, newer.meta);
+    assert!(!bytes.is_empty());
+}
+
 /// A data directory that lost part of what its snapshot's history needs (`state/` deleted,
 /// `journal.dat` emptied or deleted) is refused at open, naming what and pointing to Recovery,
 /// instead of starting a node that answers for balances whose history it cannot show. An
