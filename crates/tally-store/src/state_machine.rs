@@ -1088,6 +1088,8 @@ enum OutgoingStage {
         file: std::fs::File,
         bytes: u64,
         used: Instant,
+        /// Whether it was handed to a request yet.
+        sent: bool,
     },
     Failed {
         at: Instant,
@@ -1139,12 +1141,17 @@ fn outgoing_snapshot(
             .0;
     }
     if let OutgoingStage::Ready {
-        meta, file, used, ..
+        meta,
+        file,
+        used,
+        sent,
+        ..
     } = &mut outgoing.stage
     {
         match reopen(file) {
             Ok(reopened) => {
                 *used = Instant::now();
+                *sent = true;
                 return Ok(Some((meta.clone(), reopened)));
             }
             Err(error) => {
@@ -1170,11 +1177,24 @@ fn drop_outgoing(shared: &Shared) {
     }
 }
 
-/// Whether a snapshot for other nodes is being assembled now.
+/// Whether a snapshot for other nodes is being assembled now, or was assembled and not sent
+/// yet (for at most [`OUTGOING_FIRST_SEND_WAIT`]): the receiver that asked for it is sent it
+/// at its next request, a few seconds later, and a newer snapshot before that would have it
+/// assembled anew, for ever where snapshots are due more often than that.
 fn assembling_outgoing(shared: &Shared) -> bool {
     let outgoing = shared.outgoing.lock().unwrap_or_else(|p| p.into_inner());
-    matches!(outgoing.stage, OutgoingStage::Assembling)
+    match &outgoing.stage {
+        OutgoingStage::Assembling => true,
+        OutgoingStage::Ready { sent, used, .. } => {
+            !sent && used.elapsed() < OUTGOING_FIRST_SEND_WAIT
+        }
+        _ => false,
+    }
 }
+
+/// How long an assembled snapshot for other nodes that no request took yet holds off newer
+/// snapshot builds (see `assembling_outgoing`).
+const OUTGOING_FIRST_SEND_WAIT: Duration = Duration::from_secs(30);
 
 /// A descriptor of its own (its own offset) on the unlinked file `file`.
 fn reopen(file: &std::fs::File) -> std::io::Result<std::fs::File> {
@@ -1229,6 +1249,7 @@ fn assemble_in_background(
                     file,
                     bytes,
                     used: Instant::now(),
+                    sent: false,
                 }
             }
             Err(error) => {
