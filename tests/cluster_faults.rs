@@ -757,31 +757,36 @@ async fn the_last_node_stopped_stops_although_nothing_can_commit() {
     cluster.converged_hash(&[1, 2, 3]).await;
 }
 
-/// A node whose journal file was damaged (its ledger state is fine: it agrees with the others)
-/// answers history reads `unavailable`, naming itself, so clients go to another node, which
-/// serves them; it said `internal`, which clients do not retry.
+/// A node whose journal file is damaged while it runs (its ledger state is fine: it agrees with
+/// the others) answers history reads `unavailable`, naming itself, so clients go to another
+/// node, which serves them; it said `internal`, which clients do not retry. Restarted, the node
+/// refuses to start on that data directory (its snapshot's history cannot be read), naming
+/// `journal.dat` and pointing to Recovery, and exits 1.
 #[tokio::test]
 async fn history_a_node_cannot_read_is_served_by_another() {
+    use std::os::unix::fs::FileExt;
     let mut cluster = Cluster::start(ClusterSpec::default()).await;
     cluster.setup_credits_account("acme", GRANT).await;
     write_events(&cluster, "before", 20).await;
     let leader = cluster.leader().await;
     let damaged = a_follower(&cluster, leader);
-    // A snapshot, so the node does not apply (and journal) those entries again at restart.
+    // A snapshot, whose history the node checks when it starts again.
     cluster
         .admin(damaged)
         .trigger_snapshot(v1::TriggerSnapshotRequest {})
         .await
         .expect("trigger snapshot");
-    cluster.stop(damaged);
     let journal = cluster.node(damaged).data_dir.join("journal.dat");
     let mut bytes = std::fs::read(&journal).expect("journal.dat");
     for byte in bytes.iter_mut() {
         *byte ^= 0x5A;
     }
-    std::fs::write(&journal, bytes).expect("damage journal.dat");
-    cluster.restart(damaged);
-    cluster.wait_ready(damaged).await;
+    // In place, as a failing disk would: the node goes on running and appending.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .and_then(|file| file.write_all_at(&bytes, 0))
+        .expect("damage journal.dat");
 
     let request = v1::HistoryRequest {
         account: "acme".to_string(),
@@ -808,6 +813,19 @@ async fn history_a_node_cannot_read_is_served_by_another() {
         .await
         .expect("history from a healthy node");
     assert_eq!(reply.into_inner().entries.len(), 10);
+
+    cluster.stop(damaged);
+    cluster.restart(damaged);
+    assert_eq!(
+        cluster.wait_exit(damaged, Duration::from_secs(30)),
+        Some(1),
+        "a node whose snapshot's history cannot be read does not start"
+    );
+    let refused = log_lines(&cluster, damaged, "journal.dat was lost, truncated or replaced");
+    assert!(
+        refused.iter().any(|line| line.contains("Recovery")),
+        "{refused:?}"
+    );
 }
 
 /// A write sent to a follower while the leader is frozen (its connections open, nothing

@@ -157,6 +157,16 @@ async fn cluster_behind_proxies(settings: &RaftSettings) -> (Vec<Node>, Vec<Prox
     (nodes, proxies, leader, last)
 }
 
+/// Stops every node, then every proxy.
+async fn stop_all(nodes: &mut [Node], proxies: Vec<Proxy>) {
+    for node in nodes {
+        node.stop().await;
+    }
+    for proxy in proxies {
+        proxy.task.abort();
+    }
+}
+
 fn term(node: &Node) -> u64 {
     node.raft.metrics().borrow().current_term
 }
@@ -207,12 +217,7 @@ async fn a_cut_off_follower_catches_up_after_blackhole_and_dropped_connections()
         "{stats:?}"
     );
 
-    for node in &mut nodes {
-        node.stop().await;
-    }
-    for proxy in proxies {
-        proxy.task.abort();
-    }
+    stop_all(&mut nodes, proxies).await;
 }
 
 /// A follower that hears nothing from the leader for several election timeouts, while its own
@@ -249,12 +254,7 @@ async fn a_follower_cut_off_for_several_election_timeouts_rejoins_without_an_ele
             node.id
         );
     }
-    for node in &mut nodes {
-        node.stop().await;
-    }
-    for proxy in proxies {
-        proxy.task.abort();
-    }
+    stop_all(&mut nodes, proxies).await;
 }
 
 /// A leader that goes silent (its process frozen, its host lost: connections to it stay open
@@ -293,11 +293,6 @@ async fn a_silent_leader_is_replaced_by_one_election_that_holds() {
         }
         // Connections to the old leader's server must close for it to stop.
         proxies[leader_index].set(Link::Drop);
-        for node in &mut nodes {
-            node.stop().await;
-        }
-        for proxy in proxies {
-            proxy.task.abort();
-        }
+        stop_all(&mut nodes, proxies).await;
     }
 }
