@@ -821,7 +821,11 @@ async fn history_a_node_cannot_read_is_served_by_another() {
         Some(1),
         "a node whose snapshot's history cannot be read does not start"
     );
-    let refused = log_lines(&cluster, damaged, "journal.dat was lost, truncated or replaced");
+    let refused = log_lines(
+        &cluster,
+        damaged,
+        "journal.dat was lost, truncated or replaced",
+    );
     assert!(
         refused.iter().any(|line| line.contains("Recovery")),
         "{refused:?}"
