@@ -47,9 +47,11 @@ const QUIET: &[(Level, &str)] = &[
         Level::WARN,
         "A message will be ignored because vote changed",
     ),
-    // a read of Raft's state (the election timer, a pre-vote answer) as Raft stops: the
-    // caller handles it, and every clean shutdown wrote one at ERROR.
+    // a read of Raft's state (the election timer, a pre-vote answer) as Raft stops, or one
+    // whose caller is gone (a pre-vote the candidate stopped waiting for once a majority
+    // answered): the caller handles it; clean shutdowns and elections wrote them at ERROR.
     (Level::ERROR, "*with_raft_state: rx recv error"),
+    (Level::ERROR, "*with_raft_state: to-Raft tx send error"),
     // every retry of a snapshot a peer did not take (the peer's own line says why).
     (Level::WARN, "error sending InstallSnapshot RPC"),
     (Level::WARN, "failed to send snapshot"),
@@ -191,6 +193,7 @@ mod tests {
             tracing::warn!(target: "openraft::network::snapshot_transport", error = "Unreachable node", "error sending InstallSnapshot RPC");
             tracing::warn!(target: "openraft::replication", error = "Unreachable node", "failed to send snapshot");
             tracing::error!(target: "openraft::raft", error = "channel closed", "{}: rx recv error", "openraft::raft::Raft<_>::with_raft_state");
+            tracing::error!(target: "openraft::raft", "{}: to-Raft tx send error", "openraft::raft::Raft<_>::with_raft_state");
             tracing::error!(target: "openraft::raft::raft_inner", core_result = ?Err::<(), Fatal>(Fatal::Stopped), "failure {}; message: {}", "sending RaftMsg to RaftCore", "AppendEntries");
             // Kept: a storage error in replication (same text, ERROR), other openraft errors,
             // the same texts from anyone else, and openraft's lower levels (for RUST_LOG).

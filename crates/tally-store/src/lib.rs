@@ -167,6 +167,20 @@ pub fn open_with(
     // The state machine's sled database first: its directory lock is what refuses a second
     // process on the same data directory, before anything touches the log.
     let state_dir = dir.join("state");
+    // A snapshot without its `state/` (deleted, or a mount that failed): refused before sled
+    // would create an empty one, which `mv state.saved state` would then nest the saved one
+    // inside. (The snapshot's history is checked in full once the store is open.)
+    if !state_dir.exists() && dir.join("snapshots").join("current.snap").exists() {
+        return Err(StoreError::Corrupt {
+            what: "data directory",
+            reason: format!(
+                "{} holds a snapshot but no state/ directory: state/ was lost or replaced. The \
+                 node cannot serve the history of its snapshot: see README, Recovery (remove it \
+                 from the cluster, then add it again on an empty data directory)",
+                dir.display()
+            ),
+        });
+    }
     let state_db = open_sled(&state_dir)?;
     let state_disk = Arc::new(durable::DiskSync::new(&state_dir)?);
     let log = LogStore::open(&dir.join("raft-log"), log_options)?;

@@ -694,7 +694,8 @@ async fn no_snapshot_is_built_while_the_current_one_is_assembled_for_another_nod
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_missing_its_snapshots_history_is_refused_at_open() {
     for (damage, named) in [
-        ("state deleted", "state/ locates none of it"),
+        ("state deleted", "holds a snapshot but no state/ directory"),
+        ("state emptied", "state/ locates none of it"),
         (
             "journal emptied",
             "journal.dat was lost, truncated or replaced",
@@ -716,6 +717,10 @@ async fn a_data_directory_missing_its_snapshots_history_is_refused_at_open() {
         let path = dir.path();
         match damage {
             "state deleted" => std::fs::remove_dir_all(path.join("state")).unwrap(),
+            "state emptied" => {
+                std::fs::remove_dir_all(path.join("state")).unwrap();
+                std::fs::create_dir(path.join("state")).unwrap();
+            }
             "journal emptied" => std::fs::File::create(path.join("journal.dat"))
                 .map(drop)
                 .unwrap(),
@@ -725,6 +730,9 @@ async fn a_data_directory_missing_its_snapshots_history_is_refused_at_open() {
             .err()
             .unwrap_or_else(|| panic!("{damage}: opened"))
             .to_string();
+        if damage == "state deleted" {
+            assert!(!path.join("state").exists(), "no empty state/ left behind");
+        }
         assert!(
             error.contains(named) && error.contains("Recovery"),
             "{damage} (snapshot at {:?}): {error}",
