@@ -123,6 +123,45 @@ pub(crate) fn is_quorum(configs: &[Vec<NodeId>], granted: &BTreeSet<NodeId>) -> 
         })
 }
 
+/// Asks every other voter of `view` for a pre-vote, all at once, and stops as soon as a
+/// majority of every voter set (this node included) said yes: a frozen or cut-off peer is not
+/// waited for, as every moment between the round and the election is one in which another
+/// node may win first. The voters that said yes, and why the others did not.
+async fn pre_vote_round(
+    network: &TallyNetwork,
+    me: NodeId,
+    view: &View,
+    request: &PreVoteRequest,
+    ask_timeout: Duration,
+) -> (BTreeSet<NodeId>, Vec<String>) {
+    let mut asks: FuturesUnordered<_> = view
+        .peers
+        .iter()
+        .map(|(id, addr)| async move {
+            let answer = network.ask_pre_vote(*id, addr, request, ask_timeout).await;
+            (*id, answer)
+        })
+        .collect();
+    let mut granted: BTreeSet<NodeId> = BTreeSet::from([me]);
+    let mut refusals = Vec::new();
+    while !is_quorum(&view.configs, &granted) {
+        let Some((id, answer)) = asks.next().await else {
+            break;
+        };
+        match answer {
+            Ok(response) if response.granted => {
+                granted.insert(id);
+            }
+            Ok(response) => refusals.push(format!(
+                "node {id}: {}",
+                response.refusal.unwrap_or_default()
+            )),
+            Err(error) => refusals.push(format!("node {id}: {error}")),
+        }
+    }
+    (granted, refusals)
+}
+
 /// Runs this node's election timer (see the module docs) until its Raft stops. Start it right
 /// after `openraft::Raft::new` on every node whose Raft was configured by
 /// [`crate::raft_config`]: without it no node of the cluster ever starts an election after the
@@ -190,39 +229,8 @@ pub fn spawn_elections(
                 term: view.vote.leader_id().term + 1,
                 last_log_id: raft.data_metrics().borrow().last_log,
             };
-            // Asked of all at once; done as soon as a majority said yes (a frozen or cut-off
-            // peer is not waited for: every moment between this round and the election is one
-            // in which another node may win first).
-            let mut asks: FuturesUnordered<_> = view
-                .peers
-                .iter()
-                .map(|(id, addr)| {
-                    let network = network.clone();
-                    let request = request.clone();
-                    async move {
-                        let answer = network.ask_pre_vote(*id, addr, &request, ask_timeout).await;
-                        (*id, answer)
-                    }
-                })
-                .collect();
-            let mut granted: BTreeSet<NodeId> = BTreeSet::from([me]);
-            let mut refusals = Vec::new();
-            while !is_quorum(&view.configs, &granted) {
-                let Some((id, answer)) = asks.next().await else {
-                    break;
-                };
-                match answer {
-                    Ok(response) if response.granted => {
-                        granted.insert(id);
-                    }
-                    Ok(response) => refusals.push(format!(
-                        "node {id}: {}",
-                        response.refusal.unwrap_or_default()
-                    )),
-                    Err(error) => refusals.push(format!("node {id}: {error}")),
-                }
-            }
-            drop(asks);
+            let (granted, refusals) =
+                pre_vote_round(&network, me, &view, &request, ask_timeout).await;
             if is_quorum(&view.configs, &granted) {
                 // Meanwhile this node may have voted for another candidate, or heard from a
                 // new leader: an election now would depose it (the higher term wins). The
