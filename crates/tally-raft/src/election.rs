@@ -188,14 +188,19 @@ pub fn spawn_elections(
         loop {
             tokio::time::sleep(tick).await;
             // The leader's case from the metrics, without a message to its Raft core.
-            {
-                let metrics = raft.metrics().borrow().clone();
-                if metrics.running_state.is_err() {
-                    return; // Raft stopped.
-                }
-                if metrics.state == ServerState::Leader {
-                    continue;
-                }
+            let (stopped, leading) = {
+                let metrics = raft.metrics();
+                let metrics = metrics.borrow();
+                (
+                    metrics.running_state.is_err(),
+                    metrics.state == ServerState::Leader,
+                )
+            };
+            if stopped {
+                return; // Raft stopped.
+            }
+            if leading {
+                continue;
             }
             let Some(view) = view(&raft, me).await else {
                 return; // Raft stopped.

@@ -157,11 +157,14 @@ impl RaftService {
     /// Why Tally's own rules (see [`Self::vote_refusal`]) refuse a candidate whose log ends at
     /// `candidate_index`, if they do.
     fn refusal_reason(&self, candidate_index: u64) -> Option<&'static str> {
-        let metrics = self.raft.metrics().borrow().clone();
         // At most the cluster's first entry (index 0, the initial membership): what the node
         // with the lowest id in `initial_members` writes when it starts on an empty store
         // and creates the cluster anew.
-        let empty = metrics.last_log_index.unwrap_or(0) == 0 && metrics.snapshot.is_none();
+        let empty = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            metrics.last_log_index.unwrap_or(0) == 0 && metrics.snapshot.is_none()
+        };
         if empty && candidate_index > 0 {
             Some(
                 "this node's store is empty but the cluster has a log; it waits to be caught up by \
@@ -304,12 +307,9 @@ async fn append_entries_reply(
 /// The replies of an AppendEntriesStream call.
 pub type AppendEntriesReplies = Pin<Box<dyn Stream<Item = Result<v1::RaftReply, Status>> + Send>>;
 
-/// `term-index` of a log id, `none` for none.
+/// A log id as openraft writes it (`T1-N2-99`), `none` for none.
 fn log_id_text(log_id: Option<openraft::LogId<NodeId>>) -> String {
-    log_id.map_or_else(
-        || "none".to_string(),
-        |log_id| format!("{}-{}", log_id.leader_id.term, log_id.index),
-    )
+    log_id.map_or_else(|| "none".to_string(), |log_id| log_id.to_string())
 }
 
 /// Encodes openraft's answer: `ok` for a response, `error` for the `RaftError` it returned.

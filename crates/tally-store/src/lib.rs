@@ -171,15 +171,10 @@ pub fn open_with(
     // would create an empty one, which `mv state.saved state` would then nest the saved one
     // inside. (The snapshot's history is checked in full once the store is open.)
     if !state_dir.exists() && dir.join("snapshots").join("current.snap").exists() {
-        return Err(StoreError::Corrupt {
-            what: "data directory",
-            reason: format!(
-                "{} holds a snapshot but no state/ directory: state/ was lost or replaced. The \
-                 node cannot serve the history of its snapshot: see README, Recovery (remove it \
-                 from the cluster, then add it again on an empty data directory)",
-                dir.display()
-            ),
-        });
+        return Err(state_machine::history_lost(format!(
+            "{} holds a snapshot but no state/ directory: state/ was lost or replaced",
+            dir.display()
+        )));
     }
     let state_db = open_sled(&state_dir)?;
     let state_disk = Arc::new(durable::DiskSync::new(&state_dir)?);

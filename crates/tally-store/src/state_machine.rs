@@ -278,6 +278,18 @@ fn blocks_not_held<'a>(
     Ok(missing)
 }
 
+/// The error of a data directory that lost part of its snapshot's history (`reason` says
+/// which part).
+pub(crate) fn history_lost(reason: String) -> StoreError {
+    StoreError::Corrupt {
+        what: "data directory",
+        reason: format!(
+            "{reason}. The node cannot serve the history of its snapshot: see README, Recovery \
+             (remove it from the cluster, then add it again on an empty data directory)"
+        ),
+    }
+}
+
 /// Checks at open that the history the current snapshot covers is there: the journal block
 /// holding its last journal entry (located by `state/`, read back from `journal.dat` with
 /// its CRC) and the row of its last ledger event. A snapshot is kept only after the journal
@@ -290,13 +302,6 @@ fn check_history_present(
     journal: &JournalFile,
     state: &LedgerState,
 ) -> Result<(), StoreError> {
-    let lost = |reason: String| StoreError::Corrupt {
-        what: "data directory",
-        reason: format!(
-            "{reason}. The node cannot serve the history of its snapshot: see README, Recovery \
-             (remove it from the cluster, then add it again on an empty data directory)"
-        ),
-    };
     let seq = state.journal_seq();
     if seq > 0 {
         let last_row = |prefix| {
@@ -309,7 +314,7 @@ fn check_history_present(
         let inline = last_row(PREFIX_JOURNAL)?;
         match (located, inline) {
             (None, None) => {
-                return Err(lost(format!(
+                return Err(history_lost(format!(
                     "the snapshot's journal runs to entry {seq}, but state/ locates none of it: \
                      state/ was lost or replaced"
                 )))
@@ -319,7 +324,7 @@ fn check_history_present(
             (None, Some(_)) => {}
             (Some((_, at)), _) => {
                 if let Err(error) = journal.read_located(&at) {
-                    return Err(lost(format!(
+                    return Err(history_lost(format!(
                         "the snapshot's journal runs to entry {seq}, but the block holding it \
                          cannot be read from journal.dat ({error}): journal.dat was lost, \
                          truncated or replaced"
@@ -329,11 +334,13 @@ fn check_history_present(
         }
     }
     let event = state.event_seq();
-    let event_row = sm
-        .get(seq_key(PREFIX_EVENT, event))
-        .map_err(StoreError::sled("read ledger events"))?;
-    if event > 0 && event_row.is_none() {
-        return Err(lost(format!(
+    let event_missing = event > 0
+        && sm
+            .get(seq_key(PREFIX_EVENT, event))
+            .map_err(StoreError::sled("read ledger events"))?
+            .is_none();
+    if event_missing {
+        return Err(history_lost(format!(
             "the snapshot's ledger events run to {event}, but state/ does not hold that one: \
              state/ was lost or replaced"
         )));
@@ -1061,11 +1068,11 @@ impl StateMachineStore {
 /// How long a request for the snapshot sent to other nodes waits for an assembly to finish
 /// before it answers "not ready" (see `current_snapshot`): enough for a history of some
 /// tens of MB, short enough that applies barely notice.
-pub(crate) const OUTGOING_WAIT: Duration = Duration::from_millis(200);
+const OUTGOING_WAIT: Duration = Duration::from_millis(200);
 
 /// How long an assembled snapshot for other nodes is kept unused (it holds disk space as
 /// large as the history) before it is dropped.
-pub(crate) const OUTGOING_KEEP: Duration = Duration::from_secs(600);
+const OUTGOING_KEEP: Duration = Duration::from_secs(600);
 
 /// The snapshot assembled for other nodes (see `current_snapshot`).
 #[derive(Default)]
