@@ -25,6 +25,8 @@
 #                             lower it to have snapshot builds fall inside the measured runs)
 #   BENCH_NODE_TOML='...'   extra TOML appended to every node's config (try a setting, e.g.
 #                             $'[limits]\nentries_in_flight_max = 8')
+#   BENCH_RAFT_TOML='...'   extra TOML inside every node's [raft] table (e.g.
+#                             'leader_sync_in_parallel = false')
 #   BENCH_WORKER_THREADS=N    every node's `worker_threads` (runtime threads; node default 0,
 #                             one per core)
 #   BENCH_BATCH_REPLY=every   batches ask for every event's result in the reply (default
@@ -153,6 +155,7 @@ heartbeat_ms = $heartbeat_ms
 election_timeout_ms_min = $election_ms_min
 election_timeout_ms_max = $((election_ms_min * 2))
 ${BENCH_SNAPSHOT_LOGS:+snapshot_logs_since_last = $BENCH_SNAPSHOT_LOGS}
+${BENCH_RAFT_TOML:-}
 
 [ledger]
 reporting_currency = "USD"

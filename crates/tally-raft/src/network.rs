@@ -41,7 +41,7 @@ use openraft::{AnyError, BasicNode};
 use serde::de::DeserializeOwned;
 use tally_proto::v1;
 use tally_proto::v1::raft_client::RaftClient;
-use tally_store::{NodeId, TypeConfig};
+use tally_store::{LogDurability, NodeId, TypeConfig};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
@@ -113,6 +113,11 @@ impl Default for NetworkConfig {
     }
 }
 
+/// How long an AppendEntries without entries waits for this node's own log sync before it
+/// tells followers less than the commit (see [`TallyNetwork::with_commit_bound`]): a sync
+/// takes well under a millisecond on a healthy disk.
+pub const COMMIT_SYNC_WAIT_MAX: Duration = Duration::from_millis(20);
+
 fn ms(value: u64) -> Duration {
     Duration::from_millis(value)
 }
@@ -137,6 +142,8 @@ pub struct TallyNetwork {
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
     counters: Arc<Counters>,
     health: Arc<PeerHealth>,
+    /// Bounds the commit index sent to followers; see [`Self::with_commit_bound`].
+    commit_bound: Option<LogDurability>,
 }
 
 impl TallyNetwork {
@@ -147,7 +154,19 @@ impl TallyNetwork {
             channels: Arc::new(Mutex::new(HashMap::new())),
             counters: Arc::new(Counters::default()),
             health: Arc::new(PeerHealth::default()),
+            commit_bound: None,
         }
+    }
+
+    /// The commit index this node sends to followers never passes what `durability` (this
+    /// node's log) has on disk. Needed with `LogStore::sync_own_appends_in_parallel`:
+    /// openraft then counts the leader's own entries towards a commit before their sync, and
+    /// a follower told of that commit could apply an entry the cluster may still lose. An
+    /// AppendEntries that carries no entries (one that is there to tell the commit) waits up
+    /// to [`COMMIT_SYNC_WAIT_MAX`] for the sync instead of telling less.
+    pub fn with_commit_bound(mut self, durability: LogDurability) -> Self {
+        self.commit_bound = Some(durability);
+        self
     }
 
     /// What the network did so far, across all peers and all clones of this factory.
@@ -234,6 +253,7 @@ impl RaftNetworkFactory<TypeConfig> for TallyNetwork {
             config: self.config.clone(),
             counters: self.counters.clone(),
             health: self.health.clone(),
+            commit_bound: self.commit_bound.clone(),
         }
     }
 }
@@ -254,6 +274,7 @@ pub struct PeerNetwork {
     config: NetworkConfig,
     counters: Arc<Counters>,
     health: Arc<PeerHealth>,
+    commit_bound: Option<LogDurability>,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -554,6 +575,16 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        if let Some(bound) = &self.commit_bound {
+            rpc.leader_commit = if rpc.entries.is_empty() {
+                bound
+                    .bound_commit_within(rpc.leader_commit, COMMIT_SYNC_WAIT_MAX)
+                    .await
+            } else {
+                // Entries go out at once; the commit follows with the next request.
+                bound.bound_commit(rpc.leader_commit)
+            };
+        }
         let asked = rpc.entries.len();
         let carried = codec::prefix_within(&rpc.entries, self.config.append_entries_bytes_target);
         let partial = (carried < asked).then(|| {

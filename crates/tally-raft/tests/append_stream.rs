@@ -131,13 +131,16 @@ fn append(index: u64, with_entry: bool) -> AppendEntriesRequest<TypeConfig> {
 async fn follower(
     refuse: Refuse,
 ) -> (Raft<TypeConfig>, tally_raft::PeerNetwork, tempfile::TempDir) {
-    let (raft, peer, dir, _) = delayed_follower(refuse).await;
+    let (raft, peer, dir, _) =
+        delayed_follower(refuse, TallyNetwork::new(1, NetworkConfig::default())).await;
     (raft, peer, dir)
 }
 
-/// [`follower`], with a handle on how late its streamed replies leave.
+/// [`follower`], with a handle on how late its streamed replies leave, reached through the
+/// leader's `network`.
 async fn delayed_follower(
     refuse: Refuse,
+    mut network: TallyNetwork,
 ) -> (
     Raft<TypeConfig>,
     tally_raft::PeerNetwork,
@@ -158,8 +161,7 @@ async fn delayed_follower(
             .add_service(RaftServer::new(service))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
-    let mut factory = TallyNetwork::new(1, NetworkConfig::default());
-    let peer = factory.new_client(2, &BasicNode { addr }).await;
+    let peer = network.new_client(2, &BasicNode { addr }).await;
     (raft, peer, dir, reply_delay_ms)
 }
 
@@ -209,7 +211,11 @@ async fn a_peer_without_the_stream_gets_unary_appends() {
 /// holds entries it refused, and panics on the contradiction).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_call_never_leaves_its_reply_to_the_next_one() {
-    let (raft, mut peer, _dir, delay) = delayed_follower(Refuse::Unary).await;
+    let (raft, mut peer, _dir, delay) = delayed_follower(
+        Refuse::Unary,
+        TallyNetwork::new(1, NetworkConfig::default()),
+    )
+    .await;
     let option = || RPCOption::new(Duration::from_secs(5));
     // Entry 0 goes out; its reply is held back and the caller gives up first.
     delay.store(500, Ordering::SeqCst);
@@ -233,5 +239,44 @@ async fn a_dropped_call_never_leaves_its_reply_to_the_next_one() {
         matches!(response, AppendEntriesResponse::Conflict),
         "{response:?}"
     );
+    raft.shutdown().await.unwrap();
+}
+
+/// The commit a leader tells a follower never passes what the leader's own log has on disk
+/// (`TallyNetwork::with_commit_bound`): with the leader's entries synced while they
+/// replicate, openraft may count them committed first, and a follower told so could apply an
+/// entry the cluster may still lose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commit_told_to_a_follower_is_bounded_by_the_leaders_synced_log() {
+    use openraft::storage::RaftLogStorageExt;
+
+    let leader_dir = tempfile::tempdir().unwrap();
+    let (mut leader_log, _sm) = tally_store::open(leader_dir.path()).unwrap();
+    let network =
+        TallyNetwork::new(1, NetworkConfig::default()).with_commit_bound(leader_log.durability());
+    let (raft, mut peer, _dir, _) = delayed_follower(Refuse::Unary, network).await;
+    replicate_three_entries(&mut peer).await;
+    let option = || RPCOption::new(Duration::from_secs(5));
+
+    // The leader's own log holds nothing on disk yet: the follower is told no commit.
+    let mut heartbeat = append(2, false);
+    heartbeat.leader_commit = Some(log_id(2));
+    let response = peer.append_entries(heartbeat.clone(), option()).await;
+    assert_eq!(response.unwrap(), AppendEntriesResponse::Success);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(raft.metrics().borrow().last_applied, None);
+
+    // Once they are on the leader's disk, the same heartbeat lets the follower apply them.
+    let entries: Vec<_> = (0..3)
+        .flat_map(|index| append(index, true).entries)
+        .collect();
+    leader_log.blocking_append(entries).await.unwrap();
+    assert_eq!(leader_log.durability().through(), Some(log_id(2)));
+    let response = peer.append_entries(heartbeat, option()).await;
+    assert_eq!(response.unwrap(), AppendEntriesResponse::Success);
+    raft.wait(Some(Duration::from_secs(10)))
+        .applied_index_at_least(Some(2), "told the commit")
+        .await
+        .unwrap();
     raft.shutdown().await.unwrap();
 }

@@ -68,6 +68,12 @@ pub struct RaftConfig {
     pub peer_connect_timeout_ms: u64,
     /// Deadline of one snapshot chunk transfer (and of installing the last one).
     pub install_snapshot_timeout_ms: u64,
+    /// The leader syncs its own new log entries while they replicate, instead of before: a
+    /// write then waits for the slower of the two syncs, not for both in turn. What makes a
+    /// commit visible (apply, the answer, the commit sent to followers) still waits for the
+    /// leader's sync, so an answered write is on a majority's disks either way. `false` is
+    /// the earlier order (sync, then replicate).
+    pub leader_sync_in_parallel: bool,
     /// Testing aid, empty in production: dial peer `id` (a TOML key, e.g. `2 = "127.0.0.1:19012"`)
     /// at this `host:port` instead of the peer address the membership holds, for Raft traffic and
     /// for writes forwarded to it. The fault-injection tests route every directed link A->B
@@ -86,6 +92,7 @@ impl Default for RaftConfig {
             append_entries_max: 256,
             peer_connect_timeout_ms: 1_000,
             install_snapshot_timeout_ms: 10_000,
+            leader_sync_in_parallel: true,
             peer_dial_overrides: BTreeMap::new(),
         }
     }

@@ -172,6 +172,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     })?;
     let (log_store, state_machine) = tally_store::open(&config.data_dir)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    if config.raft.leader_sync_in_parallel {
+        log_store
+            .sync_own_appends_in_parallel(node_id)
+            .context("starting the log sync thread")?;
+    }
     let reader = state_machine.reader();
     // openraft reads the current snapshot at start for its meta only: see the guard's docs.
     let meta_only = state_machine.meta_only_snapshots();
@@ -183,7 +188,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             peer_dial_overrides: config.peer_dial_overrides()?,
             ..NetworkConfig::default()
         },
-    );
+    )
+    .with_commit_bound(log_store.durability());
     let raft = openraft::Raft::new(
         node_id,
         Arc::new(raft_config),

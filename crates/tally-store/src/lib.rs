@@ -73,6 +73,7 @@ mod durable;
 mod error;
 mod journal_file;
 mod log_store;
+mod log_sync;
 mod page_cache;
 mod reader;
 mod snapshot;
@@ -84,6 +85,7 @@ use std::sync::Arc;
 
 pub use error::StoreError;
 pub use log_store::{LogOptions, LogStore};
+pub use log_sync::{hold_log_sync_for_tests, LogDurability};
 pub use reader::{LedgerReader, EVENTS_LIMIT_MAX, HISTORY_LIMIT_MAX};
 pub use state_machine::{
     MetaOnlySnapshots, SnapshotBuilder, StateMachineStore, JOURNAL_BLOCK_BYTES_TARGET,
@@ -180,7 +182,8 @@ pub fn open_with(
     let state_disk = Arc::new(durable::DiskSync::new(&state_dir)?);
     let log = LogStore::open(&dir.join("raft-log"), log_options)?;
     let journal = journal_file::JournalFile::open(&dir.join("journal.dat"))?;
-    let sm = StateMachineStore::open(state_db, state_disk, journal, &dir.join("snapshots"))?;
+    let mut sm = StateMachineStore::open(state_db, state_disk, journal, &dir.join("snapshots"))?;
+    sm.wait_for_log(log.durability());
     Ok((log, sm))
 }
 

@@ -58,14 +58,17 @@ use std::io::Write;
 use std::ops::{Bound, RangeBounds};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{CommittedLeaderId, LogId, OptionalSend, RaftLogReader, StorageError, Vote};
+use openraft::{
+    CommittedLeaderId, EntryPayload, LogId, OptionalSend, RaftLogReader, StorageError, Vote,
+};
 
 use crate::codec;
 use crate::durable::sync_dir;
 use crate::error::{sto, StoreError, Subject};
+use crate::log_sync::{LogDurability, SyncJob, Syncer};
 use crate::page_cache::Trim;
 use crate::types::{NodeId, TypeConfig};
 
@@ -121,6 +124,11 @@ struct Shared {
     log: Mutex<Log>,
     /// Where `save_committed` writes; overwritten in place.
     committed_file: File,
+    /// How far the log is on disk (see `log_sync`).
+    durability: LogDurability,
+    /// Set by [`LogStore::sync_own_appends_in_parallel`]: this node's id, and the thread that
+    /// syncs the entries it appends as leader.
+    own_appends: OnceLock<(NodeId, Syncer)>,
 }
 
 struct Segment {
@@ -235,15 +243,70 @@ impl LogStore {
             log.start_segment(dir, log.next_index())?;
         }
         log.cache_first = log.next_index();
+        // What recovery read may still be only in the page cache (a process killed before
+        // its background sync ran): on disk before anything counts it as durable.
+        let active = log.active();
+        active
+            .file
+            .sync_data()
+            .map_err(|e| StoreError::io("fdatasync", &active.path, e))?;
         sync_dir(dir)?;
+        let durability = LogDurability::default();
+        if let Some(last) = log.last_log_id() {
+            durability.raise(last);
+        }
         Ok(LogStore {
             inner: Arc::new(Shared {
                 dir: dir.to_path_buf(),
                 options,
                 log: Mutex::new(log),
                 committed_file,
+                durability,
+                own_appends: OnceLock::new(),
             }),
         })
+    }
+
+    /// From now on the entries this node (`node_id`) appends as leader are acknowledged to
+    /// openraft once written, and synced by a thread of their own while they replicate (see
+    /// `log_sync`). Whoever sends this node's commit index to other nodes must bound it with
+    /// [`Self::durability`] (`TallyNetwork::with_commit_bound`); the state machine opened
+    /// with this log waits for it before it applies. Without this call every append is synced
+    /// before it is acknowledged.
+    pub fn sync_own_appends_in_parallel(&self, node_id: NodeId) -> Result<(), StoreError> {
+        if self.inner.own_appends.get().is_some() {
+            return Ok(());
+        }
+        let syncer = Syncer::start(
+            Arc::downgrade(&self.inner),
+            Shared::publish_synced,
+            Shared::fail,
+        )?;
+        let _ = self.inner.own_appends.set((node_id, syncer));
+        Ok(())
+    }
+
+    /// How far this log is on disk.
+    pub fn durability(&self) -> LogDurability {
+        self.inner.durability.clone()
+    }
+
+    /// Whether `entries` are this node's own as leader, to be acknowledged before their sync:
+    /// appended under this node's committed vote as leader, in its term, and none a
+    /// membership change (openraft acts on those once committed, inside its core).
+    fn own_leader_entries(&self, entries: &[Entry]) -> bool {
+        let Some((own, _)) = self.inner.own_appends.get() else {
+            return false;
+        };
+        let Some(vote) = self.lock().vote else {
+            return false;
+        };
+        vote.committed
+            && vote.leader_id.node_id == *own
+            && entries.iter().all(|entry| {
+                entry.log_id.leader_id == vote.leader_id
+                    && !matches!(entry.payload, EntryPayload::Membership(_))
+            })
     }
 
     fn lock(&self) -> MutexGuard<'_, Log> {
@@ -304,6 +367,7 @@ impl LogStore {
             // Entries that replace a suffix (openraft normally truncates first): cut it here;
             // the append's fdatasync makes the shorter file durable with the new records.
             log.truncate_locked(&self.inner.dir, first_index)?;
+            self.inner.durability.lower_to(log.last_log_id());
         }
         if first_index != log.next_index() {
             return Err(StoreError::InvalidArgument {
@@ -402,10 +466,16 @@ impl LogStore {
     /// 35 context switches per one-event request on the leader with `spawn_blocking`).
     fn sync_file(&self, file: &File) -> Result<(), StoreError> {
         if let Err(e) = file.sync_data() {
-            self.lock().failed = Some(e.to_string());
+            self.inner.fail(e.to_string());
             return Err(StoreError::io("fdatasync", &self.inner.dir, e));
         }
         Ok(())
+    }
+
+    /// After a sync that covered the entries up to `log_id`: raises the durable mark if that
+    /// entry is still in the log (not cut by a truncation meanwhile).
+    fn publish_synced(&self, log_id: LogId<NodeId>) {
+        self.inner.publish_synced(log_id);
     }
 
     fn save_small<T: serde::Serialize>(
@@ -416,6 +486,21 @@ impl LogStore {
     ) -> Result<(), StoreError> {
         let bytes = framed(&codec::encode(what, value)?);
         crate::durable::replace_file(&self.inner.dir, name, &bytes)
+    }
+}
+
+impl Shared {
+    fn publish_synced(&self, log_id: LogId<NodeId>) {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        if log.slot(log_id.index).map(|s| s.log_id) == Some(log_id) {
+            self.durability.raise(log_id);
+        }
+    }
+
+    fn fail(&self, reason: String) {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.failed.get_or_insert_with(|| reason.clone());
+        self.durability.fail(reason);
     }
 }
 
@@ -928,6 +1013,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
+        // Never past what is on disk here: open takes entries up to the saved commit for
+        // synced ones (see `log_sync`).
+        let committed = self.inner.durability.bound_commit(committed);
         let bytes = codec::encode("committed log id", &committed)
             .map(|body| framed(&body))
             .map_err(sto(Subject::WriteLogs))?;
@@ -965,13 +1053,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let Some(last) = entries.last().map(|entry| entry.log_id) else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        let own = self.own_leader_entries(&entries);
         let synced = match self.insert_entries(entries) {
-            Ok(Some(file)) => self.sync_file(&file),
+            Ok(Some(file)) if own => {
+                // The leader's own entries: synced while they replicate; what makes their
+                // commit visible waits for the sync (see `log_sync`).
+                let (_, syncer) = self.inner.own_appends.get().expect("checked by own");
+                self.inner.durability.queue(last);
+                if syncer.queue(SyncJob { file, log_id: last }) {
+                    Ok(())
+                } else {
+                    Err(StoreError::Task("the log sync thread stopped".to_string()))
+                }
+            }
+            Ok(Some(file)) => self.sync_file(&file).map(|()| self.publish_synced(last)),
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
-        // Durable before openraft hears of it: the callback is what lets the leader count this
-        // node towards a commit quorum.
+        // A follower's entries are durable before openraft hears of them: the callback is
+        // what lets the leader count this node towards a commit quorum.
         match synced {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
@@ -1009,6 +1114,7 @@ impl LogStore {
     fn truncate_from(&self, index: u64) -> Result<(), StoreError> {
         let mut log = self.lock();
         if log.truncate_locked(&self.inner.dir, index)? {
+            self.inner.durability.lower_to(log.last_log_id());
             let active = log.active();
             active
                 .file

@@ -54,6 +54,7 @@ use crate::codec::{self, u64_key};
 use crate::durable::DiskSync;
 use crate::error::{sto, StoreError, Subject};
 use crate::journal_file::{JournalFile, Location, Records};
+use crate::log_sync::LogDurability;
 use crate::reader::LedgerReader;
 use crate::snapshot::{self, Meta, SnapshotFiles};
 use crate::types::{EntryResponse, NodeId, TypeConfig};
@@ -709,6 +710,9 @@ impl Shared {
 /// openraft's state machine. Get a read handle for the server with [`Self::reader`].
 pub struct StateMachineStore {
     shared: Arc<Shared>,
+    /// The log opened with this state machine: an entry is applied only once it is on disk
+    /// there (a leader's own entries are synced while they replicate: see `log_sync`).
+    log_durability: Option<LogDurability>,
 }
 
 /// Builds a snapshot of the state as it is when `build_snapshot` runs.
@@ -717,6 +721,11 @@ pub struct SnapshotBuilder {
 }
 
 impl StateMachineStore {
+    /// Applies entries only once `durability` says they are on disk (see `log_sync`).
+    pub(crate) fn wait_for_log(&mut self, durability: LogDurability) {
+        self.log_durability = Some(durability);
+    }
+
     pub(crate) fn open(
         db: sled::Db,
         disk: Arc<DiskSync>,
@@ -756,6 +765,7 @@ impl StateMachineStore {
         let (event_seq, _) = watch::channel(last_event);
         let journal_rows_end = AtomicU64::new(journal_rows_end(&sm)?);
         Ok(StateMachineStore {
+            log_durability: None,
             shared: Arc::new(Shared {
                 db,
                 sm,
@@ -1605,6 +1615,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let (Some(durability), Some(last)) = (&self.log_durability, entries.last()) {
+            durability
+                .wait_through(last.log_id.index)
+                .await
+                .map_err(sto(Subject::WriteStateMachine))?;
+        }
         self.apply_batch(entries)
             .map_err(sto(Subject::WriteStateMachine))
     }

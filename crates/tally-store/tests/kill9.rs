@@ -23,6 +23,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 const CHILD_DIR_ENV: &str = "TALLY_STORE_KILL9_CHILD_DIR";
+/// Set for the child of the parallel-sync test: it appends as leader with
+/// `sync_own_appends_in_parallel`, and acknowledges an entry once its background sync is done.
+const CHILD_PARALLEL_ENV: &str = "TALLY_STORE_KILL9_PARALLEL";
 /// The child stops by itself after this long if nobody kills it.
 const CHILD_RUN_MS_MAX: u64 = 30_000;
 const ROUNDS: usize = 4;
@@ -80,6 +83,13 @@ fn kill9_child_process() {
     rt.block_on(async move {
         let (mut log, _sm) =
             tally_store::open_with(std::path::Path::new(&dir), SMALL_SEGMENTS).unwrap();
+        let parallel = std::env::var(CHILD_PARALLEL_ENV).is_ok_and(|v| v == "1");
+        if parallel {
+            // The entries' leader (term 1, node 1) with its vote committed: this node leads.
+            log.sync_own_appends_in_parallel(1).unwrap();
+            log.save_vote(&Vote::new_committed(1, 1)).await.unwrap();
+        }
+        let durability = log.durability();
         let mut next = log
             .get_log_state()
             .await
@@ -100,9 +110,11 @@ fn kill9_child_process() {
                 .await
                 .unwrap();
             next += n;
+            // What a leader answers for: on disk here (at once without parallel syncs).
+            durability.wait_through(next - 1).await.unwrap();
             writeln!(out, "ack {}", next - 1).unwrap();
             out.flush().unwrap();
-            if rng.gen_ratio(1, 8) {
+            if !parallel && rng.gen_ratio(1, 8) {
                 term += 1;
                 log.save_vote(&Vote::new(term, 1)).await.unwrap();
                 writeln!(out, "vote {term}").unwrap();
@@ -114,6 +126,17 @@ fn kill9_child_process() {
 
 #[test]
 fn kill9_acknowledged_appends_survive() {
+    kill9_rounds(false);
+}
+
+/// The same with the leader's own appends synced in the background: every entry the log
+/// reported durable (what apply, and so every answer, waits for) is there after the kill.
+#[test]
+fn kill9_appends_synced_in_parallel_survive() {
+    kill9_rounds(true);
+}
+
+fn kill9_rounds(parallel: bool) {
     let seed: u64 = std::env::var("TALLY_TEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -135,6 +158,7 @@ fn kill9_acknowledged_appends_survive() {
                 "--test-threads=1",
             ])
             .env(CHILD_DIR_ENV, dir.path())
+            .env(CHILD_PARALLEL_ENV, if parallel { "1" } else { "" })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

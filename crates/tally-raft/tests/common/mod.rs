@@ -62,6 +62,8 @@ impl Node {
         listen_addr: &str,
     ) -> Node {
         let (log, state_machine) = tally_store::open(dir.path()).unwrap();
+        // As tallyd runs by default: the leader syncs its own entries while they replicate.
+        log.sync_own_appends_in_parallel(id).unwrap();
         let reader = state_machine.reader();
         let config = Arc::new(raft_config(settings).unwrap());
         let network = TallyNetwork::new(
@@ -77,7 +79,8 @@ impl Node {
                 },
                 ..NetworkConfig::default()
             },
-        );
+        )
+        .with_commit_bound(log.durability());
         let raft = Raft::new(id, config, network.clone(), log, state_machine)
             .await
             .unwrap();

@@ -1,0 +1,274 @@
+//! How far the Raft log is on this node's disk, and the thread that syncs the leader's own
+//! appends while they replicate.
+//!
+//! openraft 0.9's core awaits every append's `LogFlushed` callback before it hands the new
+//! entries to replication, so a leader that synced before calling back put its own
+//! `fdatasync` and a follower's in series on the path of every write. With
+//! [`crate::LogStore::sync_own_appends_in_parallel`], the entries this node proposes as leader
+//! are called back once written (`pwrite`), and [`Syncer`]'s thread runs their `fdatasync`
+//! while they replicate. openraft then counts the leader's copy towards a commit before it is
+//! on disk, so everything that makes a commit visible waits here for the leader's own sync
+//! instead ([`LogDurability`]):
+//! - the state machine applies an entry only once it is durable here (`apply`): a client's
+//!   answer, a linearizable read and a snapshot all come after apply, so an entry answered
+//!   to anyone is on the leader's disk and on the follower's whose answer committed it: a
+//!   majority of three, as Raft requires;
+//! - the commit index sent to followers is bounded by it (`TallyNetwork::with_commit_bound`),
+//!   so no follower applies an entry the cluster could still lose;
+//! - the commit index saved on disk is bounded by it (`save_committed`), which open relies
+//!   on ("entries up to the saved commit were synced here").
+//! - Membership changes are synced before they are called back, as before: openraft acts on
+//!   their commit inside its core (the next step of a joint change), where no gate reaches.
+//!
+//! A failed background sync marks the log failed (nothing later is appended or applied) and
+//! the waiters get an error: the node stops instead of answering for an entry it may have lost.
+
+use std::fs::File;
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
+
+use openraft::LogId;
+use tokio::sync::watch;
+
+use crate::error::StoreError;
+use crate::types::NodeId;
+
+/// What is on disk of the log: every entry up to `through` (in this log: a truncation lowers
+/// it), or nothing more ever once `failed`. `queued`: the last entry handed to the background
+/// sync; an entry past it was synced before openraft heard of it (or is not in this log at
+/// all), so nothing waits for it.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Mark {
+    through: Option<LogId<NodeId>>,
+    queued: Option<LogId<NodeId>>,
+    failed: Option<String>,
+}
+
+impl Mark {
+    fn durable(&self, index: u64) -> bool {
+        self.through.is_some_and(|t| t.index >= index)
+    }
+
+    /// Whether the entry at `index` needs no more waiting for.
+    fn settled(&self, index: u64) -> bool {
+        self.durable(index) || self.queued.is_none_or(|q| q.index < index)
+    }
+}
+
+/// A handle on how far this node's log is durable. Cheap to clone.
+#[derive(Clone)]
+pub struct LogDurability {
+    mark: Arc<watch::Sender<Mark>>,
+}
+
+impl Default for LogDurability {
+    fn default() -> Self {
+        LogDurability {
+            mark: Arc::new(watch::Sender::new(Mark::default())),
+        }
+    }
+}
+
+impl std::fmt::Debug for LogDurability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LogDurability")
+            .field(&*self.mark.borrow())
+            .finish()
+    }
+}
+
+impl LogDurability {
+    /// The last log id durable here, if any.
+    pub fn through(&self) -> Option<LogId<NodeId>> {
+        self.mark.borrow().through
+    }
+
+    /// `committed`, lowered to what is durable here: what this node may tell others is
+    /// committed.
+    pub fn bound_commit(&self, committed: Option<LogId<NodeId>>) -> Option<LogId<NodeId>> {
+        let mark = self.mark.borrow();
+        match (committed, mark.through) {
+            (Some(c), Some(t)) if c.index > t.index => Some(t),
+            (Some(_), None) => None,
+            (c, _) => c,
+        }
+    }
+
+    /// Waits up to `wait_max` for the log to be durable through `committed`, and returns
+    /// `committed` bounded by what is then durable (see [`Self::bound_commit`]).
+    pub async fn bound_commit_within(
+        &self,
+        committed: Option<LogId<NodeId>>,
+        wait_max: Duration,
+    ) -> Option<LogId<NodeId>> {
+        if let Some(c) = committed {
+            if self.bound_commit(committed) != committed {
+                let mut rx = self.mark.subscribe();
+                let _ = tokio::time::timeout(
+                    wait_max,
+                    rx.wait_for(|m| m.failed.is_some() || m.durable(c.index)),
+                )
+                .await;
+            }
+        }
+        self.bound_commit(committed)
+    }
+
+    /// Returns once the entry at `index` (and every one before it) is durable here, if it was
+    /// handed to the background sync (any other entry of the log was synced before openraft
+    /// heard of it); an error if the log failed first (a failed `fdatasync`).
+    pub async fn wait_through(&self, index: u64) -> Result<(), StoreError> {
+        {
+            let mark = self.mark.borrow();
+            if mark.settled(index) {
+                return Ok(());
+            }
+            if let Some(reason) = &mark.failed {
+                return Err(failed(reason));
+            }
+        }
+        let mut rx = self.mark.subscribe();
+        let mark = rx
+            .wait_for(|m| m.failed.is_some() || m.settled(index))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?;
+        match &mark.failed {
+            Some(reason) if !mark.settled(index) => Err(failed(reason)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records that the entries up to `log_id` were handed to the background sync (before
+    /// openraft hears of them).
+    pub(crate) fn queue(&self, log_id: LogId<NodeId>) {
+        self.mark.send_if_modified(|m| {
+            let higher = m.queued.is_none_or(|q| q.index < log_id.index);
+            if higher {
+                m.queued = Some(log_id);
+            }
+            higher
+        });
+    }
+
+    /// Records that the log is durable through `log_id` (never lowers the mark).
+    pub(crate) fn raise(&self, log_id: LogId<NodeId>) {
+        self.mark.send_if_modified(|m| {
+            let higher = m.through.is_none_or(|t| t.index < log_id.index);
+            if higher {
+                m.through = Some(log_id);
+            }
+            higher
+        });
+    }
+
+    /// The log was cut to end at `last` (a truncation): the mark goes no further.
+    pub(crate) fn lower_to(&self, last: Option<LogId<NodeId>>) {
+        let past = |id: Option<LogId<NodeId>>| {
+            id.is_some_and(|id| last.is_none_or(|l| id.index > l.index))
+        };
+        self.mark.send_if_modified(|m| {
+            let (through, queued) = (past(m.through), past(m.queued));
+            if through {
+                m.through = last;
+            }
+            if queued {
+                m.queued = last;
+            }
+            through || queued
+        });
+    }
+
+    pub(crate) fn fail(&self, reason: String) {
+        self.mark.send_modify(|m| {
+            m.failed.get_or_insert(reason);
+        });
+    }
+}
+
+fn failed(reason: &str) -> StoreError {
+    StoreError::Task(format!("the log failed to sync: {reason}"))
+}
+
+/// One background sync: the file the entries up to `log_id` were written to.
+pub(crate) struct SyncJob {
+    pub(crate) file: Arc<File>,
+    pub(crate) log_id: LogId<NodeId>,
+}
+
+/// The thread that syncs the leader's own appends; it ends when the log store is dropped.
+pub(crate) struct Syncer {
+    jobs: mpsc::Sender<SyncJob>,
+}
+
+impl Syncer {
+    /// `publish` is called after each successful sync with the last log id it covers (the
+    /// log store checks the entry is still in the log and raises the mark); `fail` with the
+    /// error of a failed one. Both get the store through `store`, which the thread holds
+    /// weakly so that dropping the store ends it.
+    pub(crate) fn start<S: Send + Sync + 'static>(
+        store: Weak<S>,
+        publish: fn(&S, LogId<NodeId>),
+        fail: fn(&S, String),
+    ) -> Result<Syncer, StoreError> {
+        let (jobs, rx) = mpsc::channel::<SyncJob>();
+        std::thread::Builder::new()
+            .name("tally-log-sync".to_string())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    // Everything queued meanwhile is covered by one sync per file (a new
+                    // segment only starts after the previous one was synced in full).
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter());
+                    let mut files: Vec<&Arc<File>> = Vec::new();
+                    for job in &batch {
+                        if !files.iter().any(|f| Arc::ptr_eq(f, &job.file)) {
+                            files.push(&job.file);
+                        }
+                    }
+                    wait_while_held();
+                    let result = files.iter().try_for_each(|file| file.sync_data());
+                    let Some(store) = store.upgrade() else {
+                        return;
+                    };
+                    let last = batch.last().expect("one job at least").log_id;
+                    match result {
+                        Ok(()) => publish(&store, last),
+                        Err(error) => {
+                            tracing::error!(%error, "fdatasync of the Raft log failed; this node stops taking writes");
+                            fail(&store, error.to_string());
+                        }
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Task(format!("cannot start the log sync thread: {e}")))?;
+        Ok(Syncer { jobs })
+    }
+
+    /// Queues a sync; false if the thread is gone.
+    pub(crate) fn queue(&self, job: SyncJob) -> bool {
+        self.jobs.send(job).is_ok()
+    }
+}
+
+/// Test aid: while held, background syncs wait before they start (see
+/// [`hold_log_sync_for_tests`]).
+static HELD: Mutex<bool> = Mutex::new(false);
+static RELEASED: Condvar = Condvar::new();
+
+fn wait_while_held() {
+    let held = HELD.lock().unwrap_or_else(|p| p.into_inner());
+    drop(
+        RELEASED
+            .wait_while(held, |held| *held)
+            .unwrap_or_else(|p| p.into_inner()),
+    );
+}
+
+/// Test aid: `true` makes every background log sync in this process wait until called again
+/// with `false`, so a test can see what happens between a leader's append and its sync.
+#[doc(hidden)]
+pub fn hold_log_sync_for_tests(held: bool) {
+    *HELD.lock().unwrap_or_else(|p| p.into_inner()) = held;
+    RELEASED.notify_all();
+}

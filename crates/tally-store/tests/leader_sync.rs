@@ -1,0 +1,163 @@
+//! The leader's own entries are acknowledged to openraft once written and synced while they
+//! replicate (`LogStore::sync_own_appends_in_parallel`); nothing that makes a commit visible
+//! runs ahead of that sync: apply waits for it, and the commit index saved on disk (and, in
+//! tally-raft, the one sent to followers) is bounded by it. Everything else is synced before it
+//! is acknowledged.
+//!
+//! The background sync is held with `hold_log_sync_for_tests`, which acts on the whole test
+//! process: the tests here take turns.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::Vote;
+use tally_store::hold_log_sync_for_tests;
+
+static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const SETTLE: Duration = Duration::from_millis(300);
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The scenario's first `n` ledger entries as log entries 1..=n of leader (term 2, node 1).
+fn leader_entries(n: usize) -> Vec<RaftEntry> {
+    scenario(3, 4)
+        .into_iter()
+        .take(n)
+        .enumerate()
+        .map(|(k, entry)| normal(2, k as u64 + 1, entry))
+        .collect()
+}
+
+/// Releases the held sync however the test ends, so a failing test does not hang the others.
+struct Release;
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        hold_log_sync_for_tests(false);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leaders_own_entries_are_applied_only_once_synced() {
+    let _turn = TURNS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, mut sm) = tally_store::open(dir.path()).unwrap();
+    log.sync_own_appends_in_parallel(1).unwrap();
+    log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
+    let durability = log.durability();
+    let entries = leader_entries(3);
+    assert_eq!(entries.len(), 3);
+
+    let _release = Release;
+    hold_log_sync_for_tests(true);
+    // Acknowledged while its sync waits: this is what lets openraft replicate at once.
+    tokio::time::timeout(PATIENCE, log.blocking_append(entries.clone()))
+        .await
+        .expect("the leader's own append is acknowledged before its sync")
+        .unwrap();
+    assert_eq!(durability.through(), None, "nothing synced yet");
+    assert_eq!(durability.bound_commit(Some(log_id(2, 3))), None);
+    // A commit saved meanwhile is bounded by the sync: a restart takes entries up to the
+    // saved commit for synced ones.
+    log.save_committed(Some(log_id(2, 3))).await.unwrap();
+    assert_eq!(log.read_committed().await.unwrap(), None);
+
+    let apply = tokio::spawn(async move {
+        let responses = sm.apply(entries).await.unwrap();
+        (sm, responses)
+    });
+    tokio::time::sleep(SETTLE).await;
+    assert!(
+        !apply.is_finished(),
+        "an entry is applied (and answered) only once it is on the leader's disk"
+    );
+
+    hold_log_sync_for_tests(false);
+    let (mut sm, responses) = tokio::time::timeout(PATIENCE, apply)
+        .await
+        .expect("applied once synced")
+        .unwrap();
+    assert_eq!(responses.len(), 3);
+    assert_eq!(durability.through(), Some(log_id(2, 3)));
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(2, 3)));
+    log.save_committed(Some(log_id(2, 3))).await.unwrap();
+    assert_eq!(log.read_committed().await.unwrap(), Some(log_id(2, 3)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_that_are_not_the_leaders_own_are_synced_before_they_are_acknowledged() {
+    let _turn = TURNS.lock().await;
+    let _release = Release;
+    hold_log_sync_for_tests(true);
+
+    // A follower: the vote names another node (1) as leader; this is node 3.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _sm) = tally_store::open(dir.path()).unwrap();
+    log.sync_own_appends_in_parallel(3).unwrap();
+    log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
+    tokio::time::timeout(PATIENCE, log.blocking_append(leader_entries(2)))
+        .await
+        .expect("a follower's append does not wait for the background sync")
+        .unwrap();
+    assert_eq!(log.durability().through(), Some(log_id(2, 2)));
+
+    // The leader's own membership change: openraft acts on its commit inside its core.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _sm) = tally_store::open(dir.path()).unwrap();
+    log.sync_own_appends_in_parallel(1).unwrap();
+    log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
+    tokio::time::timeout(
+        PATIENCE,
+        log.blocking_append([membership(2, 1, &[1, 2, 3])]),
+    )
+    .await
+    .expect("a membership change is synced at once")
+    .unwrap();
+    assert_eq!(log.durability().through(), Some(log_id(2, 1)));
+
+    // A vote not yet committed (a candidate's): synced before it is acknowledged.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _sm) = tally_store::open(dir.path()).unwrap();
+    log.sync_own_appends_in_parallel(1).unwrap();
+    log.save_vote(&Vote::new(2, 1)).await.unwrap();
+    tokio::time::timeout(PATIENCE, log.blocking_append(leader_entries(2)))
+        .await
+        .expect("synced at once")
+        .unwrap();
+    assert_eq!(log.durability().through(), Some(log_id(2, 2)));
+
+    // Without sync_own_appends_in_parallel every append is synced first.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _sm) = tally_store::open(dir.path()).unwrap();
+    log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
+    tokio::time::timeout(PATIENCE, log.blocking_append(leader_entries(4)))
+        .await
+        .expect("synced at once")
+        .unwrap();
+    assert_eq!(log.durability().through(), Some(log_id(2, 4)));
+    // A truncation takes the cut entries out of what is durable.
+    log.truncate(log_id(2, 3)).await.unwrap();
+    assert_eq!(log.durability().through(), Some(log_id(2, 2)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_synced_in_the_background_are_durable_after_a_reopen() {
+    let _turn = TURNS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _sm) = tally_store::open(dir.path()).unwrap();
+        log.sync_own_appends_in_parallel(1).unwrap();
+        log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
+        let _release = Release;
+        hold_log_sync_for_tests(true);
+        log.blocking_append(leader_entries(3)).await.unwrap();
+        assert_eq!(log.durability().through(), None);
+        // Dropped with the sync still held: the process goes on, as after kill -9 the page
+        // cache does; open syncs what it finds before it counts it as durable.
+    }
+    let (log, _sm) = tally_store::open(dir.path()).unwrap();
+    assert_eq!(log.durability().through(), Some(log_id(2, 3)));
+}
