@@ -34,14 +34,18 @@
 //!
 //! Durability: `append` writes the records of the whole call with one `pwrite` and returns
 //! (and calls its `LogFlushed` callback) only after `fdatasync` of the segment (and of the
-//! directory when the append started a new segment). `truncate`, `purge` and `save_vote` are
+//! directory when the append started a new segment), except, after
+//! [`LogStore::sync_own_appends_in_parallel`], the entries this node appends as leader: those
+//! are called back once written and synced on a thread of their own while they replicate,
+//! and [`LogDurability`] tells what waits for that sync (see `log_sync`). `truncate`, `purge` and `save_vote` are
 //! synced before they return. Recovery on open: every record's length, CRC and index are
 //! checked; a damaged or short record in the LAST segment past the committed index this node
 //! saved is taken for the torn write of an append that was never acknowledged, and the segment
 //! is cut there (with a warning; the bytes cut are kept in `cut-FIRST-OFFSET.bin`, since a crash
 //! cannot be told from damage inside an append: one append may write several records, any of
 //! whose pages may be lost); damage in an earlier segment, or at or below that committed index
-//! (openraft 0.9 saves a commit only after the append it covers was flushed, so those entries
+//! (openraft 0.9 saves a commit only after the append it covers was flushed, and
+//! `save_committed` never saves one past what the background sync finished, so those entries
 //! were synced and acknowledged), or a log that ends before it, is corruption and stops the
 //! open with an error naming the file and the offset. (A cut there had let a node lose
 //! committed entries and, with the others down or behind, elect a leader without them.)
@@ -460,10 +464,12 @@ impl LogStore {
         Ok(Some(file))
     }
 
-    /// `fdatasync`, on the calling task's thread. openraft 0.9's RaftCore waits for every
-    /// append to be durable before it does anything else, so handing the sync to a blocking
-    /// thread would only add two thread switches to the path of every write (measured: about
-    /// 35 context switches per one-event request on the leader with `spawn_blocking`).
+    /// `fdatasync`, on the calling task's thread (a follower's appends, and every append
+    /// without `sync_own_appends_in_parallel`). openraft 0.9's RaftCore waits for every
+    /// append's callback before it does anything else, so handing a sync it must wait for to
+    /// a blocking thread would only add two thread switches to the path of every write
+    /// (measured: about 35 context switches per one-event request on the leader with
+    /// `spawn_blocking`).
     fn sync_file(&self, file: &File) -> Result<(), StoreError> {
         if let Err(e) = file.sync_data() {
             self.inner.fail(e.to_string());
