@@ -142,7 +142,7 @@ impl Metrics {
         gauge(
             &mut out,
             "tally_raft_commit_index",
-            "Highest log index known committed by this node.",
+            "Highest log index known committed by this node (a leader counts its own copy from the write, before its sync: nothing is applied before that sync).",
             raft.commit_index,
         );
         gauge(

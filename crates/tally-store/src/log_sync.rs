@@ -24,6 +24,7 @@
 //! the waiters get an error: the node stops instead of answering for an entry it may have lost.
 
 use std::fs::File;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
@@ -227,7 +228,11 @@ impl Syncer {
                         }
                     }
                     wait_while_held();
-                    let result = files.iter().try_for_each(|file| file.sync_data());
+                    let result = if FAIL_NEXT.swap(false, Ordering::SeqCst) {
+                        Err(std::io::Error::other("a failure injected by a test"))
+                    } else {
+                        files.iter().try_for_each(|file| file.sync_data())
+                    };
                     let Some(store) = store.upgrade() else {
                         return;
                     };
@@ -271,4 +276,12 @@ fn wait_while_held() {
 pub fn hold_log_sync_for_tests(held: bool) {
     *HELD.lock().unwrap_or_else(|p| p.into_inner()) = held;
     RELEASED.notify_all();
+}
+
+static FAIL_NEXT: AtomicBool = AtomicBool::new(false);
+
+/// Test aid: the next background log sync in this process fails as a failing disk's would.
+#[doc(hidden)]
+pub fn fail_next_log_sync_for_tests() {
+    FAIL_NEXT.store(true, Ordering::SeqCst);
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::*;
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::Vote;
-use tally_store::hold_log_sync_for_tests;
+use tally_store::{fail_next_log_sync_for_tests, hold_log_sync_for_tests};
 
 static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -160,4 +160,31 @@ async fn entries_synced_in_the_background_are_durable_after_a_reopen() {
     }
     let (log, _sm) = tally_store::open(dir.path()).unwrap();
     assert_eq!(log.durability().through(), Some(log_id(2, 3)));
+}
+
+/// A failed background sync (a failing disk) fails the log: the entries it covered are never
+/// applied (so never answered), and nothing is appended after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_background_sync_fails_the_log() {
+    let _turn = TURNS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, mut sm) = tally_store::open(dir.path()).unwrap();
+    log.sync_own_appends_in_parallel(1).unwrap();
+    log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
+    let entries = leader_entries(3);
+    fail_next_log_sync_for_tests();
+    log.blocking_append(entries[..2].to_vec()).await.unwrap();
+
+    let applied = tokio::time::timeout(PATIENCE, sm.apply(entries[..2].to_vec()))
+        .await
+        .expect("apply gives up once the sync failed");
+    let error = applied.expect_err("entries whose sync failed are not applied");
+    assert!(error.to_string().contains("failed to sync"), "{error}");
+    assert_eq!(log.durability().through(), None);
+    assert_eq!(sm.applied_state().await.unwrap().0, None);
+    let error = log
+        .blocking_append(entries[2..].to_vec())
+        .await
+        .expect_err("nothing is appended after a failed sync");
+    assert!(error.to_string().contains("failed earlier"), "{error}");
 }
