@@ -37,8 +37,8 @@
 //! directory when the append started a new segment), except, after
 //! [`LogStore::sync_own_appends_in_parallel`], the entries this node appends as leader: those
 //! are called back once written and synced on a thread of their own while they replicate,
-//! and [`LogDurability`] tells what waits for that sync (see `log_sync`). `truncate`, `purge` and `save_vote` are
-//! synced before they return. Recovery on open: every record's length, CRC and index are
+//! and [`LogDurability`] tells what waits for that sync (see `log_sync`). `truncate`, `purge`
+//! and `save_vote` are synced before they return. Recovery on open: every record's length, CRC and index are
 //! checked; a damaged or short record in the LAST segment past the committed index this node
 //! saved is taken for the torn write of an append that was never acknowledged, and the segment
 //! is cut there (with a warning; the bytes cut are kept in `cut-FIRST-OFFSET.bin`, since a crash
@@ -478,12 +478,6 @@ impl LogStore {
         Ok(())
     }
 
-    /// After a sync that covered the entries up to `log_id`: raises the durable mark if that
-    /// entry is still in the log (not cut by a truncation meanwhile).
-    fn publish_synced(&self, log_id: LogId<NodeId>) {
-        self.inner.publish_synced(log_id);
-    }
-
     fn save_small<T: serde::Serialize>(
         &self,
         name: &str,
@@ -496,6 +490,8 @@ impl LogStore {
 }
 
 impl Shared {
+    /// After a sync that covered the entries up to `log_id`: raises the durable mark if that
+    /// entry is still in the log (not cut by a truncation meanwhile).
     fn publish_synced(&self, log_id: LogId<NodeId>) {
         let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         if log.slot(log_id.index).map(|s| s.log_id) == Some(log_id) {
@@ -1077,7 +1073,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     Err(StoreError::Task("the log sync thread stopped".to_string()))
                 }
             }
-            Ok(Some(file)) => self.sync_file(&file).map(|()| self.publish_synced(last)),
+            Ok(Some(file)) => self
+                .sync_file(&file)
+                .map(|()| self.inner.publish_synced(last)),
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
@@ -1142,6 +1140,10 @@ impl LogStore {
         self.save_small("purged", "last purged log id", &log_id)?;
         let mut log = self.lock();
         log.last_purged = Some(log_id);
+        // What a purge covers is in a snapshot on disk (one this node built from what it
+        // applied, or one installed, synced, from the leader): durable, though the log may
+        // never have held it.
+        self.inner.durability.raise(log_id);
         let next = log.next_index().max(log_id.index + 1);
         let drop_slots =
             ((log_id.index + 1).saturating_sub(log.first_index) as usize).min(log.slots.len());

@@ -43,10 +43,7 @@ impl Drop for Release {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leaders_own_entries_are_applied_only_once_synced() {
     let _turn = TURNS.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (mut log, mut sm) = tally_store::open(dir.path()).unwrap();
-    log.sync_own_appends_in_parallel(1).unwrap();
-    log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
+    let (_dir, mut log, mut sm) = store_with(Some(1), Vote::new_committed(2, 1)).await;
     let durability = log.durability();
     let entries = leader_entries(3);
     assert_eq!(entries.len(), 3);
@@ -94,53 +91,64 @@ async fn entries_that_are_not_the_leaders_own_are_synced_before_they_are_acknowl
     hold_log_sync_for_tests(true);
 
     // A follower: the vote names another node (1) as leader; this is node 3.
-    let dir = tempfile::tempdir().unwrap();
-    let (mut log, _sm) = tally_store::open(dir.path()).unwrap();
-    log.sync_own_appends_in_parallel(3).unwrap();
-    log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
-    tokio::time::timeout(PATIENCE, log.blocking_append(leader_entries(2)))
-        .await
-        .expect("a follower's append does not wait for the background sync")
-        .unwrap();
+    let (_dir, mut log) = log_with(Some(3), Vote::new_committed(2, 1)).await;
+    append_synced_at_once(&mut log, leader_entries(2)).await;
     assert_eq!(log.durability().through(), Some(log_id(2, 2)));
 
     // The leader's own membership change: openraft acts on its commit inside its core.
-    let dir = tempfile::tempdir().unwrap();
-    let (mut log, _sm) = tally_store::open(dir.path()).unwrap();
-    log.sync_own_appends_in_parallel(1).unwrap();
-    log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
-    tokio::time::timeout(
-        PATIENCE,
-        log.blocking_append([membership(2, 1, &[1, 2, 3])]),
-    )
-    .await
-    .expect("a membership change is synced at once")
-    .unwrap();
+    let (_dir, mut log) = log_with(Some(1), Vote::new_committed(2, 1)).await;
+    append_synced_at_once(&mut log, vec![membership(2, 1, &[1, 2, 3])]).await;
     assert_eq!(log.durability().through(), Some(log_id(2, 1)));
 
-    // A vote not yet committed (a candidate's): synced before it is acknowledged.
-    let dir = tempfile::tempdir().unwrap();
-    let (mut log, _sm) = tally_store::open(dir.path()).unwrap();
-    log.sync_own_appends_in_parallel(1).unwrap();
-    log.save_vote(&Vote::new(2, 1)).await.unwrap();
-    tokio::time::timeout(PATIENCE, log.blocking_append(leader_entries(2)))
-        .await
-        .expect("synced at once")
-        .unwrap();
+    // A vote not yet committed (a candidate's).
+    let (_dir, mut log) = log_with(Some(1), Vote::new(2, 1)).await;
+    append_synced_at_once(&mut log, leader_entries(2)).await;
     assert_eq!(log.durability().through(), Some(log_id(2, 2)));
 
-    // Without sync_own_appends_in_parallel every append is synced first.
-    let dir = tempfile::tempdir().unwrap();
-    let (mut log, _sm) = tally_store::open(dir.path()).unwrap();
-    log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
-    tokio::time::timeout(PATIENCE, log.blocking_append(leader_entries(4)))
-        .await
-        .expect("synced at once")
-        .unwrap();
+    // Without sync_own_appends_in_parallel.
+    let (_dir, mut log) = log_with(None, Vote::new_committed(2, 1)).await;
+    append_synced_at_once(&mut log, leader_entries(4)).await;
     assert_eq!(log.durability().through(), Some(log_id(2, 4)));
-    // A truncation takes the cut entries out of what is durable.
+    // A truncation takes the cut entries out of what is durable; a purge past the end of the
+    // log (a snapshot installed from the leader) counts as durable.
     log.truncate(log_id(2, 3)).await.unwrap();
     assert_eq!(log.durability().through(), Some(log_id(2, 2)));
+    log.purge(log_id(2, 10)).await.unwrap();
+    assert_eq!(log.durability().through(), Some(log_id(2, 10)));
+}
+
+/// A store on a fresh directory with `vote` saved; `own`: the node id given to
+/// `sync_own_appends_in_parallel` (None: not called).
+async fn log_with(own: Option<u64>, vote: Vote<u64>) -> (tempfile::TempDir, tally_store::LogStore) {
+    let (dir, log, _sm) = store_with(own, vote).await;
+    (dir, log)
+}
+
+/// [`log_with`], and the state machine opened with the log.
+async fn store_with(
+    own: Option<u64>,
+    vote: Vote<u64>,
+) -> (
+    tempfile::TempDir,
+    tally_store::LogStore,
+    tally_store::StateMachineStore,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, sm) = tally_store::open(dir.path()).unwrap();
+    if let Some(own) = own {
+        log.sync_own_appends_in_parallel(own).unwrap();
+    }
+    log.save_vote(&vote).await.unwrap();
+    (dir, log, sm)
+}
+
+/// Appends `entries` while the background sync is held: what is durable right after the
+/// append returns tells whether they were synced before they were acknowledged.
+async fn append_synced_at_once(log: &mut tally_store::LogStore, entries: Vec<RaftEntry>) {
+    tokio::time::timeout(PATIENCE, log.blocking_append(entries))
+        .await
+        .expect("the append returns")
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,10 +175,7 @@ async fn entries_synced_in_the_background_are_durable_after_a_reopen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_background_sync_fails_the_log() {
     let _turn = TURNS.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (mut log, mut sm) = tally_store::open(dir.path()).unwrap();
-    log.sync_own_appends_in_parallel(1).unwrap();
-    log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
+    let (_dir, mut log, mut sm) = store_with(Some(1), Vote::new_committed(2, 1)).await;
     let entries = leader_entries(3);
     fail_next_log_sync_for_tests();
     log.blocking_append(entries[..2].to_vec()).await.unwrap();
