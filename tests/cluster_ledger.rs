@@ -265,6 +265,17 @@ async fn ledger_round_trip_through_leader_and_follower() {
     assert!(!follower_metrics.contains(&format!(
         "tally_requests_forwarded_total{{node=\"{follower}\"}} 0"
     )));
+    // Both timed their log syncs: the leader its own (in the background), the follower the
+    // ones it answers after.
+    for (node, text) in [(leader, &metrics), (follower, &follower_metrics)] {
+        let prefix = format!("tally_log_sync_seconds_count{{node=\"{node}\"}} ");
+        let syncs: u64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no tally_log_sync_seconds on node {node}: {text}"));
+        assert!(syncs > 0, "node {node} counted no log sync");
+    }
 
     // Group commit: a burst of concurrent requests shares log entries, and each waiter still
     // gets its own outcome.

@@ -6,8 +6,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
+
+use tally_store::{LogDurability, SYNC_BUCKETS_US};
 
 /// Upper bounds of the latency buckets, in seconds (Prometheus convention).
 const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
@@ -50,6 +52,8 @@ pub struct Metrics {
     commands_proposed: AtomicU64,
     snapshots_built: AtomicU64,
     requests_forwarded: AtomicU64,
+    /// The node's Raft log, whose syncs `tally_log_sync_seconds` shows.
+    log: OnceLock<LogDurability>,
 }
 
 impl Metrics {
@@ -101,6 +105,11 @@ impl Metrics {
 
     pub fn record_snapshot_built(&self) {
         self.snapshots_built.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Shows the syncs of `log` (the node's Raft log) as `tally_log_sync_seconds`.
+    pub fn watch_log_syncs(&self, log: LogDurability) {
+        let _ = self.log.set(log);
     }
 
     pub fn record_forwarded(&self) {
@@ -278,8 +287,51 @@ impl Metrics {
                 stats.count
             );
         }
+        drop(methods);
+        if let Some(log) = self.log.get() {
+            render_log_syncs(&mut out, node, log);
+        }
         out
     }
+}
+
+/// `tally_log_sync_seconds`: how long each `fdatasync` of appended Raft log entries took.
+fn render_log_syncs(out: &mut String, node: u64, log: &LogDurability) {
+    let histogram = log.sync_histogram();
+    let _ = writeln!(
+        out,
+        "# HELP tally_log_sync_seconds Time each fdatasync of appended Raft log entries took (a follower's before it answers, a leader's own while its entries replicate)."
+    );
+    let _ = writeln!(out, "# TYPE tally_log_sync_seconds histogram");
+    let mut cumulative = 0;
+    for (bound_us, count) in SYNC_BUCKETS_US.iter().zip(&histogram.counts) {
+        cumulative += count;
+        let _ = writeln!(
+            out,
+            "tally_log_sync_seconds_bucket{{node=\"{node}\",le=\"{}\"}} {cumulative}",
+            seconds_text(*bound_us)
+        );
+    }
+    let total: u64 = histogram.counts.iter().sum();
+    let _ = writeln!(
+        out,
+        "tally_log_sync_seconds_bucket{{node=\"{node}\",le=\"+Inf\"}} {total}"
+    );
+    let _ = writeln!(
+        out,
+        "tally_log_sync_seconds_sum{{node=\"{node}\"}} {}",
+        seconds_text(histogram.sum_us)
+    );
+    let _ = writeln!(
+        out,
+        "tally_log_sync_seconds_count{{node=\"{node}\"}} {total}"
+    );
+}
+
+/// `us` microseconds as decimal seconds, without trailing zeros (`250` -> `0.00025`).
+fn seconds_text(us: u64) -> String {
+    let text = format!("{}.{:06}", us / 1_000_000, us % 1_000_000);
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 #[cfg(test)]
@@ -325,5 +377,36 @@ mod tests {
         assert!(text.contains(
             "tally_request_duration_seconds_sum{node=\"2\",method=\"record_usage\"} 20.001600\n"
         ));
+        assert!(
+            !text.contains("tally_log_sync_seconds"),
+            "no log watched, no log histogram"
+        );
+    }
+
+    #[test]
+    fn renders_the_log_sync_histogram() {
+        let metrics = Metrics::new();
+        let log = LogDurability::default();
+        metrics.watch_log_syncs(log.clone());
+        log.record_sync(Duration::from_micros(80));
+        log.record_sync(Duration::from_micros(100));
+        log.record_sync(Duration::from_micros(140));
+        log.record_sync(Duration::from_secs(3));
+        let text = metrics.render(&RaftGauges {
+            node_id: 2,
+            ..Default::default()
+        });
+        for line in [
+            "# TYPE tally_log_sync_seconds histogram\n",
+            // 80 and 100 us at or below 100 us; 140 us at or below 250 us; 3 s only in +Inf.
+            "tally_log_sync_seconds_bucket{node=\"2\",le=\"0.0001\"} 2\n",
+            "tally_log_sync_seconds_bucket{node=\"2\",le=\"0.00025\"} 3\n",
+            "tally_log_sync_seconds_bucket{node=\"2\",le=\"1\"} 3\n",
+            "tally_log_sync_seconds_bucket{node=\"2\",le=\"+Inf\"} 4\n",
+            "tally_log_sync_seconds_sum{node=\"2\"} 3.00032\n",
+            "tally_log_sync_seconds_count{node=\"2\"} 4\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
     }
 }

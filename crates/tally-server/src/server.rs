@@ -190,6 +190,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         },
     )
     .with_commit_bound(log_store.durability());
+    let log_durability = log_store.durability();
     let raft = openraft::Raft::new(
         node_id,
         Arc::new(raft_config),
@@ -207,6 +208,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     // peer listener and the HTTP responder.
     let internal = Shutdown::new();
     let metrics = Arc::new(Metrics::new());
+    metrics.watch_log_syncs(log_durability);
     let limits = &config.limits;
     let (proposer, proposer_task) = Proposer::start(
         Arc::new(RaftSink { raft: raft.clone() }),

@@ -85,7 +85,10 @@ use std::sync::Arc;
 
 pub use error::StoreError;
 pub use log_store::{LogOptions, LogStore};
-pub use log_sync::{fail_next_log_sync_for_tests, hold_log_sync_for_tests, LogDurability};
+pub use log_sync::{
+    fail_next_log_sync_for_tests, hold_log_sync_for_tests, LogDurability, SyncHistogram,
+    SYNC_BUCKETS_US,
+};
 pub use reader::{LedgerReader, EVENTS_LIMIT_MAX, HISTORY_LIMIT_MAX};
 pub use state_machine::{
     MetaOnlySnapshots, SnapshotBuilder, StateMachineStore, JOURNAL_BLOCK_BYTES_TARGET,

@@ -283,7 +283,10 @@ impl LogStore {
         }
         let syncer = Syncer::start(
             Arc::downgrade(&self.inner),
-            Shared::publish_synced,
+            |shared, log_id, took| {
+                shared.durability.record_sync(took);
+                shared.publish_synced(log_id);
+            },
             Shared::fail,
         )?;
         let _ = self.inner.own_appends.set((node_id, syncer));
@@ -471,10 +474,12 @@ impl LogStore {
     /// (measured: about 35 context switches per one-event request on the leader with
     /// `spawn_blocking`).
     fn sync_file(&self, file: &File) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         if let Err(e) = file.sync_data() {
             self.inner.fail(e.to_string());
             return Err(StoreError::io("fdatasync", &self.inner.dir, e));
         }
+        self.inner.durability.record_sync(started.elapsed());
         Ok(())
     }
 

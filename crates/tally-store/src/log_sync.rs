@@ -24,10 +24,10 @@
 //! the waiters get an error: the node stops instead of answering for an entry it may have lost.
 
 use std::fs::File;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::LogId;
 use tokio::sync::watch;
@@ -57,16 +57,39 @@ impl Mark {
     }
 }
 
+/// Upper bounds of the buckets of [`SyncHistogram`], in microseconds.
+pub const SYNC_BUCKETS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+
+/// How long the `fdatasync` calls of appended log entries took on this node (a follower's,
+/// and a leader's own in the background): the disk's part of every write's latency.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncHistogram {
+    /// Syncs per bucket of [`SYNC_BUCKETS_US`] (at or below its bound and above the one
+    /// before), then those above the last bound.
+    pub counts: Vec<u64>,
+    pub sum_us: u64,
+}
+
+#[derive(Default)]
+struct SyncTimes {
+    counts: [AtomicU64; SYNC_BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
 /// A handle on how far this node's log is durable. Cheap to clone.
 #[derive(Clone)]
 pub struct LogDurability {
     mark: Arc<watch::Sender<Mark>>,
+    times: Arc<SyncTimes>,
 }
 
 impl Default for LogDurability {
     fn default() -> Self {
         LogDurability {
             mark: Arc::new(watch::Sender::new(Mark::default())),
+            times: Arc::default(),
         }
     }
 }
@@ -180,6 +203,29 @@ impl LogDurability {
         });
     }
 
+    /// The log's syncs so far.
+    pub fn sync_histogram(&self) -> SyncHistogram {
+        SyncHistogram {
+            counts: self
+                .times
+                .counts
+                .iter()
+                .map(|count| count.load(Ordering::Relaxed))
+                .collect(),
+            sum_us: self.times.sum_us.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts one sync of appended entries that took `took`. (Public for the tests of what
+    /// renders [`Self::sync_histogram`]; the log store counts its own.)
+    #[doc(hidden)]
+    pub fn record_sync(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let bucket = SYNC_BUCKETS_US.partition_point(|bound| *bound < us);
+        self.times.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.times.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
     pub(crate) fn fail(&self, reason: String) {
         self.mark.send_modify(|m| {
             m.failed.get_or_insert(reason);
@@ -209,7 +255,7 @@ impl Syncer {
     /// weakly so that dropping the store ends it.
     pub(crate) fn start<S: Send + Sync + 'static>(
         store: Weak<S>,
-        publish: fn(&S, LogId<NodeId>),
+        publish: fn(&S, LogId<NodeId>, Duration),
         fail: fn(&S, String),
     ) -> Result<Syncer, StoreError> {
         let (jobs, rx) = mpsc::channel::<SyncJob>();
@@ -228,6 +274,7 @@ impl Syncer {
                         }
                     }
                     wait_while_held();
+                    let started = Instant::now();
                     let result = if FAIL_NEXT.swap(false, Ordering::SeqCst) {
                         Err(std::io::Error::other("a failure injected by a test"))
                     } else {
@@ -238,7 +285,7 @@ impl Syncer {
                     };
                     let last = batch.last().expect("one job at least").log_id;
                     match result {
-                        Ok(()) => publish(&store, last),
+                        Ok(()) => publish(&store, last, started.elapsed()),
                         Err(error) => {
                             tracing::error!(%error, "fdatasync of the Raft log failed; this node stops taking writes");
                             fail(&store, error.to_string());
