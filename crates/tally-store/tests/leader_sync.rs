@@ -193,3 +193,52 @@ async fn a_failed_background_sync_fails_the_log() {
         .expect_err("nothing is appended after a failed sync");
     assert!(error.to_string().contains("failed earlier"), "{error}");
 }
+
+/// A power cut while the leader's own entries await their background sync: what the disk kept
+/// is what was synced (the segment files as they were at the last completed sync). The node
+/// opens again (the commit it saved meanwhile was bounded by the sync, so its log does not
+/// end before it), without the unsynced entries, none of which was applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_before_the_background_sync_loses_only_unapplied_entries() {
+    let _turn = TURNS.lock().await;
+    let entries = leader_entries(6);
+    let (dir, mut log, mut sm) = store_with(Some(1), Vote::new_committed(2, 1)).await;
+    log.blocking_append(entries[..3].to_vec()).await.unwrap();
+    sm.apply(entries[..3].to_vec()).await.unwrap();
+    log.durability().wait_through(3).await.unwrap();
+    log.save_committed(Some(log_id(2, 3))).await.unwrap();
+    // The disk as the last completed sync left it.
+    let segments = dir.path().join("raft-log");
+    let synced: Vec<(std::path::PathBuf, Vec<u8>)> = std::fs::read_dir(&segments)
+        .unwrap()
+        .map(|item| item.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .map(|path| {
+            let bytes = std::fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    assert!(!synced.is_empty());
+
+    let release = Release;
+    hold_log_sync_for_tests(true);
+    log.blocking_append(entries[3..].to_vec()).await.unwrap();
+    // openraft would count 4..=6 committed once a follower has them; the commit saved on disk
+    // stays at what is synced here.
+    log.save_committed(Some(log_id(2, 6))).await.unwrap();
+    let apply = tokio::spawn(async move { sm.apply(entries[3..].to_vec()).await });
+    tokio::time::sleep(SETTLE).await;
+    assert!(!apply.is_finished(), "nothing unsynced is applied");
+    apply.abort();
+    drop(log);
+    // The cut: every byte written since that sync is gone.
+    for (path, bytes) in &synced {
+        std::fs::write(path, bytes).unwrap();
+    }
+    drop(release);
+
+    let (mut log, _sm) = tally_store::open(dir.path()).expect("opens after the power cut");
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_log_id, Some(log_id(2, 3)));
+    assert_eq!(log.read_committed().await.unwrap(), Some(log_id(2, 3)));
+}
