@@ -9,10 +9,10 @@
 //! while they replicate. openraft then counts the leader's copy towards a commit before it is
 //! on disk, so everything that makes a commit visible waits here for the leader's own sync
 //! instead ([`LogDurability`]):
-//! - the state machine applies an entry only once it is durable here (`apply`): a client's
-//!   answer, a linearizable read and a snapshot all come after apply, so an entry answered
-//!   to anyone is on the leader's disk and on the follower's whose answer committed it: a
-//!   majority of three, as Raft requires;
+//! - the state machine applies an entry handed to the background sync only once it is
+//!   durable here (`apply`): a client's answer, a linearizable read and a snapshot all come
+//!   after apply, so an entry answered to anyone is on the leader's disk and on the disks of
+//!   the followers whose answers made openraft's quorum: a majority, as Raft requires;
 //! - the commit index sent to followers is bounded by it (`TallyNetwork::with_commit_bound`),
 //!   so no follower applies an entry the cluster could still lose;
 //! - the commit index saved on disk is bounded by it (`save_committed`), which open relies
