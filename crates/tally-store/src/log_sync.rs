@@ -166,21 +166,25 @@ impl LogDurability {
     /// Records that the entries up to `log_id` were handed to the background sync (before
     /// openraft hears of them).
     pub(crate) fn queue(&self, log_id: LogId<NodeId>) {
-        self.mark.send_if_modified(|m| {
-            let higher = m.queued.is_none_or(|q| q.index < log_id.index);
-            if higher {
-                m.queued = Some(log_id);
-            }
-            higher
-        });
+        self.raise_field(|m| &mut m.queued, log_id);
     }
 
     /// Records that the log is durable through `log_id` (never lowers the mark).
     pub(crate) fn raise(&self, log_id: LogId<NodeId>) {
+        self.raise_field(|m| &mut m.through, log_id);
+    }
+
+    /// Sets the mark's `field` to `log_id` if that is further; waiters wake only then.
+    fn raise_field(
+        &self,
+        field: fn(&mut Mark) -> &mut Option<LogId<NodeId>>,
+        log_id: LogId<NodeId>,
+    ) {
         self.mark.send_if_modified(|m| {
-            let higher = m.through.is_none_or(|t| t.index < log_id.index);
+            let slot = field(m);
+            let higher = slot.is_none_or(|id| id.index < log_id.index);
             if higher {
-                m.through = Some(log_id);
+                *slot = Some(log_id);
             }
             higher
         });
