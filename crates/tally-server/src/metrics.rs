@@ -24,7 +24,6 @@ struct MethodStats {
     buckets: [u64; LATENCY_BUCKETS_SECONDS.len() + 1],
     /// Sum of latencies in microseconds (integer, so no float accumulates error).
     latency_us_sum: u64,
-    count: u64,
 }
 
 /// Raft's view of the node, sampled when `/metrics` is served.
@@ -78,7 +77,6 @@ impl Metrics {
         stats.latency_us_sum = stats
             .latency_us_sum
             .saturating_add(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
-        stats.count += 1;
     }
 
     pub fn record_rejection(&self, reason_code: &str) {
@@ -262,29 +260,19 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE tally_request_duration_seconds histogram");
         for (method, stats) in methods.iter() {
-            let mut cumulative = 0;
-            for (index, bound) in LATENCY_BUCKETS_SECONDS.iter().enumerate() {
-                cumulative += stats.buckets[index];
-                let _ = writeln!(
-                    out,
-                    "tally_request_duration_seconds_bucket{{node=\"{node}\",method=\"{method}\",le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "tally_request_duration_seconds_bucket{{node=\"{node}\",method=\"{method}\",le=\"+Inf\"}} {}",
-                stats.count
-            );
-            let _ = writeln!(
-                out,
-                "tally_request_duration_seconds_sum{{node=\"{node}\",method=\"{method}\"}} {}.{:06}",
-                stats.latency_us_sum / 1_000_000,
-                stats.latency_us_sum % 1_000_000
-            );
-            let _ = writeln!(
-                out,
-                "tally_request_duration_seconds_count{{node=\"{node}\",method=\"{method}\"}} {}",
-                stats.count
+            write_histogram(
+                &mut out,
+                "tally_request_duration_seconds",
+                &format!("node=\"{node}\",method=\"{method}\""),
+                LATENCY_BUCKETS_SECONDS
+                    .iter()
+                    .map(|bound| bound.to_string()),
+                &stats.buckets,
+                &format!(
+                    "{}.{:06}",
+                    stats.latency_us_sum / 1_000_000,
+                    stats.latency_us_sum % 1_000_000
+                ),
             );
         }
         drop(methods);
@@ -303,29 +291,37 @@ fn render_log_syncs(out: &mut String, node: u64, log: &LogDurability) {
         "# HELP tally_log_sync_seconds Time each fdatasync of appended Raft log entries took (a follower's before it answers, a leader's own while its entries replicate)."
     );
     let _ = writeln!(out, "# TYPE tally_log_sync_seconds histogram");
+    write_histogram(
+        out,
+        "tally_log_sync_seconds",
+        &format!("node=\"{node}\""),
+        SYNC_BUCKETS_US
+            .iter()
+            .map(|bound_us| seconds_text(*bound_us)),
+        &histogram.counts,
+        &seconds_text(histogram.sum_us),
+    );
+}
+
+/// One histogram series of `name` with `labels`: `counts` per bucket (bounded by `bounds`,
+/// then one above the last bound), written cumulative, then its sum and count.
+fn write_histogram(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    bounds: impl Iterator<Item = String>,
+    counts: &[u64],
+    sum: &str,
+) {
     let mut cumulative = 0;
-    for (bound_us, count) in SYNC_BUCKETS_US.iter().zip(&histogram.counts) {
+    for (bound, count) in bounds.zip(counts) {
         cumulative += count;
-        let _ = writeln!(
-            out,
-            "tally_log_sync_seconds_bucket{{node=\"{node}\",le=\"{}\"}} {cumulative}",
-            seconds_text(*bound_us)
-        );
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
     }
-    let total: u64 = histogram.counts.iter().sum();
-    let _ = writeln!(
-        out,
-        "tally_log_sync_seconds_bucket{{node=\"{node}\",le=\"+Inf\"}} {total}"
-    );
-    let _ = writeln!(
-        out,
-        "tally_log_sync_seconds_sum{{node=\"{node}\"}} {}",
-        seconds_text(histogram.sum_us)
-    );
-    let _ = writeln!(
-        out,
-        "tally_log_sync_seconds_count{{node=\"{node}\"}} {total}"
-    );
+    let total: u64 = counts.iter().sum();
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {total}");
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+    let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
 }
 
 /// `us` microseconds as decimal seconds, without trailing zeros (`250` -> `0.00025`).

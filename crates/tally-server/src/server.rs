@@ -172,6 +172,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     })?;
     let (log_store, state_machine) = tally_store::open(&config.data_dir)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let log_durability = log_store.durability();
     if config.raft.leader_sync_in_parallel {
         log_store
             .sync_own_appends_in_parallel(node_id)
@@ -189,8 +190,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             ..NetworkConfig::default()
         },
     )
-    .with_commit_bound(log_store.durability());
-    let log_durability = log_store.durability();
+    .with_commit_bound(log_durability.clone());
     let raft = openraft::Raft::new(
         node_id,
         Arc::new(raft_config),

@@ -78,6 +78,7 @@ mod page_cache;
 mod reader;
 mod snapshot;
 mod state_machine;
+mod test_hold;
 pub mod types;
 
 use std::path::Path;

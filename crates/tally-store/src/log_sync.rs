@@ -26,13 +26,14 @@
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use openraft::LogId;
 use tokio::sync::watch;
 
 use crate::error::StoreError;
+use crate::test_hold::TestHold;
 use crate::types::NodeId;
 
 /// What is on disk of the log: every entry up to `through` (in this log: a truncation lowers
@@ -143,14 +144,9 @@ impl LogDurability {
     /// handed to the background sync (any other entry of the log was synced before openraft
     /// heard of it); an error if the log failed first (a failed `fdatasync`).
     pub async fn wait_through(&self, index: u64) -> Result<(), StoreError> {
-        {
-            let mark = self.mark.borrow();
-            if mark.settled(index) {
-                return Ok(());
-            }
-            if let Some(reason) = &mark.failed {
-                return Err(failed(reason));
-            }
+        // Without a subscription when nothing is to wait for (nearly every apply).
+        if self.mark.borrow().settled(index) {
+            return Ok(());
         }
         let mut rx = self.mark.subscribe();
         let mark = rx
@@ -277,7 +273,7 @@ impl Syncer {
                             files.push(&job.file);
                         }
                     }
-                    wait_while_held();
+                    HOLD.pass();
                     let started = Instant::now();
                     let result = if FAIL_NEXT.swap(false, Ordering::SeqCst) {
                         Err(std::io::Error::other("a failure injected by a test"))
@@ -307,26 +303,15 @@ impl Syncer {
     }
 }
 
-/// Test aid: while held, background syncs wait before they start (see
+/// Test aid: while closed, background syncs wait before they start (see
 /// [`hold_log_sync_for_tests`]).
-static HELD: Mutex<bool> = Mutex::new(false);
-static RELEASED: Condvar = Condvar::new();
-
-fn wait_while_held() {
-    let held = HELD.lock().unwrap_or_else(|p| p.into_inner());
-    drop(
-        RELEASED
-            .wait_while(held, |held| *held)
-            .unwrap_or_else(|p| p.into_inner()),
-    );
-}
+static HOLD: TestHold = TestHold::new();
 
 /// Test aid: `true` makes every background log sync in this process wait until called again
 /// with `false`, so a test can see what happens between a leader's append and its sync.
 #[doc(hidden)]
 pub fn hold_log_sync_for_tests(held: bool) {
-    *HELD.lock().unwrap_or_else(|p| p.into_inner()) = held;
-    RELEASED.notify_all();
+    HOLD.set(held);
 }
 
 static FAIL_NEXT: AtomicBool = AtomicBool::new(false);

@@ -57,6 +57,7 @@ use crate::journal_file::{JournalFile, Location, Records};
 use crate::log_sync::LogDurability;
 use crate::reader::LedgerReader;
 use crate::snapshot::{self, Meta, SnapshotFiles};
+use crate::test_hold::TestHold;
 use crate::types::{EntryResponse, NodeId, TypeConfig};
 
 type Entry = openraft::Entry<TypeConfig>;
@@ -607,7 +608,7 @@ pub(crate) struct Shared {
     /// How long `current_snapshot` waits for an assembly it started, in ms.
     outgoing_wait_ms: AtomicU64,
     /// While true, an assembly for other nodes waits before it hands over its result (tests).
-    outgoing_held: (Mutex<bool>, std::sync::Condvar),
+    outgoing_held: TestHold,
     /// Set while [`MetaOnlySnapshots`] lives: `get_current_snapshot` then answers the meta.
     meta_only: AtomicBool,
     /// Woken whenever a writer releases `applied`: async readers wait on it instead of
@@ -779,7 +780,7 @@ impl StateMachineStore {
                 outgoing: Mutex::new(Outgoing::default()),
                 outgoing_done: std::sync::Condvar::new(),
                 outgoing_wait_ms: AtomicU64::new(OUTGOING_WAIT.as_millis() as u64),
-                outgoing_held: (Mutex::new(false), std::sync::Condvar::new()),
+                outgoing_held: TestHold::new(),
                 meta_only: AtomicBool::new(false),
                 unlocked: tokio::sync::Notify::new(),
                 journal_rows_end,
@@ -846,9 +847,7 @@ impl StateMachineStore {
     /// hands over its result: for tests of what happens while one is at work.
     #[doc(hidden)]
     pub fn hold_outgoing_snapshot_assembly_for_tests(&self, held: bool) {
-        let (flag, changed) = &self.shared.outgoing_held;
-        *flag.lock().unwrap_or_else(|p| p.into_inner()) = held;
-        changed.notify_all();
+        self.shared.outgoing_held.set(held);
     }
 
     /// A cheap, cloneable read handle on the applied state, history and events.
@@ -1239,13 +1238,7 @@ fn assemble_in_background(
             .len();
         Ok((meta, file, bytes))
     });
-    {
-        let (flag, changed) = &shared.outgoing_held;
-        let mut held = flag.lock().unwrap_or_else(|p| p.into_inner());
-        while *held {
-            held = changed.wait(held).unwrap_or_else(|p| p.into_inner());
-        }
-    }
+    shared.outgoing_held.pass();
     {
         let mut outgoing = shared.outgoing.lock().unwrap_or_else(|p| p.into_inner());
         if outgoing.generation != generation {
